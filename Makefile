@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make run` and `make test`. Needs Python 3.11, make and a C compiler.
+PYTHON ?= python3.11
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+DEV := $(PY) -m taskengine_site.devservices run --
+UV_VERSION := 0.13.9
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: run test check lint typecheck fmt venv clean-data
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+venv: $(VENV)/.synced
+
+run: venv
+	$(DEV) sh -c '$(PY) manage.py migrate --noinput && $(PY) manage.py ensure_demo_client && \
+	  WEB_HOST=$${WEB_HOST:-127.0.0.1} exec $(VENV)/bin/honcho -f Procfile start -p $${PORT:-8000} web worker beat'
+
+test: venv
+	$(DEV) $(PY) -m pytest $(PYTEST_ARGS)
+
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DATABASE_URL=postgres://typecheck@localhost/typecheck REDIS_URL=redis://localhost:6379/0 SECRET_KEY=typecheck $(VENV)/bin/mypy .
+
+fmt: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean-data:
+	rm -rf .data

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from clients.models import ApiKey, Client
+from clients.services import api_key_issue, api_key_revoke, client_create
+
+
+class ApiKeyInline(admin.TabularInline):
+    model = ApiKey
+    extra = 0
+    can_delete = False
+    fields = ("prefix", "last_four", "label", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Client)
+class ClientAdmin(admin.ModelAdmin):
+    list_display = ("name", "is_operator", "is_active", "created_at")
+    list_filter = ("is_operator", "is_active")
+    search_fields = ("name",)
+    inlines = [ApiKeyInline]
+    actions = ["issue_api_key"]
+
+    def save_model(self, request: HttpRequest, obj: Client, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        client, key = client_create(
+            name=obj.name, is_operator=obj.is_operator, webhook_secret=obj.webhook_secret
+        )
+        obj.pk = client.pk
+        obj.created_at = client.created_at
+        messages.warning(request, f"API key for {client.name} (shown only this once): {key}")
+
+    @admin.action(description="Issue a new API key (shown once)")
+    def issue_api_key(self, request: HttpRequest, queryset: QuerySet[Client]) -> None:
+        for client in queryset:
+            _, key = api_key_issue(client=client, label="admin")
+            messages.warning(request, f"New API key for {client.name} (shown only this once): {key}")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("client", "prefix", "last_four", "label", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("client",)
+    readonly_fields = ("client", "prefix", "key_hash", "last_four", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # keys are issued from the client page, where the key can be shown once
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            api_key_revoke(api_key=key)
+        messages.success(request, f"Revoked {queryset.count()} key(s).")

@@ -1,0 +1,52 @@
+"""API clients and their keys. Only a hash of a key is stored; the key itself is shown once."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Client(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    is_operator = models.BooleanField(
+        default=False, help_text="Operators see every client's jobs and alone may change settings and schedules."
+    )
+    is_active = models.BooleanField(default=True)
+    webhook_secret = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Standard Webhooks secret (whsec_…) used to sign callbacks; empty means unsigned.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # A Client is ``request.user`` for the API (see clients.authentication).
+    is_authenticated = True
+    is_anonymous = False
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="api_keys")
+    prefix = models.CharField(max_length=16, unique=True, help_text="Public lookup part of the key.")
+    key_hash = models.CharField(max_length=64, help_text="SHA-256 of the whole key, hex.")
+    last_four = models.CharField(max_length=4)
+    label = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.client.name}: {self.prefix}…{self.last_four}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

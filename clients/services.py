@@ -1,0 +1,37 @@
+"""Writes to clients and keys. The management commands and the admin call these."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from clients import keys
+from clients.models import ApiKey, Client
+from taskengine_site.errors import DomainError
+
+
+def client_create(*, name: str, is_operator: bool = False, webhook_secret: str = "") -> tuple[Client, str]:
+    """Create a client with one API key; return the client and the key (shown once, never stored)."""
+    name = name.strip()
+    if not name or len(name) > 100 or any(ch.isspace() for ch in name):
+        raise DomainError("client name must be 1..100 characters without spaces")
+    with transaction.atomic():
+        if Client.objects.filter(name=name).exists():
+            raise DomainError(f"client {name!r} already exists")
+        client = Client.objects.create(name=name, is_operator=is_operator, webhook_secret=webhook_secret)
+        _, key = api_key_issue(client=client)
+    return client, key
+
+
+def api_key_issue(*, client: Client, label: str = "") -> tuple[ApiKey, str]:
+    """Issue a new key for ``client``; return the row and the key, which is not stored anywhere."""
+    key, prefix = keys.generate()
+    row = ApiKey.objects.create(
+        client=client, prefix=prefix, key_hash=keys.hash_key(key), last_four=key[-4:], label=label
+    )
+    return row, key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    """Revoke a key; requests presenting it answer 401 from now on."""
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

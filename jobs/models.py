@@ -1,0 +1,96 @@
+"""Jobs and their tasks: the system of record (DESIGN.md §1, §4)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from clients.models import Client
+from jobs.states import JobState, TaskState
+
+
+class Job(models.Model):
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="jobs")
+    workflow = models.CharField(max_length=100)
+    priority = models.PositiveSmallIntegerField(default=5)
+    position = models.IntegerField(default=1)
+    top_of_queue = models.BooleanField(default=False)
+    parameters = models.JSONField(default=dict)
+    queue_state = models.PositiveSmallIntegerField(choices=JobState.choices, default=JobState.QUEUED)
+    failed = models.BooleanField(default=False)
+    persist = models.BooleanField(default=False)
+    run_at = models.DateTimeField()
+    semaphore_url = models.URLField(max_length=2000, null=True, blank=True)
+    # Sent as the Workflow-Id header of every callback of this job.
+    workflow_uuid = models.UUIDField(default=uuid.uuid4, editable=False)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # The workflow definition resolved when the job started (client or common), kept for reruns/debugging.
+    definition = models.JSONField(null=True, blank=True)
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["queue_state", "id"], name="job_state_id"),
+            models.Index(fields=["client", "id"], name="job_client_id"),
+            models.Index(fields=["run_at"], name="job_due", condition=Q(queue_state=JobState.SCHEDULED)),
+            models.Index(
+                fields=["top_of_queue", "priority", "position", "created_at", "id"],
+                name="job_dispatch_order",
+                condition=Q(queue_state=JobState.QUEUED),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "idempotency_key"],
+                name="job_idempotency_key",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+            models.CheckConstraint(condition=Q(priority__gte=1, priority__lte=10), name="job_priority_1_10"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.workflow}, {self.get_queue_state_display()})"
+
+
+class Task(models.Model):
+    """One step of a job's workflow; rows are made when the job starts, their ids are stable."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="tasks")
+    position = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=100)
+    queue = models.CharField(max_length=50, default="work")
+    parameters = models.JSONField(default=dict, blank=True)
+    state = models.PositiveSmallIntegerField(choices=TaskState.choices, default=TaskState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    progress = models.FloatField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="task_job_position")]
+        indexes = [
+            models.Index(
+                fields=["state", "updated_at"],
+                name="task_active",
+                condition=Q(state__in=[TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRYING]),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.pk} {self.name} of job {self.job_id}"

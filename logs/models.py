@@ -1,0 +1,33 @@
+"""A job's log, as the original keeps it (reference: workflows-and-callbacks.md)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Severity(models.IntegerChoices):
+    DEBUG = 0, "DEBUG"
+    INFO = 1, "INFO"
+    WARN = 2, "WARN"
+    ERROR = 3, "ERROR"
+    FATAL = 4, "FATAL"
+    UNKNOWN = 5, "UNKNOWN"
+
+
+class LogEntry(models.Model):
+    job = models.ForeignKey("jobs.Job", on_delete=models.CASCADE, related_name="log_entries")
+    task_id = models.BigIntegerField(default=0, help_text="0 for job-level entries")
+    severity = models.PositiveSmallIntegerField(choices=Severity.choices, default=Severity.INFO)
+    progname = models.CharField(max_length=20)
+    message = models.TextField()
+    visible = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["job", "id"], name="log_job_id")]
+        verbose_name_plural = "log entries"
+
+    def __str__(self) -> str:
+        return f"[{self.progname}] {self.message[:60]}"

@@ -1,0 +1,95 @@
+"""The one place where domain errors become HTTP answers (DESIGN.md §8).
+
+Every error body is ``{"error": "<message>"}``; errors about one job also carry ``"id"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+
+class DomainError(Exception):
+    """A refusal the client can act on: answered 400 with its message."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, message: str, *, job_id: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.job_id = job_id
+
+
+class NotFound(DomainError):
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class Conflict(DomainError):
+    status_code = status.HTTP_409_CONFLICT
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    """Turn DRF's nested ``ValidationError.detail`` into ``field: message`` lines."""
+    if isinstance(detail, dict):
+        lines: list[str] = []
+        for key, value in detail.items():
+            name = key if key != "non_field_errors" else ""
+            lines.extend(_flatten(value, f"{prefix}.{name}" if prefix and name else prefix or name))
+        return lines
+    if isinstance(detail, list):
+        lines = []
+        for item in detail:
+            lines.extend(_flatten(item, prefix))
+        return lines
+    return [f"{prefix}: {detail}" if prefix else str(detail)]
+
+
+def error_message(detail: Any) -> str:
+    return "; ".join(_flatten(detail))
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    body: dict[str, Any]
+    if isinstance(exc, DomainError):
+        body = {"error": exc.message}
+        if exc.job_id is not None:
+            body = {"id": exc.job_id, "error": exc.message}
+        return Response(body, status=exc.status_code)
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        return Response({"error": "Unauthorised request."}, status=status.HTTP_401_UNAUTHORIZED)
+    if isinstance(exc, Http404 | exceptions.NotFound):
+        return Response({"error": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, PermissionDenied | exceptions.PermissionDenied):
+        return Response({"error": "Forbidden: this needs an operator client."}, status=status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, exceptions.Throttled):
+        headers = {"Retry-After": str(int(exc.wait or 1))}
+        return Response({"error": "Too many requests."}, status=status.HTTP_429_TOO_MANY_REQUESTS, headers=headers)
+    if isinstance(exc, exceptions.ParseError):
+        return Response({"error": f"Malformed request body: {exc.detail}"}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, exceptions.ValidationError):
+        body = {"error": error_message(exc.detail)}
+        job_id = context.get("kwargs", {}).get("pk")
+        if job_id is not None:
+            body = {"id": _as_id(job_id), "error": body["error"]}
+        return Response(body, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, exceptions.APIException):
+        return Response({"error": error_message(exc.detail)}, status=exc.status_code)
+    if isinstance(exc, OperationalError | InterfaceError | DatabaseError):
+        return Response(
+            {"error": f"Database unavailable: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+    return None
+
+
+def _as_id(value: Any) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
