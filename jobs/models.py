@@ -94,3 +94,20 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return f"task {self.pk} {self.name} of job {self.job_id}"
+
+
+class WorkflowDefinition(models.Model):
+    """A client's own definition of a workflow; it overrides the common one of the same name."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="workflow_definitions")
+    name = models.CharField(max_length=100)
+    steps = models.JSONField(help_text='[{"step": "noop", "queue": "work", "parameters": {}}, …]')
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["client__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["client", "name"], name="workflow_client_name")]
+
+    def __str__(self) -> str:
+        return f"{self.client.name}/{self.name}"

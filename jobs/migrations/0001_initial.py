@@ -69,6 +69,20 @@ class Migration(migrations.Migration):
                 'ordering': ['job_id', 'position'],
             },
         ),
+        migrations.CreateModel(
+            name='WorkflowDefinition',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=100)),
+                ('steps', models.JSONField(help_text='[{"step": "noop", "queue": "work", "parameters": {}}, …]')),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('client', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='workflow_definitions', to='clients.client')),
+            ],
+            options={
+                'ordering': ['client__name', 'name'],
+            },
+        ),
         migrations.AddIndex(
             model_name='job',
             index=models.Index(fields=['queue_state', 'id'], name='job_state_id'),
@@ -100,5 +114,9 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name='task',
             constraint=models.UniqueConstraint(fields=('job', 'position'), name='task_job_position'),
+        ),
+        migrations.AddConstraint(
+            model_name='workflowdefinition',
+            constraint=models.UniqueConstraint(fields=('client', 'name'), name='workflow_client_name'),
         ),
     ]

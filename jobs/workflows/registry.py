@@ -1,0 +1,164 @@
+"""Steps registered by name, workflow definitions as data, and their resolution for a client
+(DESIGN.md §4).
+
+A step is ``fn(ctx: StepContext) -> JSON-able result``; it raises ``PermanentError`` to fail the job at
+once or ``TransientError`` (or any other exception) to be retried up to ``retry_limit`` times.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskengine_site.errors import DomainError
+
+QUEUES = ("work", "windows_capture")
+
+
+class StepError(Exception):
+    """Base of the errors a step raises on purpose; the message goes to the log and the callbacks."""
+
+
+class PermanentError(StepError):
+    """Retrying cannot help (bad input, missing file): the job fails at once."""
+
+
+class TransientError(StepError):
+    """May succeed later (network, busy resource): retried up to retry_limit times."""
+
+
+@dataclass
+class StepContext:
+    job_id: int
+    task_id: int
+    client_name: str
+    workflow: str
+    job_parameters: dict[str, Any]
+    step_parameters: dict[str, Any]
+    # Results of the earlier steps of this job, by step name.
+    results: dict[str, Any]
+    # ``log(message, severity=1)``: a line in the job's log (progname worker, this task's id).
+    log: Callable[..., None]
+    # ``heartbeat(progress=None)``: proves the step is alive, optionally records progress (0..100).
+    # It raises ``StepCancelled`` when the job was paused or broken, so long steps stop promptly.
+    heartbeat: Callable[..., None]
+    storage_root: Path
+    attempt: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def param(self, name: str, default: Any = None) -> Any:
+        """A step parameter, else a job parameter, else ``default``."""
+        if name in self.step_parameters:
+            return self.step_parameters[name]
+        return self.job_parameters.get(name, default)
+
+
+class StepCancelled(Exception):  # noqa: N818  (not an error: the job was paused or broken)
+    """Raised by ``heartbeat`` when the job no longer wants this step to run."""
+
+
+StepFn = Callable[[StepContext], Any]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    fn: StepFn
+    queue: str
+    description: str
+
+
+STEPS: dict[str, StepSpec] = {}
+
+
+def step(name: str, *, queue: str = "work") -> Callable[[StepFn], StepFn]:
+    """Register ``fn`` as the step ``name`` whose default queue is ``queue``."""
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}")
+
+    def decorator(fn: StepFn) -> StepFn:
+        if name in STEPS and STEPS[name].fn is not fn:
+            raise ValueError(f"step {name!r} registered twice")
+        STEPS[name] = StepSpec(name=name, fn=fn, queue=queue, description=(fn.__doc__ or "").strip())
+        return fn
+
+    return decorator
+
+
+_loaded = False
+
+
+def load_steps() -> dict[str, StepSpec]:
+    """Import every module of ``jobs.workflows.steps`` so their ``@step`` decorators run."""
+    global _loaded
+    if not _loaded:
+        from jobs.workflows import steps as package
+
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+        _loaded = True
+    return STEPS
+
+
+def get_step(name: str) -> StepSpec:
+    steps = load_steps()
+    if name not in steps:
+        raise PermanentError(f"unknown step {name!r}")
+    return steps[name]
+
+
+def validate_definition(steps: Any) -> list[dict[str, Any]]:
+    """Check a definition's shape and that every step exists; return it normalised.
+
+    A definition is a non-empty list of ``{"step": name, "queue": optional, "parameters": optional}``.
+    """
+    known = load_steps()
+    if not isinstance(steps, list) or not steps:
+        raise DomainError("a workflow definition is a non-empty list of steps")
+    normalised: list[dict[str, Any]] = []
+    for index, item in enumerate(steps):
+        if isinstance(item, str):
+            item = {"step": item}
+        if not isinstance(item, dict) or not isinstance(item.get("step"), str):
+            raise DomainError(f"step {index}: expected an object with a 'step' name")
+        extra = set(item) - {"step", "queue", "parameters"}
+        if extra:
+            raise DomainError(f"step {index}: unknown keys {sorted(extra)}")
+        name = item["step"]
+        if name not in known:
+            raise DomainError(f"step {index}: unknown step {name!r}")
+        queue = item.get("queue") or known[name].queue
+        if queue not in QUEUES:
+            raise DomainError(f"step {index}: unknown queue {queue!r} (one of {', '.join(QUEUES)})")
+        parameters = item.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise DomainError(f"step {index}: parameters must be an object")
+        normalised.append({"step": name, "queue": queue, "parameters": parameters})
+    return normalised
+
+
+def resolve_definition(client_id: int, workflow: str) -> tuple[list[dict[str, Any]], bool] | None:
+    """The definition ``workflow`` runs for this client: (steps, is_client_definition), or None if unknown.
+
+    A client definition overrides the common one of the same name.
+    """
+    from jobs.models import WorkflowDefinition
+    from jobs.workflows.definitions import COMMON_DEFINITIONS
+
+    own = WorkflowDefinition.objects.filter(client_id=client_id, name=workflow).values_list("steps", flat=True).first()
+    if own is not None:
+        return validate_definition(own), True
+    if workflow in COMMON_DEFINITIONS:
+        return validate_definition(COMMON_DEFINITIONS[workflow]), False
+    return None
+
+
+def workflow_exists(client_id: int, workflow: str) -> bool:
+    from jobs.models import WorkflowDefinition
+    from jobs.workflows.definitions import COMMON_DEFINITIONS
+
+    return workflow in COMMON_DEFINITIONS or WorkflowDefinition.objects.filter(client_id=client_id, name=workflow).exists()
