@@ -10,7 +10,7 @@ from clients.models import ApiKey, Client
 from clients.services import api_key_issue, api_key_revoke, client_create
 
 
-class ApiKeyInline(admin.TabularInline):
+class ApiKeyInline(admin.TabularInline[ApiKey, Client]):
     model = ApiKey
     extra = 0
     can_delete = False
@@ -22,7 +22,7 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(Client)
-class ClientAdmin(admin.ModelAdmin):
+class ClientAdmin(admin.ModelAdmin[Client]):
     list_display = ("name", "is_operator", "is_active", "created_at")
     list_filter = ("is_operator", "is_active")
     search_fields = ("name",)
@@ -48,10 +48,18 @@ class ClientAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
     list_display = ("client", "prefix", "last_four", "label", "created_at", "last_used_at", "revoked_at")
     list_filter = ("client",)
-    readonly_fields = ("client", "prefix", "key_hash", "last_four", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = (
+        "client",
+        "prefix",
+        "key_hash",
+        "last_four",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
     actions = ["revoke"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -8,7 +8,8 @@ from django.db import models
 class Client(models.Model):
     name = models.CharField(max_length=100, unique=True)
     is_operator = models.BooleanField(
-        default=False, help_text="Operators see every client's jobs and alone may change settings and schedules."
+        default=False,
+        help_text="Operators see every client's jobs and alone may change settings and schedules.",
     )
     is_active = models.BooleanField(default=True)
     webhook_secret = models.CharField(

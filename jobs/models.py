@@ -28,7 +28,9 @@ class Job(models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     # The workflow definition resolved when the job started (client or common), kept for reruns/debugging.
     definition = models.JSONField(null=True, blank=True)
-    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
+    )
     message = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

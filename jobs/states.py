@@ -27,7 +27,9 @@ NON_TERMINAL: frozenset[int] = frozenset(set(JobState) - TERMINAL)
 TRANSITIONS: dict[int, frozenset[int]] = {
     JobState.SCHEDULED: frozenset({JobState.PENDING, JobState.QUEUED, JobState.PAUSED, JobState.BROKEN}),
     JobState.PENDING: frozenset({JobState.QUEUED, JobState.SCHEDULED, JobState.PAUSED, JobState.BROKEN}),
-    JobState.QUEUED: frozenset({JobState.STARTED, JobState.SCHEDULED, JobState.PENDING, JobState.PAUSED, JobState.BROKEN}),
+    JobState.QUEUED: frozenset(
+        {JobState.STARTED, JobState.SCHEDULED, JobState.PENDING, JobState.PAUSED, JobState.BROKEN}
+    ),
     JobState.STARTED: frozenset({JobState.COMPLETED, JobState.PAUSED, JobState.BROKEN}),
     JobState.PAUSED: frozenset({JobState.QUEUED, JobState.BROKEN}),
     JobState.COMPLETED: frozenset({JobState.BROKEN}),  # only through a rerun

