@@ -8,6 +8,8 @@ DEV := $(PY) -m taskengine_site.devservices run --
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Procfile commands (gunicorn, celery) come from the project virtualenv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run test check lint typecheck fmt venv clean-data
 
@@ -22,7 +24,8 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 venv: $(VENV)/.synced
 
 run: venv
-	$(DEV) sh -c '$(PY) manage.py migrate --noinput && $(PY) manage.py ensure_demo_client && \
+	$(DEV) sh -c '$(PY) manage.py migrate --noinput && $(PY) manage.py collectstatic --noinput -v0 && \
+	  $(PY) manage.py ensure_demo_client && \
 	  WEB_HOST=$${WEB_HOST:-127.0.0.1} exec $(VENV)/bin/honcho -f Procfile start -p $${PORT:-8000} web worker beat'
 
 test: venv
