@@ -44,7 +44,8 @@ class StepContext:
     # ``log(message, severity=1)``: a line in the job's log (progname worker, this task's id).
     log: Callable[..., None]
     # ``heartbeat(progress=None)``: proves the step is alive, optionally records progress (0..100).
-    # It raises ``StepCancelled`` when the job was paused or broken, so long steps stop promptly.
+    # It raises ``StepCancelled`` when the job was broken, so long steps stop promptly; a paused job
+    # lets its running step finish (DESIGN §1).
     heartbeat: Callable[..., None]
     storage_root: Path
     attempt: int = 1
@@ -57,8 +58,8 @@ class StepContext:
         return self.job_parameters.get(name, default)
 
 
-class StepCancelled(Exception):  # noqa: N818  (not an error: the job was paused or broken)
-    """Raised by ``heartbeat`` when the job no longer wants this step to run."""
+class StepCancelled(Exception):  # not an error: the job was broken
+    """Raised by ``heartbeat`` when the job no longer wants this step to run (it was broken)."""
 
 
 StepFn = Callable[[StepContext], Any]
@@ -149,7 +150,11 @@ def resolve_definition(client_id: int, workflow: str) -> tuple[list[dict[str, An
     from jobs.models import WorkflowDefinition
     from jobs.workflows.definitions import COMMON_DEFINITIONS
 
-    own = WorkflowDefinition.objects.filter(client_id=client_id, name=workflow).values_list("steps", flat=True).first()
+    own = (
+        WorkflowDefinition.objects.filter(client_id=client_id, name=workflow)
+        .values_list("steps", flat=True)
+        .first()
+    )
     if own is not None:
         return validate_definition(own), True
     if workflow in COMMON_DEFINITIONS:
@@ -161,4 +166,7 @@ def workflow_exists(client_id: int, workflow: str) -> bool:
     from jobs.models import WorkflowDefinition
     from jobs.workflows.definitions import COMMON_DEFINITIONS
 
-    return workflow in COMMON_DEFINITIONS or WorkflowDefinition.objects.filter(client_id=client_id, name=workflow).exists()
+    return (
+        workflow in COMMON_DEFINITIONS
+        or WorkflowDefinition.objects.filter(client_id=client_id, name=workflow).exists()
+    )

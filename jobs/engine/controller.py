@@ -1,0 +1,125 @@
+"""The controller: starts a job's tasks, moves a job on when a task ends, ends the job (DESIGN §1, §4).
+
+It runs on the ``controller`` queue. Every entry point locks the job row and re-checks its state, so a
+duplicate or late message changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.engine import bus, notify
+from jobs.engine.transitions import job_transition
+from jobs.models import Job, Task
+from jobs.states import JobState, TaskState
+from jobs.workflows.registry import resolve_definition
+from logs.models import Severity
+from logs.services import job_log
+
+logger = logging.getLogger(__name__)
+
+PROGNAME = "controller"
+# Tasks still waiting for their turn; cancelled when the job ends or breaks.
+UNFINISHED_WAITING = (TaskState.PENDING, TaskState.QUEUED, TaskState.RETRYING)
+
+
+def start_job(job_id: int) -> bool:
+    """Give a job that has just moved to started its tasks (first start) and publish its next task.
+
+    Called by the dispatcher inside its transaction. Returns False when the job could not start (its
+    workflow no longer resolves) and was ended as failed instead.
+    """
+    job = Job.objects.select_for_update().select_related("client").get(pk=job_id)
+    if not job.tasks.exists():
+        resolved = resolve_definition(job.client_id, job.workflow)
+        if resolved is None:
+            _end_job(job, failed=True, message=f"unknown workflow '{job.workflow}'")
+            return False
+        steps, own = resolved
+        job.definition = {"source": "client" if own else "common", "steps": steps}
+        job.save(update_fields=["definition", "updated_at"])
+        Task.objects.bulk_create(
+            Task(
+                job=job,
+                position=index,
+                name=item["step"],
+                queue=item["queue"],
+                parameters=item["parameters"],
+            )
+            for index, item in enumerate(steps, start=1)
+        )
+    _progress(job, resume=True)
+    return True
+
+
+def advance(job_id: int) -> None:
+    """Move a started job on after one of its tasks ended: publish the next task or end the job.
+
+    A no-op unless the job is started; the dispatcher runs afterwards when the job ended (a slot freed).
+    """
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id, queue_state=JobState.STARTED).first()
+        if job is None:
+            return
+        ended = _progress(job, resume=False)
+    if ended:
+        from jobs.engine.dispatcher import dispatch
+
+        dispatch()
+
+
+def _progress(job: Job, *, resume: bool) -> bool:
+    """Decide the next move of a started, locked job. Returns True when the job ended.
+
+    ``resume`` re-publishes a task already marked queued or retrying: after a pause its message may
+    have been consumed (and refused) while the job was not started.
+    """
+    tasks = list(job.tasks.order_by("position"))
+    failed = next((task for task in tasks if task.state == TaskState.FAILED), None)
+    if failed is not None:
+        _end_job(job, failed=True, message=f"'{failed.name}' failed: {failed.error}")
+        return True
+    current = next((task for task in tasks if task.state != TaskState.COMPLETED), None)
+    if current is None:
+        _end_job(job, failed=False, message="job has completed successfully")
+        return True
+    if current.state == TaskState.PENDING:
+        if Task.objects.filter(pk=current.pk, state=TaskState.PENDING).update(
+            state=TaskState.QUEUED, updated_at=timezone.now()
+        ):
+            bus.publish_run(current.pk, current.queue)
+    elif resume and current.state == TaskState.QUEUED:
+        bus.publish_run(current.pk, current.queue)
+    elif resume and current.state == TaskState.RETRYING:
+        due = current.next_attempt_at or timezone.now()
+        bus.publish_run(current.pk, current.queue, countdown=max(0.0, (due - timezone.now()).total_seconds()))
+    elif current.state == TaskState.CANCELLED:
+        # Only a broken job cancels tasks; a started job with one cannot go on.
+        _end_job(job, failed=True, message=f"'{current.name}' was cancelled")
+        return True
+    # RUNNING: the worker hands over to the controller when the step ends.
+    return False
+
+
+def _end_job(job: Job, *, failed: bool, message: str) -> None:
+    now = timezone.now()
+    if not job_transition(
+        job.pk,
+        source=[JobState.STARTED],
+        target=JobState.COMPLETED,
+        failed=failed,
+        finished_at=now,
+        message=message,
+    ):
+        return
+    Task.objects.filter(job_id=job.pk, state__in=UNFINISHED_WAITING).update(
+        state=TaskState.CANCELLED, updated_at=now
+    )
+    if failed:
+        job_log(job.pk, f"job has failed: {message}", progname=PROGNAME, severity=Severity.ERROR)
+    else:
+        job_log(job.pk, message, progname=PROGNAME)
+    notify.job_finished(job.pk)

@@ -1,0 +1,120 @@
+"""The dispatcher: moves queued jobs to started while slots are free (DESIGN.md §2).
+
+With M = ``max_jobs``, P = min(``priority_slots``, M), R_p started priority jobs and R_n started others,
+a priority job (``priority <= priority_threshold``) may start when R_p + R_n < M, any other job when
+R_n + max(0, R_p - P) < M - P. Dispatch is serialised by one transaction holding a Postgres advisory
+lock, so two controllers can never both fill the same free slot.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from jobs.engine import bus
+from jobs.engine.transitions import job_transition
+from jobs.models import Job
+from jobs.states import JobState
+from settings_app import effects
+from settings_app.services import settings_get_ints
+
+logger = logging.getLogger(__name__)
+
+# Arbitrary but fixed: the key every dispatcher locks on ("TEDISP" in ASCII).
+DISPATCH_LOCK_KEY = 0x544544495350
+SLOT_SETTINGS = ("max_jobs", "priority_slots", "priority_threshold")
+DISPATCH_ORDER = ("-top_of_queue", "priority", "position", "created_at", "id")
+
+
+@dataclass(frozen=True)
+class Slots:
+    """The slot settings in force for one dispatch."""
+
+    max_jobs: int
+    priority_slots: int
+    priority_threshold: int
+
+    @property
+    def reserved(self) -> int:
+        return min(self.priority_slots, self.max_jobs)
+
+    def is_priority(self, priority: int) -> bool:
+        return priority <= self.priority_threshold
+
+
+def can_start(*, is_priority: bool, started_priority: int, started_other: int, slots: Slots) -> bool:
+    """The slot rule of DESIGN §2 for one candidate, given the jobs started now."""
+    m, p = slots.max_jobs, slots.reserved
+    if is_priority:
+        return started_priority + started_other < m
+    # Priority jobs beyond the reserved slots eat into the shared ones.
+    return started_other + max(0, started_priority - p) < m - p
+
+
+def current_slots() -> Slots:
+    values = settings_get_ints(*SLOT_SETTINGS)
+    return Slots(values["max_jobs"], values["priority_slots"], values["priority_threshold"])
+
+
+def request_dispatch() -> None:
+    """Enqueue a dispatch on the controller queue once the current transaction commits."""
+    bus.publish_dispatch()
+
+
+def dispatch() -> list[int]:
+    """Start queued jobs, in dispatch order, while the slot rule allows; return the ids started.
+
+    Each started job gets its task rows and its first task published (after commit) in the same
+    transaction, so a started job always has tasks.
+    """
+    from jobs.engine import controller
+
+    started: list[int] = []
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DISPATCH_LOCK_KEY])
+        slots = current_slots()
+        counts = Job.objects.filter(queue_state=JobState.STARTED).aggregate(
+            total=Count("id"), priority=Count("id", filter=Q(priority__lte=slots.priority_threshold))
+        )
+        started_priority = counts["priority"]
+        started_other = counts["total"] - started_priority
+        while started_priority + started_other < slots.max_jobs:
+            candidates = Job.objects.filter(queue_state=JobState.QUEUED).order_by(*DISPATCH_ORDER)
+            if not can_start(
+                is_priority=False, started_priority=started_priority, started_other=started_other, slots=slots
+            ):
+                candidates = candidates.filter(priority__lte=slots.priority_threshold)
+            candidate = candidates.values_list("id", "priority").first()
+            if candidate is None:
+                break
+            job_id, priority = candidate
+            if not job_transition(
+                job_id,
+                source=[JobState.QUEUED],
+                target=JobState.STARTED,
+                started_at=timezone.now(),
+                finished_at=None,
+            ):
+                continue  # moved by someone else since the read; look again
+            if not controller.start_job(job_id):
+                continue  # could not start (definition gone): it ended failed and holds no slot
+            started.append(job_id)
+            if slots.is_priority(priority):
+                started_priority += 1
+            else:
+                started_other += 1
+    if started:
+        logger.info("dispatch started jobs %s", started)
+    return started
+
+
+@effects.register
+def _on_setting_changed(name: str) -> None:
+    if name in SLOT_SETTINGS:
+        # Runs after the setting's commit (effects defers hooks), so on_commit fires at once.
+        request_dispatch()

@@ -1,0 +1,374 @@
+"""Job services: the only code that creates jobs or changes them on request (DESIGN §1, §8).
+
+The API and the admin call these; the engine moves jobs on through ``jobs.engine``. Every refusal is a
+``DomainError`` whose message says which field and why.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from clients.keys import mask
+from clients.models import Client
+from jobs.engine.dispatcher import request_dispatch
+from jobs.engine.transitions import job_transition
+from jobs.models import Job, Task
+from jobs.states import NAME_TO_STATE, TERMINAL, JobState, TaskState, can_transition
+from jobs.workflows.registry import workflow_exists
+from logs.services import job_log
+from taskengine_site.errors import DomainError
+
+UPDATABLE = ("queue_state", "run_at", "priority", "semaphore_url", "persist", "top_of_queue")
+# Header names whose values are secrets: shown masked in the creation log entry.
+SECRET_HEADERS = frozenset({"api-key", "x-api-key", "authorization", "proxy-authorization", "cookie"})
+WAITING_TASK_STATES = (TaskState.PENDING, TaskState.QUEUED, TaskState.RETRYING)
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+
+def _priority(value: Any) -> int:
+    if isinstance(value, bool):
+        raise DomainError("priority: must be an integer between 1 and 10")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise DomainError(f"priority: must be an integer between 1 and 10, got {value!r}") from None
+    if not 1 <= number <= 10:
+        raise DomainError(f"priority: must be an integer between 1 and 10, got {number}")
+    return number
+
+
+def _semaphore_url(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 2000:
+        raise DomainError("semaphore_url: must be an http(s) URL of at most 2000 characters")
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise DomainError(f"semaphore_url: must be an http(s) URL, got {value!r}")
+    return value
+
+
+def _aware(field: str, value: Any) -> datetime:
+    if not isinstance(value, datetime) or timezone.is_naive(value):
+        raise DomainError(f"{field}: must be a date and time in UTC")
+    return value
+
+
+def _bool(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise DomainError(f"{field}: must be true or false")
+    return value
+
+
+def mask_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """Headers as the log shows them: secrets reduced to asterisks and their last four characters."""
+    masked: dict[str, Any] = {}
+    for name, value in headers.items():
+        normal = name.lower().replace("_", "-")
+        if normal.startswith("http-"):
+            normal = normal[len("http-") :]
+        secret = normal in SECRET_HEADERS or "secret" in normal or "token" in normal
+        masked[name] = mask(str(value)) if secret else value
+    return masked
+
+
+def _initial_state(run_at: datetime, semaphore_url: str | None, now: datetime) -> JobState:
+    if run_at > now:
+        return JobState.SCHEDULED
+    if semaphore_url:
+        return JobState.PENDING
+    return JobState.QUEUED
+
+
+# --- submit ----------------------------------------------------------------------------------------
+
+
+def job_submit(
+    *,
+    client: Client,
+    workflow: str,
+    parameters: Any,
+    priority: Any = 5,
+    run_at: datetime | None = None,
+    semaphore_url: str | None = None,
+    persist: bool = False,
+    idempotency_key: str | None = None,
+    request_meta: Mapping[str, Any] | None = None,
+) -> tuple[Job, bool]:
+    """Create a job; return ``(job, created)``.
+
+    The job starts scheduled (``run_at`` in the future), pending (a semaphore URL, ``run_at`` passed) or
+    queued, with its creation log entry (progname ``api``). A queued job is dispatched after commit. With
+    an ``idempotency_key`` the same client's earlier job with that key is returned (``created`` False)
+    instead of a second one, also when two submissions race.
+    """
+    if not isinstance(workflow, str) or not workflow.strip():
+        raise DomainError("workflow: required, the name of a workflow")
+    if not workflow_exists(client.pk, workflow):
+        raise DomainError(f"workflow: unknown workflow '{workflow}'")
+    if not isinstance(parameters, dict):
+        raise DomainError("parameters: must be a JSON object")
+    priority = _priority(priority)
+    semaphore_url = _semaphore_url(semaphore_url)
+    persist = _bool("persist", persist)
+    now = timezone.now()
+    run_at = now if run_at is None else _aware("run_at", run_at)
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200
+    ):
+        raise DomainError("Idempotency-Key: must be 1..200 characters")
+    if idempotency_key:
+        existing = Job.objects.filter(client=client, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+
+    state = _initial_state(run_at, semaphore_url, now)
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                client=client,
+                workflow=workflow,
+                priority=priority,
+                parameters=parameters,
+                queue_state=state,
+                persist=persist,
+                run_at=run_at,
+                semaphore_url=semaphore_url,
+                idempotency_key=idempotency_key or None,
+            )
+            job_log(job.pk, _creation_message(job, request_meta), progname="api")
+            _after_state_change(job.pk, state)
+    except IntegrityError:
+        if idempotency_key:
+            existing = Job.objects.filter(client=client, idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return existing, False
+        raise
+    return job, True
+
+
+def _creation_message(job: Job, request_meta: Mapping[str, Any] | None, path: str = "POST /job") -> str:
+    meta = request_meta or {}
+    body = meta.get("body")
+    if body is None:
+        job_fields: dict[str, Any] = {
+            "workflow": job.workflow,
+            "priority": job.priority,
+            "persist": job.persist,
+        }
+        if job.semaphore_url:
+            job_fields["semaphore_url"] = job.semaphore_url
+        body = {"client": job.client.name, "job": job_fields, "parameters": job.parameters}
+    message = {
+        "path": meta.get("path") or path,
+        "remote_addr": meta.get("remote_addr"),
+        "headers": mask_headers(meta.get("headers") or {}),
+        "parameters": body,
+        "payload": "job_created",
+    }
+    return json.dumps(message, default=str)
+
+
+def _after_state_change(job_id: int, state: int) -> None:
+    """What a job entering ``state`` sets in motion, after commit."""
+    if state == JobState.QUEUED:
+        request_dispatch()
+    elif state in (JobState.SCHEDULED, JobState.PENDING):
+        _notify_scheduler(job_id)
+
+
+def _notify_scheduler(job_id: int) -> None:
+    # The scheduler (scheduling app) may arm a short countdown for a job due before its next sweep.
+    import importlib
+
+    try:
+        services = importlib.import_module("scheduling.services")
+    except ImportError:
+        return
+    hook = getattr(services, "job_waiting", None)
+    if callable(hook):
+        transaction.on_commit(lambda: hook(job_id))
+
+
+# --- update ----------------------------------------------------------------------------------------
+
+
+def job_update(*, job: Job, changes: Mapping[str, Any]) -> list[str]:
+    """Apply operator changes to a job; return the names of the updates performed.
+
+    ``changes`` may hold ``queue_state`` ("paused", "broken", or "queued" to resume a paused job),
+    ``run_at`` (aware datetime), ``priority``, ``semaphore_url`` (str or None), ``persist`` and
+    ``top_of_queue``. Either every change applies or none: a refused one raises ``DomainError`` (with
+    the job id) saying why. Changes that can free or fill a slot dispatch after commit.
+    """
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise DomainError(
+            f"cannot update {', '.join(unknown)}: updatable fields are {', '.join(UPDATABLE)}", job_id=job.pk
+        )
+    if not changes:
+        raise DomainError(f"nothing to update: send one of {', '.join(UPDATABLE)}", job_id=job.pk)
+    try:
+        with transaction.atomic():
+            # The row lock keeps the engine's compare-and-set moves out until this update commits.
+            locked = Job.objects.select_for_update().get(pk=job.pk)
+            performed = _apply(locked, changes)
+    except DomainError as exc:
+        exc.job_id = job.pk
+        raise
+    job.refresh_from_db()
+    return performed
+
+
+def _refuse(message: str) -> DomainError:
+    return DomainError(message)
+
+
+def _apply(job: Job, changes: Mapping[str, Any]) -> list[str]:
+    state = JobState(job.queue_state)
+    now = timezone.now()
+    fields: dict[str, Any] = {}
+    performed: list[str] = []
+
+    if "persist" in changes:
+        fields["persist"] = _bool("persist", changes["persist"])
+        performed.append("persist")
+
+    terminal = state in TERMINAL
+    for name in ("priority", "top_of_queue", "semaphore_url", "run_at"):
+        if name in changes and terminal:
+            raise _refuse(f"cannot change {name} of a {state.label} job")
+    if "priority" in changes:
+        fields["priority"] = _priority(changes["priority"])
+        performed.append("priority")
+    if "top_of_queue" in changes:
+        fields["top_of_queue"] = _bool("top_of_queue", changes["top_of_queue"])
+        performed.append("top_of_queue")
+
+    target: JobState | None = None
+    if "queue_state" in changes:
+        target = _requested_state(state, changes["queue_state"])
+
+    # Scheduling fields only matter before a job starts; a started job already passed them.
+    if state == JobState.STARTED and ("run_at" in changes or "semaphore_url" in changes):
+        name = "run_at" if "run_at" in changes else "semaphore_url"
+        raise _refuse(f"cannot change {name} of a started job")
+    semaphore = job.semaphore_url
+    if "semaphore_url" in changes:
+        semaphore = _semaphore_url(changes["semaphore_url"])
+        fields["semaphore_url"] = semaphore
+        performed.append("semaphore_url")
+    run_at = job.run_at
+    if "run_at" in changes:
+        run_at = _aware("run_at", changes["run_at"])
+        fields["run_at"] = run_at
+        performed.append("run_at")
+
+    # The waiting state follows run_at and the semaphore unless the operator holds or breaks the job.
+    if target is None and state in (JobState.QUEUED, JobState.SCHEDULED, JobState.PENDING):
+        if "run_at" in changes or "semaphore_url" in changes:
+            wanted = _initial_state(run_at, semaphore, now)
+            if state == JobState.PENDING and wanted == JobState.PENDING and "semaphore_url" not in changes:
+                wanted = state
+            if wanted != state:
+                target = wanted
+    elif target == JobState.QUEUED and run_at > now:
+        # Resuming a job paused before its time: it goes back to waiting for run_at.
+        target = JobState.SCHEDULED
+
+    if target is not None and target != state:
+        if target == JobState.SCHEDULED and state == JobState.PAUSED:
+            moved = job_transition(job.pk, source=[state], target=JobState.QUEUED, **fields)
+            moved = moved and job_transition(job.pk, source=[JobState.QUEUED], target=JobState.SCHEDULED)
+        else:
+            extra: dict[str, Any] = {}
+            if target == JobState.BROKEN:
+                extra["finished_at"] = now
+            moved = job_transition(job.pk, source=[state], target=target, **fields, **extra)
+        if not moved:
+            raise _refuse(f"cannot change queue_state from {state.label} to {target.label}")
+        if "queue_state" in changes:
+            performed.insert(0, "queue_state")
+        if target == JobState.BROKEN:
+            _cancel_waiting_tasks(job.pk, now)
+        if target == JobState.BROKEN or state == JobState.STARTED:
+            request_dispatch()  # a slot was freed
+        _after_state_change(job.pk, target)
+    elif fields:
+        Job.objects.filter(pk=job.pk).update(updated_at=now, **fields)
+    if state == JobState.QUEUED and target is None and ("priority" in changes or "top_of_queue" in changes):
+        request_dispatch()  # the order or the slot class of a waiting job changed
+    return performed
+
+
+def _requested_state(state: JobState, value: Any) -> JobState:
+    if not isinstance(value, str) or value not in NAME_TO_STATE:
+        raise _refuse(f"queue_state: unknown state {value!r} (one of paused, broken, queued)")
+    target = NAME_TO_STATE[value]
+    if target not in (JobState.PAUSED, JobState.BROKEN, JobState.QUEUED):
+        raise _refuse(f"queue_state: can only be set to paused, broken or queued, not {value}")
+    if state == target:
+        raise _refuse(
+            f"cannot change queue_state from {state.label} to {target.label}: it is {state.label} already"
+        )
+    if target == JobState.QUEUED and state != JobState.PAUSED:
+        raise _refuse(
+            f"cannot change queue_state from {state.label} to queued: only a paused job can be resumed"
+        )
+    if state == JobState.COMPLETED and target == JobState.BROKEN:
+        raise _refuse("cannot change queue_state from completed to broken: rerun the job instead")
+    if not can_transition(state, target):
+        raise _refuse(f"cannot change queue_state from {state.label} to {target.label}")
+    return target
+
+
+def _cancel_waiting_tasks(job_id: int, now: datetime) -> None:
+    Task.objects.filter(job_id=job_id, state__in=WAITING_TASK_STATES).update(
+        state=TaskState.CANCELLED, updated_at=now, finished_at=now
+    )
+
+
+# --- rerun -----------------------------------------------------------------------------------------
+
+
+def job_rerun(*, job: Job, request_meta: Mapping[str, Any] | None = None) -> Job:
+    """Submit a new job with the same client, workflow, priority and parameters, and break the original.
+
+    The original becomes broken from any state (a started one stops after its running task); the new
+    job is queued now and dispatched after commit.
+    """
+    if not workflow_exists(job.client_id, job.workflow):
+        raise DomainError(f"workflow: unknown workflow '{job.workflow}'", job_id=job.pk)
+    now = timezone.now()
+    with transaction.atomic():
+        original = Job.objects.select_for_update().select_related("client").get(pk=job.pk)
+        state = JobState(original.queue_state)
+        if state != JobState.BROKEN:
+            if not job_transition(original.pk, source=[state], target=JobState.BROKEN, finished_at=now):
+                raise DomainError(f"cannot rerun a {state.label} job", job_id=job.pk)
+            _cancel_waiting_tasks(original.pk, now)
+        new = Job.objects.create(
+            client=original.client,
+            workflow=original.workflow,
+            priority=original.priority,
+            parameters=original.parameters,
+            queue_state=JobState.QUEUED,
+            run_at=now,
+            rerun_of=original,
+        )
+        meta = dict(request_meta or {})
+        meta.setdefault("path", f"POST /jobs/{original.pk}/rerun")
+        job_log(new.pk, _creation_message(new, meta), progname="api")
+        job_log(original.pk, f"job broken: rerun as job {new.pk}", progname="api")
+        request_dispatch()
+    job.refresh_from_db()
+    return new

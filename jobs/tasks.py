@@ -1,0 +1,34 @@
+"""Celery tasks: three-line adapters around one engine function each, taking primary keys only.
+
+Queues are chosen by the publisher (``jobs.engine.bus`` passes ``queue=``): ``run_task`` goes to its step's
+queue, ``advance_job`` and ``dispatch`` to ``controller``, ``reconcile`` to ``scheduler``.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from jobs.engine import controller, dispatcher, monitor, runner
+from jobs.engine import reconcile as reconciler
+
+monitor.install_worker_heartbeat()
+
+
+@shared_task(name="jobs.tasks.run_task")
+def run_task(task_id: int) -> None:
+    runner.run_task(task_id)
+
+
+@shared_task(name="jobs.tasks.advance_job")
+def advance_job(job_id: int) -> None:
+    controller.advance(job_id)
+
+
+@shared_task(name="jobs.tasks.dispatch")
+def dispatch() -> None:
+    dispatcher.dispatch()
+
+
+@shared_task(name="jobs.tasks.reconcile")
+def reconcile() -> None:
+    reconciler.reconcile()
