@@ -2,10 +2,36 @@
 
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
-from taskengine_site.views import AliveView
+from jobs.api.views import DashboardView, JobViewSet
+from logs.api.views import JobLogView
+from scheduling.api.views import SchedulerView, SchedulesView
+from settings_app.api.views import SettingsView
+from taskengine_site.views import AliveView, HealthView
 
 urlpatterns = [
     path("", AliveView.as_view(), name="alive"),
+    path("health", HealthView.as_view(), name="health"),
+    path("dashboard", DashboardView.as_view(), name="dashboard"),
+    path("job", JobViewSet.as_view({"post": "create"}), name="job-submit"),
+    path("jobs", JobViewSet.as_view({"get": "list"}), name="job-list"),
+    path(
+        "jobs/<int:pk>",
+        JobViewSet.as_view({"get": "retrieve", "put": "update", "patch": "partial_update"}),
+        name="job-detail",
+    ),
+    path("jobs/<int:pk>/rerun", JobViewSet.as_view({"post": "rerun"}), name="job-rerun"),
+    path("logs/<int:pk>", JobLogView.as_view(), name="job-logs"),
+    path("schedules", SchedulesView.as_view(), name="schedules"),
+    path("scheduler", SchedulerView.as_view(), name="scheduler"),
+    path("settings", SettingsView.as_view(), name="settings"),
+    path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/", admin.site.urls),
 ]
+
+handler400 = "taskengine_site.views.bad_request"
+handler403 = "taskengine_site.views.forbidden"
+handler404 = "taskengine_site.views.not_found"
+handler500 = "taskengine_site.views.server_error"

@@ -1,0 +1,301 @@
+"""Input and output shapes of the job endpoints (reference: task-engine-api.md, JOB ENDPOINTS).
+
+Input serializers check syntax only (types, formats, bounds); what the engine refuses (an unknown
+workflow, a transition the state machine forbids) is decided by jobs.services and raised as DomainError.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from jobs.models import Job
+from jobs.states import JobState
+from taskengine_site.api import StrictKeysMixin, TimestampField
+
+try:
+    from taskengine_site.outbound import validate_url
+except ImportError:  # pragma: no cover - outbound.py is written alongside; the syntax check still runs
+    validate_url = None  # type: ignore[assignment]
+
+MAX_REST_ENDPOINTS = 10
+MAX_URL_LENGTH = 2000
+SEMAPHORE_SPELLINGS = ("semaphore_url", "sempahore_url", "semphore_url")
+RUN_AT_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})?$"
+_RUN_AT = re.compile(RUN_AT_PATTERN)
+_URL = re.compile(r"^https?://\S+$", re.IGNORECASE)
+
+
+# --- Fields -----------------------------------------------------------------------------------------------
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 1, "maximum": 10},
+            {"type": "string", "pattern": r"^\s*([1-9]|10)\s*$"},
+        ],
+        "description": "1..10, lower is more urgent (default 5). A string holding an integer is accepted.",
+    }
+)
+class PriorityField(serializers.Field):  # type: ignore[type-arg]
+    def to_internal_value(self, data: Any) -> int:
+        # bool is an int in Python; true is not a priority.
+        if isinstance(data, bool) or not isinstance(data, int | str):
+            raise serializers.ValidationError(f"must be an integer from 1 to 10, got {data!r}")
+        try:
+            value = int(str(data).strip())
+        except ValueError:
+            raise serializers.ValidationError(f"must be an integer from 1 to 10, got {data!r}") from None
+        if not 1 <= value <= 10:
+            raise serializers.ValidationError(f"must be an integer from 1 to 10, got {value}")
+        return value
+
+    def to_representation(self, value: int) -> int:
+        return value
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": RUN_AT_PATTERN,
+        "example": "2040-06-06T10:00:00.000",
+        "description": "UTC, yyyy-MM-ddTHH:mm:ss.fff; a trailing Z or offset is accepted.",
+    }
+)
+class RunAtField(serializers.Field):  # type: ignore[type-arg]
+    def to_internal_value(self, data: Any) -> datetime:
+        if not isinstance(data, str) or not _RUN_AT.match(data):
+            raise serializers.ValidationError(f"must be a UTC time as yyyy-MM-ddTHH:mm:ss.fff, got {data!r}")
+        try:
+            value = datetime.fromisoformat(data)
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            value.astimezone(UTC)  # far-off dates with an offset can overflow; refuse them here
+        except (ValueError, OverflowError) as exc:
+            raise serializers.ValidationError(f"is not a valid time: {exc}") from None
+        return value
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+@extend_schema_field({"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH, "nullable": True})
+class OutboundUrlField(serializers.Field):  # type: ignore[type-arg]
+    """An http(s) URL the engine will call, refused at once when it aims at a forbidden address."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        return check_url(data, what=self.field_name or "url")
+
+    def to_representation(self, value: str) -> str:
+        return value
+
+
+def check_url(data: Any, *, what: str) -> str:
+    if not isinstance(data, str) or len(data) > MAX_URL_LENGTH or not _URL.match(data):
+        raise serializers.ValidationError(f"must be an http(s) URL of at most {MAX_URL_LENGTH} characters")
+    if validate_url is not None:
+        validate_url(data, what=what)
+    return data
+
+
+@extend_schema_field({"type": "string", "enum": [state.label for state in JobState]})
+class QueueStateField(serializers.Field):  # type: ignore[type-arg]
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: int) -> str:
+        return JobState(value).label
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class ParametersField(serializers.JSONField):
+    pass
+
+
+def single_semaphore(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Fold the accepted spellings into ``semaphore_url``; two different values are ambiguous."""
+    given = {name: attrs.pop(name) for name in SEMAPHORE_SPELLINGS if name in attrs}
+    if len(set(given.values())) > 1:
+        raise serializers.ValidationError(
+            {"semaphore_url": [f"given twice with different values ({', '.join(given)})"]}
+        )
+    if given:
+        attrs["semaphore_url"] = next(iter(given.values()))
+    return attrs
+
+
+# --- POST /job ----------------------------------------------------------------------------------------------
+
+
+class JobSpecSerializer(StrictKeysMixin):
+    workflow = serializers.CharField(max_length=100)
+    priority = PriorityField(required=False)
+    run_at = RunAtField(required=False, allow_null=True)
+    semaphore_url = OutboundUrlField(required=False)
+    sempahore_url = OutboundUrlField(required=False, help_text="Accepted misspelling of semaphore_url.")
+    semphore_url = OutboundUrlField(required=False, help_text="Accepted misspelling of semaphore_url.")
+    persist = serializers.BooleanField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return single_semaphore(attrs)
+
+
+class JobSubmitSerializer(StrictKeysMixin):
+    client = serializers.CharField(
+        required=False, max_length=100, help_text="Must be the client named in the client header."
+    )
+    job = JobSpecSerializer()
+    parameters = serializers.DictField(
+        required=False, default=dict, help_text="The workflow's parameters (see the workflow documentation)."
+    )
+
+    def validate_client(self, value: str) -> str:
+        requester = self.context["request"].user
+        if value != requester.name:
+            raise serializers.ValidationError("does not match the client header")
+        return value
+
+    def validate_parameters(self, value: dict[str, Any]) -> dict[str, Any]:
+        endpoints = value.get("rest_endpoints")
+        if endpoints is not None:
+            if not isinstance(endpoints, list):
+                raise serializers.ValidationError({"rest_endpoints": ["must be a list of URLs"]})
+            if len(endpoints) > MAX_REST_ENDPOINTS:
+                raise serializers.ValidationError(
+                    {"rest_endpoints": [f"at most {MAX_REST_ENDPOINTS} URLs, got {len(endpoints)}"]}
+                )
+            for index, url in enumerate(endpoints):
+                try:
+                    check_url(url, what=f"parameters.rest_endpoints[{index}]")
+                except serializers.ValidationError as exc:
+                    raise serializers.ValidationError({f"rest_endpoints[{index}]": exc.detail}) from None
+        return value
+
+
+class AcceptedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    result = serializers.CharField(help_text='"accepted"')
+
+
+# --- PUT / PATCH /jobs/<id> --------------------------------------------------------------------------------
+
+
+class JobUpdateSerializer(StrictKeysMixin):
+    unknown_key_message = (
+        "cannot be updated; the updatable fields are queue_state, run_at, priority, semaphore_url, persist"
+    )
+
+    client = serializers.CharField(required=False, max_length=100, help_text="If given, must be your client.")
+    queue_state = serializers.ChoiceField(
+        required=False,
+        choices=["paused", "broken", "queued"],
+        help_text="paused, broken, or queued to resume.",
+    )
+    run_at = RunAtField(required=False)
+    priority = PriorityField(required=False)
+    semaphore_url = OutboundUrlField(required=False)
+    sempahore_url = OutboundUrlField(required=False, help_text="Accepted misspelling of semaphore_url.")
+    semphore_url = OutboundUrlField(required=False, help_text="Accepted misspelling of semaphore_url.")
+    persist = serializers.BooleanField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = single_semaphore(attrs)
+        client = attrs.pop("client", None)
+        if client is not None:
+            requester = self.context["request"].user
+            job = self.context["job"]
+            # An operator acting on another client's job may name either client.
+            if client != requester.name and not (requester.is_operator and client == job.client.name):
+                raise serializers.ValidationError({"client": ["does not match the client header"]})
+        if not attrs:
+            raise serializers.ValidationError(
+                "nothing to update: give one of queue_state, run_at, priority, semaphore_url, persist"
+            )
+        return attrs
+
+
+class UpdatedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    result = serializers.CharField(help_text="Performed updates: <list of updates>")
+
+
+# --- Job renderings -----------------------------------------------------------------------------------------
+
+
+class JobSummarySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A job in the dashboard lists."""
+
+    client = serializers.CharField(source="client.name", read_only=True)
+    created_at = TimestampField()
+    updated_at = TimestampField()
+    queue_state = QueueStateField()
+    run_at = TimestampField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "client",
+            "workflow",
+            "priority",
+            "position",
+            "created_at",
+            "updated_at",
+            "queue_state",
+            "failed",
+            "run_at",
+        ]
+        read_only_fields = fields
+
+
+class JobListItemSerializer(JobSummarySerializer):
+    """A job in GET /jobs: the summary with its parameters."""
+
+    parameters = ParametersField(read_only=True)
+
+    class Meta(JobSummarySerializer.Meta):
+        fields = [
+            "id",
+            "client",
+            "workflow",
+            "priority",
+            "position",
+            "created_at",
+            "updated_at",
+            "queue_state",
+            "parameters",
+            "failed",
+            "run_at",
+        ]
+        read_only_fields = fields
+
+
+class JobDetailSerializer(JobListItemSerializer):
+    """GET /jobs/<id>."""
+
+    class Meta(JobSummarySerializer.Meta):
+        fields = [
+            "id",
+            "client",
+            "workflow",
+            "priority",
+            "position",
+            "top_of_queue",
+            "parameters",
+            "created_at",
+            "updated_at",
+            "queue_state",
+            "failed",
+            "run_at",
+        ]
+        read_only_fields = fields

@@ -1,0 +1,202 @@
+"""Job endpoints: POST /job, GET /jobs, GET|PUT|PATCH /jobs/<id>, POST /jobs/<id>/rerun, GET /dashboard.
+
+Views are thin: an input serializer checks syntax, one service or selector acts, an output serializer
+renders. Access (DESIGN.md §7) is applied by jobs.selectors: a non-operator never reaches another
+client's job, which answers 404 exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import permissions, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from jobs import selectors
+from jobs.api.serializers import (
+    AcceptedSerializer,
+    JobDetailSerializer,
+    JobListItemSerializer,
+    JobSubmitSerializer,
+    JobSummarySerializer,
+    JobUpdateSerializer,
+    UpdatedSerializer,
+)
+from jobs.filters import JobFilter
+from jobs.models import Job
+from settings_app.services import settings_get_ints
+from taskengine_site.api import ApiView, ApiViewSet
+from taskengine_site.errors import DomainError
+from taskengine_site.version import VERSION
+
+IDEMPOTENCY_KEY_MAX = 200
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Makes a retried submission return the first job instead of creating a second "
+    f"(printable ASCII, at most {IDEMPOTENCY_KEY_MAX} characters).",
+)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    value = request.META.get("HTTP_IDEMPOTENCY_KEY")
+    if value is None:
+        return None
+    if not value or len(value) > IDEMPOTENCY_KEY_MAX or not value.isascii() or not value.isprintable():
+        raise DomainError(f"Idempotency-Key: must be 1..{IDEMPOTENCY_KEY_MAX} printable ASCII characters")
+    return value
+
+
+def _request_meta(request: Request) -> dict[str, Any]:
+    """What the creation log entry records (the service masks the keys among the headers)."""
+    return {
+        "path": f"{request.method} {request.path}",
+        "remote_addr": request.META.get("REMOTE_ADDR"),
+        "headers": {name: value for name, value in request.META.items() if name.startswith("HTTP_")},
+        "body": request.data,
+    }
+
+
+def _with_job_id(exc: DomainError, job: Job) -> DomainError:
+    # Refusals about one job answer {"id", "error"} (reference: PUT /jobs/<id>).
+    if exc.job_id is None:
+        exc.job_id = job.pk
+    return exc
+
+
+class JobViewSet(ApiViewSet):
+    queryset = Job.objects.none()  # the real one is per requester (jobs.selectors)
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = JobFilter
+
+    def get_permissions(self) -> list[Any]:
+        if self.action == "list" and settings.TASKENGINE_PUBLIC_JOB_LIST:
+            return [permissions.AllowAny()]
+        return [permissions.IsAuthenticated()]
+
+    @extend_schema(
+        operation_id="job_submit",
+        summary="Submit a job",
+        request=JobSubmitSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={200: AcceptedSerializer},
+        tags=["jobs"],
+    )
+    def create(self, request: Request) -> Response:
+        from jobs.services import job_submit
+
+        idempotency_key = _idempotency_key(request)
+        data = JobSubmitSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        spec = data.validated_data["job"]
+        job, _created = job_submit(
+            client=request.user,
+            workflow=spec["workflow"],
+            parameters=data.validated_data["parameters"],
+            priority=spec.get("priority", 5),
+            run_at=spec.get("run_at"),
+            semaphore_url=spec.get("semaphore_url"),
+            persist=spec.get("persist", False),
+            idempotency_key=idempotency_key,
+            request_meta=_request_meta(request),
+        )
+        return Response(AcceptedSerializer({"id": job.pk, "result": "accepted"}).data)
+
+    @extend_schema(
+        operation_id="job_list",
+        summary="List jobs (newest first by default)",
+        responses={200: JobListItemSerializer(many=True)},
+        tags=["jobs"],
+    )
+    def list(self, request: Request) -> Response:
+        requester = request.user if request.user is not None else None
+        jobs = self.filter_queryset(selectors.job_list(requester=requester))
+        return Response(JobListItemSerializer(jobs, many=True).data)
+
+    @extend_schema(
+        operation_id="job_retrieve", summary="One job", responses={200: JobDetailSerializer}, tags=["jobs"]
+    )
+    def retrieve(self, request: Request, pk: int) -> Response:
+        job = selectors.job_get(requester=request.user, job_id=int(pk))
+        return Response(JobDetailSerializer(job).data)
+
+    @extend_schema(
+        operation_id="job_update",
+        summary="Update a job's queue_state, run_at, priority, semaphore_url or persist",
+        request=JobUpdateSerializer,
+        responses={200: UpdatedSerializer},
+        tags=["jobs"],
+    )
+    def update(self, request: Request, pk: int) -> Response:
+        from jobs.services import job_update
+
+        job = selectors.job_get(requester=request.user, job_id=int(pk))
+        data = JobUpdateSerializer(data=request.data, context={"request": request, "job": job})
+        data.is_valid(raise_exception=True)
+        try:
+            performed = job_update(job=job, changes=dict(data.validated_data))
+        except DomainError as exc:
+            raise _with_job_id(exc, job) from None
+        result = f"Performed updates: {', '.join(performed)}"
+        return Response(UpdatedSerializer({"id": job.pk, "result": result}).data)
+
+    @extend_schema(
+        operation_id="job_partial_update",
+        summary="Update a job (same as PUT: only the fields given change)",
+        request=JobUpdateSerializer,
+        responses={200: UpdatedSerializer},
+        tags=["jobs"],
+    )
+    def partial_update(self, request: Request, pk: int) -> Response:
+        return self.update(request, pk)
+
+    @extend_schema(
+        operation_id="job_rerun",
+        summary="Rerun a job with the same workflow, priority and parameters; the original becomes broken",
+        request=None,
+        responses={200: AcceptedSerializer},
+        tags=["jobs"],
+    )
+    def rerun(self, request: Request, pk: int) -> Response:
+        from jobs.services import job_rerun
+
+        job = selectors.job_get(requester=request.user, job_id=int(pk))
+        new = job_rerun(job=job, request_meta=_request_meta(request))
+        return Response(AcceptedSerializer({"id": new.pk, "result": "accepted"}).data)
+
+
+DashboardSerializer = inline_serializer(
+    "Dashboard",
+    fields={
+        "max_jobs": serializers.IntegerField(),
+        "priority_slots": serializers.IntegerField(),
+        "started": JobSummarySerializer(many=True),
+        "queued": JobSummarySerializer(many=True, help_text="In dispatch order."),
+        "scheduled": JobSummarySerializer(many=True, help_text="Soonest run_at first."),
+        "version": serializers.CharField(),
+    },
+)
+
+
+class DashboardView(ApiView):
+    """GET /dashboard: the engine's queue at a glance (a non-operator sees only its own jobs)."""
+
+    @extend_schema(operation_id="dashboard", responses={200: DashboardSerializer}, tags=["status"])
+    def get(self, request: Request) -> Response:
+        lists = selectors.dashboard_lists(requester=request.user)
+        numbers = settings_get_ints("max_jobs", "priority_slots")
+        body = {
+            "max_jobs": numbers["max_jobs"],
+            "priority_slots": numbers["priority_slots"],
+            **{name: JobSummarySerializer(jobs, many=True).data for name, jobs in lists.items()},
+            "version": VERSION,
+        }
+        return Response(body)

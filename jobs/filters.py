@@ -1,0 +1,228 @@
+"""The query string of GET /jobs (reference: task-engine-api.md) as a django-filter FilterSet.
+
+Every parameter is validated by a form field, so a malformed value answers 400 naming the parameter
+(through DjangoFilterBackend's ValidationError) before any query runs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import django_filters
+from django import forms
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+
+from jobs.models import Job
+from jobs.states import JobState
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 1000
+MAX_JOB_IDS = 1000
+BIGINT_MAX = 2**63 - 1
+F = TypeVar("F", bound=django_filters.Filter)
+
+# Public name → model field. Only these may be ordered by, so order_by cannot reach into relations.
+ORDER_FIELDS: dict[str, str] = {
+    "id": "id",
+    "client": "client__name",
+    "workflow": "workflow",
+    "priority": "priority",
+    "position": "position",
+    "top_of_queue": "top_of_queue",
+    "queue_state": "queue_state",
+    "failed": "failed",
+    "persist": "persist",
+    "run_at": "run_at",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+}
+
+
+class FlagField(forms.Field):
+    """``1``/``0`` (also ``true``/``false``), as the reference's boolean parameters are written."""
+
+    TRUE = frozenset({"1", "true"})
+    FALSE = frozenset({"0", "false"})
+
+    def to_python(self, value: Any) -> bool | None:
+        if value in (None, ""):
+            return None
+        text = str(value).strip().lower()
+        if text in self.TRUE:
+            return True
+        if text in self.FALSE:
+            return False
+        raise forms.ValidationError(f"must be 1 or 0, got {value!r}")
+
+
+class TimestampFormField(forms.Field):
+    """An ISO 8601 date or date-time; naive values are UTC.
+
+    ``end_of_day`` makes a bare date mean the end of that day, so ``to=2020-09-24`` includes the 24th.
+    """
+
+    def __init__(self, *args: Any, end_of_day: bool = False, **kwargs: Any) -> None:
+        self.end_of_day = end_of_day
+        super().__init__(*args, **kwargs)
+
+    def to_python(self, value: Any) -> datetime | None:
+        if value in (None, ""):
+            return None
+        text = str(value).strip()
+        try:
+            parsed = datetime.fromisoformat(text)
+            if timezone.is_naive(parsed):
+                parsed = parsed.replace(tzinfo=UTC)
+            if self.end_of_day and len(text) == 10:
+                parsed = parsed + timedelta(days=1) - timedelta(microseconds=1)
+            # Converting far-off dates with offsets can leave datetime's range; catch that here too.
+            parsed.astimezone(UTC)
+        except (ValueError, OverflowError):
+            raise forms.ValidationError(
+                f"must be an ISO 8601 date or date-time such as 2020-09-24T11:55:33.755Z, got {text!r}"
+            ) from None
+        return parsed
+
+
+class IdListField(forms.CharField):
+    def to_python(self, value: Any) -> list[int] | None:  # type: ignore[override]
+        text = super().to_python(value)
+        if not text:
+            return None
+        ids: list[int] = []
+        for part in text.split(","):
+            part = part.strip()
+            if not part.isdigit() or not part.isascii():
+                raise forms.ValidationError(f"must be comma-separated job ids, got {part!r}")
+            number = int(part)
+            if not 1 <= number <= BIGINT_MAX:
+                raise forms.ValidationError(f"job id {part} is out of range")
+            ids.append(number)
+        if len(ids) > MAX_JOB_IDS:
+            raise forms.ValidationError(f"at most {MAX_JOB_IDS} ids")
+        return ids
+
+
+class FlagFilter(django_filters.Filter):
+    field_class = FlagField
+
+
+class TimestampFilter(django_filters.Filter):
+    field_class = TimestampFormField
+
+
+class IdListFilter(django_filters.Filter):
+    field_class = IdListField
+
+
+class LimitFilter(django_filters.NumberFilter):
+    field_class = forms.IntegerField
+
+
+class StateFilter(django_filters.TypedChoiceFilter):
+    pass
+
+
+FLAG = {"type": "integer", "enum": [0, 1]}
+TIMESTAMP = {"type": "string", "format": "date-time"}
+
+
+def documented(schema: dict[str, Any], description: str, filter_: F) -> F:
+    """Attach the exact OpenAPI schema of one filter (django-filter's own types are too loose)."""
+    return extend_schema_field({**schema, "description": description})(filter_)  # type: ignore[no-any-return]
+
+
+def _keep(queryset: QuerySet[Job], name: str, value: Any) -> QuerySet[Job]:
+    return queryset
+
+
+class JobFilter(django_filters.FilterSet):
+    limit = documented(
+        {"type": "integer", "minimum": 1},
+        f"Maximum number of jobs to return (default {DEFAULT_LIMIT}; more than {MAX_LIMIT} is capped).",
+        LimitFilter(method=_keep, min_value=1),
+    )
+    order_by = documented(
+        {"type": "string", "enum": list(ORDER_FIELDS)},
+        "Job property to order by (default id).",
+        django_filters.ChoiceFilter(method=_keep, choices=[(name, name) for name in ORDER_FIELDS]),
+    )
+    asc = documented(
+        FLAG, "1 for ascending order, 0 (default) for descending (newest first).", FlagFilter(method=_keep)
+    )
+    state = documented(
+        {"type": "integer", "enum": [state.value for state in JobState]},
+        "Job state id: " + ", ".join(f"{state.value} {state.label}" for state in JobState) + ".",
+        StateFilter(
+            field_name="queue_state",
+            choices=[(str(state.value), state.label) for state in JobState],
+            coerce=int,
+        ),
+    )
+    from_ = documented(
+        TIMESTAMP,
+        "Jobs created at or after this time (ISO 8601; UTC when no offset is given).",
+        TimestampFilter(field_name="created_at", lookup_expr="gte"),
+    )
+    to = documented(
+        TIMESTAMP,
+        "Jobs created at or before this time (a bare date includes that whole day).",
+        TimestampFilter(field_name="created_at", lookup_expr="lte", end_of_day=True),
+    )
+    failed = documented(
+        FLAG,
+        "1: failed jobs only (they are completed, so combined with a state only state 2 returns any); "
+        "0: jobs that did not fail.",
+        FlagFilter(method="filter_failed"),
+    )
+    search = documented(
+        {"type": "string", "maxLength": 200},
+        "A term inside the job's parameters, e.g. a content id (case-insensitive).",
+        django_filters.CharFilter(method="filter_search", max_length=200),
+    )
+    job_ids = documented(
+        {"type": "string", "pattern": r"^[0-9]{1,18}(,[0-9]{1,18})*$"},
+        f"Comma-separated job ids (at most {MAX_JOB_IDS}).",
+        IdListFilter(field_name="id", lookup_expr="in"),
+    )
+    client = documented(
+        {"type": "string", "maxLength": 100},
+        "Client name.",
+        django_filters.CharFilter(field_name="client__name", max_length=100),
+    )
+    persist = documented(FLAG, "1: jobs set to persist; 0: the others.", FlagFilter(field_name="persist"))
+
+    class Meta:
+        model = Job
+        fields: list[str] = []
+
+    def filter_failed(self, queryset: QuerySet[Job], name: str, value: bool) -> QuerySet[Job]:
+        if value:
+            return queryset.filter(failed=True, queue_state=JobState.COMPLETED)
+        return queryset.filter(failed=False)
+
+    def filter_search(self, queryset: QuerySet[Job], name: str, value: str) -> QuerySet[Job]:
+        # The parameters' JSON text, so a term matches any value (content_id, folder, …) at any depth.
+        return queryset.annotate(parameters_text=Cast("parameters", TextField())).filter(
+            parameters_text__icontains=value
+        )
+
+    def filter_queryset(self, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        queryset = super().filter_queryset(queryset)
+        data = self.form.cleaned_data
+        field = ORDER_FIELDS[data.get("order_by") or "id"]
+        ascending = bool(data.get("asc"))
+        prefix = "" if ascending else "-"
+        ordering = [f"{prefix}{field}"] if field == "id" else [f"{prefix}{field}", f"{prefix}id"]
+        limit = min(data.get("limit") or DEFAULT_LIMIT, MAX_LIMIT)
+        return queryset.order_by(*ordering)[:limit]
+
+
+# ``from`` is a Python keyword, so the filter is declared as ``from_`` and published under its real name.
+JobFilter.base_filters = {
+    ("from" if name == "from_" else name): value for name, value in JobFilter.base_filters.items()
+}

@@ -1,0 +1,270 @@
+"""Pieces every API view shares: timestamp rendering, access rules, limits, throttling and the schema.
+
+Views inherit :class:`ApiView` / :class:`ApiViewSet`, which fix the parser (size and depth limits), the
+throttle and the schema generator in one place instead of in settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.core.cache import cache
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import extend_schema_field, inline_serializer
+from rest_framework import exceptions, parsers, permissions, serializers, status, throttling, viewsets
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+# Deeper documents are refused before they reach code that walks them recursively; real workflow
+# parameters nest a handful of levels.
+MAX_JSON_DEPTH = 32
+DEFAULT_RATE_LIMIT = "1200/minute"
+
+
+# --- Timestamps ---------------------------------------------------------------------------------------
+
+
+def format_timestamp(value: datetime) -> str:
+    """``2019-11-29T10:47:50.431Z``: UTC, milliseconds, ``Z`` (the original's rendering)."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+@extend_schema_field({"type": "string", "format": "date-time", "example": "2019-11-29T10:47:50.431Z"})
+class TimestampField(serializers.Field):  # type: ignore[type-arg]
+    """Read-only timestamp rendered by :func:`format_timestamp`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: datetime) -> str:
+        return format_timestamp(value)
+
+
+# --- Access -------------------------------------------------------------------------------------------
+
+
+class IsOperator(permissions.BasePermission):
+    """Authenticated as an operator client (settings, schedules)."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        if user is None or not getattr(user, "is_authenticated", False):
+            raise exceptions.NotAuthenticated()
+        return bool(getattr(user, "is_operator", False))
+
+
+def is_operator(request: Request) -> bool:
+    return bool(getattr(request.user, "is_operator", False))
+
+
+# --- Limits ---------------------------------------------------------------------------------------------
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body too large."
+    default_code = "request_too_large"
+
+
+def json_depth_error(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why ``value`` is not storable (too deep, or holding a NUL character Postgres refuses), or None.
+
+    Iterative on purpose: a recursive walk of hostile input is exactly what the depth limit prevents.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > limit:
+                return f"nested deeper than {limit} levels"
+            for key, child in item.items():
+                if "\x00" in key:
+                    return "contains a NUL character"
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > limit:
+                return f"nested deeper than {limit} levels"
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str) and "\x00" in item:
+            return "contains a NUL character"
+    return None
+
+
+class LimitedJSONParser(parsers.JSONParser):
+    """JSON bodies of at most ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes and ``MAX_JSON_DEPTH`` levels.
+
+    DRF reads the request stream itself, which skips Django's own size check, so the limit is applied
+    here: 413 for size, 400 for depth (the stdlib parser would otherwise raise RecursionError → 500).
+    """
+
+    def parse(
+        self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+    ) -> Any:
+        limit = int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        request = (parser_context or {}).get("request")
+        if request is not None:
+            try:
+                declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                declared = 0
+            if declared > limit:
+                raise RequestTooLarge(f"Request body of {declared} bytes exceeds the limit of {limit} bytes.")
+        raw = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise RequestTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        try:
+            text = raw.decode((parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET)
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except RecursionError:
+            raise exceptions.ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+        problem = json_depth_error(data)
+        if problem:
+            raise exceptions.ParseError(f"JSON {problem}")
+        return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# --- Throttling ---------------------------------------------------------------------------------------
+
+
+class ClientRateThrottle(throttling.BaseThrottle):
+    """Per-client fixed-window request limit kept in the Redis cache (``TASKENGINE_RATE_LIMIT``).
+
+    A counter per window (one INCR per request) instead of DRF's timestamp list, which grows with the
+    rate. If Redis is unreachable the request is let through: the limit protects the engine, it must not
+    take the API down with the cache.
+    """
+
+    def __init__(self) -> None:
+        self._wait: float | None = None
+
+    @staticmethod
+    def rate() -> tuple[int, int]:
+        text = str(getattr(settings, "TASKENGINE_RATE_LIMIT", DEFAULT_RATE_LIMIT))
+        count, _, period = text.partition("/")
+        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period.strip()[:1] or "m"]
+        return int(count), seconds
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        limit, window = self.rate()
+        if limit <= 0:
+            return True
+        user = request.user
+        ident = (
+            f"client:{user.pk}" if getattr(user, "pk", None) is not None else f"ip:{self.get_ident(request)}"
+        )
+        now = time.time()
+        start = int(now // window) * window
+        key = f"throttle:{ident}:{start}"
+        try:
+            cache.add(key, 0, timeout=window + 1)
+            count = cache.incr(key)
+        except Exception:  # cache down or key evicted between add and incr: fail open
+            return True
+        if count > limit:
+            self._wait = max(1.0, start + window - now)
+            return False
+        return True
+
+    def wait(self) -> float | None:
+        return math.ceil(self._wait) if self._wait is not None else None
+
+
+# --- Schema -----------------------------------------------------------------------------------------------
+
+ERROR_SCHEMA = inline_serializer(
+    "Error",
+    fields={
+        "id": serializers.IntegerField(
+            required=False, help_text="The job the error is about, when there is one."
+        ),
+        "error": serializers.CharField(),
+    },
+)
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Both headers are required together (an AND in the security requirement)."""
+
+    target_class = "clients.authentication.ApiKeyAuthentication"
+    name: ClassVar[list[str]] = ["client", "apiKey"]  # type: ignore[misc]
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> list[dict[str, str]]:
+        return [
+            {"type": "apiKey", "in": "header", "name": "client", "description": "The client's name."},
+            {
+                "type": "apiKey",
+                "in": "header",
+                "name": "api-key",
+                "description": "One of the client's API keys.",
+            },
+        ]
+
+
+class TaskEngineSchema(AutoSchema):
+    """Documents the errors every endpoint can answer, so the schema covers each real response."""
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses: dict[str, Any] = super()._get_response_bodies(direction)
+        codes: dict[str, str] = {
+            "400": "Malformed input; the message names the field and why.",
+            "503": "A database is unavailable.",
+        }
+        if self.get_auth() and {} not in self.get_auth():
+            codes["401"] = "Missing or wrong client / api-key headers."
+            codes["429"] = "Too many requests from this client; see Retry-After."
+        if any(isinstance(p, IsOperator) for p in self.view.get_permissions()):
+            codes["403"] = "Only operator clients may do this."
+        if "{" in self.path:
+            codes["404"] = "No such job, or not one of this client's."
+        if self.method in ("POST", "PUT", "PATCH"):
+            codes["413"] = "Request body too large."
+        for code, description in codes.items():
+            if code not in responses:
+                response = self._get_response_for_code(ERROR_SCHEMA, code, direction=direction)
+                response["description"] = description
+                if code in ("429", "503"):
+                    response["headers"] = {
+                        "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}
+                    }
+                responses[code] = response
+        return responses
+
+
+class StrictKeysMixin(serializers.Serializer):  # type: ignore[type-arg]
+    """Refuses keys the serializer does not declare, so a misspelt field is an error, not a no-op."""
+
+    unknown_key_message = "unknown field"
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = [key for key in data if key not in self.fields]
+            if unknown:
+                raise serializers.ValidationError({key: [self.unknown_key_message] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class ApiView(APIView):
+    parser_classes = [LimitedJSONParser]
+    throttle_classes = [ClientRateThrottle]
+    schema = TaskEngineSchema()
+
+
+class ApiViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+    parser_classes = [LimitedJSONParser]
+    throttle_classes = [ClientRateThrottle]
+    schema = TaskEngineSchema()
