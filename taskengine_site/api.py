@@ -258,6 +258,15 @@ class StrictKeysMixin(serializers.Serializer):  # type: ignore[type-arg]
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string; DRF's CharField would turn ``5`` or ``true`` into text silently."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"must be a string, got {type(data).__name__}")
+        return str(super().to_internal_value(data))
+
+
 class ApiView(APIView):
     parser_classes = [LimitedJSONParser]
     throttle_classes = [ClientRateThrottle]

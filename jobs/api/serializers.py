@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from jobs.models import Job
 from jobs.states import JobState
-from taskengine_site.api import StrictKeysMixin, TimestampField
+from taskengine_site.api import StrictCharField, StrictKeysMixin, TimestampField
 
 try:
     from taskengine_site.outbound import validate_url
@@ -138,7 +138,7 @@ def single_semaphore(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 class JobSpecSerializer(StrictKeysMixin):
-    workflow = serializers.CharField(max_length=100)
+    workflow = StrictCharField(max_length=100)
     priority = PriorityField(required=False)
     run_at = RunAtField(required=False, allow_null=True)
     semaphore_url = OutboundUrlField(required=False)
@@ -151,7 +151,7 @@ class JobSpecSerializer(StrictKeysMixin):
 
 
 class JobSubmitSerializer(StrictKeysMixin):
-    client = serializers.CharField(
+    client = StrictCharField(
         required=False, max_length=100, help_text="Must be the client named in the client header."
     )
     job = JobSpecSerializer()
@@ -195,7 +195,7 @@ class JobUpdateSerializer(StrictKeysMixin):
         "cannot be updated; the updatable fields are queue_state, run_at, priority, semaphore_url, persist"
     )
 
-    client = serializers.CharField(required=False, max_length=100, help_text="If given, must be your client.")
+    client = StrictCharField(required=False, max_length=100, help_text="If given, must be your client.")
     queue_state = serializers.ChoiceField(
         required=False,
         choices=["paused", "broken", "queued"],

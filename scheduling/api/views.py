@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from taskengine_site.api import ApiView, IsOperator, StrictKeysMixin
+from taskengine_site.api import ApiView, IsOperator, StrictCharField, StrictKeysMixin
 
 ScheduleSerializer = inline_serializer(
     "Schedule",
@@ -53,9 +53,7 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 class SchedulerChangeSerializer(StrictKeysMixin):
-    schedule = serializers.CharField(
-        max_length=200, help_text="Name of the schedule, as GET /schedules lists."
-    )
+    schedule = StrictCharField(max_length=200, help_text="Name of the schedule, as GET /schedules lists.")
     active = StrictBooleanField(help_text="true to enable the schedule, false to disable it.")
 
 

@@ -16,15 +16,13 @@ from rest_framework.response import Response
 from settings_app.models import Setting
 from settings_app.registry import SPECS
 from settings_app.services import setting_set
-from taskengine_site.api import ApiView, IsOperator, StrictKeysMixin, TimestampField
+from taskengine_site.api import ApiView, IsOperator, StrictCharField, StrictKeysMixin, TimestampField
 
 _VALUE = {"oneOf": [{"type": "integer"}, {"type": "string"}]}
 
 
 class SettingChangeSerializer(StrictKeysMixin):
-    name = serializers.CharField(
-        max_length=100, help_text="A documented setting name, or a new free-form one."
-    )
+    name = StrictCharField(max_length=100, help_text="A documented setting name, or a new free-form one.")
     setting = serializers.JSONField(
         help_text="The value. Documented settings take an integer (or a string holding one) within their "
         "bounds; free-form settings a string, number or boolean."

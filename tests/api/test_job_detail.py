@@ -1,0 +1,240 @@
+"""GET, PUT and PATCH /jobs/<id> and POST /jobs/<id>/rerun, through the real services."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from rest_framework.test import APIClient
+
+from jobs.models import Job
+from jobs.states import JobState
+from tests.api.conftest import DETAIL_FIELDS, assert_job_shape
+
+
+@pytest.fixture
+def queued(api, submit):
+    response = submit(api, parameters={"content_id": "c-9", "rest_endpoints": []}, priority=4)
+    return Job.objects.get(pk=response.json()["id"])
+
+
+# --- GET ------------------------------------------------------------------------------------------------
+
+
+def test_detail_has_top_of_queue_and_parameters_in_the_reference_shape(api, queued):
+    response = api.get(f"/jobs/{queued.pk}")
+
+    assert response.status_code == 200
+    assert_job_shape(response.json(), DETAIL_FIELDS, queued)
+
+
+def test_detail_of_an_unknown_or_foreign_job_answers_404(api, job_row, make_client):
+    stranger, _ = make_client()
+    theirs = job_row(stranger)
+
+    for job_id in (theirs.pk, theirs.pk + 1000, 2**63 - 1):
+        response = api.get(f"/jobs/{job_id}")
+        assert response.status_code == 404
+        assert list(response.json()) == ["error"]
+
+
+def test_operator_sees_any_job(operator_api, queued):
+    response = operator_api.get(f"/jobs/{queued.pk}")
+
+    assert response.status_code == 200
+    assert response.json()["client"] == queued.client.name
+
+
+def test_detail_needs_a_key(queued):
+    response = APIClient().get(f"/jobs/{queued.pk}")
+
+    assert response.status_code == 401
+    assert response.json() == {"error": "Unauthorised request."}
+
+
+def test_non_numeric_id_is_a_json_404(api):
+    response = api.get("/jobs/abc")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "Not found."}
+
+
+# --- PUT / PATCH ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_pause_and_resume(api, queued, method):
+    send = getattr(api, method)
+
+    paused = send(f"/jobs/{queued.pk}", {"queue_state": "paused"}, format="json")
+    assert paused.status_code == 200
+    assert paused.json() == {"id": queued.pk, "result": "Performed updates: queue_state"}
+    assert Job.objects.get(pk=queued.pk).queue_state == JobState.PAUSED
+
+    resumed = send(f"/jobs/{queued.pk}", {"queue_state": "queued"}, format="json")
+    assert resumed.json() == {"id": queued.pk, "result": "Performed updates: queue_state"}
+    assert Job.objects.get(pk=queued.pk).queue_state == JobState.QUEUED
+
+
+def test_break(api, queued):
+    response = api.put(f"/jobs/{queued.pk}", {"queue_state": "broken"}, format="json")
+
+    assert response.json() == {"id": queued.pk, "result": "Performed updates: queue_state"}
+    assert Job.objects.get(pk=queued.pk).queue_state == JobState.BROKEN
+
+
+def test_the_reference_sample_payload(api, queued):
+    payload = {"client": api.te_client.name, "priority": "2", "run_at": "2040-09-09T14:30:00.000"}
+
+    response = api.put(f"/jobs/{queued.pk}", payload, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == queued.pk
+    assert body["result"].startswith("Performed updates: ")
+    assert set(body["result"].removeprefix("Performed updates: ").split(", ")) == {"priority", "run_at"}
+    job = Job.objects.get(pk=queued.pk)
+    assert job.priority == 2
+    assert job.run_at == datetime(2040, 9, 9, 14, 30, tzinfo=UTC)
+    assert job.queue_state == JobState.SCHEDULED
+
+
+@pytest.mark.parametrize("spelling", ["semaphore_url", "sempahore_url", "semphore_url"])
+def test_semaphore_spellings_and_persist(api, queued, spelling):
+    response = api.patch(
+        f"/jobs/{queued.pk}", {spelling: "https://example.com/open", "persist": True}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert set(response.json()["result"].removeprefix("Performed updates: ").split(", ")) == {
+        "semaphore_url",
+        "persist",
+    }
+    job = Job.objects.get(pk=queued.pk)
+    assert (job.semaphore_url, job.persist) == ("https://example.com/open", True)
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        ({"workflow": "other"}, ["workflow", "cannot be updated"]),
+        ({"parameters": {}}, ["parameters", "cannot be updated"]),
+        ({"top_of_queue": True}, ["top_of_queue", "cannot be updated"]),
+        ({"queue_state": "started"}, ["queue_state"]),
+        ({"queue_state": "completed"}, ["queue_state"]),
+        ({"priority": 0}, ["priority"]),
+        ({"priority": "urgent"}, ["priority"]),
+        ({"run_at": "tomorrow"}, ["run_at"]),
+        ({"semaphore_url": "file:///etc/passwd"}, ["semaphore_url"]),
+        ({"persist": "perhaps"}, ["persist"]),
+        ({}, ["nothing to update"]),
+        ({"client": "someone-else", "priority": 3}, ["client", "does not match"]),
+    ],
+)
+def test_refused_updates_answer_400_with_id_and_reason_and_change_nothing(api, queued, payload, words):
+    before = Job.objects.values().get(pk=queued.pk)
+
+    response = api.put(f"/jobs/{queued.pk}", payload, format="json")
+
+    assert response.status_code == 400
+    body = response.json()
+    assert list(body) == ["id", "error"] and body["id"] == queued.pk
+    for word in words:
+        assert word in body["error"], body["error"]
+    assert Job.objects.values().get(pk=queued.pk) == before
+
+
+def test_transition_the_state_machine_refuses_answers_400_with_id(api, job_row):
+    done = job_row(api.te_client, queue_state=JobState.COMPLETED)
+
+    response = api.put(f"/jobs/{done.pk}", {"queue_state": "paused"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["id"] == done.pk
+    assert "completed" in response.json()["error"]
+    assert Job.objects.get(pk=done.pk).queue_state == JobState.COMPLETED
+
+
+def test_resuming_a_job_that_is_not_paused_is_refused(api, queued):
+    response = api.put(f"/jobs/{queued.pk}", {"queue_state": "queued"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "id": queued.pk,
+        "error": "cannot change queue_state from queued to queued: it is queued already",
+    }
+
+
+def test_update_of_foreign_or_unknown_job_answers_404_and_changes_nothing(api, job_row, make_client):
+    stranger, _ = make_client()
+    theirs = job_row(stranger)
+
+    response = api.put(f"/jobs/{theirs.pk}", {"queue_state": "paused"}, format="json")
+
+    assert response.status_code == 404
+    assert Job.objects.get(pk=theirs.pk).queue_state == JobState.QUEUED
+    assert api.patch(f"/jobs/{theirs.pk + 1000}", {"priority": 1}, format="json").status_code == 404
+
+
+def test_operator_may_update_any_job_naming_either_client(operator_api, queued):
+    response = operator_api.put(
+        f"/jobs/{queued.pk}", {"client": queued.client.name, "priority": 1}, format="json"
+    )
+
+    assert response.json() == {"id": queued.pk, "result": "Performed updates: priority"}
+    assert Job.objects.get(pk=queued.pk).priority == 1
+
+
+def test_update_needs_a_key(queued):
+    response = APIClient().put(f"/jobs/{queued.pk}", {"priority": 1}, format="json")
+
+    assert response.status_code == 401
+    assert Job.objects.get(pk=queued.pk).priority == 4
+
+
+# --- rerun ------------------------------------------------------------------------------------------------
+
+
+def test_rerun_submits_a_copy_and_breaks_the_original(api, queued):
+    response = api.post(f"/jobs/{queued.pk}/rerun")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == ["id", "result"] and body["result"] == "accepted"
+    assert isinstance(body["id"], int) and body["id"] != queued.pk
+    new = Job.objects.get(pk=body["id"])
+    assert (new.client, new.workflow, new.priority, new.parameters) == (
+        queued.client,
+        queued.workflow,
+        queued.priority,
+        queued.parameters,
+    )
+    assert new.queue_state == JobState.QUEUED
+    assert Job.objects.get(pk=queued.pk).queue_state == JobState.BROKEN
+
+
+def test_rerun_of_a_completed_job(api, job_row):
+    done = job_row(api.te_client, queue_state=JobState.COMPLETED, failed=True)
+
+    response = api.post(f"/jobs/{done.pk}/rerun")
+
+    assert response.status_code == 200
+    assert Job.objects.get(pk=done.pk).queue_state == JobState.BROKEN
+    assert Job.objects.get(pk=response.json()["id"]).rerun_of_id == done.pk
+
+
+def test_rerun_of_foreign_or_unknown_job_answers_404_and_creates_nothing(api, job_row, make_client):
+    stranger, _ = make_client()
+    theirs = job_row(stranger)
+
+    assert api.post(f"/jobs/{theirs.pk}/rerun").status_code == 404
+    assert api.post(f"/jobs/{theirs.pk + 1000}/rerun").status_code == 404
+    assert Job.objects.count() == 1
+    assert Job.objects.get(pk=theirs.pk).queue_state == JobState.QUEUED
+
+
+def test_rerun_needs_a_key(queued):
+    response = APIClient().post(f"/jobs/{queued.pk}/rerun")
+
+    assert response.status_code == 401
+    assert Job.objects.count() == 1
