@@ -1,5 +1,30 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _sync_after_migrate(**kwargs: Any) -> None:
+    from scheduling.beat import schedules_sync
+
+    schedules_sync()
+
+
+def _on_setting_changed(name: str) -> None:
+    if name == "schedule_interval":
+        from scheduling.beat import schedules_sync
+
+        schedules_sync()
 
 
 class SchedulingConfig(AppConfig):
     name = "scheduling"
+
+    def ready(self) -> None:
+        from settings_app import effects
+
+        # Sent once per migrate for this app, after every app's migrations (beat's tables included).
+        post_migrate.connect(_sync_after_migrate, sender=self, dispatch_uid="scheduling.schedules_sync")
+        effects.register(_on_setting_changed)

@@ -1,0 +1,366 @@
+"""Callbacks to a job's ``rest_endpoints`` (DESIGN.md §6; reference: workflows-and-callbacks.md).
+
+``task_event`` and ``job_finished`` are called by the engine inside its own transactions. They compute
+the callback body once, store one ``CallbackDelivery`` per endpoint, and publish a delivery task on the
+``callback`` queue after the commit. They never raise: a callback can neither fail nor delay a job.
+
+Delivery (``callback_deliver``) POSTs the stored body through the outbound URL guard with the
+``Workflow-Id`` header and, when the client has a webhook secret, Standard Webhooks signature headers.
+A non-2xx answer or a network error is retried with exponential backoff (``RETRY_DELAYS``); each
+attempt's outcome is a line in the job's log (progname ``callback``). Deliveries to one URL of one job
+go out in the order their events happened: a delivery waits while an earlier one to the same URL is
+still pending, and each finished delivery publishes the next. A beat schedule
+(``callbacks_redeliver``) re-publishes deliveries whose message was lost.
+
+The job callback's ``files`` and ``metadata`` come from the results of the job's completed tasks: a
+step that returns ``{"files": [...]}`` or ``{"metadata": {...}}`` (or a ``duration``) contributes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from jobs.models import Job, Task, WorkflowDefinition
+from logs.models import Severity
+from logs.services import job_log
+from scheduling.models import CallbackDelivery
+from taskengine_site import outbound, webhooks
+
+logger = logging.getLogger(__name__)
+
+PROGNAME = "callback"
+TASK_EVENTS = ("start", "complete", "fail")
+# Seconds to wait after failed attempt n (1-based): 8 attempts over about an hour.
+RETRY_DELAYS: tuple[int, ...] = (5, 15, 60, 180, 600, 1200, 1500)
+TIMEOUT = (3.05, 10.0)
+MAX_RESPONSE_BYTES = 65_536
+# Longer than one attempt can take (connect + read, doubled, is the request's own deadline).
+LEASE = timedelta(seconds=60)
+# A pending delivery not attempted this long after it was due has lost its message.
+REDELIVER_AFTER = timedelta(seconds=30)
+
+
+def format_time(moment: datetime) -> str:
+    """UTC with milliseconds and a Z, as the original sends it: ``2019-11-29T10:47:50.431Z``."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _endpoints(job: Job) -> list[str]:
+    endpoints = (job.parameters or {}).get("rest_endpoints") or []
+    if isinstance(endpoints, str):
+        endpoints = [endpoints]
+    if not isinstance(endpoints, list):
+        return []
+    unique: list[str] = []
+    for url in endpoints:
+        if isinstance(url, str) and url and url not in unique:
+            unique.append(url)
+    return unique
+
+
+def task_event(task_id: int, event: str, message: str = "") -> None:
+    """Record the callbacks of a task event (``start``, ``complete`` or ``fail``) and send them after
+    the commit. Never raises."""
+    try:
+        with transaction.atomic():
+            task = Task.objects.select_related("job__client").filter(pk=task_id).first()
+            if task is None or event not in TASK_EVENTS:
+                return
+            job = task.job
+            endpoints = _endpoints(job)
+            if not endpoints:
+                return
+            payload = {
+                "job_id": job.pk,
+                "task_id": task.pk,
+                "task_name": task.name,
+                "workflow": job.workflow,
+                "event": event,
+                "content_id": (job.parameters or {}).get("content_id"),
+                "message": message,
+                "time": format_time(timezone.now()),
+                "client": job.client.name,
+            }
+            _record(job, task_id=task.pk, kind="task", event=event, payload=payload, endpoints=endpoints)
+    except Exception:
+        logger.exception("could not record the %s callback of task %s", event, task_id)
+
+
+def job_finished(job_id: int) -> None:
+    """Record the job callback (status ``completed`` or ``failed``) and send it after the commit.
+    Never raises."""
+    try:
+        with transaction.atomic():
+            job = Job.objects.select_related("client").filter(pk=job_id).first()
+            if job is None:
+                return
+            endpoints = _endpoints(job)
+            if not endpoints:
+                return
+            status = "failed" if job.failed else "completed"
+            files, metadata = _collect_outputs(job)
+            parameters = job.parameters or {}
+            payload = {
+                "job_id": job.pk,
+                "status": status,
+                "workflow": job.workflow,
+                "content_id": parameters.get("content_id"),
+                "custom_data": parameters.get("custom_data"),
+                "message": job.message
+                or ("job has failed" if job.failed else "job has completed successfully"),
+                "files": files,
+                "metadata": metadata,
+                "time": format_time(timezone.now()),
+                "client": job.client.name,
+            }
+            last_task = Task.objects.filter(job_id=job.pk).order_by("-position").values_list("pk", flat=True)
+            _record(
+                job,
+                task_id=last_task.first() or 0,
+                kind="job",
+                event=status,
+                payload=payload,
+                endpoints=endpoints,
+            )
+    except Exception:
+        logger.exception("could not record the job callback of job %s", job_id)
+
+
+def _collect_outputs(job: Job) -> tuple[list[Any], dict[str, Any]]:
+    files: list[Any] = []
+    metadata: dict[str, Any] = {}
+    results = Task.objects.filter(job_id=job.pk, result__isnull=False).order_by("position")
+    for result in results.values_list("result", flat=True):
+        if not isinstance(result, dict):
+            continue
+        if isinstance(result.get("files"), list):
+            files.extend(result["files"])
+        if isinstance(result.get("metadata"), dict):
+            metadata.update(result["metadata"])
+        if "duration" in result:
+            metadata["duration"] = result["duration"]
+    return files, metadata
+
+
+def _record(
+    job: Job, *, task_id: int, kind: str, event: str, payload: dict[str, Any], endpoints: list[str]
+) -> None:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
+    rows = CallbackDelivery.objects.bulk_create(
+        CallbackDelivery(
+            job_id=job.pk,
+            task_id=task_id,
+            kind=kind,
+            event=event,
+            url=url,
+            body=body,
+            webhook_id=webhooks.new_message_id(),
+        )
+        for url in endpoints
+    )
+    ids = [row.pk for row in rows]
+    # robust: a broker outage at commit time must not break the engine's transaction; the redelivery
+    # schedule publishes what was stored.
+    transaction.on_commit(lambda: _publish(ids), robust=True)
+
+
+def _publish(delivery_ids: list[int], countdown: float | None = None) -> None:
+    from scheduling.tasks import callback_deliver, publish
+
+    for delivery_id in delivery_ids:
+        publish(callback_deliver, delivery_id, countdown=countdown)
+
+
+def retry_delays() -> tuple[int, ...]:
+    """Backoff after each failed attempt; its length + 1 is the number of attempts.
+
+    Never longer than most of the broker's visibility timeout: a message held longer would be
+    delivered a second time.
+    """
+    delays = tuple(getattr(settings, "TASKENGINE_CALLBACK_RETRY_DELAYS", RETRY_DELAYS))
+    visibility = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600))  # type: ignore[call-overload]
+    ceiling = max(1, int(visibility * 0.8))
+    return tuple(min(int(delay), ceiling) for delay in delays)
+
+
+def _describe(row: CallbackDelivery, task_name: str | None) -> str:
+    if row.kind == "job":
+        return f"Job callback ({row.event})"
+    return f"'{task_name}' {row.event} callback"
+
+
+def callback_deliver(*, delivery_id: int) -> str:
+    """Make one attempt at a stored callback; return what happened (sent, retry, failed, skipped).
+
+    Claims the delivery first (compare-and-set on its lease), so a duplicate message is a no-op, and
+    skips it while an earlier delivery to the same URL of the same job is still pending (that one
+    publishes this one when it is done).
+    """
+    now = timezone.now()
+    lease_until = now + LEASE
+    earlier_pending = CallbackDelivery.objects.filter(
+        job_id=OuterRef("job_id"),
+        url=OuterRef("url"),
+        id__lt=OuterRef("id"),
+        state=CallbackDelivery.State.PENDING,
+    )
+    claimed = (
+        CallbackDelivery.objects.filter(pk=delivery_id, state=CallbackDelivery.State.PENDING)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1)))
+        .exclude(Exists(earlier_pending))
+        .update(lease_until=lease_until, attempts=F("attempts") + 1)
+    )
+    if not claimed:
+        return "skipped"
+    row = CallbackDelivery.objects.select_related("job__client").get(pk=delivery_id)
+    job = row.job
+    task_name = Task.objects.filter(pk=row.task_id).values_list("name", flat=True).first()
+    what = _describe(row, task_name)
+    url = outbound.redact(row.url)
+    delays = retry_delays()
+    max_attempts = len(delays) + 1
+
+    first_of_job = not CallbackDelivery.objects.filter(job_id=job.pk, id__lt=row.pk).exists()
+    if first_of_job and row.attempts == 1:
+        own = WorkflowDefinition.objects.filter(client_id=job.client_id, name=job.workflow).exists()
+        job_log(
+            job.pk,
+            "Using client definitions." if own else "No client definitions. Using common definitions.",
+            progname=PROGNAME,
+            task_id=row.task_id,
+        )
+
+    headers = {"Workflow-Id": str(job.workflow_uuid), "Content-Type": "application/json"}
+    if job.client.webhook_secret:
+        headers.update(webhooks.headers(job.client.webhook_secret, row.webhook_id, row.body))
+    status: int | None = None
+    try:
+        response = outbound.request(
+            "POST",
+            row.url,
+            data=row.body.encode(),
+            headers=headers,
+            timeout=TIMEOUT,
+            max_bytes=MAX_RESPONSE_BYTES,
+        )
+        status = response.status_code
+        error = "" if response.ok else f"HTTP {status}"
+    except outbound.UrlRefused as exc:
+        return _finish(
+            row,
+            lease_until,
+            state=CallbackDelivery.State.FAILED,
+            error=exc.message,
+            log=(f"{what} to {url} not sent: {exc.message}", Severity.ERROR),
+            outcome="failed",
+        )
+    except outbound.OutboundError as exc:
+        error = str(exc)
+
+    attempt = f"attempt {row.attempts} of {max_attempts}"
+    if not error:
+        return _finish(
+            row,
+            lease_until,
+            state=CallbackDelivery.State.SENT,
+            status=status,
+            log=(f"{what} sent to {url} (HTTP {status}, {attempt})", Severity.INFO),
+            outcome="sent",
+        )
+    if row.attempts >= max_attempts:
+        return _finish(
+            row,
+            lease_until,
+            state=CallbackDelivery.State.FAILED,
+            status=status,
+            error=error,
+            log=(f"{what} to {url} failed: {error} ({attempt}); giving up", Severity.ERROR),
+            outcome="failed",
+        )
+    delay = delays[row.attempts - 1]
+    updated = CallbackDelivery.objects.filter(pk=row.pk, lease_until=lease_until).update(
+        lease_until=None,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        last_status=status,
+        last_error=error,
+    )
+    if updated:
+        job_log(
+            job.pk,
+            f"{what} to {url} failed: {error} ({attempt}); retrying in {delay}s",
+            progname=PROGNAME,
+            severity=Severity.WARN,
+            task_id=row.task_id,
+        )
+        transaction.on_commit(lambda: _publish([row.pk], countdown=delay), robust=True)
+    return "retry"
+
+
+def _finish(
+    row: CallbackDelivery,
+    lease_until: datetime,
+    *,
+    state: int,
+    log: tuple[str, int],
+    outcome: str,
+    status: int | None = None,
+    error: str = "",
+) -> str:
+    updated = CallbackDelivery.objects.filter(pk=row.pk, lease_until=lease_until).update(
+        state=state,
+        lease_until=None,
+        last_status=status,
+        last_error=error,
+        sent_at=timezone.now() if state == CallbackDelivery.State.SENT else None,
+    )
+    if not updated:
+        return "skipped"
+    message, severity = log
+    job_log(row.job_id, message, progname=PROGNAME, severity=severity, task_id=row.task_id)
+    successor = (
+        CallbackDelivery.objects.filter(
+            job_id=row.job_id, url=row.url, id__gt=row.pk, state=CallbackDelivery.State.PENDING
+        )
+        .order_by("id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if successor is not None:
+        transaction.on_commit(lambda: _publish([successor]), robust=True)
+    return outcome
+
+
+def callbacks_redeliver(*, now: datetime | None = None, limit: int = 1000) -> int:
+    """Re-publish pending deliveries whose message was lost (a flushed Redis, a killed worker).
+
+    Only the head of each (job, URL) line is published; the rest follow it in order.
+    """
+    now = now or timezone.now()
+    stale = now - REDELIVER_AFTER
+    earlier_pending = CallbackDelivery.objects.filter(
+        job_id=OuterRef("job_id"),
+        url=OuterRef("url"),
+        id__lt=OuterRef("id"),
+        state=CallbackDelivery.State.PENDING,
+    )
+    ids = list(
+        CallbackDelivery.objects.filter(state=CallbackDelivery.State.PENDING)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .filter(Q(next_attempt_at__lte=stale) | Q(next_attempt_at__isnull=True, created_at__lte=stale))
+        .exclude(Exists(earlier_pending))
+        .order_by("id")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if ids:
+        transaction.on_commit(lambda: _publish(ids), robust=True)
+    return len(ids)

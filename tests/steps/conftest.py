@@ -1,0 +1,1 @@
+from tests.callbacks.support import allow_loopback, committed, queues, receiver  # noqa: F401
