@@ -1,0 +1,219 @@
+"""Locating ffmpeg and running it as a child process of a step.
+
+The binary is ``TASKENGINE_FFMPEG`` when set, else ``ffmpeg`` on ``PATH``, else the static build that the
+``imageio-ffmpeg`` package ships, so a fresh checkout needs no system package.
+
+``run_ffmpeg`` asks ffmpeg for its machine-readable progress (``-progress pipe:1 -nostats``), turns
+``out_time_us`` into a percentage of the expected duration, and beats the step's heartbeat while ffmpeg
+works. The heartbeat raises ``StepCancelled`` when the job is broken; ffmpeg is then terminated
+(SIGTERM, then SIGKILL after a grace period) before the exception goes on, so a broken job never leaves
+an encoder running. A timeout or any other exception in the step's thread (Celery's soft time limit)
+terminates it the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobs.workflows.registry import PermanentError, StepContext, TransientError
+
+# How long ffmpeg gets to exit after SIGTERM before it is killed.
+TERMINATE_GRACE_SECONDS = 3.0
+# How often the step's thread looks at ffmpeg's progress and beats the heartbeat.
+POLL_SECONDS = 0.2
+# A progress value is written to the task at most this often unless it moved by PROGRESS_STEP points.
+PROGRESS_INTERVAL_SECONDS = 5.0
+PROGRESS_STEP = 1.0
+# Percentages at which a line goes to the job's log.
+LOG_MILESTONES = (25, 50, 75)
+STDERR_TAIL_CHARS = 2000
+
+
+class FfmpegFailed(PermanentError):
+    """ffmpeg exited with an error: the input or the parameters are wrong, so retrying cannot help."""
+
+
+class FfmpegTimeout(TransientError):
+    """ffmpeg ran longer than its timeout and was terminated."""
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary to run: ``TASKENGINE_FFMPEG``, else ``ffmpeg`` on PATH, else imageio-ffmpeg's."""
+    configured = os.environ.get("TASKENGINE_FFMPEG", "").strip()
+    if configured:
+        found = shutil.which(configured)
+        if found is None:
+            raise PermanentError(f"TASKENGINE_FFMPEG={configured!r} is not an executable")
+        return found
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def encoder_threads() -> str:
+    """``-threads`` for encoders: ``TASKENGINE_FFMPEG_THREADS`` (0, ffmpeg's default, uses every core)."""
+    raw = os.environ.get("TASKENGINE_FFMPEG_THREADS", "0").strip() or "0"
+    if not raw.isdigit():
+        raise PermanentError(f"TASKENGINE_FFMPEG_THREADS must be a whole number, got {raw!r}")
+    return raw
+
+
+@dataclass
+class _Progress:
+    """What the reader thread learned from ffmpeg's ``-progress`` output."""
+
+    out_time_us: int = 0
+    ended: bool = False
+    lines: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _read_progress(stream: Any, progress: _Progress) -> None:
+    for raw in iter(stream.readline, b""):
+        key, _, value = raw.decode("ascii", errors="replace").strip().partition("=")
+        with progress.lock:
+            progress.lines += 1
+            if key == "out_time_us" and value.lstrip("-").isdigit():
+                progress.out_time_us = max(progress.out_time_us, int(value))
+            elif key == "progress" and value == "end":
+                progress.ended = True
+
+
+def terminate(process: subprocess.Popen[bytes], grace: float = TERMINATE_GRACE_SECONDS) -> None:
+    """Stop ``process``: SIGTERM lets ffmpeg close its outputs; SIGKILL if it has not exited in time."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class FfmpegRun:
+    """The outcome of one successful ffmpeg run."""
+
+    command: list[str]
+    seconds: float
+    stderr: str
+
+
+def build_command(args: Sequence[str]) -> list[str]:
+    """The full command line for ``args``: the binary, quiet output and machine-readable progress."""
+    return [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-y",
+        "-loglevel",
+        "warning",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+        *args,
+    ]
+
+
+def run_ffmpeg(
+    args: Sequence[str],
+    ctx: StepContext | None = None,
+    *,
+    duration: float | None = None,
+    label: str = "ffmpeg",
+    timeout: float | None = None,
+    progress_span: tuple[float, float] = (0.0, 100.0),
+    cwd: Path | None = None,
+) -> FfmpegRun:
+    """Run ffmpeg with ``args`` (inputs, filters, outputs) and wait for it, beating ``ctx``'s heartbeat.
+
+    ``duration`` (seconds of output expected) turns ffmpeg's position into a percentage, mapped into
+    ``progress_span`` so a step running several commands reports one rising figure. Raises
+    ``FfmpegFailed`` on a non-zero exit, ``FfmpegTimeout`` after ``timeout`` seconds, and lets
+    ``StepCancelled`` from the heartbeat through, in every case after ffmpeg has been stopped.
+    """
+    command = build_command(args)
+    low, high = progress_span
+    progress = _Progress()
+    started = time.monotonic()
+    # stderr goes to a file, not a pipe: a chatty ffmpeg must never block on a pipe nobody reads.
+    with tempfile.TemporaryFile() as stderr_file:
+        process = subprocess.Popen(  # noqa: S603  (argument list, no shell; the binary is located above)
+            command, stdout=subprocess.PIPE, stderr=stderr_file, stdin=subprocess.DEVNULL, cwd=cwd
+        )
+        reader = threading.Thread(target=_read_progress, args=(process.stdout, progress), daemon=True)
+        reader.start()
+        try:
+            _watch(process, progress, ctx, duration, label, timeout, started, low, high)
+        except BaseException:
+            terminate(process)
+            raise
+        finally:
+            reader.join(timeout=5)
+            if process.stdout is not None:
+                process.stdout.close()
+        stderr_file.seek(0)
+        stderr = stderr_file.read().decode("utf-8", errors="replace")
+    seconds = time.monotonic() - started
+    if process.returncode != 0:
+        tail = stderr.strip()[-STDERR_TAIL_CHARS:] or f"exit status {process.returncode}"
+        raise FfmpegFailed(f"{label} failed: {tail}")
+    if ctx is not None:
+        ctx.heartbeat(progress=high)
+    return FfmpegRun(command=command, seconds=seconds, stderr=stderr)
+
+
+def _watch(
+    process: subprocess.Popen[bytes],
+    progress: _Progress,
+    ctx: StepContext | None,
+    duration: float | None,
+    label: str,
+    timeout: float | None,
+    started: float,
+    low: float,
+    high: float,
+) -> None:
+    last_reported = -1.0
+    last_report_at = 0.0
+    milestones = list(LOG_MILESTONES)
+    while True:
+        try:
+            process.wait(timeout=POLL_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if timeout is not None and now - started > timeout:
+            raise FfmpegTimeout(f"{label} ran longer than {timeout:.0f} seconds and was stopped")
+        if ctx is None:
+            continue
+        percent = None
+        if duration and duration > 0:
+            with progress.lock:
+                position = progress.out_time_us / 1_000_000
+            percent = max(0.0, min(100.0, 100.0 * position / duration))
+        if percent is None:
+            ctx.heartbeat()
+            continue
+        overall = low + (high - low) * percent / 100.0
+        if overall - last_reported >= PROGRESS_STEP or now - last_report_at >= PROGRESS_INTERVAL_SECONDS:
+            ctx.heartbeat(progress=round(overall, 1))
+            last_reported, last_report_at = overall, now
+        else:
+            ctx.heartbeat()
+        while milestones and percent >= milestones[0]:
+            ctx.log(f"{label}: {milestones.pop(0)}% done")

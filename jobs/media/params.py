@@ -1,0 +1,306 @@
+"""The media workflows' documented parameters: defaults, template substitution and validation.
+
+Defaults may refer to other parameters (``output_folder`` defaults to ``{source_folder}``,
+``mp4_filename`` to ``{content_id}.mp4``); any string parameter may do the same. ``validate_parameters``
+runs at submission and raises ``DomainError`` (answered 400) for input no step could use; the steps call
+``resolve_parameters`` again on what they receive, so a client definition's step parameters get the same
+treatment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from taskengine_site.errors import DomainError
+
+SUPPORTED_DRM = ("clear", "aes", "cenc")
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
+MAX_CLIPS = 50
+
+
+@dataclass(frozen=True)
+class Param:
+    kind: str  # str, number, int, bool, list, any
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+PARAMS: dict[str, Param] = {
+    "content_id": Param("str"),
+    "source_folder": Param("str"),
+    "source_file": Param("str"),
+    "output_folder": Param("str", "{source_folder}"),
+    "source_storage": Param("str", "local", choices=("local", "s3")),
+    "destination_storage": Param("str", "local", choices=("local", "s3")),
+    "retries": Param("int", 2, 0, 10),
+    "drm": Param("any", ["clear"]),
+    "key_uri": Param("str", "{content_id}.key"),
+    "manifest_name": Param("str", "{content_id}.m3u8"),
+    "segment_duration": Param("number", 6, 1, 60),
+    "renditions": Param("int", 3, 1, 5),
+    "video_preset": Param("str", "veryfast", choices=X264_PRESETS),
+    "thumbnail_time": Param("number", None, 0, 86_400),
+    "thumbnail_filename": Param("str", "{content_id}.jpg"),
+    "generate_mp4": Param("bool", False),
+    "mp4_filename": Param("str", "{content_id}.mp4"),
+    "clips": Param("list"),
+    "frame_accurate": Param("bool", False),
+    "frame_time": Param("number", None, 0, 86_400),
+    "frame_filename": Param("str", "{content_id}_frame.jpg"),
+    "start_at": Param("number", 0, 0, 86_400),
+    "duration": Param("number", 3, 0.1, 60),
+    "fps": Param("number", 10, 1, 60),
+    "width": Param("int", 320, 16, 3840),
+    "playback_speed": Param("number", 1.0, 0.25, 4.0),
+    "gif_filename": Param("str", "{content_id}.gif"),
+    "preview_thumbnails_interval": Param("number", 10, 0.5, 3600),
+    "thumbnail_width": Param("int", 160, 16, 1920),
+    "thumbnails_vtt": Param("str", "{content_id}_thumbnails.vtt"),
+}
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "vodstream": ("content_id", "source_folder"),
+    "vodcapture": ("content_id", "output_folder", "clips"),
+    "createmp4": ("content_id", "source_folder"),
+    "capture_frame": ("content_id", "source_folder", "frame_time"),
+    "generate_gif": ("content_id", "source_folder"),
+    "build_thumbnails": ("content_id", "source_folder"),
+}
+MEDIA_WORKFLOWS = tuple(REQUIRED)
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
+
+
+def _fail(name: str, message: str) -> DomainError:
+    return DomainError(f"parameters.{name}: {message}")
+
+
+def _coerce(name: str, spec: Param, value: Any) -> Any:
+    if spec.kind == "str":
+        if not isinstance(value, str):
+            raise _fail(name, "must be a string")
+        if spec.choices:
+            lowered = value.lower()
+            if lowered not in spec.choices:
+                raise _fail(name, f"{value!r} is not supported (one of: {', '.join(spec.choices)})")
+            return lowered
+        return value
+    if spec.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise _fail(name, "must be true or false")
+    if spec.kind in ("number", "int"):
+        if isinstance(value, bool):
+            raise _fail(name, "must be a number")
+        try:
+            number = float(value) if spec.kind == "number" else int(str(value).strip())
+        except (TypeError, ValueError):
+            raise _fail(name, f"must be {'a number' if spec.kind == 'number' else 'an integer'}") from None
+        if number != number or (spec.minimum is not None and number < spec.minimum):
+            raise _fail(name, f"must be at least {spec.minimum:g}")
+        if spec.maximum is not None and number > spec.maximum:
+            raise _fail(name, f"must be at most {spec.maximum:g}")
+        return number
+    if spec.kind == "list" and not isinstance(value, list):
+        raise _fail(name, "must be a list")
+    return value
+
+
+def _substitute(name: str, value: str, values: dict[str, Any], seen: tuple[str, ...] = ()) -> str:
+    def replace(match: re.Match[str]) -> str:
+        ref = match.group(1)
+        if ref in seen or ref == name:
+            raise _fail(name, f"{{{ref}}} refers back to itself")
+        target = values.get(ref)
+        if target is None:
+            raise _fail(name, f"{{{ref}}} names a parameter that is not set")
+        if isinstance(target, str):
+            return _substitute(ref, target, values, (*seen, name))
+        if isinstance(target, bool) or not isinstance(target, int | float):
+            raise _fail(name, f"{{{ref}}} is not a string or a number")
+        return f"{target:g}"
+
+    return _PLACEHOLDER.sub(replace, value)
+
+
+def resolve_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters with defaults filled in, templates substituted and values coerced to their type.
+
+    Unknown parameters (``custom_data``, ``rest_endpoints``, …) are passed through untouched.
+    """
+    if not isinstance(parameters, dict):
+        raise DomainError("parameters: must be an object")
+    values = dict(parameters)
+    for name, spec in PARAMS.items():
+        if values.get(name) is None and spec.default is not None:
+            values[name] = list(spec.default) if isinstance(spec.default, list) else spec.default
+    for name, spec in PARAMS.items():
+        if values.get(name) is not None:
+            values[name] = _coerce(name, spec, values[name])
+    raw = dict(values)
+    for name, spec in PARAMS.items():
+        if spec.kind == "str" and isinstance(values.get(name), str) and "{" in values[name]:
+            values[name] = _substitute(name, raw[name], raw)
+    values["drm"] = drm_mode(values.get("drm"))
+    return values
+
+
+def drm_mode(value: Any) -> str:
+    """One of ``clear``, ``aes``, ``cenc`` from the ``drm`` parameter (a name or a list of names)."""
+    names = value if isinstance(value, list) else [value]
+    if value is None or value == []:
+        return "clear"
+    chosen: list[str] = []
+    for item in names:
+        if not isinstance(item, str):
+            raise _fail("drm", "must be a name or a list of names")
+        lowered = item.strip().lower()
+        if lowered not in SUPPORTED_DRM:
+            raise _fail("drm", f"{item!r} is not supported")
+        if lowered not in chosen:
+            chosen.append(lowered)
+    encrypted = [name for name in chosen if name != "clear"]
+    if len(encrypted) > 1 or (encrypted and "clear" in chosen):
+        raise _fail("drm", f"choose one of {', '.join(SUPPORTED_DRM)}, not {', '.join(chosen)}")
+    return encrypted[0] if encrypted else "clear"
+
+
+def parse_clip_time(value: Any, where: str) -> float | datetime:
+    """A clip bound: seconds into the source (a number, ``"90.5"``, ``"00:01:30.5"``) or a UTC datetime."""
+    if isinstance(value, bool):
+        raise _fail(where, "must be seconds, hh:mm:ss or a date-time")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise _fail(where, "must not be negative")
+        return float(value)
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, "must be seconds, hh:mm:ss or a date-time")
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if seconds < 0 or seconds != seconds:
+            raise _fail(where, "must not be negative")
+        return seconds
+    clock = _CLOCK.match(text)
+    if clock:
+        hours, minutes, secs = clock.groups()
+        return int(hours or 0) * 3600 + int(minutes) * 60 + float(secs)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(where, f"{value!r} is not seconds, hh:mm:ss or a date-time") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Clip:
+    source: str
+    start: float | datetime
+    end: float | datetime
+
+    @property
+    def is_url(self) -> bool:
+        return self.source.lower().startswith(("http://", "https://"))
+
+    @property
+    def wall_clock(self) -> bool:
+        return isinstance(self.start, datetime)
+
+
+def parse_clips(value: Any) -> list[Clip]:
+    """The ``clips`` parameter as ``Clip``s, refusing malformed ones and URLs the engine may not reach."""
+    from taskengine_site import outbound
+
+    if not isinstance(value, list) or not value:
+        raise _fail("clips", "must be a non-empty list")
+    if len(value) > MAX_CLIPS:
+        raise _fail("clips", f"at most {MAX_CLIPS} clips")
+    clips = []
+    for index, item in enumerate(value):
+        where = f"clips[{index}]"
+        if not isinstance(item, dict):
+            raise _fail(where, "must be an object with source, start and end")
+        source = item.get("source")
+        if not isinstance(source, str) or not source.strip():
+            raise _fail(f"{where}.source", "must be a URL or a storage path")
+        start = parse_clip_time(item.get("start"), f"{where}.start")
+        end = parse_clip_time(item.get("end"), f"{where}.end")
+        if isinstance(start, datetime) != isinstance(end, datetime):
+            raise _fail(where, "start and end must both be offsets or both be date-times")
+        if end <= start:  # type: ignore[operator]
+            raise _fail(where, "end must be after start")
+        clip = Clip(source=source.strip(), start=start, end=end)
+        if clip.is_url:
+            outbound.validate_url(clip.source, what=f"parameters.{where}.source")
+        elif "://" in clip.source:
+            raise _fail(f"{where}.source", "must be an http(s) URL or a storage path")
+        elif clip.wall_clock:
+            raise _fail(where, "date-time bounds need an HLS URL source (with program date-times)")
+        clips.append(clip)
+    return clips
+
+
+def validate_parameters(workflow: str, parameters: Any) -> dict[str, Any]:
+    """Refuse, with a ``DomainError`` naming the parameter, what the media ``workflow`` cannot run.
+
+    Returns the resolved parameters. Workflows that are not media workflows are not checked.
+    """
+    if workflow not in MEDIA_WORKFLOWS:
+        return parameters if isinstance(parameters, dict) else {}
+    values = resolve_parameters(parameters or {})
+    for name in REQUIRED[workflow]:
+        value = values.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise _fail(name, "is required")
+    if not str(values["content_id"]).strip() or "/" in str(values["content_id"]):
+        raise _fail("content_id", "must be a non-empty name without '/'")
+    for name in ("source_folder", "output_folder"):
+        if isinstance(values.get(name), str) and ".." in values[name].replace("\\", "/").split("/"):
+            raise _fail(name, "may not contain '..'")
+    if workflow == "vodcapture":
+        parse_clips(values["clips"])
+    if values["drm"] != "clear" and workflow != "vodstream":
+        raise _fail("drm", f"{workflow} makes clear output only")
+    return values
+
+
+def latest_future_clip_end(parameters: Any, now: datetime | None = None) -> datetime | None:
+    """The latest clip ``end`` that is a date-time after ``now`` (the job should run then), else None.
+
+    Malformed clips are ignored here: ``validate_parameters`` refuses them.
+    """
+    if not isinstance(parameters, dict) or not isinstance(parameters.get("clips"), list):
+        return None
+    moment = now or datetime.now(UTC)
+    latest: datetime | None = None
+    for index, item in enumerate(parameters["clips"]):
+        if not isinstance(item, dict):
+            continue
+        try:
+            end = parse_clip_time(item.get("end"), f"clips[{index}].end")
+        except DomainError:
+            continue
+        if isinstance(end, datetime) and end > moment and (latest is None or end > latest):
+            latest = end
+    return latest

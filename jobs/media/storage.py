@@ -1,0 +1,267 @@
+"""Where media steps read sources and write outputs, and the local work directory between them.
+
+``source_storage`` / ``destination_storage`` name a storage per job:
+
+- ``local``: files under the step's ``storage_root`` (``settings.TASKENGINE_STORAGE_ROOT``). A path is
+  always relative to that root; one that would leave it (``..``, a symlink pointing out) is refused.
+- ``S3``: any S3-compatible service through django-storages' ``S3Storage`` (boto3), configured by the
+  environment: ``TASKENGINE_S3_BUCKET`` (required), ``TASKENGINE_S3_ENDPOINT_URL`` (for non-AWS
+  services), ``TASKENGINE_S3_ACCESS_KEY_ID``, ``TASKENGINE_S3_SECRET_ACCESS_KEY``,
+  ``TASKENGINE_S3_REGION``. Without keys, boto3's usual credential chain applies.
+
+ffmpeg works on local files, so sources are staged into a per-job work directory
+(``TASKENGINE_WORK_DIR``, default the system temp directory) and outputs are uploaded from there. A
+staged copy is reused when its size still matches, so a retried step does not download again.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from jobs.workflows.registry import PermanentError, StepContext, TransientError
+
+STORAGE_KINDS = ("local", "s3")
+
+mimetypes.add_type("application/vnd.apple.mpegurl", ".m3u8")
+mimetypes.add_type("video/mp2t", ".ts")
+mimetypes.add_type("video/iso.segment", ".m4s")
+mimetypes.add_type("text/vtt", ".vtt")
+
+
+def normalise_key(path: str) -> str:
+    """A storage path as ``a/b/c``: no leading slash, no empty, ``.`` or ``..`` parts."""
+    if not isinstance(path, str) or "\x00" in path or "\\" in path:
+        raise PermanentError(f"invalid storage path {path!r}")
+    parts = [part for part in PurePosixPath(path).parts if part not in ("/", ".", "")]
+    if ".." in parts:
+        raise PermanentError(f"storage path {path!r} may not contain '..'")
+    return "/".join(parts)
+
+
+def join_key(folder: str, name: str) -> str:
+    return normalise_key(f"{folder}/{name}" if folder else name)
+
+
+class Storage(ABC):
+    """The few operations the media steps need, over local files or an object store."""
+
+    kind: str
+
+    @abstractmethod
+    def list_files(self, folder: str) -> list[str]:
+        """Every file under ``folder`` (recursively), as paths relative to ``folder``, sorted."""
+
+    @abstractmethod
+    def size(self, key: str) -> int | None:
+        """The size of file ``key`` in bytes, or None when it does not exist."""
+
+    @abstractmethod
+    def download(self, key: str, target: Path) -> None:
+        """Copy file ``key`` to the local path ``target``."""
+
+    @abstractmethod
+    def upload(self, source: Path, key: str) -> None:
+        """Store the local file ``source`` as ``key``, replacing it."""
+
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "data"
+            path.write_bytes(data)
+            self.upload(path, key)
+
+    def read_bytes(self, key: str) -> bytes:
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "data"
+            self.download(key, path)
+            return path.read_bytes()
+
+
+class LocalStorage(Storage):
+    kind = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def path(self, key: str) -> Path:
+        """The local path of ``key``; refuses one that resolves outside the root (through a symlink)."""
+        path = (self.root / normalise_key(key)).resolve()
+        if path != self.root and not path.is_relative_to(self.root):
+            raise PermanentError(f"storage path {key!r} leaves the storage root")
+        return path
+
+    def list_files(self, folder: str) -> list[str]:
+        base = self.path(folder)
+        if not base.is_dir():
+            return []
+        names = []
+        for path in base.rglob("*"):
+            if path.is_file():
+                self.path(str(path.relative_to(self.root)))  # a symlink out of the root is refused
+                names.append(path.relative_to(base).as_posix())
+        return sorted(names)
+
+    def size(self, key: str) -> int | None:
+        path = self.path(key)
+        return path.stat().st_size if path.is_file() else None
+
+    def download(self, key: str, target: Path) -> None:
+        source = self.path(key)
+        if not source.is_file():
+            raise PermanentError(f"{key} does not exist in local storage")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+    def upload(self, source: Path, key: str) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside and rename, so a reader never sees half a playlist.
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+
+
+def s3_settings() -> dict[str, Any]:
+    """django-storages ``S3Storage`` options from the ``TASKENGINE_S3_*`` environment variables."""
+    bucket = os.environ.get("TASKENGINE_S3_BUCKET", "").strip()
+    if not bucket:
+        raise PermanentError("S3 storage is not configured: TASKENGINE_S3_BUCKET is not set")
+    options: dict[str, Any] = {
+        "bucket_name": bucket,
+        "file_overwrite": True,
+        "querystring_auth": False,
+    }
+    optional = {
+        "endpoint_url": "TASKENGINE_S3_ENDPOINT_URL",
+        "access_key": "TASKENGINE_S3_ACCESS_KEY_ID",
+        "secret_key": "TASKENGINE_S3_SECRET_ACCESS_KEY",
+        "region_name": "TASKENGINE_S3_REGION",
+    }
+    for option, variable in optional.items():
+        value = os.environ.get(variable, "").strip()
+        if value:
+            options[option] = value
+    return options
+
+
+class S3MediaStorage(Storage):
+    kind = "s3"
+
+    def __init__(self) -> None:
+        from storages.backends.s3 import S3Storage
+
+        self.backend = S3Storage(**s3_settings())
+
+    @property
+    def bucket(self) -> Any:
+        return self.backend.bucket
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchKey", "NoSuchBucket", "403", "AccessDenied"):
+                raise PermanentError(f"S3 {what}: {code}") from exc
+            raise TransientError(f"S3 {what}: {code or exc}") from exc
+        except BotoCoreError as exc:
+            raise TransientError(f"S3 {what}: {exc}") from exc
+
+    def list_files(self, folder: str) -> list[str]:
+        prefix = normalise_key(folder)
+        prefix = f"{prefix}/" if prefix else ""
+        objects = self._call("list", lambda: list(self.bucket.objects.filter(Prefix=prefix)))
+        return sorted(obj.key[len(prefix) :] for obj in objects if not obj.key.endswith("/"))
+
+    def size(self, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return int(self.bucket.Object(normalise_key(key)).content_length)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise TransientError(f"S3 head {key}: {exc}") from exc
+
+    def download(self, key: str, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._call(f"download {key}", self.bucket.download_file, normalise_key(key), str(target))
+
+    def upload(self, source: Path, key: str) -> None:
+        content_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
+        self._call(
+            f"upload {key}",
+            self.bucket.upload_file,
+            str(source),
+            normalise_key(key),
+            ExtraArgs={"ContentType": content_type},
+        )
+
+
+def get_storage(kind: Any, ctx: StepContext) -> Storage:
+    """The storage named ``kind`` (``local`` or ``S3``, any case) for this step."""
+    name = str(kind or "local").lower()
+    if name == "local":
+        return LocalStorage(ctx.storage_root)
+    if name == "s3":
+        return S3MediaStorage()
+    raise PermanentError(f"storage {kind!r} is not supported (one of: local, S3)")
+
+
+def source_storage(ctx: StepContext) -> Storage:
+    return get_storage(ctx.param("source_storage", "local"), ctx)
+
+
+def destination_storage(ctx: StepContext) -> Storage:
+    return get_storage(ctx.param("destination_storage", "local"), ctx)
+
+
+def work_dir(ctx: StepContext, *parts: str) -> Path:
+    """This job's local work directory (created), or a folder inside it."""
+    base = os.environ.get("TASKENGINE_WORK_DIR", "").strip() or tempfile.gettempdir()
+    path = Path(base) / "taskengine-media" / f"job-{ctx.job_id}"
+    for part in parts:
+        path = path / normalise_key(part)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove_work_dir(ctx: StepContext) -> None:
+    shutil.rmtree(work_dir(ctx), ignore_errors=True)
+
+
+def stage(storage: Storage, key: str, target: Path) -> Path:
+    """Download ``key`` to ``target`` unless a copy of the same size is already there."""
+    expected = storage.size(key)
+    if expected is None:
+        raise PermanentError(f"{key} does not exist in {storage.kind} storage")
+    if target.is_file() and target.stat().st_size == expected:
+        return target
+    partial = target.with_name(f"{target.name}.partial")
+    storage.download(key, partial)
+    os.replace(partial, target)
+    return target
+
+
+def publish_folder(storage: Storage, local: Path, folder: str) -> list[str]:
+    """Upload every file under ``local`` into ``folder``; the storage paths written, in upload order.
+
+    Playlists go last, so a player that finds a playlist finds every segment it names.
+    """
+    files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: (p.suffix == ".m3u8", str(p)))
+    written = []
+    for path in files:
+        key = join_key(folder, path.relative_to(local).as_posix())
+        storage.upload(path, key)
+        written.append(key)
+    return written

@@ -1,0 +1,616 @@
+"""The media steps of the VOD workflows (issue 8): each does one piece of work with ffmpeg.
+
+Steps of one job may run on different workers, so none relies on another step's local files: sources
+are staged into the job's work directory by whichever step needs them (a staged copy of the same size is
+reused), and every step that makes an output uploads it to the destination storage before it ends.
+
+Result convention (read by ``jobs/callbacks.py``): intermediate steps list what they uploaded under
+``written`` and never use the keys ``files``, ``metadata`` or ``duration``; the last step of every media
+workflow, ``publish_outputs``, checks those files exist and returns
+``{"message": <manifest or main file>, "files": [every file written], "metadata": {"duration": s}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jobs.media import commands, hls, storage
+from jobs.media.ffmpeg import encoder_threads, run_ffmpeg
+from jobs.media.params import Clip, parse_clips, resolve_parameters
+from jobs.media.probe import MediaInfo, probe
+from jobs.workflows.registry import PermanentError, StepContext, TransientError, step
+from taskengine_site.errors import DomainError
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
+
+
+def params(ctx: StepContext) -> dict[str, Any]:
+    """The job's parameters with this step's overriding them, defaults and templates resolved."""
+    try:
+        return resolve_parameters({**ctx.job_parameters, **ctx.step_parameters})
+    except DomainError as exc:
+        raise PermanentError(exc.message) from None
+
+
+def _output_key(p: dict[str, Any], name: str) -> str:
+    return storage.join_key(p["output_folder"], name)
+
+
+def _fresh_dir(ctx: StepContext, name: str) -> Path:
+    """An empty work folder: a retried step must not publish what a failed attempt left behind."""
+    path = storage.work_dir(ctx, name)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@dataclass
+class Sources:
+    """Staged sources: the ffmpeg input arguments that read them, and what they hold."""
+
+    input_args: list[str]
+    info: MediaInfo
+    names: list[str]
+
+
+def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
+    """Stage the job's sources from ``source_folder`` (idempotent) and describe them.
+
+    The sources are the folder's video files in name order (several are joined, so they must share
+    their encoding), or ``source_file`` alone; a folder without video files but with an HLS playlist
+    (for ``createmp4`` and the small workflows) is staged whole and read through its master playlist.
+    An MP4 this job writes into the same folder is never taken for a source.
+    """
+    src = storage.source_storage(ctx)
+    folder = p["source_folder"]
+    local = storage.work_dir(ctx, "sources")
+    if p.get("source_file"):
+        names = [storage.normalise_key(p["source_file"])]
+    else:
+        listing = src.list_files(folder)
+        made_here = {p.get("mp4_filename")} if p.get("output_folder") == folder else set()
+        names = [
+            n for n in listing if "/" not in n and n.lower().endswith(VIDEO_SUFFIXES) and n not in made_here
+        ]
+        if not names:
+            playlists = [n for n in listing if n.lower().endswith(".m3u8")]
+            if not playlists:
+                raise PermanentError(f"no MP4 source or HLS playlist in {folder or 'the storage root'}")
+            for name in listing:
+                storage.stage(src, storage.join_key(folder, name), local / name)
+            master = _pick_master(local, playlists)
+            args = ["-allowed_extensions", "ALL", "-i", str(local / master)]
+            info = probe(local / master, input_options=("-allowed_extensions", "ALL"))
+            return Sources(args, info, [master])
+    paths = []
+    for index, name in enumerate(names):
+        ctx.heartbeat()
+        paths.append(storage.stage(src, storage.join_key(folder, name), local / name))
+        ctx.heartbeat(progress=50.0 * (index + 1) / len(names))
+    infos = [probe(path) for path in paths]
+    info = infos[0]
+    if len(paths) == 1:
+        return Sources(["-i", str(paths[0])], info, names)
+    listing_file = local / "sources.ffconcat"
+    listing_file.write_text("ffconcat version 1.0\n" + "".join(f"file '{path.name}'\n" for path in paths))
+    total = MediaInfo(
+        duration=sum(i.duration for i in infos),
+        width=info.width,
+        height=info.height,
+        fps=info.fps,
+        video_codec=info.video_codec,
+        audio_codec=info.audio_codec,
+    )
+    return Sources(["-f", "concat", "-safe", "0", "-i", str(listing_file)], total, names)
+
+
+def _pick_master(local: Path, playlists: list[str]) -> str:
+    for name in playlists:
+        if "#EXT-X-STREAM-INF" in (local / name).read_text(errors="replace"):
+            return name
+    return playlists[0]
+
+
+def _skipped(reason: str) -> dict[str, Any]:
+    return {"skipped": True, "reason": reason}
+
+
+# --- steps shared by the workflows --------------------------------------------------------------------
+
+
+@step("fetch_sources")
+def fetch_sources(ctx: StepContext) -> dict[str, Any]:
+    """Stages the sources of ``source_folder`` from the source storage and probes them."""
+    p = params(ctx)
+    sources = ensure_sources(ctx, p)
+    ctx.log(
+        f"Sources: {', '.join(sources.names)} ({sources.info.duration:.2f} s, "
+        f"{sources.info.width}x{sources.info.height}, audio: {sources.info.audio_codec or 'none'})"
+    )
+    return {"sources": sources.names, "source": sources.info.as_dict(), "media_duration": sources.info.duration}
+
+
+@step("publish_outputs")
+def publish_outputs(ctx: StepContext) -> dict[str, Any]:
+    """Checks that every file the earlier steps wrote is in the destination storage; reports them.
+
+    The last step of every media workflow: its result is the job callback's ``message``, ``files`` and
+    ``metadata.duration``. It also removes the job's work directory.
+    """
+    p = params(ctx)
+    dest = storage.destination_storage(ctx)
+    written: list[str] = []
+    manifest = primary = None
+    duration = None
+    for result in ctx.results.values():
+        if not isinstance(result, dict):
+            continue
+        for key in result.get("written") or []:
+            if key not in written:
+                written.append(key)
+        if result.get("manifest") and manifest is None:
+            manifest = result["manifest"]
+            duration = result.get("media_duration", duration)
+        if result.get("primary"):
+            primary = result["primary"]
+            if manifest is None:
+                duration = result.get("media_duration", duration)
+        if duration is None and result.get("media_duration") is not None:
+            duration = result["media_duration"]
+    missing = [key for key in written if not dest.exists(key)]
+    if missing:
+        raise PermanentError(f"{len(missing)} output file(s) missing from the destination: {missing[:5]}")
+    if not written:
+        raise PermanentError("no step of this workflow wrote a file")
+    message = manifest or primary or written[0]
+    storage.remove_work_dir(ctx)
+    ctx.log(f"Published {len(written)} file(s) to {p['output_folder']}; main output {message}")
+    return {
+        "message": message,
+        "files": written,
+        "metadata": {"duration": round(float(duration or 0.0), 3)},
+    }
+
+
+# --- vodstream ----------------------------------------------------------------------------------------
+
+
+@step("prepare_encryption")
+def prepare_encryption(ctx: StepContext) -> dict[str, Any]:
+    """Makes the content key for ``drm`` ``aes`` (HLS AES-128) or ``cenc`` (clear-key CENC).
+
+    The key is written to the destination beside the VOD (``{content_id}.key`` and ``.keyinfo`` for
+    AES-128; ``{content_id}.clearkey.json`` for CENC, in the W3C Clear Key format), never to the job's
+    results, which the API shows.
+    """
+    p = params(ctx)
+    mode = p["drm"]
+    if mode == "clear":
+        return {"drm": "clear"}
+    dest = storage.destination_storage(ctx)
+    key = secrets.token_bytes(16)
+    content_id = p["content_id"]
+    if mode == "aes":
+        key_name = f"{content_id}.key"
+        key_key = _output_key(p, key_name)
+        info_key = _output_key(p, f"{content_id}.keyinfo")
+        # Without an IV ffmpeg encrypts every segment with IV 0; a random one is not predictable.
+        iv = secrets.token_bytes(16).hex()
+        dest.write_bytes(key_key, key)
+        dest.write_bytes(info_key, f"{p['key_uri']}\n{key_name}\n{iv}\n".encode())
+        ctx.log(f"AES-128 key made; playlists will name it as {p['key_uri']}")
+        return {
+            "drm": "aes",
+            "key_file": key_key,
+            "key_uri": p["key_uri"],
+            "iv": iv,
+            "written": [key_key, info_key],
+        }
+    kid = secrets.token_bytes(16)
+    clearkey = {
+        "keys": [{"kty": "oct", "kid": _b64url(kid), "k": _b64url(key)}],
+        "type": "temporary",
+        "kid_hex": kid.hex(),
+        "key_hex": key.hex(),
+        "scheme": "cenc-aes-ctr",
+    }
+    key_key = _output_key(p, f"{content_id}.clearkey.json")
+    dest.write_bytes(key_key, json.dumps(clearkey, indent=2).encode())
+    ctx.log(f"CENC key made, key id {kid.hex()}")
+    return {"drm": "cenc", "key_file": key_key, "kid": kid.hex(), "written": [key_key]}
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@step("transcode_hls")
+def transcode_hls(ctx: StepContext) -> dict[str, Any]:
+    """Encodes the sources into an HLS rendition ladder (up to ``renditions``, capped at the source
+    height) in one ffmpeg run, encrypted as ``prepare_encryption`` decided, and uploads it."""
+    p = params(ctx)
+    sources = ensure_sources(ctx, p)
+    info = sources.info
+    prefix = p["content_id"]
+    ladder = commands.ladder_for(info.height, int(p["renditions"]))
+    out = _fresh_dir(ctx, "hls")
+    keyinfo = None
+    cenc_key = cenc_kid = None
+    dest = storage.destination_storage(ctx)
+    encryption = ctx.results.get("prepare_encryption") or {}
+    if p["drm"] != "clear" and encryption.get("drm") != p["drm"]:
+        raise PermanentError(f"drm {p['drm']} needs the prepare_encryption step before transcode_hls")
+    if p["drm"] == "aes":
+        key_path = storage.work_dir(ctx, "keys") / "aes.key"
+        key_path.write_bytes(dest.read_bytes(encryption["key_file"]))
+        keyinfo = storage.work_dir(ctx, "keys") / "aes.keyinfo"
+        keyinfo.write_text(f"{encryption['key_uri']}\n{key_path}\n{encryption['iv']}\n")
+    elif p["drm"] == "cenc":
+        clearkey = json.loads(dest.read_bytes(encryption["key_file"]))
+        cenc_key, cenc_kid = clearkey["key_hex"], clearkey["kid_hex"]
+    args = commands.hls_ladder_args(
+        sources.input_args,
+        info,
+        prefix=prefix,
+        renditions=ladder,
+        segment_duration=float(p["segment_duration"]),
+        preset=p["video_preset"],
+        drm=p["drm"],
+        keyinfo=keyinfo,
+        cenc_key=cenc_key,
+        cenc_kid=cenc_kid,
+    )
+    ctx.log(
+        f"Encoding {info.duration:.1f} s into {len(ladder)} rendition(s): "
+        f"{', '.join(r.name for r in ladder)} (drm {p['drm']})"
+    )
+    run = run_ffmpeg(args, ctx, duration=info.duration, label="HLS encode", progress_span=(0, 95), cwd=out)
+    master_file = out / commands.MASTER_FROM_FFMPEG
+    variants = hls.parse_master(master_file.read_text())
+    master_file.unlink()
+    if len(variants) != len(ladder):
+        raise PermanentError(f"ffmpeg made {len(variants)} variant(s), expected {len(ladder)}")
+    audio = None
+    if p["drm"] == "cenc" and info.has_audio:
+        audio = {"uri": commands.audio_playlist(prefix), "bandwidth": _peak_bandwidth(out, prefix)}
+    written = storage.publish_folder(dest, out, p["output_folder"])
+    ctx.log(f"HLS encode took {run.seconds:.1f} s ({info.duration / max(run.seconds, 1e-6):.2f}x real time)")
+    return {
+        "variants": [{"uri": v.uri, "bandwidth": v.bandwidth, "attributes": v.attributes} for v in variants],
+        "audio": audio,
+        "renditions": [r.name for r in ladder],
+        "segment_type": "fmp4" if p["drm"] == "cenc" else "mpegts",
+        "written": written,
+        "media_duration": info.duration,
+    }
+
+
+def _peak_bandwidth(out: Path, prefix: str) -> int:
+    """Bits per second of the largest audio segment, for the variants' BANDWIDTH (which counts audio)."""
+    playlist = hls.parse_media((out / commands.audio_playlist(prefix)).read_text())
+    rates = [
+        (out / segment.uri).stat().st_size * 8 / segment.duration
+        for segment in playlist.segments
+        if segment.duration > 0
+    ]
+    return int(max(rates, default=0))
+
+
+def _with_audio_group(attributes: str, audio_bandwidth: int) -> str:
+    """A video-only variant's attributes, extended with the audio group and its bandwidth and codec."""
+    parts = dict(hls.attribute_pairs(attributes))
+    for name in ("BANDWIDTH", "AVERAGE-BANDWIDTH"):
+        if name in parts:
+            parts[name] = str(int(parts[name]) + audio_bandwidth)
+    if "CODECS" in parts:
+        parts["CODECS"] = f'"{parts["CODECS"].strip(chr(34))},mp4a.40.2"'
+    parts["AUDIO"] = f'"{AUDIO_GROUP}"'
+    return ",".join(f"{name}={value}" for name, value in parts.items())
+
+
+AUDIO_GROUP = "audio"
+
+
+@step("write_master")
+def write_master(ctx: StepContext) -> dict[str, Any]:
+    """Writes the master playlist (``manifest_name``) naming every rendition, once they are all published."""
+    p = params(ctx)
+    encoded = ctx.results.get("transcode_hls")
+    if not isinstance(encoded, dict) or not encoded.get("variants"):
+        raise PermanentError("write_master needs the transcode_hls step before it")
+    # The version the variant playlists declare: 6 for MPEG-TS with EXT-X-KEY IVs, 7 for fMP4.
+    version = 7 if encoded.get("segment_type") == "fmp4" else 6
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    audio = encoded.get("audio")
+    if audio:
+        lines.append(
+            f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",NAME="audio",DEFAULT=YES,AUTOSELECT=YES,'
+            f'URI="{audio["uri"]}"'
+        )
+    for variant in sorted(encoded["variants"], key=lambda v: -int(v["bandwidth"])):
+        attributes = _with_audio_group(variant["attributes"], audio["bandwidth"]) if audio else variant["attributes"]
+        lines += [f"#EXT-X-STREAM-INF:{attributes}", variant["uri"]]
+    key = _output_key(p, p["manifest_name"])
+    storage.destination_storage(ctx).write_bytes(key, ("\n".join(lines) + "\n").encode())
+    return {"manifest": key, "written": [key], "media_duration": encoded.get("media_duration")}
+
+
+@step("create_thumbnail")
+def create_thumbnail(ctx: StepContext) -> dict[str, Any]:
+    """Writes a JPEG of the frame at ``thumbnail_time`` (skipped when that parameter is not set)."""
+    p = params(ctx)
+    if p.get("thumbnail_time") is None:
+        return _skipped("no thumbnail_time")
+    sources = ensure_sources(ctx, p)
+    key = _grab_frame(ctx, p, sources, float(p["thumbnail_time"]), p["thumbnail_filename"], width=None)
+    return {"written": [key], "thumbnail": key}
+
+
+@step("create_mp4")
+def create_mp4(ctx: StepContext) -> dict[str, Any]:
+    """Writes the sources as one MP4 (``mp4_filename``): a stream copy when they hold H.264/AAC.
+
+    In ``vodstream`` it runs only with ``generate_mp4``; the ``createmp4`` definition sets that itself.
+    """
+    p = params(ctx)
+    if not p.get("generate_mp4"):
+        return _skipped("generate_mp4 is false")
+    sources = ensure_sources(ctx, p)
+    out = _fresh_dir(ctx, "mp4") / Path(p["mp4_filename"]).name
+    args = commands.mp4_args(sources.input_args, sources.info, out, preset=p["video_preset"])
+    run_ffmpeg(args, ctx, duration=sources.info.duration, label="MP4")
+    key = _output_key(p, p["mp4_filename"])
+    storage.destination_storage(ctx).upload(out, key)
+    return {"written": [key], "primary": key, "media_duration": probe(out).duration}
+
+
+# --- small workflows ----------------------------------------------------------------------------------
+
+
+def _grab_frame(
+    ctx: StepContext, p: dict[str, Any], sources: Sources, at: float, filename: str, width: int | None
+) -> str:
+    if at > sources.info.duration:
+        raise PermanentError(f"time {at:g} s is past the end of the source ({sources.info.duration:.2f} s)")
+    out = _fresh_dir(ctx, "frame") / Path(filename).name
+    # -ss before -i seeks to the keyframe before, then decodes up to ``at``: exact and fast.
+    video_filter = ["-vf", f"scale={width}:-2"] if width else []
+    args = ["-ss", f"{at:.3f}", *sources.input_args, "-map", "0:v:0", "-frames:v", "1", *video_filter]
+    run_ffmpeg([*args, "-q:v", "2", "-update", "1", str(out)], ctx, label="frame")
+    if not out.is_file():
+        raise PermanentError(f"no frame at {at:g} s")
+    key = _output_key(p, filename)
+    storage.destination_storage(ctx).upload(out, key)
+    return key
+
+
+@step("capture_frame")
+def capture_frame(ctx: StepContext) -> dict[str, Any]:
+    """Writes the frame at ``frame_time`` as a JPEG (``frame_filename``; ``width`` only if given)."""
+    p = params(ctx)
+    if p.get("frame_time") is None:
+        raise PermanentError("parameters.frame_time: is required")
+    sources = ensure_sources(ctx, p)
+    # ``width`` defaults to a GIF's width; a frame keeps the source's size unless one is asked for.
+    width = int(p["width"]) if ctx.param("width") is not None else None
+    key = _grab_frame(ctx, p, sources, float(p["frame_time"]), p["frame_filename"], width=width)
+    return {"written": [key], "primary": key, "media_duration": sources.info.duration}
+
+
+@step("generate_gif")
+def generate_gif(ctx: StepContext) -> dict[str, Any]:
+    """Writes an animated GIF of ``duration`` source seconds from ``start_at``, at ``fps`` frames a
+    second, ``width`` pixels wide, played ``playback_speed`` times faster (one palette per GIF)."""
+    p = params(ctx)
+    sources = ensure_sources(ctx, p)
+    start, length = float(p["start_at"]), float(p["duration"])
+    speed, fps, width = float(p["playback_speed"]), float(p["fps"]), int(p["width"])
+    if start >= sources.info.duration:
+        raise PermanentError(f"start_at {start:g} s is past the end of the source")
+    length = min(length, sources.info.duration - start)
+    out = _fresh_dir(ctx, "gif") / Path(p["gif_filename"]).name
+    graph = (
+        f"[0:v]setpts=(PTS-STARTPTS)/{speed:g},fps={fps:g},scale={width}:-1:flags=lanczos,split[a][b];"
+        "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer"
+    )
+    args = ["-ss", f"{start:.3f}", "-t", f"{length:.3f}", *sources.input_args, "-filter_complex", graph]
+    run_ffmpeg([*args, "-loop", "0", str(out)], ctx, duration=length / speed, label="GIF")
+    key = _output_key(p, p["gif_filename"])
+    storage.destination_storage(ctx).upload(out, key)
+    return {"written": [key], "primary": key, "media_duration": round(length / speed, 3)}
+
+
+def _vtt_time(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
+
+
+@step("build_thumbnails")
+def build_thumbnails(ctx: StepContext) -> dict[str, Any]:
+    """Writes a thumbnail every ``preview_thumbnails_interval`` seconds (``thumbnail_width`` wide) and a
+    WebVTT index (``thumbnails_vtt``) whose cues name the thumbnail for each stretch of the video."""
+    p = params(ctx)
+    sources = ensure_sources(ctx, p)
+    interval, duration = float(p["preview_thumbnails_interval"]), sources.info.duration
+    out = _fresh_dir(ctx, "thumbnails")
+    prefix = f"{p['content_id']}_thumb_"
+    # The first frame at or after each multiple of the interval: one thumbnail per cue, none missing.
+    select = f"select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{interval:g}-0.001)'"
+    args = [
+        *sources.input_args,
+        "-map",
+        "0:v:0",
+        "-vf",
+        f"{select},scale={int(p['thumbnail_width'])}:-2",
+        "-fps_mode",
+        "vfr",
+        "-q:v",
+        "4",
+        "-threads",
+        encoder_threads(),
+        str(out / f"{prefix}%05d.jpg"),
+    ]
+    run_ffmpeg(args, ctx, duration=duration, label="thumbnails")
+    images = sorted(out.glob(f"{prefix}*.jpg"))
+    if not images:
+        raise PermanentError("no thumbnail was made")
+    cues = ["WEBVTT", ""]
+    for index, image in enumerate(images):
+        begin, end = index * interval, min((index + 1) * interval, duration)
+        if begin >= duration:
+            image.unlink()
+            continue
+        cues += [f"{_vtt_time(begin)} --> {_vtt_time(end)}", image.name, ""]
+    (out / Path(p["thumbnails_vtt"]).name).write_text("\n".join(cues))
+    written = storage.publish_folder(storage.destination_storage(ctx), out, p["output_folder"])
+    vtt = _output_key(p, Path(p["thumbnails_vtt"]).name)
+    return {"written": written, "primary": vtt, "thumbnails": len(images), "media_duration": duration}
+
+
+# --- vodcapture ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class StagedClip:
+    input_args: list[str]
+    start: float  # seconds into the staged input
+    duration: float
+
+
+def _live_edge_reached(fetched: hls.FetchedStream, clip: Clip) -> bool:
+    if not isinstance(clip.end, datetime) or fetched.program_date_time is None:
+        return True
+    stream_end = fetched.program_date_time.timestamp() + fetched.duration
+    return stream_end >= clip.end.timestamp() - 0.001
+
+
+def ensure_clips(ctx: StepContext, p: dict[str, Any]) -> list[StagedClip]:
+    """Stage every clip's source (the part of an HLS stream it needs); a staged clip is reused."""
+    try:
+        clips = parse_clips(p.get("clips"))
+    except DomainError as exc:
+        raise PermanentError(exc.message) from None
+    staged = []
+    retries = int(p["retries"])
+    for index, clip in enumerate(clips):
+        folder = storage.work_dir(ctx, f"clips/{index}")
+        marker = folder / "staged.json"
+        if marker.is_file():
+            saved = json.loads(marker.read_text())
+            staged.append(StagedClip(saved["input_args"], saved["start"], saved["duration"]))
+            continue
+        ctx.heartbeat(progress=100.0 * index / len(clips))
+        path_part = clip.source.split("?", 1)[0].lower()
+        if clip.is_url and path_part.endswith(".m3u8"):
+            fetched = hls.fetch_hls(
+                clip.source, folder, retries=retries, ctx=ctx, start=clip.start, end=clip.end
+            )
+            if not _live_edge_reached(fetched, clip):
+                raise TransientError(f"clip {index}: the stream has not reached the clip's end yet")
+            if isinstance(clip.start, datetime) and isinstance(clip.end, datetime):
+                assert fetched.program_date_time is not None
+                start = (clip.start - fetched.program_date_time).total_seconds()
+                length = (clip.end - clip.start).total_seconds()
+            else:
+                assert isinstance(clip.start, float) and isinstance(clip.end, float)
+                start, length = clip.start - fetched.offset, clip.end - clip.start
+            args = ["-allowed_extensions", "ALL", "-i", str(fetched.playlist)]
+        else:
+            assert isinstance(clip.start, float) and isinstance(clip.end, float)
+            suffix = Path(path_part).suffix or ".mp4"
+            target = folder / f"source{suffix}"
+            if clip.is_url:
+                hls.fetch_file(clip.source, target, retries=retries, ctx=ctx)
+            else:
+                storage.stage(storage.source_storage(ctx), clip.source, target)
+            options = ("-allowed_extensions", "ALL") if suffix == ".m3u8" else ()
+            args = [*options, "-i", str(target)]
+            start, length = clip.start, clip.end - clip.start
+        marker.write_text(json.dumps({"input_args": args, "start": max(0.0, start), "duration": length}))
+        staged.append(StagedClip(args, max(0.0, start), length))
+    return staged
+
+
+def _capture(ctx: StepContext, *, accurate: bool) -> dict[str, Any]:
+    p = params(ctx)
+    clips = ensure_clips(ctx, p)
+    cut_dir = _fresh_dir(ctx, "cut")
+    first = None
+    parts = []
+    total = sum(clip.duration for clip in clips)
+    done = 0.0
+    for index, clip in enumerate(clips):
+        part = cut_dir / f"part{index:03d}.ts"
+        span = (80.0 * done / total, 80.0 * (done + clip.duration) / total)
+        input_options = clip.input_args[:-2]
+        source = clip.input_args[-1]
+        info = probe(source, input_options=tuple(input_options))
+        first = first or info
+        args = [*input_options, "-ss", f"{clip.start:.3f}", "-i", source, "-t", f"{clip.duration:.3f}"]
+        args += ["-map", "0:v:0"] + (["-map", "0:a:0"] if first.has_audio and info.has_audio else [])
+        if accurate:
+            # Every clip is brought to the first clip's picture size and frame rate, so they join.
+            fit = (
+                f"scale={first.width}:{first.height}:force_original_aspect_ratio=decrease,"
+                f"pad={first.width}:{first.height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={first.fps:g}"
+            )
+            args += ["-vf", fit, "-c:v", "libx264", "-preset", p["video_preset"], "-pix_fmt", "yuv420p"]
+            args += ["-threads", encoder_threads(), *commands.keyframe_args(float(p["segment_duration"]))]
+            args += ["-c:a", "aac", "-b:a", commands.AUDIO_BITRATE, "-ac", "2", "-ar", "48000"]
+        else:
+            args += ["-c", "copy", "-avoid_negative_ts", "make_zero"]
+        run_ffmpeg([*args, "-f", "mpegts", str(part)], ctx, duration=clip.duration, label=f"clip {index}",
+                   progress_span=span)
+        parts.append(part)
+        done += clip.duration
+    listing = cut_dir / "clips.ffconcat"
+    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{part.name}'\n" for part in parts))
+    out = _fresh_dir(ctx, "vod")
+    prefix = p["content_id"]
+    seg = float(p["segment_duration"])
+    manifest_name = Path(p["manifest_name"]).name
+    args = ["-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0", "-c", "copy"]
+    args += ["-f", "hls", "-hls_time", f"{seg:g}", "-hls_playlist_type", "vod"]
+    args += ["-hls_segment_filename", f"{prefix}_%05d.ts", manifest_name]
+    if p.get("generate_mp4"):
+        args += ["-map", "0", "-c", "copy", "-movflags", "+faststart", Path(p["mp4_filename"]).name]
+    run_ffmpeg(args, ctx, duration=total, label="stitch", progress_span=(80, 95), cwd=out)
+    duration = probe(out / manifest_name).duration
+    written = storage.publish_folder(storage.destination_storage(ctx), out, p["output_folder"])
+    ctx.log(f"Captured {len(clips)} clip(s) into {duration:.2f} s ({'re-encoded' if accurate else 'stream copy'})")
+    return {"manifest": _output_key(p, manifest_name), "written": written, "media_duration": duration}
+
+
+@step("fetch_clips")
+def fetch_clips(ctx: StepContext) -> dict[str, Any]:
+    """Fetches each clip's source (HLS or MP4 URL through the outbound guard, or a storage path)."""
+    p = params(ctx)
+    clips = ensure_clips(ctx, p)
+    return {"clips": len(clips), "media_duration": round(sum(c.duration for c in clips), 3)}
+
+
+@step("capture_clips")
+def capture_clips(ctx: StepContext) -> dict[str, Any]:
+    """Cuts the clips by stream copy (at keyframes) and stitches them into one HLS VOD (and MP4 with
+    ``generate_mp4``); does nothing when ``frame_accurate``, which ``capture_clips_accurate`` handles."""
+    if params(ctx).get("frame_accurate"):
+        return _skipped("frame_accurate: capture_clips_accurate cuts the clips")
+    return _capture(ctx, accurate=False)
+
+
+@step("capture_clips_accurate", queue="windows_capture")
+def capture_clips_accurate(ctx: StepContext) -> dict[str, Any]:
+    """Cuts the clips to the exact frame by re-encoding, then stitches them like ``capture_clips``;
+    runs only with ``frame_accurate`` (on the ``windows_capture`` queue)."""
+    if not params(ctx).get("frame_accurate"):
+        return _skipped("not frame_accurate: capture_clips cut the clips")
+    return _capture(ctx, accurate=True)

@@ -1,0 +1,165 @@
+"""Fixtures for the media tests: synthetic sources made by ffmpeg (no downloads), a real StepContext,
+and a runner that calls a workflow's steps in order the way the engine does (results of earlier steps
+passed to later ones), without a database."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.media.ffmpeg import ffmpeg_exe
+from jobs.workflows.media_definitions import MEDIA_DEFINITIONS
+from jobs.workflows.registry import StepContext, get_step, load_steps
+
+FPS = 25
+
+
+def make_media(
+    path: Path, *, seconds: float, size: str = "640x360", audio: bool = True, gop: int = FPS, extra: tuple = ()
+) -> Path:
+    """A synthetic H.264/AAC MP4 (testsrc2 + a sine tone) with a keyframe every ``gop`` frames."""
+    command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    command += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={FPS}:duration={seconds}"]
+    if audio:
+        command += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    command += ["-c:v", "libx264", "-preset", "ultrafast", "-threads", "1", "-pix_fmt", "yuv420p"]
+    command += ["-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"]
+    if audio:
+        command += ["-c:a", "aac", "-b:a", "64k"]
+    command += [*extra, str(path)]
+    subprocess.run(command, check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def media_cache(tmp_path_factory) -> Callable[..., Path]:
+    """Make each distinct synthetic source once per test session."""
+    folder = tmp_path_factory.mktemp("media-cache")
+    made: dict[tuple, Path] = {}
+
+    def get(seconds: float = 4, size: str = "640x360", audio: bool = True, suffix: str = ".mp4") -> Path:
+        key = (seconds, size, audio, suffix)
+        if key not in made:
+            name = f"src_{seconds}_{size}_{int(audio)}{suffix}"
+            made[key] = make_media(folder / name, seconds=seconds, size=size, audio=audio)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(autouse=True)
+def media_env(monkeypatch, tmp_path):
+    """One encoder thread (the machine is shared) and a work directory per test."""
+    monkeypatch.setenv("TASKENGINE_FFMPEG_THREADS", "1")
+    monkeypatch.setenv("TASKENGINE_WORK_DIR", str(tmp_path / "work"))
+
+
+@pytest.fixture
+def storage_root(tmp_path) -> Path:
+    root = tmp_path / "storage"
+    root.mkdir()
+    return root
+
+
+class Recorder:
+    """Collects what a step reports: log lines and heartbeat progress values."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.progress: list[float] = []
+        self.beats = 0
+
+    def log(self, message: str, severity: int = 1) -> None:
+        self.lines.append(message)
+
+    def heartbeat(self, progress: float | None = None) -> None:
+        self.beats += 1
+        if progress is not None:
+            self.progress.append(progress)
+
+
+_job_ids = iter(range(1, 1_000_000))
+
+
+def make_ctx(
+    workflow: str,
+    parameters: dict[str, Any],
+    storage_root: Path,
+    *,
+    step_parameters: dict[str, Any] | None = None,
+    results: dict[str, Any] | None = None,
+    recorder: Recorder | None = None,
+    job_id: int | None = None,
+) -> StepContext:
+    recorder = recorder or Recorder()
+    return StepContext(
+        job_id=job_id or next(_job_ids),
+        task_id=1,
+        client_name="media-tests",
+        workflow=workflow,
+        job_parameters=parameters,
+        step_parameters=step_parameters or {},
+        results=results if results is not None else {},
+        log=recorder.log,
+        heartbeat=recorder.heartbeat,
+        storage_root=storage_root,
+    )
+
+
+def run_workflow(
+    workflow: str, parameters: dict[str, Any], storage_root: Path, recorder: Recorder | None = None
+) -> dict[str, Any]:
+    """Run every step of the common definition in order; the results by step name."""
+    load_steps()
+    job_id = next(_job_ids)
+    results: dict[str, Any] = {}
+    for item in MEDIA_DEFINITIONS[workflow]:
+        ctx = make_ctx(
+            workflow,
+            parameters,
+            storage_root,
+            step_parameters=item.get("parameters"),
+            results=dict(results),
+            recorder=recorder,
+            job_id=job_id,
+        )
+        results[item["step"]] = get_step(item["step"]).fn(ctx)
+    return results
+
+
+def put(storage_root: Path, source: Path, key: str) -> Path:
+    target = storage_root / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def decode(path: Path | str, **options: str) -> dict[str, Any]:
+    """Decode every stream of ``path`` start to end with PyAV.
+
+    Returns the video streams' frame counts, first/last frame times and sizes, and the audio seconds
+    decoded; any undecodable packet raises.
+    """
+    import av
+
+    video: dict[int, dict[str, Any]] = {}
+    audio_seconds: dict[int, float] = {}
+    with av.open(str(path), options=options) as container:
+        streams = [s for s in container.streams if s.type in ("video", "audio")]
+        for packet in container.demux(*streams):
+            index = packet.stream.index
+            for frame in packet.decode():
+                if isinstance(frame, av.VideoFrame):
+                    entry = video.setdefault(
+                        index, {"frames": 0, "first": frame.time, "last": frame.time, "size": (frame.width, frame.height)}
+                    )
+                    entry["frames"] += 1
+                    entry["last"] = frame.time
+                else:
+                    audio_seconds[index] = audio_seconds.get(index, 0.0) + frame.samples / frame.sample_rate
+    return {"video": [video[i] for i in sorted(video)], "audio": [audio_seconds[i] for i in sorted(audio_seconds)]}

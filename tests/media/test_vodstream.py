@@ -1,0 +1,131 @@
+"""vodstream end to end through its steps: a real ffmpeg encode of a synthetic source, checked by
+decoding every rendition through the master playlist, clear and encrypted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import av
+import pytest
+
+from jobs.media.params import validate_parameters
+from taskengine_site.errors import DomainError
+from tests.media.conftest import FPS, Recorder, decode, put, run_workflow
+
+SECONDS = 4
+FRAMES = SECONDS * FPS
+
+
+def vodstream(storage_root, media_cache, drm: str, **extra):
+    put(storage_root, media_cache(SECONDS), "incoming/show/source.mp4")
+    parameters = {
+        "content_id": "show",
+        "source_folder": "incoming/show",
+        "output_folder": "vod/show",
+        "drm": [drm],
+        "segment_duration": 1,
+        "video_preset": "ultrafast",
+        **extra,
+    }
+    validate_parameters("vodstream", parameters)
+    recorder = Recorder()
+    results = run_workflow("vodstream", parameters, storage_root, recorder)
+    return results, recorder, storage_root / "vod/show"
+
+
+def assert_every_rendition_plays(decoded, heights=(360, 240, 144)):
+    assert [entry["size"][1] for entry in decoded["video"]] == list(heights)
+    for entry in decoded["video"]:
+        # Every frame of every rendition, start to end: the duration is exact to the frame.
+        assert entry["frames"] == FRAMES
+        assert abs((entry["last"] - entry["first"] + 1 / FPS) - SECONDS) < 1 / FPS
+    assert decoded["audio"] and all(abs(seconds - SECONDS) < 0.1 for seconds in decoded["audio"])
+
+
+def test_clear_ladder_thumbnail_and_mp4(storage_root, media_cache):
+    results, recorder, out = vodstream(
+        storage_root, media_cache, "clear", thumbnail_time=1.5, generate_mp4=True
+    )
+    final = results["publish_outputs"]
+    assert final["message"] == "vod/show/show.m3u8"
+    assert abs(final["metadata"]["duration"] - SECONDS) < 1 / FPS
+    # ``files`` lists every file written, and only those.
+    on_disk = sorted(p.relative_to(storage_root).as_posix() for p in out.rglob("*") if p.is_file())
+    assert sorted(final["files"]) == on_disk
+    assert {"vod/show/show.jpg", "vod/show/show.mp4", "vod/show/show_360p.m3u8"} <= set(final["files"])
+    # No intermediate step claims callback keys: the job callback would count their files twice.
+    for name, result in results.items():
+        if name != "publish_outputs":
+            assert not {"files", "metadata", "duration"} & set(result), name
+
+    master = (out / "show.m3u8").read_text()
+    assert master.count("#EXT-X-STREAM-INF") == 3 and "RESOLUTION=640x360" in master
+    for variant in ("show_360p.m3u8", "show_240p.m3u8", "show_144p.m3u8"):
+        playlist = (out / variant).read_text()
+        assert playlist.count("#EXTINF:1.000000,") == SECONDS and "#EXT-X-ENDLIST" in playlist
+    assert_every_rendition_plays(decode(out / "show.m3u8"))
+
+    thumbnail = decode(out / "show.jpg")["video"][0]
+    assert thumbnail["size"] == (640, 360) and thumbnail["frames"] == 1
+    mp4 = decode(out / "show.mp4")
+    assert mp4["video"][0]["frames"] == FRAMES
+    assert any(line.startswith("Encoding 4.0 s into 3 rendition(s): 360p, 240p, 144p") for line in recorder.lines)
+    assert recorder.progress and max(recorder.progress) == 100.0
+
+
+def test_renditions_are_capped_at_the_source_height(storage_root, media_cache):
+    put(storage_root, media_cache(2, size="320x180", audio=False), "small/a.mp4")
+    results = run_workflow(
+        "vodstream",
+        {"content_id": "small", "source_folder": "small", "segment_duration": 1, "video_preset": "ultrafast"},
+        storage_root,
+    )
+    assert results["transcode_hls"]["renditions"] == ["144p"]
+    # output_folder defaults to the source folder; the thumbnail and MP4 were not asked for.
+    decoded = decode(storage_root / "small/small.m3u8")
+    assert [entry["size"] for entry in decoded["video"]] == [(256, 144)] and decoded["audio"] == []
+    assert results["create_thumbnail"]["skipped"] and results["create_mp4"]["skipped"]
+
+
+def test_aes_128_needs_its_key(storage_root, media_cache):
+    results, _, out = vodstream(storage_root, media_cache, "aes")
+    key = (out / "show.key").read_bytes()
+    assert len(key) == 16 and "vod/show/show.key" in results["publish_outputs"]["files"]
+    variant = (out / "show_240p.m3u8").read_text()
+    assert '#EXT-X-KEY:METHOD=AES-128,URI="show.key",IV=0x' in variant
+    assert f"IV=0x{results['prepare_encryption']['iv']}" in variant
+    # The key is in the output folder but never in a step's result (the API shows results).
+    assert key.hex() not in json.dumps(results)
+
+    # The key file has an extension the HLS demuxer does not fetch by default.
+    assert_every_rendition_plays(decode(out / "show.m3u8", allowed_extensions="ALL"))
+    with pytest.raises(av.error.InvalidDataError):
+        decode(out / "show_360p_00001.ts")
+    shutil.move(out / "show.key", out / "elsewhere.key")
+    with pytest.raises(av.error.FFmpegError):
+        decode(out / "show.m3u8", allowed_extensions="ALL")
+
+
+def test_cenc_needs_its_key(storage_root, media_cache):
+    results, _, out = vodstream(storage_root, media_cache, "cenc")
+    clearkey = json.loads((out / "show.clearkey.json").read_text())
+    assert clearkey["kid_hex"] == results["prepare_encryption"]["kid"]
+    assert clearkey["keys"][0]["kty"] == "oct" and clearkey["scheme"] == "cenc-aes-ctr"
+    master = (out / "show.m3u8").read_text()
+    assert "#EXT-X-MEDIA:TYPE=AUDIO" in master and 'AUDIO="audio"' in master
+    assert "#EXT-X-MAP:URI=" in (out / "show_360p.m3u8").read_text()
+
+    key = clearkey["key_hex"]
+    assert_every_rendition_plays(decode(out / "show.m3u8", seg_format_options=f"decryption_key={key}"))
+    with pytest.raises(av.error.InvalidDataError):
+        decode(out / "show.m3u8")
+    wrong = f"{(int(key, 16) ^ 1):032x}"
+    with pytest.raises(av.error.InvalidDataError):
+        decode(out / "show.m3u8", seg_format_options=f"decryption_key={wrong}")
+
+
+def test_unsupported_drm_is_refused_at_submission():
+    with pytest.raises(DomainError) as refused:
+        validate_parameters("vodstream", {"content_id": "x", "source_folder": "in", "drm": ["widevine"]})
+    assert refused.value.message == "parameters.drm: 'widevine' is not supported"
