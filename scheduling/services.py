@@ -13,6 +13,7 @@ pending is checked at once and then re-checked at growing intervals until the sw
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -217,9 +218,7 @@ def jobs_promote_due(*, now: datetime | None = None) -> dict[str, int]:
         .values_list("pk", "run_at")[:SWEEP_BATCH]
     )
     for job_id, run_at in upcoming:
-        transaction.on_commit(
-            lambda job_id=job_id, run_at=run_at: _publish_promote(job_id, run_at), robust=True
-        )
+        transaction.on_commit(functools.partial(_publish_promote, job_id, run_at), robust=True)
     if promoted:
         logger.info("scheduler: promoted %d due jobs", promoted)
     return {"promoted": promoted, "semaphores": len(pending), "armed": len(upcoming)}

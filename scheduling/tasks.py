@@ -16,7 +16,10 @@ CALLBACK_QUEUE = "callback"
 def publish(task: Task[Any, Any], *args: int, countdown: float | None = None) -> None:
     """Publish ``task`` with primary-key ``args`` on its queue (callback for deliveries, else scheduler)."""
     queue = CALLBACK_QUEUE if task.name.startswith("callbacks.") else SCHEDULER_QUEUE
-    task.apply_async(args, queue=queue, countdown=countdown)
+    if countdown is None:
+        task.apply_async(args, queue=queue)
+    else:
+        task.apply_async(args, queue=queue, countdown=countdown)
 
 
 @shared_task(name="scheduling.queue_jobs")

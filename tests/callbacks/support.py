@@ -81,6 +81,8 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        # Closing must not wait for a handler still sleeping through a "slow server" answer.
+        self.server.block_on_close = False
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -156,7 +158,7 @@ class Queues:
         for name in [queue] if queue else list(monitor.QUEUES):
             for key in monitor.queue_keys(name):
                 while (raw := client.rpop(key)) is not None:
-                    payload = json.loads(raw)
+                    payload = json.loads(str(raw))
                     body = json.loads(base64.b64decode(payload["body"]))
                     headers = payload["headers"]
                     countdown = None

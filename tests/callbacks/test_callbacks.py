@@ -7,6 +7,7 @@ import json
 import re
 import socket
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -37,7 +38,9 @@ JOB_KEYS = {
 
 @pytest.fixture
 def make_job(make_client):
-    def factory(endpoints, *, secret: str = "", steps=("get_filenames", "prepare_switch", "rename_manifests")):
+    def factory(
+        endpoints, *, secret: str = "", steps=("get_filenames", "prepare_switch", "rename_manifests")
+    ):
         client, _ = make_client(webhook_secret=secret)
         job = Job.objects.create(
             client=client,
@@ -59,19 +62,21 @@ def make_job(make_client):
     return factory
 
 
-def tasks_of(job):
+def tasks_of(job: Job) -> list[Task]:
     return list(Task.objects.filter(job=job).order_by("position"))
 
 
-def callback_log(job):
+def callback_log(job: Job) -> list[tuple[str, int]]:
     return list(
-        LogEntry.objects.filter(job=job, progname="callback").order_by("id").values_list("message", "severity")
+        LogEntry.objects.filter(job=job, progname="callback")
+        .order_by("id")
+        .values_list("message", "severity")
     )
 
 
-def deliver_all(queues, *, limit=50):
+def deliver_all(queues: Any, *, limit: int = 50) -> list[Any]:
     """Run every published callback message, and those they publish, like a callback worker."""
-    ran = []
+    ran: list[Any] = []
     for _ in range(limit):
         messages = [m for m in queues.pop_all() if m.queue == "callback"]
         if not messages:
@@ -217,6 +222,7 @@ def test_failures_are_retried_with_backoff_and_the_same_body_and_id(
     queues.run(first)
     row = CallbackDelivery.objects.get()
     assert (row.state, row.attempts, row.last_status, row.last_error) == (0, 1, 503, "HTTP 503")
+    assert row.next_attempt_at is not None
     assert timedelta(seconds=4) < row.next_attempt_at - timezone.now() <= timedelta(seconds=5)
     (retry,) = queues.pop_all()
     assert (retry.queue, retry.task, retry.args) == ("callback", "callbacks.deliver", [row.pk])
@@ -239,7 +245,10 @@ def test_failures_are_retried_with_backoff_and_the_same_body_and_id(
         Webhook(secret).verify(request.body.decode(), request.headers)
     url = receiver.url("/cb")
     assert callback_log(job)[1:] == [
-        (f"'get_filenames' fail callback to {url} failed: HTTP 503 (attempt 1 of 8); retrying in 5s", Severity.WARN),
+        (
+            f"'get_filenames' fail callback to {url} failed: HTTP 503 (attempt 1 of 8); retrying in 5s",
+            Severity.WARN,
+        ),
         (f"'get_filenames' fail callback sent to {url} (HTTP 200, attempt 2 of 8)", Severity.INFO),
     ]
 
@@ -330,7 +339,7 @@ def test_lost_messages_are_redelivered_head_of_line_only(make_job, queues, commi
         callbacks.task_event(tasks_of(job)[0].pk, "start")
         callbacks.task_event(tasks_of(job)[0].pk, "complete")
     queues.clear()  # Redis flushed
-    a_start, b_start, a_complete, b_complete = CallbackDelivery.objects.order_by("id")
+    a_start, b_start, _a_complete, _b_complete = CallbackDelivery.objects.order_by("id")
     with committed():
         assert callbacks.callbacks_redeliver() == 0  # too recent: their messages may be on their way
     later = timezone.now() + timedelta(minutes=1)

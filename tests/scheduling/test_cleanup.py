@@ -28,7 +28,9 @@ def old_job(make_client):
         Job.objects.filter(pk=job.pk).update(updated_at=moment, finished_at=moment if finished else None)
         Task.objects.create(job=job, position=0, name="noop")
         job_log(job.pk, "hello", progname="worker")
-        CallbackDelivery.objects.create(job=job, kind="job", event="completed", url="https://e.com/", body="{}")
+        CallbackDelivery.objects.create(
+            job=job, kind="job", event="completed", url="https://e.com/", body="{}"
+        )
         return job
 
     return factory

@@ -33,9 +33,11 @@ def make_job(make_client):
     return factory
 
 
-def scheduler_log(job_id):
+def scheduler_log(job_id: int) -> list[str]:
     return list(
-        LogEntry.objects.filter(job_id=job_id, progname="scheduler").order_by("id").values_list("message", flat=True)
+        LogEntry.objects.filter(job_id=job_id, progname="scheduler")
+        .order_by("id")
+        .values_list("message", flat=True)
     )
 
 
@@ -57,7 +59,9 @@ def test_a_due_job_with_a_semaphore_becomes_pending_and_is_checked_at_once(make_
     assert job.queue_state == JobState.PENDING
     assert scheduler_log(job.pk) == ["run_at has passed; waiting for the semaphore URL to open"]
     messages = queues.pop_all()
-    assert [(m.queue, m.task, m.args) for m in messages] == [("scheduler", "scheduling.semaphore_watch", [job.pk])]
+    assert [(m.queue, m.task, m.args) for m in messages] == [
+        ("scheduler", "scheduling.semaphore_watch", [job.pk])
+    ]
 
 
 def test_promotion_is_a_no_op_for_a_job_not_due_or_already_moved(make_job, queues, committed):
@@ -126,7 +130,9 @@ def test_the_sweep_promotes_due_jobs_checks_semaphores_and_arms_upcoming(make_jo
     now = timezone.now()
     due = [make_job(run_at=now - timedelta(seconds=s)) for s in (1, 30, 3600)]
     gated = make_job(run_at=now - timedelta(seconds=1), semaphore_url="https://example.com/s")
-    pending = make_job(state=JobState.PENDING, run_at=now - timedelta(minutes=5), semaphore_url="https://e.com/")
+    pending = make_job(
+        state=JobState.PENDING, run_at=now - timedelta(minutes=5), semaphore_url="https://e.com/"
+    )
     upcoming = make_job(run_at=now + timedelta(seconds=30))
     far = make_job(run_at=now + timedelta(hours=1))
     with committed():

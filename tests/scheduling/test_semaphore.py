@@ -34,7 +34,9 @@ def state(job: Job) -> int:
     return job.queue_state
 
 
-def test_503_keeps_the_job_pending_and_200_queues_it(pending_job, receiver, allow_loopback, queues, committed):
+def test_503_keeps_the_job_pending_and_200_queues_it(
+    pending_job, receiver, allow_loopback, queues, committed
+):
     job = pending_job(receiver.url("/gate"))
     receiver.answer("/gate", 503)
     with committed():
@@ -42,7 +44,11 @@ def test_503_keeps_the_job_pending_and_200_queues_it(pending_job, receiver, allo
     assert state(job) == JobState.PENDING
     assert queues.pop_all() == []
     closed = LogEntry.objects.get(job_id=job.pk)
-    assert (closed.progname, closed.message, closed.visible) == ("scheduler", "semaphore closed (HTTP 503)", False)
+    assert (closed.progname, closed.message, closed.visible) == (
+        "scheduler",
+        "semaphore closed (HTTP 503)",
+        False,
+    )
 
     receiver.answer("/gate", 200)
     with committed():
@@ -54,7 +60,9 @@ def test_503_keeps_the_job_pending_and_200_queues_it(pending_job, receiver, allo
     assert [r.method for r in receiver.received("/gate")] == ["GET", "GET"]
 
 
-def test_a_redirect_opens_the_semaphore_without_being_followed(pending_job, receiver, allow_loopback, committed):
+def test_a_redirect_opens_the_semaphore_without_being_followed(
+    pending_job, receiver, allow_loopback, committed
+):
     job = pending_job(receiver.url("/gate"))
     receiver.answer("/gate", 302, headers={"Location": receiver.url("/elsewhere")})
     with committed():
@@ -72,7 +80,9 @@ def test_error_answers_keep_it_closed(pending_job, receiver, allow_loopback, com
     assert state(job) == JobState.PENDING
 
 
-def test_a_slow_semaphore_times_out_and_stays_closed(pending_job, receiver, allow_loopback, committed, monkeypatch):
+def test_a_slow_semaphore_times_out_and_stays_closed(
+    pending_job, receiver, allow_loopback, committed, monkeypatch
+):
     monkeypatch.setattr(services, "SEMAPHORE_TIMEOUT", (0.5, 0.3))
     job = pending_job(receiver.url("/slow"))
     receiver.answer("/slow", 200, delay=2)
@@ -107,11 +117,17 @@ def test_a_closed_new_semaphore_is_rechecked_soon(pending_job, receiver, allow_l
     with committed():
         assert not services.job_semaphore_watch(job_id=job.pk)
     (message,) = queues.pop_all()
-    assert (message.queue, message.task, message.args) == ("scheduler", "scheduling.semaphore_watch", [job.pk])
+    assert (message.queue, message.task, message.args) == (
+        "scheduler",
+        "scheduling.semaphore_watch",
+        [job.pk],
+    )
     assert 0.5 < message.countdown <= 1.0
 
 
-def test_an_old_closed_semaphore_is_left_to_the_sweep(pending_job, receiver, allow_loopback, queues, committed):
+def test_an_old_closed_semaphore_is_left_to_the_sweep(
+    pending_job, receiver, allow_loopback, queues, committed
+):
     job = pending_job(receiver.url("/gate"))
     Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
     receiver.answer("/gate", 503)
