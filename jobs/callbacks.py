@@ -6,7 +6,8 @@ the callback body once, store one ``CallbackDelivery`` per endpoint, and publish
 
 Delivery (``callback_deliver``) POSTs the stored body through the outbound URL guard with the
 ``Workflow-Id`` header and, when the client has a webhook secret, Standard Webhooks signature headers.
-A non-2xx answer or a network error is retried with exponential backoff (``RETRY_DELAYS``); each
+A non-2xx answer or a network error is retried with exponential backoff (``RETRY_DELAYS``; short
+delays as countdown messages, longer ones by the redelivery schedule); each
 attempt's outcome is a line in the job's log (progname ``callback``). Deliveries to one URL of one job
 go out in the order their events happened: a delivery waits while an earlier one to the same URL is
 still pending, and each finished delivery publishes the next. A beat schedule
@@ -40,6 +41,8 @@ PROGNAME = "callback"
 TASK_EVENTS = ("start", "complete", "fail")
 # Seconds to wait after failed attempt n (1-based): 8 attempts over about an hour.
 RETRY_DELAYS: tuple[int, ...] = (5, 15, 60, 180, 600, 1200, 1500)
+# Longer retries are not held by a worker as countdown messages: the redelivery schedule sends them.
+MAX_COUNTDOWN = 300
 TIMEOUT = (3.05, 10.0)
 MAX_RESPONSE_BYTES = 65_536
 # Longer than one attempt can take (connect + read, doubled, is the request's own deadline).
@@ -302,7 +305,8 @@ def callback_deliver(*, delivery_id: int) -> str:
             severity=Severity.WARN,
             task_id=row.task_id,
         )
-        transaction.on_commit(lambda: _publish([row.pk], countdown=delay), robust=True)
+        if delay <= MAX_COUNTDOWN:
+            transaction.on_commit(lambda: _publish([row.pk], countdown=delay), robust=True)
     return "retry"
 
 

@@ -374,3 +374,24 @@ def test_time_is_utc_with_milliseconds_and_z():
 
     moment = datetime(2019, 11, 29, 10, 47, 50, 431_999, tzinfo=UTC)
     assert callbacks.format_time(moment) == "2019-11-29T10:47:50.431Z"
+
+
+def test_a_long_backoff_is_left_to_the_redelivery_schedule(
+    make_job, receiver, allow_loopback, queues, committed, settings
+):
+    settings.TASKENGINE_CALLBACK_RETRY_DELAYS = (600,)
+    job = make_job([receiver.url("/cb")])
+    receiver.answer("/cb", 502)
+    with committed():
+        callbacks.task_event(tasks_of(job)[0].pk, "start")
+    deliver_all(queues)  # one attempt, and no countdown message held for ten minutes
+    row = CallbackDelivery.objects.get()
+    assert (row.state, row.attempts) == (CallbackDelivery.State.PENDING, 1)
+    receiver.answer("/cb", 200)
+    with committed():
+        assert callbacks.callbacks_redeliver(now=timezone.now() + timedelta(seconds=300)) == 0
+        assert callbacks.callbacks_redeliver(now=timezone.now() + timedelta(seconds=640)) == 1
+    CallbackDelivery.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
+    deliver_all(queues)
+    row.refresh_from_db()
+    assert (row.state, row.attempts) == (CallbackDelivery.State.SENT, 2)
