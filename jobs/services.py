@@ -187,16 +187,10 @@ def _after_state_change(job_id: int, state: int) -> None:
 
 
 def _notify_scheduler(job_id: int) -> None:
-    # The scheduler (scheduling app) may arm a short countdown for a job due before its next sweep.
-    import importlib
+    """Let the scheduler arm a promotion (a job due before its next sweep) or a semaphore check."""
+    from scheduling.services import job_promotion_arm
 
-    try:
-        services = importlib.import_module("scheduling.services")
-    except ImportError:
-        return
-    hook = getattr(services, "job_waiting", None)
-    if callable(hook):
-        transaction.on_commit(lambda: hook(job_id))
+    job_promotion_arm(job_id=job_id)
 
 
 # --- update ----------------------------------------------------------------------------------------
@@ -305,6 +299,8 @@ def _apply(job: Job, changes: Mapping[str, Any]) -> list[str]:
         _after_state_change(job.pk, target)
     elif fields:
         Job.objects.filter(pk=job.pk).update(updated_at=now, **fields)
+        if "run_at" in changes and state == JobState.SCHEDULED:
+            _notify_scheduler(job.pk)  # a new run_at may now fall before the next sweep
     if state == JobState.QUEUED and target is None and ("priority" in changes or "top_of_queue" in changes):
         request_dispatch()  # the order or the slot class of a waiting job changed
     return performed

@@ -177,7 +177,9 @@ def run_task(task_id: int) -> None:
     finally:
         heartbeat.stopped.set()
         thread.join(timeout=HEARTBEAT_SECONDS + 5)
-    close_old_connections()
+    if not connection.in_atomic_block:
+        # A long step may have outlived the server's idle timeout: re-check the connection first.
+        close_old_connections()
     _record(task, attempt, outcome, error, _jsonable(result))
 
 

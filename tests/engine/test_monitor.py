@@ -1,0 +1,82 @@
+"""Numbers for /health: worker heartbeats, queue lengths in Redis, task counters."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jobs.engine import monitor
+from jobs.models import Task
+from jobs.states import TaskState
+
+
+@pytest.fixture
+def clean_monitor(broker):
+    client = monitor.redis_client()
+    keys = [monitor._workers_key(), monitor._stat_key("processed"), monitor._stat_key("failed")]
+    client.delete(*keys)
+    yield
+    for hostname in client.zrange(monitor._workers_key(), 0, -1):
+        monitor.withdraw_worker(hostname)
+    client.delete(*keys)
+
+
+def test_queue_numbers_from_heartbeats_and_queue_lengths(clean_monitor, submit, broker):
+    monitor.publish_worker_heartbeat("w1@host", ["controller", "work"], {"work": 2})
+    monitor.publish_worker_heartbeat("w2@host", ["work", "callback", "scheduler"], {"callback": 1})
+    submit("noop")
+    submit("noop")  # two dispatch requests wait on the controller queue
+    numbers = monitor.queue_numbers()
+    assert numbers == {
+        "controller": {"workers": 1, "working": 0, "pending": 2},
+        "work": {"workers": 2, "working": 2, "pending": 0},
+        "windows_capture": {"workers": 0, "working": 0, "pending": 0},
+        "callback": {"workers": 1, "working": 1, "pending": 0},
+        "scheduler": {"workers": 1, "working": 0, "pending": 0},
+    }
+
+
+def test_a_silent_worker_stops_counting(clean_monitor, monkeypatch):
+    monkeypatch.setattr(monitor, "WORKER_TTL_SECONDS", 1)
+    monitor.publish_worker_heartbeat("w1@host", ["work"], {})
+    assert monitor.queue_numbers()["work"]["workers"] == 1
+    time.sleep(1.1)
+    assert monitor.queue_numbers()["work"]["workers"] == 0
+    assert monitor.live_workers() == []
+
+
+def test_withdrawn_worker_is_gone_at_once(clean_monitor):
+    monitor.publish_worker_heartbeat("w1@host", ["work"], {})
+    monitor.withdraw_worker("w1@host")
+    assert monitor.queue_numbers()["work"]["workers"] == 0
+
+
+def test_task_numbers(clean_monitor, submit, setting, broker):
+    setting(retry_limit=1, retry_delay=3600)
+    submit("noop5")
+    submit("fail")
+    broker.drain()
+    numbers = monitor.health_numbers()
+    # noop5: 5 processed; fail: 1 processed and failed, now waiting to retry (pending).
+    assert numbers["tasks"] == {"failed": 1, "pending": 1, "processed": 6}
+    assert Task.objects.filter(state=TaskState.RETRYING).count() == 1
+    assert set(numbers["queues"]) == set(monitor.QUEUES)
+
+
+def test_priority_lists_are_counted(clean_monitor, broker):
+    client = monitor.redis_client()
+    client.lpush(monitor.queue_keys("work")[0], "a")
+    client.lpush(monitor.queue_keys("work")[2], "b", "c")
+    assert monitor.messages_waiting()["work"] == 3
+    broker.clear()
+
+
+def test_redis_down_raises_cleanly(settings, monkeypatch):
+    monkeypatch.setattr(monitor, "_client", None)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    started = time.monotonic()
+    with pytest.raises(monitor.MonitorUnavailable, match="redis"):
+        monitor.queue_numbers()
+    assert time.monotonic() - started < 5
+    monkeypatch.setattr(monitor, "_client", None)

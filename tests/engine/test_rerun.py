@@ -1,0 +1,76 @@
+"""job_rerun: a new job with the same work; the original broken from any state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.engine.dispatcher import dispatch
+from jobs.models import Job, WorkflowDefinition
+from jobs.services import job_rerun
+from jobs.states import JobState, TaskState
+from logs.models import LogEntry
+from taskengine_site.errors import DomainError
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        JobState.COMPLETED,
+        JobState.QUEUED,
+        JobState.SCHEDULED,
+        JobState.PENDING,
+        JobState.PAUSED,
+        JobState.BROKEN,
+        JobState.STARTED,
+    ],
+)
+def test_rerun_from_any_state(submit, broker, committed, state):
+    job = submit("noop5", priority=3, parameters={"content_id": "c9"})
+    if state == JobState.STARTED:
+        dispatch()
+    else:
+        Job.objects.filter(pk=job.pk).update(queue_state=state)
+    broker.pop_all()
+    with committed():
+        new = job_rerun(job=job)
+    job.refresh_from_db()
+    assert job.queue_state == JobState.BROKEN
+    assert (new.client_id, new.workflow, new.priority, new.parameters) == (
+        job.client_id,
+        "noop5",
+        3,
+        {"content_id": "c9"},
+    )
+    assert (new.queue_state, new.rerun_of_id) == (JobState.QUEUED, job.pk)
+    assert [m.task for m in broker.pop_all()] == ["jobs.tasks.dispatch"]
+    if state == JobState.STARTED:
+        assert set(job.tasks.values_list("state", flat=True)) == {TaskState.CANCELLED}
+    created = json.loads(LogEntry.objects.get(job=new).message)
+    assert (created["path"], created["payload"]) == (f"POST /jobs/{job.pk}/rerun", "job_created")
+    assert LogEntry.objects.filter(job=job, message=f"job broken: rerun as job {new.pk}").exists()
+
+
+def test_rerun_of_a_completed_job_runs_again(submit, broker, committed):
+    job = submit("noop")
+    broker.drain()
+    with committed():
+        new = job_rerun(job=job)
+    broker.drain()
+    new.refresh_from_db()
+    job.refresh_from_db()
+    assert (new.queue_state, new.failed) == (JobState.COMPLETED, False)
+    assert job.queue_state == JobState.BROKEN
+
+
+def test_rerun_refused_when_the_workflow_is_gone(te_client, submit, broker):
+    WorkflowDefinition.objects.create(client=te_client, name="temp", steps=[{"step": "noop"}])
+    job = submit("temp")
+    WorkflowDefinition.objects.all().delete()
+    with pytest.raises(DomainError) as excinfo:
+        job_rerun(job=job)
+    assert excinfo.value.job_id == job.pk
+    assert "unknown workflow 'temp'" in excinfo.value.message
+    assert Job.objects.get(pk=job.pk).queue_state == JobState.QUEUED
+    assert Job.objects.count() == 1

@@ -1,0 +1,344 @@
+"""Runner and controller, driven in-process from the messages the engine really publishes."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs.engine import controller, reconcile, runner
+from jobs.engine.dispatcher import dispatch
+from jobs.models import Job, Task, WorkflowDefinition
+from jobs.states import JobState, TaskState
+from jobs.workflows.registry import StepContext, step
+from logs.models import Severity
+
+from .conftest import json_log
+
+COMMON = "No client definitions. Using common definitions."
+
+
+@step("test_pause_own_job")
+def _pause_own_job(ctx: StepContext) -> str:
+    from jobs.services import job_update
+
+    job_update(job=Job.objects.get(pk=ctx.job_id), changes={"queue_state": "paused"})
+    ctx.heartbeat()  # a pause lets the running step finish
+    return "finished"
+
+
+@step("test_break_own_job")
+def _break_own_job(ctx: StepContext) -> str:
+    from jobs.services import job_update
+
+    job_update(job=Job.objects.get(pk=ctx.job_id), changes={"queue_state": "broken"})
+    ctx.heartbeat(50)
+    return "not reached"
+
+
+@step("test_echo_results")
+def _echo_results(ctx: StepContext) -> dict:
+    ctx.log("echoing", severity=Severity.DEBUG)
+    return {"seen": sorted(ctx.results), "param": ctx.param("x"), "attempt": ctx.attempt}
+
+
+def own_workflow(client, name, steps):
+    WorkflowDefinition.objects.create(client=client, name=name, steps=steps)
+
+
+def test_noop5_completes_with_the_log_of_the_original(submit, broker):
+    job = submit("noop5")
+    broker.drain()
+    job.refresh_from_db()
+    assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
+    assert job.finished_at is not None
+    assert job.definition["source"] == "common"
+    assert [s["step"] for s in job.definition["steps"]] == ["noop"] * 5
+    tasks = list(job.tasks.order_by("position"))
+    assert [t.state for t in tasks] == [TaskState.COMPLETED] * 5
+    assert all(t.attempts == 1 and t.result == {"noop": True} for t in tasks)
+    expected = [("api", 0)]
+    lines = json_log(job.pk)
+    for task in tasks:
+        expected += [("worker", task.pk)] * 3
+    expected.append(("controller", 0))
+    assert [(p, t) for p, t, _, _ in lines] == expected
+    messages = [m for _, _, m, _ in lines[1:]]
+    assert messages == [COMMON, "Task 'noop' started", "'noop' completed successfully"] * 5 + [
+        "job has completed successfully"
+    ]
+    # Each task ran on its queue, handed over to the controller, and the end dispatched.
+    runs = [m for m in broker.executed if m.task == "jobs.tasks.run_task"]
+    assert [(m.queue, m.args) for m in runs] == [("work", [t.pk]) for t in tasks]
+
+
+def test_a_client_definition_is_used_without_the_common_notice(te_client, submit, broker):
+    own_workflow(te_client, "noop", [{"step": "test_echo_results", "parameters": {"x": 7}}, {"step": "noop"}])
+    job = submit("noop")
+    broker.drain()
+    job.refresh_from_db()
+    assert job.queue_state == JobState.COMPLETED and not job.failed
+    assert job.definition["source"] == "client"
+    messages = [m for _, _, m, _ in json_log(job.pk)]
+    assert COMMON not in messages
+    assert "echoing" in messages
+    first = job.tasks.get(position=1)
+    assert first.result == {"seen": [], "param": 7, "attempt": 1}
+
+
+def test_steps_see_earlier_results(te_client, submit, broker):
+    own_workflow(te_client, "two", [{"step": "noop"}, {"step": "test_echo_results"}])
+    job = submit("two", parameters={"x": "from job"})
+    broker.drain()
+    assert job.tasks.get(position=2).result == {"seen": ["noop"], "param": "from job", "attempt": 1}
+
+
+def test_transient_failure_is_retried_retry_limit_times(submit, setting, broker):
+    setting(retry_limit=2, retry_delay=0)
+    job = submit("fail", parameters={"message": "disk on fire"})
+    broker.drain()
+    job.refresh_from_db()
+    assert (job.queue_state, job.failed) == (JobState.COMPLETED, True)
+    task = job.tasks.get()
+    assert (task.state, task.attempts, task.error) == (TaskState.FAILED, 3, "disk on fire")
+    lines = json_log(job.pk)
+    assert [m for _, _, m, _ in lines].count("Task 'fail' started") == 3
+    errors = [(p, m) for p, _, m, s in lines if s == Severity.ERROR]
+    assert errors == [
+        ("worker", "'fail' failed (attempt 1 of 3): disk on fire. Retrying in 0 seconds."),
+        ("worker", "'fail' failed (attempt 2 of 3): disk on fire. Retrying in 0 seconds."),
+        ("worker", "'fail' failed: disk on fire"),
+        ("controller", "job has failed: 'fail' failed: disk on fire"),
+    ]
+
+
+def test_permanent_failure_fails_at_once(submit, setting, broker):
+    setting(retry_limit=5, retry_delay=0)
+    job = submit("fail", parameters={"permanent": True, "message": "bad input"})
+    broker.drain()
+    job.refresh_from_db()
+    assert (job.queue_state, job.failed, job.message) == (
+        JobState.COMPLETED,
+        True,
+        "'fail' failed: bad input",
+    )
+    assert job.tasks.get().attempts == 1
+
+
+def test_a_failure_stops_the_workflow_and_cancels_the_rest(te_client, submit, setting, broker):
+    setting(retry_limit=0)
+    own_workflow(te_client, "failfirst", [{"step": "fail"}, {"step": "noop"}])
+    job = submit("failfirst")
+    broker.drain()
+    assert list(job.tasks.order_by("position").values_list("state", flat=True)) == [
+        TaskState.FAILED,
+        TaskState.CANCELLED,
+    ]
+
+
+def test_retry_waits_for_retry_delay(submit, setting, broker):
+    setting(retry_limit=1, retry_delay=30)
+    job = submit("fail")
+    broker.drain(skip=lambda m: m.eta is not None)
+    task = job.tasks.get()
+    assert (task.state, task.attempts) == (TaskState.RETRYING, 1)
+    assert task.next_attempt_at - task.finished_at == timedelta(seconds=30)
+    retry_message = broker.held
+    assert [(m.task, m.args) for m in retry_message] == [("jobs.tasks.run_task", [task.pk])]
+    # Delivered early (it cannot be, but a re-published copy could): refused, nothing runs.
+    broker.run(retry_message[0])
+    task.refresh_from_db()
+    assert (task.state, task.attempts) == (TaskState.RETRYING, 1)
+    # Once due, the reconciler republishes it (the countdown message could have been lost).
+    Task.objects.filter(pk=task.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=10))
+    broker.run(broker_message("jobs.tasks.reconcile"))
+    broker.drain()
+    task.refresh_from_db()
+    assert (task.state, task.attempts) == (TaskState.FAILED, 2)
+
+
+def test_retry_settings_are_read_when_the_failure_happens(submit, setting, broker):
+    setting(retry_limit=3, retry_delay=0)
+    job = submit("fail")
+    broker.round()  # dispatch only
+    run = [m for m in broker.pop_all() if m.task == "jobs.tasks.run_task"]
+    broker.run(run[0])
+    assert job.tasks.get().state == TaskState.RETRYING
+    setting(retry_limit=1)
+    broker.drain()
+    assert job.tasks.get().attempts == 2
+
+
+def test_a_long_retry_delay_is_left_to_the_reconciler(submit, setting, broker):
+    setting(retry_limit=1, retry_delay=3600)
+    job = submit("fail")
+    broker.drain()
+    task = job.tasks.get()
+    assert task.state == TaskState.RETRYING
+    assert [m for m in broker.executed if m.eta] == []  # no countdown held for an hour
+
+
+def test_duplicate_delivery_is_a_no_op(submit, broker):
+    job = submit("noop")
+    with broker._capture(execute=True):
+        dispatch()
+    task = job.tasks.get()
+    runner.run_task(task.pk)
+    runner.run_task(task.pk)
+    task.refresh_from_db()
+    assert task.attempts == 1
+    assert [m for _, _, m, _ in json_log(job.pk)].count("Task 'noop' started") == 1
+    controller.advance(job.pk)
+    controller.advance(job.pk)
+    job.refresh_from_db()
+    assert job.queue_state == JobState.COMPLETED
+    assert [m for _, _, m, _ in json_log(job.pk)].count("job has completed successfully") == 1
+
+
+def test_messages_about_missing_rows_are_no_ops(broker):
+    runner.run_task(999_999)
+    controller.advance(999_999)
+
+
+def test_a_paused_job_runs_nothing_new(submit, broker):
+    job = submit("noop")
+    with broker._capture(execute=True):
+        dispatch()
+    Job.objects.filter(pk=job.pk).update(queue_state=JobState.PAUSED)
+    broker.drain()
+    task = job.tasks.get()
+    assert (task.state, task.attempts) == (TaskState.QUEUED, 0)
+
+
+def test_pause_during_a_step_lets_it_finish_and_resume_goes_on(te_client, submit, broker, committed):
+    from jobs.services import job_update
+
+    own_workflow(te_client, "pausing", [{"step": "test_pause_own_job"}, {"step": "noop"}])
+    job = submit("pausing")
+    broker.drain()
+    job.refresh_from_db()
+    first, second = job.tasks.order_by("position")
+    assert job.queue_state == JobState.PAUSED
+    assert (first.state, first.result) == (TaskState.COMPLETED, "finished")
+    assert (second.state, second.attempts) == (TaskState.PENDING, 0)
+    with committed():
+        job_update(job=job, changes={"queue_state": "queued"})
+    broker.drain()
+    job.refresh_from_db()
+    assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.attempts, second.attempts, second.state) == (1, 1, TaskState.COMPLETED)
+
+
+def test_break_during_a_step_cancels_it(te_client, submit, broker):
+    own_workflow(te_client, "breaking", [{"step": "test_break_own_job"}, {"step": "noop"}])
+    job = submit("breaking")
+    broker.drain()
+    job.refresh_from_db()
+    assert job.queue_state == JobState.BROKEN
+    assert set(job.tasks.values_list("state", flat=True)) == {TaskState.CANCELLED}
+    assert ("worker", "'test_break_own_job' cancelled: the job was broken") in [
+        (p, m) for p, _, m, _ in json_log(job.pk)
+    ]
+
+
+def test_unknown_workflow_at_start_fails_the_job(te_client, submit, broker):
+    own_workflow(te_client, "gone", [{"step": "noop"}])
+    job = submit("gone")
+    WorkflowDefinition.objects.filter(client=te_client, name="gone").delete()
+    broker.drain()
+    job.refresh_from_db()
+    assert (job.queue_state, job.failed, job.message) == (JobState.COMPLETED, True, "unknown workflow 'gone'")
+
+
+def test_sleep_step_sleeps_and_records_progress(te_client, submit, broker):
+    own_workflow(te_client, "nap", [{"step": "sleep", "parameters": {"seconds": 0.6}}])
+    job = submit("nap")
+    began = time.monotonic()
+    broker.drain()
+    assert time.monotonic() - began >= 0.6
+    task = job.tasks.get()
+    assert (task.state, task.result, task.progress) == (TaskState.COMPLETED, {"slept": 0.6}, 100.0)
+
+
+@pytest.mark.parametrize("seconds", ["soon", -1])
+def test_sleep_step_refuses_a_bad_duration(submit, broker, seconds):
+    job = submit("sleep", parameters={"seconds": seconds})
+    broker.drain()
+    job.refresh_from_db()
+    assert job.failed and job.tasks.get().attempts == 1
+    assert "sleep: seconds must be" in job.message
+
+
+def broker_message(task: str):
+    from .conftest import Message
+
+    return Message("scheduler", task, [], None)
+
+
+def test_reconcile_recovers_lost_messages(submit, setting, broker):
+    setting(max_jobs=1)
+    first = submit("noop5")
+    second = submit("noop")
+    broker.clear()  # Redis flushed: the dispatch requests are gone
+    report = reconcile.reconcile(grace=timedelta(0))
+    assert report.started_jobs == [first.pk]
+    broker.clear()  # and again: the first task's message is gone
+    with broker._capture(execute=True):
+        report = reconcile.reconcile(grace=timedelta(0))
+    assert report.republished_tasks == [first.tasks.get(position=1).pk]
+    broker.drain()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.queue_state == second.queue_state == JobState.COMPLETED
+    assert not first.failed and not second.failed
+    assert all(t.attempts == 1 for t in first.tasks.all())
+
+
+def test_reconcile_recovers_a_lost_hand_over(submit, broker):
+    job = submit("noop5")
+    broker.round()  # dispatch
+    run = [m for m in broker.pop_all() if m.task == "jobs.tasks.run_task"][0]
+    broker.run(run)
+    broker.clear()  # the advance message is lost
+    Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    with broker._capture(execute=True):
+        report = reconcile.reconcile()
+    assert report.advanced_jobs == [job.pk]
+    broker.drain()
+    job.refresh_from_db()
+    assert job.queue_state == JobState.COMPLETED and not job.failed
+
+
+def test_reconcile_reruns_a_task_whose_worker_died(submit, broker):
+    job = submit("noop")
+    broker.round()
+    broker.clear()
+    task = job.tasks.get()
+    stale = timezone.now() - runner.STALE_AFTER - timedelta(seconds=1)
+    # Claimed by a worker that was then killed: running, heartbeat stale, message gone.
+    Task.objects.filter(pk=task.pk).update(state=TaskState.RUNNING, attempts=1, heartbeat_at=stale)
+    fresh = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING)
+    with broker._capture(execute=True):
+        assert reconcile.reconcile().republished_tasks == [task.pk]
+    broker.drain()
+    task.refresh_from_db()
+    assert (task.state, task.attempts) == (TaskState.COMPLETED, 2)
+    # The presumed-dead attempt finishing late changes nothing: its claim (attempt 1) was superseded.
+    assert not fresh.exists()
+    runner._record(task, 1, "completed", "", {"late": True})
+    task.refresh_from_db()
+    assert task.result == {"noop": True}
+
+
+def test_reconcile_leaves_a_live_task_alone(submit, broker):
+    job = submit("noop")
+    broker.round()
+    task = job.tasks.get()
+    Task.objects.filter(pk=task.pk).update(
+        state=TaskState.RUNNING, attempts=1, heartbeat_at=timezone.now(), updated_at=timezone.now()
+    )
+    assert reconcile.reconcile(grace=timedelta(0)).republished_tasks == []

@@ -1,0 +1,167 @@
+"""job_submit: validation, initial state, the creation log entry, idempotency, dispatch on commit."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs.models import Job, WorkflowDefinition
+from jobs.services import job_submit
+from jobs.states import JobState
+from logs.models import LogEntry
+from taskengine_site.errors import DomainError
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workflow": "nope"}, "workflow: unknown workflow 'nope'"),
+        ({"workflow": ""}, "workflow: required"),
+        ({"parameters": []}, "parameters: must be a JSON object"),
+        ({"parameters": "x"}, "parameters: must be a JSON object"),
+        ({"priority": 0}, "priority: must be an integer between 1 and 10, got 0"),
+        ({"priority": 11}, "priority: must be an integer between 1 and 10, got 11"),
+        ({"priority": "high"}, "priority: must be an integer between 1 and 10"),
+        ({"priority": True}, "priority: must be an integer between 1 and 10"),
+        ({"semaphore_url": "ftp://x.example/"}, "semaphore_url: must be an http(s) URL"),
+        ({"persist": "yes"}, "persist: must be true or false"),
+        ({"run_at": "2040-01-01"}, "run_at: must be a date and time in UTC"),
+    ],
+)
+def test_refused_submissions_create_nothing(te_client, broker, kwargs, message):
+    arguments = {"client": te_client, "workflow": "noop", "parameters": {}} | kwargs
+    with pytest.raises(DomainError) as excinfo:
+        job_submit(**arguments)
+    assert excinfo.value.message.startswith(message)
+    assert Job.objects.count() == 0
+    assert LogEntry.objects.count() == 0
+
+
+def test_priority_accepts_integer_strings(submit):
+    assert submit("noop", priority="3").priority == 3
+
+
+def test_a_queued_job_requests_a_dispatch_after_commit(submit, broker):
+    job = submit("noop", parameters={"content_id": "c1"})
+    assert job.queue_state == JobState.QUEUED
+    assert job.priority == 5
+    assert [(m.queue, m.task) for m in broker.pop_all()] == [("controller", "jobs.tasks.dispatch")]
+
+
+def test_nothing_is_published_before_commit(te_client, broker, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as hooks:
+        job_submit(client=te_client, workflow="noop", parameters={})
+        assert broker.pop_all() == []
+    assert len(hooks) == 1
+
+
+def test_initial_states(submit, broker):
+    future = timezone.now() + timedelta(hours=1)
+    past = timezone.now() - timedelta(minutes=1)
+    assert submit("noop", run_at=future).queue_state == JobState.SCHEDULED
+    assert (
+        submit("noop", run_at=future, semaphore_url="https://sem.example/").queue_state == JobState.SCHEDULED
+    )
+    assert submit("noop", run_at=past, semaphore_url="https://sem.example/").queue_state == JobState.PENDING
+    assert submit("noop", semaphore_url="https://sem.example/").queue_state == JobState.PENDING
+    assert submit("noop", run_at=past).queue_state == JobState.QUEUED
+    assert Job.objects.get(queue_state=JobState.SCHEDULED, semaphore_url=None).run_at == future
+
+
+def test_a_client_definition_makes_a_workflow_known(te_client, submit):
+    WorkflowDefinition.objects.create(client=te_client, name="mine", steps=[{"step": "noop"}])
+    assert submit("mine").workflow == "mine"
+
+
+def test_creation_log_entry_masks_keys(te_client, broker):
+    key = "te_0123456789ab_secretsecretsecret9xyz"
+    body = {"client": te_client.name, "job": {"workflow": "noop"}, "parameters": {"content_id": "abc"}}
+    job, _ = job_submit(
+        client=te_client,
+        workflow="noop",
+        parameters={"content_id": "abc"},
+        request_meta={
+            "path": "POST /job",
+            "remote_addr": "203.0.113.9",
+            "headers": {"client": te_client.name, "api-key": key, "Content-Type": "application/json"},
+            "body": body,
+        },
+    )
+    entry = LogEntry.objects.get(job=job)
+    assert (entry.progname, entry.task_id, entry.severity) == ("api", 0, 1)
+    message = json.loads(entry.message)
+    assert message == {
+        "path": "POST /job",
+        "remote_addr": "203.0.113.9",
+        "headers": {
+            "client": te_client.name,
+            "api-key": "*" * (len(key) - 4) + "9xyz",
+            "Content-Type": "application/json",
+        },
+        "parameters": body,
+        "payload": "job_created",
+    }
+    assert key not in entry.message
+
+
+def test_idempotency_key_returns_the_first_job(te_client, broker):
+    first, created = job_submit(client=te_client, workflow="noop", parameters={}, idempotency_key="k1")
+    again, created_again = job_submit(client=te_client, workflow="noop", parameters={}, idempotency_key="k1")
+    assert created and not created_again
+    assert again.pk == first.pk
+    assert Job.objects.count() == 1
+    other, created_other = job_submit(client=te_client, workflow="noop", parameters={}, idempotency_key="k2")
+    assert created_other and other.pk != first.pk
+
+
+def test_idempotency_key_is_per_client(make_client, broker):
+    a, _ = make_client()
+    b, _ = make_client()
+    ja, _ = job_submit(client=a, workflow="noop", parameters={}, idempotency_key="same")
+    jb, created = job_submit(client=b, workflow="noop", parameters={}, idempotency_key="same")
+    assert created and ja.pk != jb.pk
+
+
+def _raw_connection():
+    """A second, independent Postgres session on the test database (another request's)."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    return psycopg.connect(**params, autocommit=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idempotency_race_is_settled_by_the_unique_constraint(make_client):
+    """A second submission that passed the lookup before the first committed gets the first job."""
+    import threading
+    import time
+
+    client, _ = make_client()
+    with _raw_connection() as other:
+        # The other request's transaction inserted the same key but has not committed yet.
+        other.execute("BEGIN")
+        first_id = other.execute(
+            "INSERT INTO jobs_job (client_id, workflow, priority, position, top_of_queue, parameters, "
+            "queue_state, failed, persist, run_at, workflow_uuid, idempotency_key, message, created_at, "
+            "updated_at) VALUES (%s, 'noop', 5, 1, false, '{}', 0, false, false, now(), "
+            "gen_random_uuid(), 'race', '', now(), now()) RETURNING id",
+            [client.pk],
+        ).fetchone()[0]
+
+        def commit_soon() -> None:
+            time.sleep(0.3)
+            other.execute("COMMIT")
+
+        committer = threading.Thread(target=commit_soon)
+        committer.start()
+        job, created = job_submit(client=client, workflow="noop", parameters={}, idempotency_key="race")
+        committer.join()
+    assert not created
+    assert job.pk == first_id
+    assert Job.objects.filter(idempotency_key="race").count() == 1
