@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from jobs.workflows.registry import PermanentError, StepContext, TransientError
+from taskengine_site.outbound import OutboundResponse
 
 # Bytes asked for per ranged request, and the most a single source file may have.
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -112,9 +113,7 @@ def parse_media(text: str, base_url: str = "") -> MediaPlaylist:
             playlist.ended = True
         elif line and not line.startswith("#"):
             length = duration if duration is not None else playlist.target_duration
-            playlist.segments.append(
-                Segment(urljoin(base_url, line), length, offset, moment, key, map_uri)
-            )
+            playlist.segments.append(Segment(urljoin(base_url, line), length, offset, moment, key, map_uri))
             offset += length
             moment = moment + timedelta(seconds=length) if moment else None
             duration = None
@@ -129,14 +128,18 @@ def _sleep_with_heartbeat(ctx: StepContext | None, seconds: float) -> None:
             ctx.heartbeat()
 
 
-def _request(url: str, headers: dict[str, str], max_bytes: int, retries: int, ctx: StepContext | None):  # type: ignore[no-untyped-def]
+def _request(
+    url: str, headers: dict[str, str], max_bytes: int, retries: int, ctx: StepContext | None
+) -> OutboundResponse:
     """One guarded GET, retried ``retries`` times on network errors and 5xx/429 answers."""
     from taskengine_site import outbound
 
     last = ""
     for attempt in range(retries + 1):
         if attempt:
-            _sleep_with_heartbeat(ctx, RETRY_BACKOFF_SECONDS[min(attempt - 1, len(RETRY_BACKOFF_SECONDS) - 1)])
+            _sleep_with_heartbeat(
+                ctx, RETRY_BACKOFF_SECONDS[min(attempt - 1, len(RETRY_BACKOFF_SECONDS) - 1)]
+            )
         try:
             response = outbound.request(
                 "GET",
@@ -161,7 +164,9 @@ def _request(url: str, headers: dict[str, str], max_bytes: int, retries: int, ct
     raise TransientError(f"source {outbound.redact(url)}: {last} (after {retries + 1} attempts)")
 
 
-def fetch_bytes(url: str, *, retries: int, ctx: StepContext | None, max_bytes: int = PLAYLIST_MAX_BYTES) -> bytes:
+def fetch_bytes(
+    url: str, *, retries: int, ctx: StepContext | None, max_bytes: int = PLAYLIST_MAX_BYTES
+) -> bytes:
     """A small resource (a playlist, a key) in memory; refuses one larger than ``max_bytes``."""
     response = _request(url, {}, max_bytes, retries, ctx)
     if response.truncated:
@@ -256,7 +261,9 @@ def fetch_hls(
     for index, segment in enumerate(chosen):
         if segment.key is not None and segment.key.get("URI") and segment.key["URI"] not in fetched:
             name = f"key{len(fetched)}.key"
-            (target / name).write_bytes(fetch_bytes(segment.key["URI"], retries=retries, ctx=ctx, max_bytes=64))
+            (target / name).write_bytes(
+                fetch_bytes(segment.key["URI"], retries=retries, ctx=ctx, max_bytes=64)
+            )
             fetched[segment.key["URI"]] = name
         key_line = "#EXT-X-KEY:METHOD=NONE"
         if segment.key is not None:

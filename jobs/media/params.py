@@ -149,16 +149,24 @@ def resolve_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(parameters, dict):
         raise DomainError("parameters: must be an object")
     values = dict(parameters)
+    defaulted = set()
     for name, spec in PARAMS.items():
         if values.get(name) is None and spec.default is not None:
             values[name] = list(spec.default) if isinstance(spec.default, list) else spec.default
+            defaulted.add(name)
     for name, spec in PARAMS.items():
         if values.get(name) is not None:
             values[name] = _coerce(name, spec, values[name])
     raw = dict(values)
     for name, spec in PARAMS.items():
         if spec.kind == "str" and isinstance(values.get(name), str) and "{" in values[name]:
-            values[name] = _substitute(name, raw[name], raw)
+            try:
+                values[name] = _substitute(name, raw[name], raw)
+            except DomainError:
+                if name not in defaulted:
+                    raise
+                # A default naming a parameter the job does not have (no source_folder) stays unset.
+                values[name] = None
     values["drm"] = drm_mode(values.get("drm"))
     return values
 

@@ -74,7 +74,8 @@ class Storage(ABC):
 
     def write_bytes(self, key: str, data: bytes) -> None:
         with tempfile.TemporaryDirectory() as scratch:
-            path = Path(scratch) / "data"
+            # Named like the key: an object store takes the content type from the name.
+            path = Path(scratch) / (PurePosixPath(normalise_key(key)).name or "data")
             path.write_bytes(data)
             self.upload(path, key)
 

@@ -25,7 +25,7 @@ MEDIA_DEFINITIONS: dict[str, list[dict[str, Any]]] = {
         {"step": "publish_outputs"},
     ],
     "createmp4": [
-        {"step": "fetch_sources"},
+        {"step": "fetch_sources", "parameters": {"generate_mp4": True}},
         {"step": "create_mp4", "parameters": {"generate_mp4": True}},
         {"step": "publish_outputs"},
     ],

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,13 @@ FPS = 25
 
 
 def make_media(
-    path: Path, *, seconds: float, size: str = "640x360", audio: bool = True, gop: int = FPS, extra: tuple = ()
+    path: Path,
+    *,
+    seconds: float,
+    size: str = "640x360",
+    audio: bool = True,
+    gop: int = FPS,
+    extra: tuple = (),
 ) -> Path:
     """A synthetic H.264/AAC MP4 (testsrc2 + a sine tone) with a keyframe every ``gop`` frames."""
     command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
@@ -156,10 +165,53 @@ def decode(path: Path | str, **options: str) -> dict[str, Any]:
             for frame in packet.decode():
                 if isinstance(frame, av.VideoFrame):
                     entry = video.setdefault(
-                        index, {"frames": 0, "first": frame.time, "last": frame.time, "size": (frame.width, frame.height)}
+                        index,
+                        {
+                            "frames": 0,
+                            "first": frame.time,
+                            "last": frame.time,
+                            "size": (frame.width, frame.height),
+                        },
                     )
                     entry["frames"] += 1
                     entry["last"] = frame.time
                 else:
                     audio_seconds[index] = audio_seconds.get(index, 0.0) + frame.samples / frame.sample_rate
-    return {"video": [video[i] for i in sorted(video)], "audio": [audio_seconds[i] for i in sorted(audio_seconds)]}
+    return {
+        "video": [video[i] for i in sorted(video)],
+        "audio": [audio_seconds[i] for i in sorted(audio_seconds)],
+    }
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Serves the fixture's folder; records each path asked for; fails the first N requests on demand."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        server = self.server
+        server.requests.append(self.path)  # type: ignore[attr-defined]
+        if server.failures > 0:  # type: ignore[attr-defined]
+            server.failures -= 1  # type: ignore[attr-defined]
+            self.send_error(503)
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def http_server(tmp_path, settings):
+    """A real HTTP server on 127.0.0.1 serving ``server.root``; private URLs allowed for it."""
+    settings.TASKENGINE_ALLOW_PRIVATE_URLS = True
+    root = tmp_path / "http"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
+    server.requests = []  # type: ignore[attr-defined]
+    server.failures = 0  # type: ignore[attr-defined]
+    server.root = root  # type: ignore[attr-defined]
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -70,7 +70,9 @@ def test_clear_ladder_thumbnail_and_mp4(storage_root, media_cache):
     assert thumbnail["size"] == (640, 360) and thumbnail["frames"] == 1
     mp4 = decode(out / "show.mp4")
     assert mp4["video"][0]["frames"] == FRAMES
-    assert any(line.startswith("Encoding 4.0 s into 3 rendition(s): 360p, 240p, 144p") for line in recorder.lines)
+    assert any(
+        line.startswith("Encoding 4.0 s into 3 rendition(s): 360p, 240p, 144p") for line in recorder.lines
+    )
     assert recorder.progress and max(recorder.progress) == 100.0
 
 

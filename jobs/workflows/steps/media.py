@@ -66,7 +66,7 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
     The sources are the folder's video files in name order (several are joined, so they must share
     their encoding), or ``source_file`` alone; a folder without video files but with an HLS playlist
     (for ``createmp4`` and the small workflows) is staged whole and read through its master playlist.
-    An MP4 this job writes into the same folder is never taken for a source.
+    An MP4 this job writes into the same folder (``generate_mp4``) is not taken for a source on a rerun.
     """
     src = storage.source_storage(ctx)
     folder = p["source_folder"]
@@ -75,10 +75,13 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
         names = [storage.normalise_key(p["source_file"])]
     else:
         listing = src.list_files(folder)
-        made_here = {p.get("mp4_filename")} if p.get("output_folder") == folder else set()
-        names = [
-            n for n in listing if "/" not in n and n.lower().endswith(VIDEO_SUFFIXES) and n not in made_here
-        ]
+        names = [n for n in listing if "/" not in n and n.lower().endswith(VIDEO_SUFFIXES)]
+        made_here = (
+            p.get("mp4_filename") if p.get("generate_mp4") and p.get("output_folder") == folder else None
+        )
+        if made_here in names and len(names) > 1:
+            # This job's own MP4 from an earlier run, beside the real sources: not a source.
+            names.remove(made_here)
         if not names:
             playlists = [n for n in listing if n.lower().endswith(".m3u8")]
             if not playlists:
@@ -134,7 +137,11 @@ def fetch_sources(ctx: StepContext) -> dict[str, Any]:
         f"Sources: {', '.join(sources.names)} ({sources.info.duration:.2f} s, "
         f"{sources.info.width}x{sources.info.height}, audio: {sources.info.audio_codec or 'none'})"
     )
-    return {"sources": sources.names, "source": sources.info.as_dict(), "media_duration": sources.info.duration}
+    return {
+        "sources": sources.names,
+        "source": sources.info.as_dict(),
+        "media_duration": sources.info.duration,
+    }
 
 
 @step("publish_outputs")
@@ -335,7 +342,9 @@ def write_master(ctx: StepContext) -> dict[str, Any]:
             f'URI="{audio["uri"]}"'
         )
     for variant in sorted(encoded["variants"], key=lambda v: -int(v["bandwidth"])):
-        attributes = _with_audio_group(variant["attributes"], audio["bandwidth"]) if audio else variant["attributes"]
+        attributes = (
+            _with_audio_group(variant["attributes"], audio["bandwidth"]) if audio else variant["attributes"]
+        )
         lines += [f"#EXT-X-STREAM-INF:{attributes}", variant["uri"]]
     key = _output_key(p, p["manifest_name"])
     storage.destination_storage(ctx).write_bytes(key, ("\n".join(lines) + "\n").encode())
@@ -568,8 +577,13 @@ def _capture(ctx: StepContext, *, accurate: bool) -> dict[str, Any]:
             args += ["-c:a", "aac", "-b:a", commands.AUDIO_BITRATE, "-ac", "2", "-ar", "48000"]
         else:
             args += ["-c", "copy", "-avoid_negative_ts", "make_zero"]
-        run_ffmpeg([*args, "-f", "mpegts", str(part)], ctx, duration=clip.duration, label=f"clip {index}",
-                   progress_span=span)
+        run_ffmpeg(
+            [*args, "-f", "mpegts", str(part)],
+            ctx,
+            duration=clip.duration,
+            label=f"clip {index}",
+            progress_span=span,
+        )
         parts.append(part)
         done += clip.duration
     listing = cut_dir / "clips.ffconcat"
@@ -586,7 +600,9 @@ def _capture(ctx: StepContext, *, accurate: bool) -> dict[str, Any]:
     run_ffmpeg(args, ctx, duration=total, label="stitch", progress_span=(80, 95), cwd=out)
     duration = probe(out / manifest_name).duration
     written = storage.publish_folder(storage.destination_storage(ctx), out, p["output_folder"])
-    ctx.log(f"Captured {len(clips)} clip(s) into {duration:.2f} s ({'re-encoded' if accurate else 'stream copy'})")
+    ctx.log(
+        f"Captured {len(clips)} clip(s) into {duration:.2f} s ({'re-encoded' if accurate else 'stream copy'})"
+    )
     return {"manifest": _output_key(p, manifest_name), "written": written, "media_duration": duration}
 
 

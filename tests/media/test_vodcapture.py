@@ -1,0 +1,175 @@
+"""vodcapture: clips from storage paths, MP4 URLs and HLS URLs (through the outbound guard) cut and
+stitched into one VOD, by stream copy or frame-accurately."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import timedelta
+
+import pytest
+
+from jobs.media import hls
+from jobs.media.ffmpeg import ffmpeg_exe
+from jobs.workflows.registry import PermanentError, TransientError
+from jobs.workflows.steps import media as steps
+from tests.media.conftest import FPS, decode, make_ctx, put, run_workflow
+
+SOURCE_SECONDS = 6
+
+
+def frames_and_span(path, **options):
+    (video,) = decode(path, **options)["video"]
+    return video["frames"], video["last"] - video["first"] + 1 / FPS
+
+
+def make_hls(source, folder, *, program_date_time: bool = False, ended: bool = True):
+    """An HLS copy of ``source`` in 2-second segments, as a packager or a live origin would serve it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    flags = ["program_date_time"] if program_date_time else []
+    if not ended:
+        flags.append("omit_endlist")
+    command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(source)]
+    command += ["-c", "copy", "-f", "hls", "-hls_time", "2", "-hls_list_size", "0"]
+    if flags:
+        command += ["-hls_flags", "+".join(flags)]
+    subprocess.run(
+        [*command, "-hls_segment_filename", str(folder / "seg%03d.ts"), str(folder / "live.m3u8")], check=True
+    )
+    return folder / "live.m3u8"
+
+
+def test_stream_copy_from_storage_paths(storage_root, media_cache):
+    put(storage_root, media_cache(SOURCE_SECONDS), "recordings/match.mp4")
+    results = run_workflow(
+        "vodcapture",
+        {
+            "content_id": "highlights",
+            "output_folder": "vod/highlights",
+            "segment_duration": 2,
+            "generate_mp4": True,
+            # Cut points on keyframes (one a second): stream copy is exact there.
+            "clips": [
+                {"source": "recordings/match.mp4", "start": 1, "end": 3},
+                {"source": "recordings/match.mp4", "start": "00:00:04", "end": "5"},
+            ],
+        },
+        storage_root,
+    )
+    assert results["capture_clips_accurate"]["skipped"]
+    final = results["publish_outputs"]
+    assert final["message"] == "vod/highlights/highlights.m3u8"
+    assert abs(final["metadata"]["duration"] - 3) <= 1 / FPS
+    out = storage_root / "vod/highlights"
+    assert sorted(final["files"]) == sorted(p.relative_to(storage_root).as_posix() for p in out.iterdir())
+    frames, span = frames_and_span(out / "highlights.m3u8")
+    assert frames == 3 * FPS and abs(span - 3) < 1 / FPS
+    assert frames_and_span(out / "highlights.mp4")[0] == 3 * FPS
+
+
+def test_frame_accurate_from_hls_and_mp4_urls(storage_root, media_cache, http_server):
+    source = media_cache(SOURCE_SECONDS)
+    make_hls(source, http_server.root / "live")
+    (http_server.root / "match.mp4").write_bytes(source.read_bytes())
+    results = run_workflow(
+        "vodcapture",
+        {
+            "content_id": "cut",
+            "output_folder": "vod/cut",
+            "frame_accurate": True,
+            "video_preset": "ultrafast",
+            "clips": [
+                # Neither bound is on a keyframe: only a re-encode cuts there.
+                {"source": f"{http_server.url}/live/live.m3u8", "start": 2.52, "end": 3.72},
+                {"source": f"{http_server.url}/match.mp4", "start": 0.2, "end": "00:00:01"},
+            ],
+        },
+        storage_root,
+    )
+    assert results["capture_clips"]["skipped"]
+    frames, span = frames_and_span(storage_root / "vod/cut/cut.m3u8")
+    assert frames == 30 + 20 and abs(span - 2.0) <= 1 / FPS
+    assert abs(results["publish_outputs"]["metadata"]["duration"] - 2.0) <= 1 / FPS
+    # Only the segment holding the clip was fetched from the HLS stream.
+    segments = sorted(path for path in http_server.requests if path.endswith(".ts"))
+    assert segments == ["/live/seg001.ts"]
+
+
+def test_date_time_clips_from_a_live_stream(storage_root, media_cache, http_server):
+    playlist = make_hls(media_cache(SOURCE_SECONDS), http_server.root / "live", program_date_time=True)
+    first = hls.parse_media(playlist.read_text()).segments[0].program_date_time
+    assert first is not None
+    clip = {
+        "source": f"{http_server.url}/live/live.m3u8",
+        "start": (first + timedelta(seconds=4.4)).isoformat(),
+        "end": (first + timedelta(seconds=5.4)).isoformat(),
+    }
+    results = run_workflow(
+        "vodcapture",
+        {
+            "content_id": "live",
+            "output_folder": "vod/live",
+            "frame_accurate": True,
+            "video_preset": "ultrafast",
+            "clips": [clip],
+        },
+        storage_root,
+    )
+    frames, span = frames_and_span(storage_root / "vod/live/live.m3u8")
+    assert frames == FPS and abs(span - 1.0) <= 1 / FPS
+    assert results["fetch_clips"]["clips"] == 1
+
+    # A clip ending after what a live stream holds so far is retried later, not cut short.
+    live = make_hls(
+        media_cache(SOURCE_SECONDS), http_server.root / "now", program_date_time=True, ended=False
+    )
+    now = hls.parse_media(live.read_text()).segments[0].program_date_time
+    assert now is not None
+    later = {
+        "source": f"{http_server.url}/now/live.m3u8",
+        "start": (now + timedelta(seconds=1)).isoformat(),
+        "end": (now + timedelta(seconds=SOURCE_SECONDS + 30)).isoformat(),
+    }
+    ctx = make_ctx("vodcapture", {"content_id": "l", "output_folder": "o", "clips": [later]}, storage_root)
+    with pytest.raises(TransientError, match="not reached the clip's end"):
+        steps.fetch_clips(ctx)
+
+
+def test_private_addresses_are_refused_by_the_guard(storage_root, http_server, settings):
+    settings.TASKENGINE_ALLOW_PRIVATE_URLS = False
+    (http_server.root / "a.mp4").write_bytes(b"x")
+    ctx = make_ctx(
+        "vodcapture",
+        {
+            "content_id": "c",
+            "output_folder": "o",
+            "clips": [{"source": f"{http_server.url}/a.mp4", "start": 0, "end": 1}],
+        },
+        storage_root,
+    )
+    with pytest.raises(PermanentError, match="url not allowed"):
+        steps.fetch_clips(ctx)
+    assert http_server.requests == []
+
+
+def test_fetching_retries_as_many_times_as_asked(storage_root, http_server):
+    (http_server.root / "a.mp4").write_bytes(b"media bytes")
+    clip = {"source": f"{http_server.url}/a.mp4", "start": 0, "end": 1}
+    http_server.failures = 1
+    with pytest.raises(TransientError, match="HTTP 503"):
+        steps.fetch_clips(
+            make_ctx(
+                "vodcapture",
+                {"content_id": "c", "output_folder": "o", "clips": [clip], "retries": 0},
+                storage_root,
+            )
+        )
+    http_server.failures = 1
+    result = steps.fetch_clips(
+        make_ctx(
+            "vodcapture",
+            {"content_id": "c", "output_folder": "o", "clips": [clip], "retries": 1},
+            storage_root,
+        )
+    )
+    assert result == {"clips": 1, "media_duration": 1.0}
+    assert len(http_server.requests) == 3
