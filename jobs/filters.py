@@ -42,6 +42,10 @@ ORDER_FIELDS: dict[str, str] = {
 }
 
 
+# Messages keep the offending value in ``params``: django-filter formats ``message % params``, so user
+# text inside the message itself ("%s") would break the formatting.
+
+
 class FlagField(forms.Field):
     """``1``/``0`` (also ``true``/``false``), as the reference's boolean parameters are written."""
 
@@ -56,7 +60,7 @@ class FlagField(forms.Field):
             return True
         if text in self.FALSE:
             return False
-        raise forms.ValidationError(f"must be 1 or 0, got {value!r}")
+        raise forms.ValidationError("must be 1 or 0, got %(value)r", params={"value": value})
 
 
 class TimestampFormField(forms.Field):
@@ -79,11 +83,13 @@ class TimestampFormField(forms.Field):
                 parsed = parsed.replace(tzinfo=UTC)
             if self.end_of_day and len(text) == 10:
                 parsed = parsed + timedelta(days=1) - timedelta(microseconds=1)
-            # Converting far-off dates with offsets can leave datetime's range; catch that here too.
-            parsed.astimezone(UTC)
+            # In UTC: Postgres refuses offsets beyond ±15:59, and far-off dates with an offset can
+            # leave datetime's range, which is caught here as a malformed value.
+            parsed = parsed.astimezone(UTC)
         except (ValueError, OverflowError):
             raise forms.ValidationError(
-                f"must be an ISO 8601 date or date-time such as 2020-09-24T11:55:33.755Z, got {text!r}"
+                "must be an ISO 8601 date or date-time such as 2020-09-24T11:55:33.755Z, got %(value)r",
+                params={"value": text},
             ) from None
         return parsed
 
@@ -97,33 +103,36 @@ class IdListField(forms.CharField):
         for part in text.split(","):
             part = part.strip()
             if not part.isdigit() or not part.isascii():
-                raise forms.ValidationError(f"must be comma-separated job ids, got {part!r}")
+                raise forms.ValidationError(
+                    "must be comma-separated job ids, got %(value)r", params={"value": part}
+                )
             number = int(part)
             if not 1 <= number <= BIGINT_MAX:
-                raise forms.ValidationError(f"job id {part} is out of range")
+                raise forms.ValidationError("job id %(value)s is out of range", params={"value": part})
             ids.append(number)
         if len(ids) > MAX_JOB_IDS:
-            raise forms.ValidationError(f"at most {MAX_JOB_IDS} ids")
+            raise forms.ValidationError("at most %(count)s ids", params={"count": MAX_JOB_IDS})
         return ids
 
 
-class FlagFilter(django_filters.Filter):
+# django-filter ships no type information: its classes are Any to mypy, hence the ignores below.
+class FlagFilter(django_filters.Filter):  # type: ignore[misc,unused-ignore]
     field_class = FlagField
 
 
-class TimestampFilter(django_filters.Filter):
+class TimestampFilter(django_filters.Filter):  # type: ignore[misc,unused-ignore]
     field_class = TimestampFormField
 
 
-class IdListFilter(django_filters.Filter):
+class IdListFilter(django_filters.Filter):  # type: ignore[misc,unused-ignore]
     field_class = IdListField
 
 
-class LimitFilter(django_filters.NumberFilter):
+class LimitFilter(django_filters.NumberFilter):  # type: ignore[misc,unused-ignore]
     field_class = forms.IntegerField
 
 
-class StateFilter(django_filters.TypedChoiceFilter):
+class StateFilter(django_filters.TypedChoiceFilter):  # type: ignore[misc,unused-ignore]
     pass
 
 
@@ -133,14 +142,14 @@ TIMESTAMP = {"type": "string", "format": "date-time"}
 
 def documented(schema: dict[str, Any], description: str, filter_: F) -> F:
     """Attach the exact OpenAPI schema of one filter (django-filter's own types are too loose)."""
-    return extend_schema_field({**schema, "description": description})(filter_)  # type: ignore[no-any-return]
+    return extend_schema_field({**schema, "description": description})(filter_)  # type: ignore[no-any-return,unused-ignore]
 
 
 def _keep(queryset: QuerySet[Job], name: str, value: Any) -> QuerySet[Job]:
     return queryset
 
 
-class JobFilter(django_filters.FilterSet):
+class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
     limit = documented(
         {"type": "integer", "minimum": 1},
         f"Maximum number of jobs to return (default {DEFAULT_LIMIT}; more than {MAX_LIMIT} is capped).",

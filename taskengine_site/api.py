@@ -22,6 +22,8 @@ from rest_framework import exceptions, parsers, permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from clients.models import Client
+
 # Deeper documents are refused before they reach code that walks them recursively; real workflow
 # parameters nest a handful of levels.
 MAX_JSON_DEPTH = 32
@@ -62,8 +64,18 @@ class IsOperator(permissions.BasePermission):
         return bool(getattr(user, "is_operator", False))
 
 
-def is_operator(request: Request) -> bool:
-    return bool(getattr(request.user, "is_operator", False))
+def requester(request: Request) -> Client:
+    """The authenticated client of a request (``request.user``, typed as what it is here)."""
+    user = request.user
+    if not isinstance(user, Client):
+        raise exceptions.NotAuthenticated()
+    return user
+
+
+def optional_requester(request: Request) -> Client | None:
+    """The client, or None for an anonymous request an open endpoint lets through."""
+    user = request.user
+    return user if isinstance(user, Client) else None
 
 
 # --- Limits ---------------------------------------------------------------------------------------------
@@ -197,7 +209,7 @@ ERROR_SCHEMA = inline_serializer(
 )
 
 
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     """Both headers are required together (an AND in the security requirement)."""
 
     target_class = "clients.authentication.ApiKeyAuthentication"
@@ -218,6 +230,12 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 class TaskEngineSchema(AutoSchema):
     """Documents the errors every endpoint can answer, so the schema covers each real response."""
 
+    def _map_basic_serializer(self, serializer: Any, direction: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = super()._map_basic_serializer(serializer, direction)  # type: ignore[no-untyped-call]
+        if isinstance(serializer, StrictKeysMixin):
+            schema["additionalProperties"] = False
+        return schema
+
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
         responses: dict[str, Any] = super()._get_response_bodies(direction)
         codes: dict[str, str] = {
@@ -235,7 +253,9 @@ class TaskEngineSchema(AutoSchema):
             codes["413"] = "Request body too large."
         for code, description in codes.items():
             if code not in responses:
-                response = self._get_response_for_code(ERROR_SCHEMA, code, direction=direction)
+                response = self._get_response_for_code(  # type: ignore[no-untyped-call]
+                    ERROR_SCHEMA, code, direction=direction
+                )
                 response["description"] = description
                 if code in ("429", "503"):
                     response["headers"] = {

@@ -75,7 +75,9 @@ class RunAtField(serializers.Field):  # type: ignore[type-arg]
             value = datetime.fromisoformat(data)
             if value.tzinfo is None:
                 value = value.replace(tzinfo=UTC)
-            value.astimezone(UTC)  # far-off dates with an offset can overflow; refuse them here
+            # In UTC: Postgres refuses offsets beyond ±15:59, and a far-off date with an offset can
+            # overflow, which is refused here.
+            value = value.astimezone(UTC)
         except (ValueError, OverflowError) as exc:
             raise serializers.ValidationError(f"is not a valid time: {exc}") from None
         return value
@@ -138,6 +140,8 @@ def single_semaphore(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 class JobSpecSerializer(StrictKeysMixin):
+    """The ``job`` object of a submission: the workflow and how and when to run it."""
+
     workflow = StrictCharField(max_length=100)
     priority = PriorityField(required=False)
     run_at = RunAtField(required=False, allow_null=True)
@@ -151,6 +155,8 @@ class JobSpecSerializer(StrictKeysMixin):
 
 
 class JobSubmitSerializer(StrictKeysMixin):
+    """POST /job: ``{"client", "job": {...}, "parameters": {...}}``."""
+
     client = StrictCharField(
         required=False, max_length=100, help_text="Must be the client named in the client header."
     )
@@ -191,6 +197,8 @@ class AcceptedSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class JobUpdateSerializer(StrictKeysMixin):
+    """PUT/PATCH /jobs/<id>: only the fields given change; any other field is refused."""
+
     unknown_key_message = (
         "cannot be updated; the updatable fields are queue_state, run_at, priority, semaphore_url, persist"
     )

@@ -30,7 +30,7 @@ from jobs.api.serializers import (
 from jobs.filters import JobFilter
 from jobs.models import Job
 from settings_app.services import settings_get_ints
-from taskengine_site.api import ApiView, ApiViewSet
+from taskengine_site.api import ApiView, ApiViewSet, optional_requester, requester
 from taskengine_site.errors import DomainError
 from taskengine_site.version import VERSION
 
@@ -47,7 +47,7 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 
 
 def _idempotency_key(request: Request) -> str | None:
-    value = request.META.get("HTTP_IDEMPOTENCY_KEY")
+    value: str | None = request.META.get("HTTP_IDEMPOTENCY_KEY")
     if value is None:
         return None
     if not value or len(value) > IDEMPOTENCY_KEY_MAX or not value.isascii() or not value.isprintable():
@@ -98,7 +98,7 @@ class JobViewSet(ApiViewSet):
         data.is_valid(raise_exception=True)
         spec = data.validated_data["job"]
         job, _created = job_submit(
-            client=request.user,
+            client=requester(request),
             workflow=spec["workflow"],
             parameters=data.validated_data["parameters"],
             priority=spec.get("priority", 5),
@@ -117,15 +117,14 @@ class JobViewSet(ApiViewSet):
         tags=["jobs"],
     )
     def list(self, request: Request) -> Response:
-        requester = request.user if request.user is not None else None
-        jobs = self.filter_queryset(selectors.job_list(requester=requester))
+        jobs = self.filter_queryset(selectors.job_list(requester=optional_requester(request)))
         return Response(JobListItemSerializer(jobs, many=True).data)
 
     @extend_schema(
         operation_id="job_retrieve", summary="One job", responses={200: JobDetailSerializer}, tags=["jobs"]
     )
     def retrieve(self, request: Request, pk: int) -> Response:
-        job = selectors.job_get(requester=request.user, job_id=int(pk))
+        job = selectors.job_get(requester=requester(request), job_id=int(pk))
         return Response(JobDetailSerializer(job).data)
 
     @extend_schema(
@@ -138,7 +137,7 @@ class JobViewSet(ApiViewSet):
     def update(self, request: Request, pk: int) -> Response:
         from jobs.services import job_update
 
-        job = selectors.job_get(requester=request.user, job_id=int(pk))
+        job = selectors.job_get(requester=requester(request), job_id=int(pk))
         data = JobUpdateSerializer(data=request.data, context={"request": request, "job": job})
         data.is_valid(raise_exception=True)
         try:
@@ -168,7 +167,7 @@ class JobViewSet(ApiViewSet):
     def rerun(self, request: Request, pk: int) -> Response:
         from jobs.services import job_rerun
 
-        job = selectors.job_get(requester=request.user, job_id=int(pk))
+        job = selectors.job_get(requester=requester(request), job_id=int(pk))
         new = job_rerun(job=job, request_meta=_request_meta(request))
         return Response(AcceptedSerializer({"id": new.pk, "result": "accepted"}).data)
 
@@ -191,7 +190,7 @@ class DashboardView(ApiView):
 
     @extend_schema(operation_id="dashboard", responses={200: DashboardSerializer}, tags=["status"])
     def get(self, request: Request) -> Response:
-        lists = selectors.dashboard_lists(requester=request.user)
+        lists = selectors.dashboard_lists(requester=requester(request))
         numbers = settings_get_ints("max_jobs", "priority_slots")
         body = {
             "max_jobs": numbers["max_jobs"],

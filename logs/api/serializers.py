@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -11,7 +13,7 @@ from taskengine_site.api import TimestampField
 
 @extend_schema_field({"type": "string", "enum": [severity.label for severity in Severity]})
 class SeverityDescriptionField(serializers.Field):  # type: ignore[type-arg]
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs["read_only"] = True
         kwargs["source"] = "severity"
         super().__init__(**kwargs)

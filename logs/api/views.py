@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from jobs import selectors
 from jobs.filters import FlagField
 from logs.api.serializers import LogEntrySerializer
-from taskengine_site.api import ApiView
+from taskengine_site.api import ApiView, requester
 
 SHOW_ALL = OpenApiParameter(
     "show_all",
@@ -35,5 +35,7 @@ class JobLogView(ApiView):
             show_all = FlagField(required=False).clean(request.query_params.get("show_all"))
         except forms.ValidationError as exc:
             raise serializers.ValidationError({"show_all": exc.messages}) from None
-        entries = selectors.job_log_entries(requester=request.user, job_id=int(pk), show_all=bool(show_all))
+        entries = selectors.job_log_entries(
+            requester=requester(request), job_id=int(pk), show_all=bool(show_all)
+        )
         return Response(LogEntrySerializer(entries, many=True).data)

@@ -53,6 +53,8 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 class SchedulerChangeSerializer(StrictKeysMixin):
+    """PUT /scheduler."""
+
     schedule = StrictCharField(max_length=200, help_text="Name of the schedule, as GET /schedules lists.")
     active = StrictBooleanField(help_text="true to enable the schedule, false to disable it.")
 

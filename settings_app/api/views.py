@@ -22,6 +22,8 @@ _VALUE = {"oneOf": [{"type": "integer"}, {"type": "string"}]}
 
 
 class SettingChangeSerializer(StrictKeysMixin):
+    """POST /settings: one setting at a time."""
+
     name = StrictCharField(max_length=100, help_text="A documented setting name, or a new free-form one.")
     setting = serializers.JSONField(
         help_text="The value. Documented settings take an integer (or a string holding one) within their "

@@ -213,3 +213,22 @@ def test_non_operator_sees_only_its_own_jobs_operator_sees_all(api, operator_api
     assert ids(api.get(f"/jobs?client={stranger.name}")) == []
     assert ids(api.get(f"/jobs?job_ids={theirs.pk}")) == []
     assert ids(operator_api.get("/jobs")) == [theirs.pk, mine.pk]
+
+
+def test_offsets_postgres_cannot_take_are_converted_to_utc(api, jobs):
+    # Found by schemathesis: "-22:24" is valid ISO 8601 but beyond Postgres' ±15:59.
+    response = api.get("/jobs?from=0554-10-23T03:18:17-22:24&to=2020-09-20T13:00:00%2B23:00&limit=100")
+
+    assert ids(response) == []
+    assert ids(api.get("/jobs?from=2020-09-25T13:00:00-23:00&limit=100")) == [jobs[6].pk]
+
+
+@pytest.mark.parametrize(
+    "name", ["limit", "order_by", "asc", "state", "from", "to", "failed", "job_ids", "persist"]
+)
+def test_percent_signs_in_malformed_values_are_reported_not_crashing(api, name):
+    # Found by schemathesis: a value such as "%s" inside an error message broke django-filter's formatting.
+    response = api.get(f"/jobs?{name}=%25s%25d%25")
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(f"{name}: ")

@@ -48,8 +48,12 @@ def test_run_at_in_the_future_schedules_the_job_and_accepts_z_and_offsets(api, s
     zulu = submit(api, run_at="2040-06-06T10:00:00.000Z").json()["id"]
     offset = submit(api, run_at="2040-06-06T12:00:00.000+02:00").json()["id"]
 
+    # Postgres refuses offsets beyond ±15:59; the API stores UTC, so any ISO offset is taken.
+    far = submit(api, run_at="2040-06-06T23:00:00.000+13:00").json()["id"]
+    farther = submit(api, run_at="2040-06-05T12:00:00-22:00").json()["id"]
+
     expected = datetime(2040, 6, 6, 10, tzinfo=UTC)
-    for job_id in (plain, zulu, offset):
+    for job_id in (plain, zulu, offset, far, farther):
         job = Job.objects.get(pk=job_id)
         assert job.run_at == expected
         assert job.queue_state == JobState.SCHEDULED

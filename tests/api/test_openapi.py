@@ -1,0 +1,104 @@
+"""GET /openapi.json and GET /docs."""
+
+from __future__ import annotations
+
+from rest_framework.test import APIClient
+
+EXPECTED = {
+    "/": {"get"},
+    "/health": {"get"},
+    "/dashboard": {"get"},
+    "/job": {"post"},
+    "/jobs": {"get"},
+    "/jobs/{id}": {"get", "put", "patch"},
+    "/jobs/{id}/rerun": {"post"},
+    "/logs/{id}": {"get"},
+    "/schedules": {"get"},
+    "/scheduler": {"put"},
+    "/settings": {"get", "post"},
+}
+
+
+def schema():
+    response = APIClient().get("/openapi.json")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi+json") or response[
+        "Content-Type"
+    ].startswith("application/json")
+    return response.json()
+
+
+def test_schema_describes_every_endpoint_and_method(db):
+    document = schema()
+
+    assert document["openapi"].startswith("3.")
+    assert {path: set(ops) for path, ops in document["paths"].items()} == EXPECTED
+
+
+def test_security_schemes_are_the_client_and_api_key_headers(db):
+    document = schema()
+
+    schemes = document["components"]["securitySchemes"]
+    assert {(s["type"], s["in"], s["name"]) for s in schemes.values()} == {
+        ("apiKey", "header", "client"),
+        ("apiKey", "header", "api-key"),
+    }
+    assert document["paths"]["/"]["get"].get("security") in (None, [], [{}])
+    for path, operations in document["paths"].items():
+        if path == "/":
+            continue
+        for method, operation in operations.items():
+            # Both headers at once (one requirement naming both), and no anonymous alternative.
+            assert operation["security"] == [{name: [] for name in schemes}], (method, path)
+            assert "401" in operation["responses"], (method, path)
+
+
+def test_documented_responses_and_parameters(db):
+    paths = schema()["paths"]
+
+    assert {p["name"] for p in paths["/jobs"]["get"]["parameters"]} == {
+        "limit",
+        "order_by",
+        "asc",
+        "state",
+        "from",
+        "to",
+        "failed",
+        "search",
+        "job_ids",
+        "client",
+        "persist",
+    }
+    assert {p["name"] for p in paths["/logs/{id}"]["get"]["parameters"]} == {"id", "show_all"}
+    assert "Idempotency-Key" in {p["name"] for p in paths["/job"]["post"]["parameters"]}
+    assert set(paths["/health"]["get"]["responses"]) >= {"200", "503"}
+    assert set(paths["/jobs/{id}"]["put"]["responses"]) >= {"200", "400", "404", "413"}
+    assert set(paths["/settings"]["post"]["responses"]) >= {"200", "400", "403"}
+    job = paths["/jobs/{id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert job == {"$ref": "#/components/schemas/JobDetail"}
+    submit = paths["/job"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert submit == {"$ref": "#/components/schemas/JobSubmit"}
+
+
+def test_request_schemas_refuse_unknown_fields(db):
+    schemas = schema()["components"]["schemas"]
+
+    for name in ("JobSubmit", "JobSpec", "JobUpdate", "SettingChange", "SchedulerChange"):
+        assert schemas[name]["additionalProperties"] is False, name
+    assert set(schemas["JobSpec"]["properties"]) == {
+        "workflow",
+        "priority",
+        "run_at",
+        "semaphore_url",
+        "sempahore_url",
+        "semphore_url",
+        "persist",
+    }
+
+
+def test_docs_page(db):
+    response = APIClient().get("/docs")
+
+    assert response.status_code == 200
+    assert b"swagger" in response.content.lower()
+    assert b"/openapi.json" in response.content
