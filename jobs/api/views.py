@@ -35,6 +35,9 @@ from taskengine_site.errors import DomainError
 from taskengine_site.version import VERSION
 
 IDEMPOTENCY_KEY_MAX = 200
+# The creation log keeps the request's headers like the original; these can carry credentials other than
+# the API key (which the service masks), so they are left out altogether.
+UNLOGGED_HEADERS = frozenset({"HTTP_COOKIE", "HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION"})
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
@@ -60,7 +63,11 @@ def _request_meta(request: Request) -> dict[str, Any]:
     return {
         "path": f"{request.method} {request.path}",
         "remote_addr": request.META.get("REMOTE_ADDR"),
-        "headers": {name: value for name, value in request.META.items() if name.startswith("HTTP_")},
+        "headers": {
+            name: value
+            for name, value in request.META.items()
+            if name.startswith("HTTP_") and name not in UNLOGGED_HEADERS
+        },
         "body": request.data,
     }
 

@@ -13,8 +13,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from settings_app.models import Setting
-from settings_app.registry import SPECS
+from settings_app.api.selectors import settings_overview
 from settings_app.services import setting_set
 from taskengine_site.api import ApiView, IsOperator, StrictCharField, StrictKeysMixin, TimestampField
 
@@ -67,39 +66,6 @@ SettingChangedSerializer = inline_serializer(
 )
 
 
-def _settings_view() -> dict[str, dict[str, Any]]:
-    stored = {row.name: row for row in Setting.objects.all()}
-    items: dict[str, dict[str, Any]] = {}
-    for name, spec in SPECS.items():
-        row = stored.pop(name, None)
-        value: Any = spec.default
-        if row is not None:
-            try:
-                value = int(row.value)
-            except ValueError:
-                value = spec.default
-        items[name] = {
-            "value": value,
-            "default": spec.default,
-            "documented": True,
-            "description": spec.description,
-            "minimum": spec.minimum,
-            "maximum": spec.maximum,
-            "updated_at": row.updated_at if row is not None else None,
-        }
-    for name, row in sorted(stored.items()):
-        items[name] = {
-            "value": row.value,
-            "default": None,
-            "documented": False,
-            "description": "",
-            "minimum": None,
-            "maximum": None,
-            "updated_at": row.updated_at,
-        }
-    return items
-
-
 class SettingsView(ApiView):
     permission_classes = [IsOperator]
 
@@ -110,7 +76,7 @@ class SettingsView(ApiView):
         tags=["settings"],
     )
     def get(self, request: Request) -> Response:
-        items = _settings_view()
+        items = settings_overview()
         rendered = {name: SettingItemSerializer(item).data for name, item in items.items()}
         return Response({"result": "ok", "settings": rendered})
 
