@@ -8,13 +8,16 @@ reads local files. Large files are fetched in ranges, so no response is held in 
 
 from __future__ import annotations
 
+import posixpath
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urljoin
 
+from jobs.media import storage as media_storage
 from jobs.workflows.registry import PermanentError, StepContext, TransientError
 from taskengine_site.outbound import OutboundResponse
 
@@ -25,6 +28,8 @@ PLAYLIST_MAX_BYTES = 4 * 1024 * 1024
 REQUEST_TIMEOUT = (5.0, 30.0)
 REQUEST_DEADLINE = 300.0
 RETRY_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0)
+
+Resolver = Callable[[str, str], str]
 
 _ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
 
@@ -66,7 +71,7 @@ class Variant:
     attributes: str
 
 
-def parse_master(text: str, base_url: str = "") -> list[Variant]:
+def parse_master(text: str, base_url: str = "", resolve: Resolver = urljoin) -> list[Variant]:
     """The variants of a master playlist (empty for a media playlist)."""
     variants = []
     lines = [line.strip() for line in text.splitlines()]
@@ -76,11 +81,11 @@ def parse_master(text: str, base_url: str = "") -> list[Variant]:
             uri = next((item for item in lines[index + 1 :] if item and not item.startswith("#")), None)
             if uri:
                 bandwidth = int(_attributes(attributes).get("BANDWIDTH", "0") or 0)
-                variants.append(Variant(urljoin(base_url, uri), bandwidth, attributes))
+                variants.append(Variant(resolve(base_url, uri), bandwidth, attributes))
     return variants
 
 
-def parse_media(text: str, base_url: str = "") -> MediaPlaylist:
+def parse_media(text: str, base_url: str = "", resolve: Resolver = urljoin) -> MediaPlaylist:
     """Segments of a media playlist with their start offsets, keys, init sections and date-times."""
     if not text.lstrip().startswith("#EXTM3U"):
         raise PermanentError("not an HLS playlist (no #EXTM3U)")
@@ -102,18 +107,18 @@ def parse_media(text: str, base_url: str = "") -> MediaPlaylist:
                 key = None
             else:
                 if "URI" in attributes:
-                    attributes["URI"] = urljoin(base_url, attributes["URI"])
+                    attributes["URI"] = resolve(base_url, attributes["URI"])
                 key = attributes
         elif line.startswith("#EXT-X-MAP:"):
             uri = _attributes(line.split(":", 1)[1]).get("URI")
-            map_uri = urljoin(base_url, uri) if uri else None
+            map_uri = resolve(base_url, uri) if uri else None
         elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
             moment = datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00"))
         elif line == "#EXT-X-ENDLIST":
             playlist.ended = True
         elif line and not line.startswith("#"):
             length = duration if duration is not None else playlist.target_duration
-            playlist.segments.append(Segment(urljoin(base_url, line), length, offset, moment, key, map_uri))
+            playlist.segments.append(Segment(resolve(base_url, line), length, offset, moment, key, map_uri))
             offset += length
             moment = moment + timedelta(seconds=length) if moment else None
             duration = None
@@ -215,6 +220,50 @@ def _total_size(content_range: str) -> int | None:
     return int(total) if total.isdigit() else None
 
 
+class HttpFetcher:
+    """Reads an HLS stream's resources over HTTP(S) through the outbound guard."""
+
+    def __init__(self, *, retries: int, ctx: StepContext | None) -> None:
+        self.retries, self.ctx = retries, ctx
+
+    def resolve(self, base: str, uri: str) -> str:
+        return urljoin(base, uri)
+
+    def read(self, uri: str, max_bytes: int = PLAYLIST_MAX_BYTES) -> bytes:
+        return fetch_bytes(uri, retries=self.retries, ctx=self.ctx, max_bytes=max_bytes)
+
+    def save(self, uri: str, target: Path) -> None:
+        fetch_file(uri, target, retries=self.retries, ctx=self.ctx)
+
+
+class StorageFetcher:
+    """Reads an HLS stream's resources from a storage. A playlist may only name files in the same
+    storage, by relative path: a URL, an absolute path or a way out of the storage is refused, so a
+    playlist a client uploaded cannot make ffmpeg read anything else."""
+
+    def __init__(self, storage: media_storage.Storage) -> None:
+        self.storage = storage
+
+    def resolve(self, base: str, uri: str) -> str:
+        if not uri or ":" in uri or uri.startswith(("/", "\\")):
+            raise PermanentError(f"playlist {base} names {uri!r}: only relative paths are allowed")
+        return media_storage.normalise_key(posixpath.normpath(posixpath.join(posixpath.dirname(base), uri)))
+
+    def read(self, uri: str, max_bytes: int = PLAYLIST_MAX_BYTES) -> bytes:
+        size = self.storage.size(uri)
+        if size is None:
+            raise PermanentError(f"{uri} does not exist in {self.storage.kind} storage")
+        if size > max_bytes:
+            raise PermanentError(f"{uri} is larger than {max_bytes} bytes")
+        return self.storage.read_bytes(uri)
+
+    def save(self, uri: str, target: Path) -> None:
+        media_storage.stage(self.storage, uri, target)
+
+
+Fetcher = HttpFetcher | StorageFetcher
+
+
 @dataclass
 class FetchedStream:
     """A local copy of (part of) an HLS stream: a playlist ffmpeg can read, and where it starts."""
@@ -229,25 +278,27 @@ class FetchedStream:
 def fetch_hls(
     url: str,
     target: Path,
+    fetcher: Fetcher,
     *,
-    retries: int,
-    ctx: StepContext | None,
     start: float | datetime | None = None,
     end: float | datetime | None = None,
 ) -> FetchedStream:
     """Fetch the segments of the HLS stream at ``url`` that overlap ``[start, end]`` into ``target``.
+
+    ``fetcher`` reads from HTTP(S) through the guard or from a storage. The local playlist written
+    names only the local copies, so ffmpeg never follows a URI the source chose.
 
     A master playlist's highest-bandwidth variant is used. Bounds are offsets in seconds or, for a live
     stream with ``#EXT-X-PROGRAM-DATE-TIME``, wall-clock date-times. Keys and init sections are fetched
     too and the local playlist names the local copies.
     """
     target.mkdir(parents=True, exist_ok=True)
-    text = fetch_bytes(url, retries=retries, ctx=ctx).decode("utf-8", errors="replace")
-    variants = parse_master(text, url)
+    text = fetcher.read(url).decode("utf-8", errors="replace")
+    variants = parse_master(text, url, fetcher.resolve)
     if variants:
         url = max(variants, key=lambda variant: variant.bandwidth).uri
-        text = fetch_bytes(url, retries=retries, ctx=ctx).decode("utf-8", errors="replace")
-    playlist = parse_media(text, url)
+        text = fetcher.read(url).decode("utf-8", errors="replace")
+    playlist = parse_media(text, url, fetcher.resolve)
     if not playlist.segments:
         raise PermanentError(f"the HLS stream at {url} has no segments")
     chosen = [segment for segment in playlist.segments if _overlaps(segment, start, end)]
@@ -261,9 +312,7 @@ def fetch_hls(
     for index, segment in enumerate(chosen):
         if segment.key is not None and segment.key.get("URI") and segment.key["URI"] not in fetched:
             name = f"key{len(fetched)}.key"
-            (target / name).write_bytes(
-                fetch_bytes(segment.key["URI"], retries=retries, ctx=ctx, max_bytes=64)
-            )
+            (target / name).write_bytes(fetcher.read(segment.key["URI"], max_bytes=64))
             fetched[segment.key["URI"]] = name
         key_line = "#EXT-X-KEY:METHOD=NONE"
         if segment.key is not None:
@@ -276,13 +325,13 @@ def fetch_hls(
         if segment.map_uri and segment.map_uri != current_map:
             if segment.map_uri not in fetched:
                 name = f"init{len(fetched)}.mp4"
-                fetch_file(segment.map_uri, target / name, retries=retries, ctx=ctx)
+                fetcher.save(segment.map_uri, target / name)
                 fetched[segment.map_uri] = name
             lines.append(f'#EXT-X-MAP:URI="{fetched[segment.map_uri]}"')
             current_map = segment.map_uri
         suffix = Path(segment.uri.split("?", 1)[0]).suffix or ".ts"
         name = f"segment{index:05d}{suffix if suffix in ('.ts', '.m4s', '.mp4', '.aac') else '.ts'}"
-        fetch_file(segment.uri, target / name, retries=retries, ctx=ctx)
+        fetcher.save(segment.uri, target / name)
         lines.append(f"#EXTINF:{segment.duration:.6f},")
         lines.append(name)
     lines.append("#EXT-X-ENDLIST")

@@ -173,3 +173,46 @@ def test_fetching_retries_as_many_times_as_asked(storage_root, http_server):
     )
     assert result == {"clips": 1, "media_duration": 1.0}
     assert len(http_server.requests) == 3
+
+
+def test_clip_from_an_hls_playlist_in_storage(storage_root, media_cache):
+    make_hls(media_cache(SOURCE_SECONDS), storage_root / "archive/match")
+    results = run_workflow(
+        "vodcapture",
+        {
+            "content_id": "replay",
+            "output_folder": "vod/replay",
+            "segment_duration": 2,
+            "clips": [{"source": "archive/match/live.m3u8", "start": 2, "end": 4}],
+        },
+        storage_root,
+    )
+    frames, span = frames_and_span(storage_root / "vod/replay/replay.m3u8")
+    assert frames == 2 * FPS and abs(span - 2) < 1 / FPS
+    assert results["publish_outputs"]["message"] == "vod/replay/replay.m3u8"
+
+
+@pytest.mark.parametrize(
+    "uri", ["/etc/hostname", "../../outside.ts", "file:///etc/hostname", "{url}/seg000.ts"]
+)
+def test_a_stored_playlist_cannot_point_ffmpeg_elsewhere(storage_root, http_server, uri):
+    folder = storage_root / "uploads"
+    folder.mkdir()
+    (http_server.root / "seg000.ts").write_bytes(b"\x47" * 188)
+    (folder / "evil.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n"
+        + uri.format(url=http_server.url)
+        + "\n#EXT-X-ENDLIST\n"
+    )
+    ctx = make_ctx(
+        "vodcapture",
+        {
+            "content_id": "e",
+            "output_folder": "o",
+            "clips": [{"source": "uploads/evil.m3u8", "start": 0, "end": 1}],
+        },
+        storage_root,
+    )
+    with pytest.raises(PermanentError, match=r"only relative paths|may not contain"):
+        steps.fetch_clips(ctx)
+    assert http_server.requests == []

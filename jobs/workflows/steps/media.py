@@ -29,6 +29,10 @@ from jobs.workflows.registry import PermanentError, StepContext, TransientError,
 from taskengine_site.errors import DomainError
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
+# ffmpeg may open local files only (and decrypt them): a source can never make it reach the network.
+FILE_INPUT = ("-protocol_whitelist", "file")
+# Our own rewritten playlists: their keys have a .key extension the HLS demuxer refuses by default.
+PLAYLIST_INPUT = ("-protocol_whitelist", "file,crypto", "-allowed_extensions", "ALL")
 
 
 def params(ctx: StepContext) -> dict[str, Any]:
@@ -86,21 +90,18 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
             playlists = [n for n in listing if n.lower().endswith(".m3u8")]
             if not playlists:
                 raise PermanentError(f"no MP4 source or HLS playlist in {folder or 'the storage root'}")
-            for name in listing:
-                storage.stage(src, storage.join_key(folder, name), local / name)
-            master = _pick_master(local, playlists)
-            args = ["-allowed_extensions", "ALL", "-i", str(local / master)]
-            info = probe(local / master, input_options=("-allowed_extensions", "ALL"))
-            return Sources(args, info, [master])
+            master = _pick_master(src, folder, playlists)
+            fetched = hls.fetch_hls(storage.join_key(folder, master), local / "hls", hls.StorageFetcher(src))
+            args = [*PLAYLIST_INPUT, "-i", str(fetched.playlist)]
+            return Sources(args, probe(fetched.playlist, input_options=PLAYLIST_INPUT), [master])
     paths = []
-    for index, name in enumerate(names):
+    for name in names:
         ctx.heartbeat()
         paths.append(storage.stage(src, storage.join_key(folder, name), local / name))
-        ctx.heartbeat(progress=50.0 * (index + 1) / len(names))
     infos = [probe(path) for path in paths]
     info = infos[0]
     if len(paths) == 1:
-        return Sources(["-i", str(paths[0])], info, names)
+        return Sources([*FILE_INPUT, "-i", str(paths[0])], info, names)
     listing_file = local / "sources.ffconcat"
     listing_file.write_text("ffconcat version 1.0\n" + "".join(f"file '{path.name}'\n" for path in paths))
     total = MediaInfo(
@@ -111,12 +112,13 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
         video_codec=info.video_codec,
         audio_codec=info.audio_codec,
     )
-    return Sources(["-f", "concat", "-safe", "0", "-i", str(listing_file)], total, names)
+    return Sources([*FILE_INPUT, "-f", "concat", "-safe", "0", "-i", str(listing_file)], total, names)
 
 
-def _pick_master(local: Path, playlists: list[str]) -> str:
+def _pick_master(src: storage.Storage, folder: str, playlists: list[str]) -> str:
+    """The folder's master playlist, else its first media playlist."""
     for name in playlists:
-        if "#EXT-X-STREAM-INF" in (local / name).read_text(errors="replace"):
+        if b"#EXT-X-STREAM-INF" in src.read_bytes(storage.join_key(folder, name)):
             return name
     return playlists[0]
 
@@ -519,10 +521,14 @@ def ensure_clips(ctx: StepContext, p: dict[str, Any]) -> list[StagedClip]:
             continue
         ctx.heartbeat(progress=100.0 * index / len(clips))
         path_part = clip.source.split("?", 1)[0].lower()
-        if clip.is_url and path_part.endswith(".m3u8"):
-            fetched = hls.fetch_hls(
-                clip.source, folder, retries=retries, ctx=ctx, start=clip.start, end=clip.end
+        if path_part.endswith(".m3u8"):
+            fetcher: hls.Fetcher = (
+                hls.HttpFetcher(retries=retries, ctx=ctx)
+                if clip.is_url
+                else hls.StorageFetcher(storage.source_storage(ctx))
             )
+            source = clip.source if clip.is_url else storage.normalise_key(clip.source)
+            fetched = hls.fetch_hls(source, folder, fetcher, start=clip.start, end=clip.end)
             if not _live_edge_reached(fetched, clip):
                 raise TransientError(f"clip {index}: the stream has not reached the clip's end yet")
             if isinstance(clip.start, datetime) and isinstance(clip.end, datetime):
@@ -532,17 +538,15 @@ def ensure_clips(ctx: StepContext, p: dict[str, Any]) -> list[StagedClip]:
             else:
                 assert isinstance(clip.start, float) and isinstance(clip.end, float)
                 start, length = clip.start - fetched.offset, clip.end - clip.start
-            args = ["-allowed_extensions", "ALL", "-i", str(fetched.playlist)]
+            args = [*PLAYLIST_INPUT, "-i", str(fetched.playlist)]
         else:
             assert isinstance(clip.start, float) and isinstance(clip.end, float)
-            suffix = Path(path_part).suffix or ".mp4"
-            target = folder / f"source{suffix}"
+            target = folder / f"source{Path(path_part).suffix or '.mp4'}"
             if clip.is_url:
                 hls.fetch_file(clip.source, target, retries=retries, ctx=ctx)
             else:
                 storage.stage(storage.source_storage(ctx), clip.source, target)
-            options = ("-allowed_extensions", "ALL") if suffix == ".m3u8" else ()
-            args = [*options, "-i", str(target)]
+            args = [*FILE_INPUT, "-i", str(target)]
             start, length = clip.start, clip.end - clip.start
         marker.write_text(json.dumps({"input_args": args, "start": max(0.0, start), "duration": length}))
         staged.append(StagedClip(args, max(0.0, start), length))
