@@ -4,13 +4,14 @@
   what the test tells it to (per path: status, body, headers, delay).
 - ``Queues``: the messages really published to Redis (kombu's lists under this run's key prefix),
   read back and, when a test wants, executed in-process as a worker would.
+
+The end-to-end tests start their processes with ``engine_processes`` from tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -196,144 +197,6 @@ def queues(db, django_capture_on_commit_callbacks) -> Iterator[Queues]:
 def committed(django_capture_on_commit_callbacks):
     """``with committed(): ...`` runs the on-commit hooks (publications) registered inside it."""
     return lambda: django_capture_on_commit_callbacks(execute=True)
-
-
-class EngineProcesses:
-    """Real ``celery worker`` and ``celery beat`` processes on this test run's database and Redis prefix.
-
-    Used by this part's end-to-end tests when ``tests/e2e/conftest.py`` offers nothing they need.
-    """
-
-    QUEUES = "controller,work,windows_capture,callback,scheduler"
-
-    def __init__(self, workdir: Any, env: dict[str, str]) -> None:
-        self.workdir = workdir
-        self.env = env
-        self.procs: dict[str, Any] = {}
-
-    def _spawn(self, name: str, args: list[str]) -> None:
-        import subprocess
-        import sys
-        from pathlib import Path
-
-        base = Path(__file__).resolve().parents[2]
-        log = (self.workdir / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "taskengine_site", *args],
-            cwd=base,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self, name: str) -> str:
-        return (self.workdir / f"{name}.log").read_text(errors="replace")
-
-    def start(self, *, beat: bool = True, concurrency: int = 3) -> None:
-        node = f"e2e-{os.getpid()}-{time.monotonic_ns()}@localhost"
-        self._spawn(
-            "worker",
-            [
-                "worker",
-                "-Q",
-                self.QUEUES,
-                "--concurrency",
-                str(concurrency),
-                "-l",
-                "info",
-                "-n",
-                node,
-                "--without-gossip",
-                "--without-mingle",
-            ],
-        )
-        if beat:
-            self._spawn(
-                "beat",
-                [
-                    "beat",
-                    "-S",
-                    "django_celery_beat.schedulers:DatabaseScheduler",
-                    "-l",
-                    "info",
-                    "--pidfile=",
-                ],
-            )
-        deadline = time.monotonic() + 60
-        while " ready." not in self.log("worker"):
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise AssertionError(f"celery {name} exited:\n{self.log(name)[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the worker did not become ready:\n{self.log('worker')[-3000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        import signal
-
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except Exception:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-
-def database_url() -> str:
-    """The URL of the database this test run uses (pytest-django's test database)."""
-    from urllib.parse import quote
-
-    from django.db import connection
-
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    host = db.get("HOST") or "localhost"
-    if host.startswith("/"):
-        return f"postgres://{auth}@/{db['NAME']}?host={quote(host, safe='')}"
-    return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-@pytest.fixture
-def engine(transactional_db, tmp_path, settings) -> Iterator[EngineProcesses]:
-    """Start a worker and beat (``engine.start()``) with private URLs allowed and a storage root in
-    ``tmp_path / "storage"``; stopped before the database is flushed."""
-    storage = tmp_path / "storage"
-    storage.mkdir()
-    settings.TASKENGINE_STORAGE_ROOT = storage
-    settings.TASKENGINE_ALLOW_PRIVATE_URLS = True
-    from django.conf import settings as django_settings
-
-    from jobs.engine import monitor
-
-    env = dict(os.environ)
-    env.update(
-        {
-            # The processes must use the very queues and keys this process uses, whatever the
-            # environment says (the settings may have been read before a conftest changed it).
-            "TASKENGINE_BROKER_PREFIX": monitor.key_prefix(),
-            "TASKENGINE_KEY_PREFIX": str(django_settings.CACHES["default"].get("KEY_PREFIX", "")),
-            "DATABASE_URL": database_url(),
-            "TASKENGINE_ALLOW_PRIVATE_URLS": "true",
-            "TASKENGINE_STORAGE_ROOT": str(storage),
-            "CONN_MAX_AGE": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    client = monitor.redis_client()
-    for queue in monitor.QUEUES:
-        client.delete(*monitor.queue_keys(queue))  # nothing left over from earlier tests
-    processes = EngineProcesses(tmp_path, env)
-    processes.storage = storage  # type: ignore[attr-defined]
-    try:
-        yield processes
-    finally:
-        processes.stop()
 
 
 def wait_until(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05) -> Any:

@@ -23,7 +23,6 @@ from tests.callbacks import support
 
 pytestmark = pytest.mark.e2e
 
-engine = support.engine
 receiver = support.receiver
 
 
@@ -50,9 +49,10 @@ def log_of(job_id: int, *prognames: str) -> list[tuple[str, str]]:
     )
 
 
-def test_a_drmswitch_job_from_submission_to_completed(engine, make_client, receiver):
-    engine.start()
-    folder = engine.storage / "vod" / "c-42"
+def test_a_drmswitch_job_from_submission_to_completed(engine_processes, make_client, receiver):
+    engine_processes.start_worker(concurrency=3)
+    engine_processes.start_beat()
+    folder = engine_processes.storage / "vod" / "c-42"
     folder.mkdir(parents=True)
     for ext in ("m3u8", "mpd"):
         (folder / f"index.{ext}").write_text(f"clear {ext}")
@@ -130,10 +130,13 @@ def test_a_drmswitch_job_from_submission_to_completed(engine, make_client, recei
     assert all(" sent to " in message for message in callback_lines[1:])
 
 
-def test_a_failing_step_produces_a_fail_callback_and_a_failed_job_callback(engine, make_client, receiver):
+def test_a_failing_step_produces_a_fail_callback_and_a_failed_job_callback(
+    engine_processes, make_client, receiver
+):
     setting_set(name="retry_limit", value=2)
     setting_set(name="retry_delay", value=1)
-    engine.start()
+    engine_processes.start_worker(concurrency=3)
+    engine_processes.start_beat()
     client, _ = make_client()
     job, _ = job_submit(
         client=client,
@@ -149,8 +152,9 @@ def test_a_failing_step_produces_a_fail_callback_and_a_failed_job_callback(engin
     assert received[2].json()["status"] == "failed"
 
 
-def test_a_dead_receiver_neither_fails_nor_delays_the_job(engine, make_client, receiver):
-    engine.start()
+def test_a_dead_receiver_neither_fails_nor_delays_the_job(engine_processes, make_client, receiver):
+    engine_processes.start_worker(concurrency=3)
+    engine_processes.start_beat()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}/cb"

@@ -16,7 +16,6 @@ from tests.callbacks import support
 
 pytestmark = pytest.mark.e2e
 
-engine = support.engine
 receiver = support.receiver
 
 
@@ -24,8 +23,9 @@ def state_of(job_id: int) -> int:
     return Job.objects.values_list("queue_state", flat=True).get(pk=job_id)
 
 
-def test_a_job_due_in_three_seconds_starts_within_a_second_of_run_at(engine, make_client):
-    engine.start()
+def test_a_job_due_in_three_seconds_starts_within_a_second_of_run_at(engine_processes, make_client):
+    engine_processes.start_worker(concurrency=3)
+    engine_processes.start_beat()
     client, _ = make_client()
     run_at = timezone.now() + timedelta(seconds=3)
     job, _ = job_submit(client=client, workflow="noop", parameters={"content_id": "soon"}, run_at=run_at)
@@ -41,8 +41,9 @@ def test_a_job_due_in_three_seconds_starts_within_a_second_of_run_at(engine, mak
     assert run_at <= promoted.created_at <= run_at + timedelta(seconds=1)
 
 
-def test_a_closed_semaphore_holds_the_job_until_it_opens(engine, make_client, receiver):
-    engine.start()
+def test_a_closed_semaphore_holds_the_job_until_it_opens(engine_processes, make_client, receiver):
+    engine_processes.start_worker(concurrency=3)
+    engine_processes.start_beat()
     receiver.answer("/gate", 503)
     client, _ = make_client()
     job, _ = job_submit(client=client, workflow="noop", parameters={}, semaphore_url=receiver.url("/gate"))
