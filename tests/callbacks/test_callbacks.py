@@ -395,3 +395,19 @@ def test_a_long_backoff_is_left_to_the_redelivery_schedule(
     deliver_all(queues)
     row.refresh_from_db()
     assert (row.state, row.attempts) == (CallbackDelivery.State.SENT, 2)
+
+
+def test_deliveries_are_listed_read_only_in_the_admin(make_job, admin_client, committed):
+    job = make_job(["https://a.example/cb"])
+    with committed():
+        callbacks.task_event(tasks_of(job)[0].pk, "start")
+    row = CallbackDelivery.objects.get()
+    listing = admin_client.get("/admin/scheduling/callbackdelivery/")
+    assert listing.status_code == 200
+    assert str(row.webhook_id) not in listing.content.decode()  # ids are searchable, not listed
+    assert admin_client.get(f"/admin/scheduling/callbackdelivery/{row.pk}/change/").status_code == 200
+    assert (
+        admin_client.post(f"/admin/scheduling/callbackdelivery/{row.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert CallbackDelivery.objects.filter(pk=row.pk).exists()
