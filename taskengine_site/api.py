@@ -116,8 +116,9 @@ def json_depth_error(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
 class LimitedJSONParser(parsers.JSONParser):
     """JSON bodies of at most ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes and ``MAX_JSON_DEPTH`` levels.
 
-    DRF reads the request stream itself, which skips Django's own size check, so the limit is applied
-    here: 413 for size, 400 for depth (the stdlib parser would otherwise raise RecursionError → 500).
+    DRF reads the request stream itself unless something read the body first, and the stream skips
+    Django's own size check, so the limit is applied here: 413 for size, 400 for depth (the stdlib parser
+    would otherwise raise RecursionError → 500).
     """
 
     def parse(

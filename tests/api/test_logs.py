@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from rest_framework.test import APIClient
 
 from logs.models import Severity
@@ -57,13 +58,16 @@ def test_show_all_includes_hidden_entries(api, submit):
     assert len(visible) == 1
 
 
-def test_malformed_show_all_answers_400(api, submit):
+@pytest.mark.parametrize("value", ["maybe", "2", "%25s%25d"])
+def test_malformed_show_all_answers_400_with_the_job_id(api, submit, value):
     job_id = submit(api).json()["id"]
 
-    response = api.get(f"/logs/{job_id}?show_all=maybe")
+    response = api.get(f"/logs/{job_id}?show_all={value}")
 
     assert response.status_code == 400
-    assert response.json()["error"].startswith("show_all: ")
+    body = response.json()
+    assert body["id"] == job_id
+    assert body["error"].startswith("show_all: must be 1 or 0")
 
 
 def test_logs_of_foreign_or_unknown_job_answer_404(api, job_row, make_client):
