@@ -200,12 +200,15 @@ def fake_dns(monkeypatch):
         ["93.184.215.14", "10.0.0.1"],  # one private answer among public ones is enough to refuse
     ],
 )
-def test_a_name_resolving_to_a_refused_address_is_refused_at_connect_time(fake_dns, settings, addresses):
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_name_resolving_to_a_refused_address_is_refused_at_connect_time(
+    fake_dns, settings, addresses, scheme
+):
     settings.TASKENGINE_ALLOW_PRIVATE_URLS = False
     fake_dns["rebind.test"] = addresses
-    outbound.validate_url("http://rebind.test/")  # the name itself looks harmless
+    outbound.validate_url(f"{scheme}://rebind.test/")  # the name itself looks harmless
     with pytest.raises(outbound.UrlRefused) as excinfo:
-        outbound.request("GET", "http://rebind.test/", timeout=(0.5, 0.5))
+        outbound.request("GET", f"{scheme}://rebind.test/", timeout=(0.5, 0.5))
     assert "rebind.test resolves to a refused address" in excinfo.value.message
 
 
@@ -316,3 +319,20 @@ def test_environment_proxies_are_ignored(receiver, allow_loopback, monkeypatch):
 
 def test_redact_drops_credentials_query_and_fragment():
     assert outbound.redact("https://u:p@example.com:8443/cb?token=secret#x") == "https://example.com:8443/cb"
+
+
+def test_a_name_is_resolved_once_so_a_rebinding_answer_is_never_used(only_127_0_0_1, receiver, monkeypatch):
+    """DNS rebinding: the first answer is checked and used; a second lookup would get another one."""
+    lookups: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in ("127.0.0.1", "127.0.0.2"):  # a literal address resolves to itself, as in life
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (host, port))]
+        lookups.append(host)
+        address = "127.0.0.1" if len(lookups) == 1 else "127.0.0.2"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    answer = outbound.request("GET", f"http://rebinding.test:{receiver.port}/once")
+    assert answer.status_code == 200
+    assert lookups == ["rebinding.test"]
