@@ -7,6 +7,7 @@ key prefix) and ``broker.drain()`` executes them in-process, like a worker would
 from __future__ import annotations
 
 import base64
+import os
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,23 @@ import pytest
 
 from jobs.engine import controller, dispatcher, monitor, reconcile, runner
 from jobs.engine.bus import ADVANCE_JOB, DISPATCH, RECONCILE, RUN_TASK
+
+
+def _align_broker_prefix() -> None:
+    """Give this process the broker and cache prefix tests/conftest.py puts in the environment.
+
+    pytest-django reads the settings before tests/conftest.py sets TASKENGINE_BROKER_PREFIX, so without
+    this the test process would use unprefixed queues while its queues would be shared with any unprefixed engine on the same Redis.
+    """
+    from django.conf import settings
+
+    prefix = os.environ.get("TASKENGINE_BROKER_PREFIX", "")
+    if prefix:
+        settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = prefix
+        settings.CACHES["default"]["KEY_PREFIX"] = prefix
+
+
+_align_broker_prefix()
 
 
 @dataclass

@@ -1,0 +1,83 @@
+"""End to end with real workers: a workflow runs to completion with the original's log, a rerun runs
+again, and the workers' heartbeats reach the health numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.engine import monitor
+from jobs.models import Job
+from jobs.services import job_rerun, job_submit
+from jobs.states import JobState, TaskState
+from logs.models import LogEntry
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.e2e
+
+COMMON = "No client definitions. Using common definitions."
+
+
+def finished(job_id: int) -> Job | None:
+    return Job.objects.filter(pk=job_id, queue_state=JobState.COMPLETED).first()
+
+
+def test_noop5_completes_with_the_log_sequence(engine_processes, make_client):
+    engine_processes.start_worker()
+    client, _ = make_client()
+    job, _ = job_submit(client=client, workflow="noop5", parameters={"content_id": "e2e"})
+    job = wait_until(lambda: finished(job.pk), timeout=30)
+    assert job.failed is False
+    tasks = list(job.tasks.order_by("position"))
+    assert [(t.name, t.state, t.attempts) for t in tasks] == [("noop", TaskState.COMPLETED, 1)] * 5
+    assert all(t.worker for t in tasks)
+    entries = list(
+        LogEntry.objects.filter(job=job).order_by("id").values_list("progname", "task_id", "message")
+    )
+    assert entries[0][:2] == ("api", 0)
+    expected = []
+    for task in tasks:
+        expected += [
+            ("worker", task.pk, COMMON),
+            ("worker", task.pk, "Task 'noop' started"),
+            ("worker", task.pk, "'noop' completed successfully"),
+        ]
+    expected.append(("controller", 0, "job has completed successfully"))
+    assert entries[1:] == expected
+    # Tasks ran one after the other, each after the previous one ended.
+    for before, after in zip(tasks, tasks[1:], strict=False):
+        assert before.finished_at <= after.started_at
+
+
+def test_rerun_of_a_completed_job(engine_processes, make_client):
+    engine_processes.start_worker()
+    client, _ = make_client()
+    job, _ = job_submit(client=client, workflow="noop", parameters={"content_id": "again"})
+    wait_until(lambda: finished(job.pk), timeout=30)
+    new = job_rerun(job=job)
+    new = wait_until(lambda: finished(new.pk), timeout=30)
+    job.refresh_from_db()
+    assert job.queue_state == JobState.BROKEN
+    assert (new.failed, new.workflow, new.parameters, new.rerun_of_id) == (
+        False,
+        "noop",
+        job.parameters,
+        job.pk,
+    )
+    assert new.tasks.get().state == TaskState.COMPLETED
+
+
+def test_worker_heartbeats_reach_the_health_numbers(engine_processes):
+    engine_processes.start_worker(queues=["controller", "work"], concurrency=1)
+    engine_processes.start_worker(queues=["work", "callback", "scheduler"], concurrency=1)
+    numbers = monitor.health_numbers()["queues"]
+    assert {q: n["workers"] for q, n in numbers.items()} == {
+        "controller": 1,
+        "work": 2,
+        "windows_capture": 0,
+        "callback": 1,
+        "scheduler": 1,
+    }
+    # A stopped worker withdraws its heartbeat.
+    engine_processes.stop(engine_processes.processes[0])
+    assert monitor.health_numbers()["queues"]["controller"]["workers"] == 0
