@@ -63,3 +63,39 @@ def test_a_closed_semaphore_holds_the_job_until_it_opens(engine_processes, make_
         )
     )
     assert messages == ["semaphore open (HTTP 200); job queued"]
+
+
+def test_two_beat_processes_still_promote_each_job_once(engine_processes, make_client):
+    """Two beats running by mistake, sweeping every second, plus each job's own promote task."""
+    from settings_app.services import setting_set
+
+    setting_set(name="schedule_interval", value=1)
+    engine_processes.start_worker(concurrency=3)
+    engine_processes.start_beat()
+    second = engine_processes._spawn(
+        "beat",
+        "beat2",
+        ["beat", "-S", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info", "--pidfile="],
+        None,
+    )
+    support.wait_until(lambda: "beat: Starting" in engine_processes.log(second))
+    client, _ = make_client()
+    run_at = timezone.now() + timedelta(seconds=2)
+    jobs = [
+        job_submit(
+            client=client, workflow="noop", parameters={}, run_at=run_at + timedelta(milliseconds=50 * i)
+        )[0]
+        for i in range(20)
+    ]
+    ids = [job.pk for job in jobs]
+    support.wait_until(
+        lambda: Job.objects.filter(pk__in=ids, queue_state=JobState.COMPLETED).count() == len(ids), timeout=40
+    )
+    for job_id in ids:
+        assert list(
+            LogEntry.objects.filter(job_id=job_id, progname="scheduler").values_list("message", flat=True)
+        ) == ["run_at has passed; job queued"]
+    # Both beats really swept: each sent queue_scheduled_jobs more than once.
+    for process in engine_processes.processes:
+        if process.kind == "beat":
+            assert engine_processes.log(process).count("Sending due task queue_scheduled_jobs") >= 2
