@@ -119,15 +119,25 @@ class LocalStorage(Storage):
         if not source.is_file():
             raise PermanentError(f"{key} does not exist in local storage")
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        _link_or_copy(source, target)
 
     def upload(self, source: Path, key: str) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write beside and rename, so a reader never sees half a playlist.
         partial = target.with_name(f".{target.name}.partial")
-        shutil.copyfile(source, partial)
+        _link_or_copy(source, partial)
         os.replace(partial, target)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link when both are on one file system (no bytes copied: a large source is staged at
+    once), else a copy. Neither side is ever modified in place, so sharing the data is safe."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def s3_settings() -> dict[str, Any]:

@@ -19,6 +19,9 @@ from jobs.media.ffmpeg import ffmpeg_exe
 from jobs.workflows.media_definitions import MEDIA_DEFINITIONS
 from jobs.workflows.registry import StepContext, get_step, load_steps
 
+# The engine tests' in-process broker and submission fixtures, for the engine-level media test.
+from tests.engine.conftest import broker, committed, submit, te_client  # noqa: F401
+
 FPS = 25
 
 

@@ -1,0 +1,53 @@
+"""vodstream run by the engine itself: submitted with ``job_submit``, its tasks executed from the
+messages the engine publishes (the engine tests' in-process broker), its job callback outputs checked."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.callbacks import _collect_outputs
+from jobs.models import WorkflowDefinition
+from jobs.states import JobState, TaskState
+from jobs.workflows.media_definitions import MEDIA_DEFINITIONS
+from tests.engine.conftest import json_log
+from tests.media.conftest import FPS, decode, put
+
+
+@pytest.mark.django_db
+def test_vodstream_job_completes_with_its_callback_outputs(
+    submit, broker, te_client, settings, tmp_path, media_cache
+):
+    settings.TASKENGINE_STORAGE_ROOT = tmp_path / "storage"
+    put(settings.TASKENGINE_STORAGE_ROOT, media_cache(2, size="320x180"), "in/clip.mp4")
+    # Until the lead merges MEDIA_DEFINITIONS into the common ones, the client's own definition runs it.
+    WorkflowDefinition.objects.create(
+        client=te_client, name="vodstream", steps=MEDIA_DEFINITIONS["vodstream"]
+    )
+    job = submit(
+        "vodstream",
+        parameters={
+            "content_id": "clip",
+            "source_folder": "in",
+            "output_folder": "out",
+            "segment_duration": 1,
+            "video_preset": "ultrafast",
+            "drm": ["aes"],
+        },
+    )
+    broker.drain()
+    job.refresh_from_db()
+    assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
+    tasks = list(job.tasks.order_by("position"))
+    assert [t.name for t in tasks] == [s["step"] for s in MEDIA_DEFINITIONS["vodstream"]]
+    assert {t.state for t in tasks} == {TaskState.COMPLETED}
+    final = tasks[-1].result
+    assert final["message"] == "out/clip.m3u8"
+
+    # The job callback's files are the final step's list, each once; its duration is the VOD's.
+    files, metadata = _collect_outputs(job)
+    assert files == final["files"] and len(set(files)) == len(files)
+    assert abs(metadata["duration"] - 2) < 1 / FPS
+    messages = [entry[2] for entry in json_log(job.pk)]
+    assert any(m.startswith("HLS encode took") for m in messages)
+    (video,) = decode(settings.TASKENGINE_STORAGE_ROOT / "out/clip.m3u8", allowed_extensions="ALL")["video"]
+    assert video["frames"] == 2 * FPS
