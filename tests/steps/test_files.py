@@ -21,9 +21,14 @@ def root(tmp_path, settings):
 
 
 @pytest.fixture
-def run(root, settings):
+def logged():
+    """The lines the steps wrote to their job log."""
+    return []
+
+
+@pytest.fixture
+def run(root, settings, logged):
     """``run(step, **parameters)``: call a registered step with a context, as the runner would."""
-    logged: list[str] = []
 
     def call(name: str, *, results: dict[str, Any] | None = None, **parameters: Any) -> Any:
         ctx = StepContext(
@@ -40,7 +45,6 @@ def run(root, settings):
         )
         return get_step(name).fn(ctx)
 
-    call.logged = logged  # type: ignore[attr-defined]
     return call
 
 
@@ -81,7 +85,7 @@ def test_get_filenames_lists_manifests_and_their_state(root, run):
     }
 
 
-def test_switching_to_drm_publishes_the_drm_manifests_and_parks_the_clear_ones(root, run):
+def test_switching_to_drm_publishes_the_drm_manifests_and_parks_the_clear_ones(root, run, logged):
     folder = vod(root)
     results = drmswitch(run, folder="vod/c-42", drm=["widevine", "playready"])
     assert contents(folder) == {
@@ -98,6 +102,13 @@ def test_switching_to_drm_publishes_the_drm_manifests_and_parks_the_clear_ones(r
         "files": ["vod/c-42/index.m3u8", "vod/c-42/index.mpd"],
     }
     assert (folder / "segment_1.ts").exists()
+    assert logged == [
+        "Found 3 manifests: index.m3u8, index.mpd, video_1.m3u8",
+        "Switching 2 manifests to drm (clear parked)",
+        "Renamed index.drm.m3u8 to index.m3u8",
+        "Renamed index.drm.mpd to index.mpd",
+        "2 manifests switched to drm",
+    ]
 
 
 def test_switching_back_to_clear_restores_the_original_layout(root, run):

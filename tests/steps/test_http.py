@@ -13,9 +13,13 @@ from jobs.workflows.registry import PermanentError, StepContext, TransientError,
 
 
 @pytest.fixture
-def call(tmp_path):
-    logged: list[str] = []
+def logged():
+    """The lines the step wrote to its job log."""
+    return []
 
+
+@pytest.fixture
+def call(tmp_path, logged):
     def run(**parameters: Any) -> Any:
         ctx = StepContext(
             job_id=1,
@@ -31,17 +35,16 @@ def call(tmp_path):
         )
         return get_step("http_request").fn(ctx)
 
-    run.logged = logged  # type: ignore[attr-defined]
     return run
 
 
-def test_a_get_that_answers_200_succeeds(call, receiver, allow_loopback):
+def test_a_get_that_answers_200_succeeds(call, logged, receiver, allow_loopback):
     receiver.answer("/status", 200, body=b'{"ok": true}')
     result = call(url=receiver.url("/status?token=abc"))
     assert result == {"status": 200, "body": '{"ok": true}', "truncated": False}
     (request,) = receiver.received("/status")
     assert request.method == "GET"
-    assert call.logged == [f"GET {receiver.url('/status')} answered HTTP 200"]
+    assert logged == [f"GET {receiver.url('/status')} answered HTTP 200"]
 
 
 def test_a_post_sends_its_json_body_and_headers(call, receiver, allow_loopback):
