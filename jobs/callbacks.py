@@ -245,7 +245,19 @@ def callback_deliver(*, delivery_id: int) -> str:
 
     headers = {"Workflow-Id": str(job.workflow_uuid), "Content-Type": "application/json"}
     if job.client.webhook_secret:
-        headers.update(webhooks.headers(job.client.webhook_secret, row.webhook_id, row.body))
+        try:
+            headers.update(webhooks.headers(job.client.webhook_secret, row.webhook_id, row.body))
+        except Exception:
+            # Sending unsigned would let a receiver that checks signatures accept nothing, or worse,
+            # one that does not check learn nothing is wrong: refuse, and say why.
+            return _finish(
+                row,
+                lease_until,
+                state=CallbackDelivery.State.FAILED,
+                error="the client's webhook secret is not a valid whsec_<base64> secret",
+                log=(f"{what} to {url} not sent: the client's webhook secret is not valid", Severity.ERROR),
+                outcome="failed",
+            )
     status: int | None = None
     try:
         response = outbound.request(
@@ -269,6 +281,11 @@ def callback_deliver(*, delivery_id: int) -> str:
         )
     except outbound.OutboundError as exc:
         error = str(exc)
+    except Exception as exc:
+        # Whatever went wrong, the attempt is counted and retried like a network error, so a
+        # delivery can never loop outside its bounded number of attempts.
+        logger.exception("callback delivery %s failed unexpectedly", row.pk)
+        error = type(exc).__name__
 
     attempt = f"attempt {row.attempts} of {max_attempts}"
     if not error:

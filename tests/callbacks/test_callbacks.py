@@ -411,3 +411,20 @@ def test_deliveries_are_listed_read_only_in_the_admin(make_job, admin_client, co
         == 403
     )
     assert CallbackDelivery.objects.filter(pk=row.pk).exists()
+
+
+def test_an_invalid_webhook_secret_fails_the_delivery_without_sending(
+    make_job, receiver, allow_loopback, queues, committed
+):
+    job = make_job([receiver.url("/cb")], secret="whsec_not base64!")
+    with committed():
+        callbacks.task_event(tasks_of(job)[0].pk, "start")
+    deliver_all(queues)
+    assert receiver.received() == []
+    row = CallbackDelivery.objects.get()
+    assert (row.state, row.attempts) == (CallbackDelivery.State.FAILED, 1)
+    assert callback_log(job)[-1] == (
+        f"'get_filenames' start callback to {receiver.url('/cb')} not sent: "
+        "the client's webhook secret is not valid",
+        Severity.ERROR,
+    )
