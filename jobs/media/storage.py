@@ -237,10 +237,21 @@ def destination_storage(ctx: StepContext) -> Storage:
     return get_storage(ctx.param("destination_storage", "local"), ctx)
 
 
+def job_work_dir(job_id: int) -> Path:
+    """Where job ``job_id``'s media steps stage files on this machine (not created)."""
+    base = os.environ.get("TASKENGINE_WORK_DIR", "").strip() or tempfile.gettempdir()
+    return Path(base) / "taskengine-media" / f"job-{int(job_id)}"
+
+
+def remove_job_work_dir(job_id: int) -> None:
+    """Remove a job's staged files on this machine; for the engine's clean-up of failed or broken jobs
+    (a job that completes removes its own in ``publish_outputs``)."""
+    shutil.rmtree(job_work_dir(job_id), ignore_errors=True)
+
+
 def work_dir(ctx: StepContext, *parts: str) -> Path:
     """This job's local work directory (created), or a folder inside it."""
-    base = os.environ.get("TASKENGINE_WORK_DIR", "").strip() or tempfile.gettempdir()
-    path = Path(base) / "taskengine-media" / f"job-{ctx.job_id}"
+    path = job_work_dir(ctx.job_id)
     for part in parts:
         path = path / normalise_key(part)
     path.mkdir(parents=True, exist_ok=True)
@@ -248,7 +259,7 @@ def work_dir(ctx: StepContext, *parts: str) -> Path:
 
 
 def remove_work_dir(ctx: StepContext) -> None:
-    shutil.rmtree(work_dir(ctx), ignore_errors=True)
+    remove_job_work_dir(ctx.job_id)
 
 
 def stage(storage: Storage, key: str, target: Path) -> Path:

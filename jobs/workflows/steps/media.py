@@ -290,7 +290,7 @@ def transcode_hls(ctx: StepContext) -> dict[str, Any]:
     if p["drm"] == "cenc" and info.has_audio:
         audio = {"uri": commands.audio_playlist(prefix), "bandwidth": _peak_bandwidth(out, prefix)}
     written = storage.publish_folder(dest, out, p["output_folder"])
-    ctx.log(f"HLS encode took {run.seconds:.1f} s ({info.duration / max(run.seconds, 1e-6):.2f}x real time)")
+    ctx.log(f"HLS encode took {run.seconds:.2f} s ({info.duration / max(run.seconds, 1e-6):.2f}x real time)")
     return {
         "variants": [{"uri": v.uri, "bandwidth": v.bandwidth, "attributes": v.attributes} for v in variants],
         "audio": audio,
