@@ -225,7 +225,7 @@ def _empty_queues() -> None:
 
 
 @pytest.fixture
-def engine_processes(transactional_db, tmp_path, settings) -> Iterator[EngineProcesses]:
+def engine_processes(transactional_db: None, tmp_path: Path, settings: Any) -> Iterator[EngineProcesses]:
     """Real Celery processes for this test (see the module docstring)."""
     storage = tmp_path / "storage"
     storage.mkdir()

@@ -3,13 +3,18 @@ again, and the workers' heartbeats reach the health numbers."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
 import pytest
 
+from clients.models import Client
 from jobs.engine import monitor
 from jobs.models import Job
 from jobs.services import job_rerun, job_submit
 from jobs.states import JobState, TaskState
 from logs.models import LogEntry
+from tests.e2e.conftest import EngineProcesses
 
 from .conftest import wait_until
 
@@ -22,7 +27,9 @@ def finished(job_id: int) -> Job | None:
     return Job.objects.filter(pk=job_id, queue_state=JobState.COMPLETED).first()
 
 
-def test_noop5_completes_with_the_log_sequence(engine_processes, make_client):
+def test_noop5_completes_with_the_log_sequence(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
     engine_processes.start_worker()
     client, _ = make_client()
     job, _ = job_submit(client=client, workflow="noop5", parameters={"content_id": "e2e"})
@@ -45,11 +52,13 @@ def test_noop5_completes_with_the_log_sequence(engine_processes, make_client):
     expected.append(("controller", 0, "job has completed successfully"))
     assert entries[1:] == expected
     # Tasks ran one after the other, each after the previous one ended.
-    for before, after in zip(tasks, tasks[1:], strict=False):
+    for before, after in itertools.pairwise(tasks):
         assert before.finished_at <= after.started_at
 
 
-def test_rerun_of_a_completed_job(engine_processes, make_client):
+def test_rerun_of_a_completed_job(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
     engine_processes.start_worker()
     client, _ = make_client()
     job, _ = job_submit(client=client, workflow="noop", parameters={"content_id": "again"})
@@ -67,7 +76,7 @@ def test_rerun_of_a_completed_job(engine_processes, make_client):
     assert new.tasks.get().state == TaskState.COMPLETED
 
 
-def test_worker_heartbeats_reach_the_health_numbers(engine_processes):
+def test_worker_heartbeats_reach_the_health_numbers(engine_processes: EngineProcesses) -> None:
     engine_processes.start_worker(queues=["controller", "work"], concurrency=1)
     engine_processes.start_worker(queues=["work", "callback", "scheduler"], concurrency=1)
     numbers = monitor.health_numbers()["queues"]

@@ -4,20 +4,25 @@ it finishes from the next step without running any step twice."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
+from clients.models import Client
 from jobs.models import Job, WorkflowDefinition
 from jobs.services import job_submit, job_update
 from jobs.states import JobState, TaskState
 from settings_app.services import setting_set
+from tests.e2e.conftest import EngineProcesses
 
 from .conftest import wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-def test_pause_between_steps_then_resume(engine_processes, make_client):
+def test_pause_between_steps_then_resume(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
     setting_set(name="max_jobs", value=1)
     client, _ = make_client()
     WorkflowDefinition.objects.create(
@@ -63,7 +68,9 @@ def test_pause_between_steps_then_resume(engine_processes, make_client):
     assert tasks[1].started_at > tasks[0].finished_at
 
 
-def test_pause_while_the_step_runs_on_and_resume_before_it_ends(engine_processes, make_client):
+def test_pause_while_the_step_runs_on_and_resume_before_it_ends(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
     """Resumed while the step from before the pause still runs: that step is not run a second time."""
     client, _ = make_client()
     WorkflowDefinition.objects.create(

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
+from clients.models import Client
 from jobs.models import Job
 from jobs.services import job_submit
 from jobs.states import JobState, TaskState
 from logs.models import LogEntry, Severity
 from settings_app.services import setting_set
+from tests.e2e.conftest import EngineProcesses
 
 from .conftest import wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-def test_failing_step_makes_three_attempts_then_fails_the_job(engine_processes, make_client):
+def test_failing_step_makes_three_attempts_then_fails_the_job(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
     setting_set(name="retry_limit", value=2)
     setting_set(name="retry_delay", value=1)
     engine_processes.start_worker()
@@ -35,7 +41,7 @@ def test_failing_step_makes_three_attempts_then_fails_the_job(engine_processes, 
         .values_list("created_at", flat=True)
     )
     assert len(starts) == 3
-    for earlier, later in zip(starts, starts[1:], strict=False):
+    for earlier, later in itertools.pairwise(starts):
         assert later - earlier >= timedelta(seconds=1)
     errors = list(
         LogEntry.objects.filter(job=job, severity=Severity.ERROR)

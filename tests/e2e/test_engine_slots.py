@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.db import connections
 
+from clients.models import Client
 from jobs.models import Job, WorkflowDefinition
 from jobs.services import job_submit
 from jobs.states import JobState
 from settings_app.services import setting_set
+from tests.e2e.conftest import EngineProcesses
 
 from .conftest import wait_until
 
@@ -23,7 +27,9 @@ def started_priorities() -> list[int]:
     return sorted(Job.objects.filter(queue_state=JobState.STARTED).values_list("priority", flat=True))
 
 
-def test_a_priority_job_starts_at_once_beside_waiting_low_priority_jobs(engine_processes, make_client):
+def test_a_priority_job_starts_at_once_beside_waiting_low_priority_jobs(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
     setting_set(name="max_jobs", value=2)
     setting_set(name="priority_slots", value=1)
     client, _ = make_client()
@@ -49,7 +55,7 @@ def test_a_priority_job_starts_at_once_beside_waiting_low_priority_jobs(engine_p
     wait_until(lambda: not Job.objects.exclude(queue_state=JobState.COMPLETED).exists(), timeout=30)
 
 
-def max_overlap(intervals) -> int:
+def max_overlap(intervals: Any) -> int:
     """The most intervals open at one instant (an end at the same instant as a start closes first)."""
     events = []
     for start, end in intervals:
@@ -64,7 +70,9 @@ def max_overlap(intervals) -> int:
     return peak
 
 
-def test_two_workers_never_start_more_than_max_jobs(engine_processes, make_client):
+def test_two_workers_never_start_more_than_max_jobs(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
     max_jobs = 3
     setting_set(name="max_jobs", value=max_jobs)
     setting_set(name="priority_slots", value=1)

@@ -7,23 +7,26 @@ key prefix) and ``broker.drain()`` executes them in-process, like a worker would
 from __future__ import annotations
 
 import base64
-import os
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from clients.models import Client
 from jobs.engine import controller, dispatcher, monitor, reconcile, runner
 from jobs.engine.bus import ADVANCE_JOB, DISPATCH, RECONCILE, RUN_TASK
+from jobs.models import Job
 
 
 def _align_broker_prefix() -> None:
     """Give this process the broker and cache prefix tests/conftest.py puts in the environment.
 
     pytest-django reads the settings before tests/conftest.py sets TASKENGINE_BROKER_PREFIX, so without
-    this the test process would use unprefixed queues while its queues would be shared with any unprefixed engine on the same Redis.
+    this the test process would use unprefixed queues, shared with any unprefixed engine on the same
+    Redis.
     """
     from django.conf import settings
 
@@ -65,7 +68,7 @@ class Broker:
         for queue in monitor.QUEUES:
             for key in monitor.queue_keys(queue):
                 while (raw := client.rpop(key)) is not None:
-                    payload = json.loads(raw)
+                    payload = json.loads(str(raw))
                     body = json.loads(base64.b64decode(payload["body"]))
                     headers = payload["headers"]
                     messages.append(Message(queue, headers["task"], list(body[0]), headers.get("eta")))
@@ -93,7 +96,7 @@ class Broker:
         """Execute waiting messages (and those they publish) until the queues are empty."""
         done: list[Message] = []
         for _ in range(limit):
-            messages = []
+            messages: list[Message] = []
             for message in self.pop_all():
                 (self.held if skip and skip(message) else messages).append(message)
             if not messages:
@@ -105,7 +108,9 @@ class Broker:
 
 
 @pytest.fixture
-def broker(db, django_capture_on_commit_callbacks, monkeypatch) -> Iterator[Broker]:
+def broker(
+    db: None, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Broker]:
     # The heartbeat thread has its own connection, which cannot see this test's uncommitted rows.
     monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 3600.0)
     b = Broker(django_capture_on_commit_callbacks)
@@ -115,19 +120,19 @@ def broker(db, django_capture_on_commit_callbacks, monkeypatch) -> Iterator[Brok
 
 
 @pytest.fixture
-def committed(django_capture_on_commit_callbacks):
+def committed(django_capture_on_commit_callbacks: Any) -> Callable[[], Any]:
     """``with committed(): ...`` runs the on-commit hooks (publications) registered inside it."""
     return lambda: django_capture_on_commit_callbacks(execute=True)
 
 
 @pytest.fixture
-def te_client(make_client):
+def te_client(make_client: Callable[..., tuple[Client, str]]) -> Client:
     client, _key = make_client()
     return client
 
 
 @pytest.fixture
-def setting(committed):
+def setting(committed: Callable[[], Any]) -> Callable[..., None]:
     """``setting(max_jobs=2, ...)``: store engine settings through the service."""
     from settings_app.services import setting_set
 
@@ -140,11 +145,17 @@ def setting(committed):
 
 
 @pytest.fixture
-def submit(te_client, committed):
+def submit(te_client: Client, committed: Callable[[], Any]) -> Callable[..., Job]:
     """``submit(workflow="noop", priority=5, parameters=None, **kw) -> Job`` through ``job_submit``."""
     from jobs.services import job_submit
 
-    def factory(workflow: str = "noop", *, parameters: dict[str, Any] | None = None, client=None, **kw: Any):
+    def factory(
+        workflow: str = "noop",
+        *,
+        parameters: dict[str, Any] | None = None,
+        client: Client | None = None,
+        **kw: Any,
+    ) -> Job:
         with committed():
             job, created = job_submit(
                 client=client or te_client, workflow=workflow, parameters=parameters or {}, **kw

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from jobs.engine import monitor
-from jobs.models import Task
+from jobs.models import Job, Task
 from jobs.states import TaskState
+from tests.engine.conftest import Broker
 
 
 @pytest.fixture
-def clean_monitor(broker):
+def clean_monitor(broker: Broker) -> Iterator[None]:
     client = monitor.redis_client()
     keys = [monitor._workers_key(), monitor._stat_key("processed"), monitor._stat_key("failed")]
     client.delete(*keys)
     yield
     for hostname in client.zrange(monitor._workers_key(), 0, -1):
-        monitor.withdraw_worker(hostname)
+        monitor.withdraw_worker(str(hostname))
     client.delete(*keys)
 
 
-def test_queue_numbers_from_heartbeats_and_queue_lengths(clean_monitor, submit, broker):
+def test_queue_numbers_from_heartbeats_and_queue_lengths(
+    clean_monitor: None, submit: Callable[..., Job], broker: Broker
+) -> None:
     monitor.publish_worker_heartbeat("w1@host", ["controller", "work"], {"work": 2})
     monitor.publish_worker_heartbeat("w2@host", ["work", "callback", "scheduler"], {"callback": 1})
     submit("noop")
@@ -37,7 +42,7 @@ def test_queue_numbers_from_heartbeats_and_queue_lengths(clean_monitor, submit, 
     }
 
 
-def test_a_silent_worker_stops_counting(clean_monitor, monkeypatch):
+def test_a_silent_worker_stops_counting(clean_monitor: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(monitor, "WORKER_TTL_SECONDS", 1)
     monitor.publish_worker_heartbeat("w1@host", ["work"], {})
     assert monitor.queue_numbers()["work"]["workers"] == 1
@@ -46,13 +51,15 @@ def test_a_silent_worker_stops_counting(clean_monitor, monkeypatch):
     assert monitor.live_workers() == []
 
 
-def test_withdrawn_worker_is_gone_at_once(clean_monitor):
+def test_withdrawn_worker_is_gone_at_once(clean_monitor: None) -> None:
     monitor.publish_worker_heartbeat("w1@host", ["work"], {})
     monitor.withdraw_worker("w1@host")
     assert monitor.queue_numbers()["work"]["workers"] == 0
 
 
-def test_task_numbers(clean_monitor, submit, setting, broker):
+def test_task_numbers(
+    clean_monitor: None, submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
     setting(retry_limit=1, retry_delay=3600)
     submit("noop5")
     submit("fail")
@@ -64,7 +71,7 @@ def test_task_numbers(clean_monitor, submit, setting, broker):
     assert set(numbers["queues"]) == set(monitor.QUEUES)
 
 
-def test_priority_lists_are_counted(clean_monitor, broker):
+def test_priority_lists_are_counted(clean_monitor: None, broker: Broker) -> None:
     client = monitor.redis_client()
     client.lpush(monitor.queue_keys("work")[0], "a")
     client.lpush(monitor.queue_keys("work")[2], "b", "c")
@@ -72,7 +79,7 @@ def test_priority_lists_are_counted(clean_monitor, broker):
     broker.clear()
 
 
-def test_redis_down_raises_cleanly(settings, monkeypatch):
+def test_redis_down_raises_cleanly(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(monitor, "_client", None)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     started = time.monotonic()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from clients.models import Client
 from jobs.engine.dispatcher import dispatch
 from jobs.models import Job, WorkflowDefinition
 from jobs.services import job_rerun
 from jobs.states import JobState, TaskState
 from logs.models import LogEntry
 from taskengine_site.errors import DomainError
+from tests.engine.conftest import Broker
 
 
 @pytest.mark.parametrize(
@@ -26,7 +30,9 @@ from taskengine_site.errors import DomainError
         JobState.STARTED,
     ],
 )
-def test_rerun_from_any_state(submit, broker, committed, state):
+def test_rerun_from_any_state(
+    submit: Callable[..., Job], broker: Broker, committed: Callable[[], Any], state: JobState
+) -> None:
     job = submit("noop5", priority=3, parameters={"content_id": "c9"})
     if state == JobState.STARTED:
         dispatch()
@@ -52,7 +58,9 @@ def test_rerun_from_any_state(submit, broker, committed, state):
     assert LogEntry.objects.filter(job=job, message=f"job broken: rerun as job {new.pk}").exists()
 
 
-def test_rerun_of_a_completed_job_runs_again(submit, broker, committed):
+def test_rerun_of_a_completed_job_runs_again(
+    submit: Callable[..., Job], broker: Broker, committed: Callable[[], Any]
+) -> None:
     job = submit("noop")
     broker.drain()
     with committed():
@@ -64,7 +72,9 @@ def test_rerun_of_a_completed_job_runs_again(submit, broker, committed):
     assert job.queue_state == JobState.BROKEN
 
 
-def test_rerun_refused_when_the_workflow_is_gone(te_client, submit, broker):
+def test_rerun_refused_when_the_workflow_is_gone(
+    te_client: Client, submit: Callable[..., Job], broker: Broker
+) -> None:
     WorkflowDefinition.objects.create(client=te_client, name="temp", steps=[{"step": "noop"}])
     job = submit("temp")
     WorkflowDefinition.objects.all().delete()

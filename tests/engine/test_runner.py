@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
+from clients.models import Client
 from jobs.engine import controller, reconcile, runner
 from jobs.engine.dispatcher import dispatch
 from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import JobState, TaskState
 from jobs.workflows.registry import StepContext, step
 from logs.models import Severity
+from tests.engine.conftest import Broker, Message
 
 from .conftest import json_log
 
@@ -39,22 +43,22 @@ def _break_own_job(ctx: StepContext) -> str:
 
 
 @step("test_echo_results")
-def _echo_results(ctx: StepContext) -> dict:
+def _echo_results(ctx: StepContext) -> dict[str, Any]:
     ctx.log("echoing", severity=Severity.DEBUG)
     return {"seen": sorted(ctx.results), "param": ctx.param("x"), "attempt": ctx.attempt}
 
 
-def own_workflow(client, name, steps):
+def own_workflow(client: Client, name: str, steps: Any) -> None:
     WorkflowDefinition.objects.create(client=client, name=name, steps=steps)
 
 
-def test_noop5_completes_with_the_log_of_the_original(submit, broker):
+def test_noop5_completes_with_the_log_of_the_original(submit: Callable[..., Job], broker: Broker) -> None:
     job = submit("noop5")
     broker.drain()
     job.refresh_from_db()
     assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
     assert job.finished_at is not None
-    assert job.definition["source"] == "common"
+    assert job.definition is not None and job.definition["source"] == "common"
     assert [s["step"] for s in job.definition["steps"]] == ["noop"] * 5
     tasks = list(job.tasks.order_by("position"))
     assert [t.state for t in tasks] == [TaskState.COMPLETED] * 5
@@ -74,13 +78,15 @@ def test_noop5_completes_with_the_log_of_the_original(submit, broker):
     assert [(m.queue, m.args) for m in runs] == [("work", [t.pk]) for t in tasks]
 
 
-def test_a_client_definition_is_used_without_the_common_notice(te_client, submit, broker):
+def test_a_client_definition_is_used_without_the_common_notice(
+    te_client: Client, submit: Callable[..., Job], broker: Broker
+) -> None:
     own_workflow(te_client, "noop", [{"step": "test_echo_results", "parameters": {"x": 7}}, {"step": "noop"}])
     job = submit("noop")
     broker.drain()
     job.refresh_from_db()
     assert job.queue_state == JobState.COMPLETED and not job.failed
-    assert job.definition["source"] == "client"
+    assert job.definition is not None and job.definition["source"] == "client"
     messages = [m for _, _, m, _ in json_log(job.pk)]
     assert COMMON not in messages
     assert "echoing" in messages
@@ -88,14 +94,16 @@ def test_a_client_definition_is_used_without_the_common_notice(te_client, submit
     assert first.result == {"seen": [], "param": 7, "attempt": 1}
 
 
-def test_steps_see_earlier_results(te_client, submit, broker):
+def test_steps_see_earlier_results(te_client: Client, submit: Callable[..., Job], broker: Broker) -> None:
     own_workflow(te_client, "two", [{"step": "noop"}, {"step": "test_echo_results"}])
     job = submit("two", parameters={"x": "from job"})
     broker.drain()
     assert job.tasks.get(position=2).result == {"seen": ["noop"], "param": "from job", "attempt": 1}
 
 
-def test_transient_failure_is_retried_retry_limit_times(submit, setting, broker):
+def test_transient_failure_is_retried_retry_limit_times(
+    submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
     setting(retry_limit=2, retry_delay=0)
     job = submit("fail", parameters={"message": "disk on fire"})
     broker.drain()
@@ -114,7 +122,9 @@ def test_transient_failure_is_retried_retry_limit_times(submit, setting, broker)
     ]
 
 
-def test_permanent_failure_fails_at_once(submit, setting, broker):
+def test_permanent_failure_fails_at_once(
+    submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
     setting(retry_limit=5, retry_delay=0)
     job = submit("fail", parameters={"permanent": True, "message": "bad input"})
     broker.drain()
@@ -127,7 +137,9 @@ def test_permanent_failure_fails_at_once(submit, setting, broker):
     assert job.tasks.get().attempts == 1
 
 
-def test_a_failure_stops_the_workflow_and_cancels_the_rest(te_client, submit, setting, broker):
+def test_a_failure_stops_the_workflow_and_cancels_the_rest(
+    te_client: Client, submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
     setting(retry_limit=0)
     own_workflow(te_client, "failfirst", [{"step": "fail"}, {"step": "noop"}])
     job = submit("failfirst")
@@ -138,12 +150,15 @@ def test_a_failure_stops_the_workflow_and_cancels_the_rest(te_client, submit, se
     ]
 
 
-def test_retry_waits_for_retry_delay(submit, setting, broker):
+def test_retry_waits_for_retry_delay(
+    submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
     setting(retry_limit=1, retry_delay=30)
     job = submit("fail")
     broker.drain(skip=lambda m: m.eta is not None)
     task = job.tasks.get()
     assert (task.state, task.attempts) == (TaskState.RETRYING, 1)
+    assert task.next_attempt_at is not None and task.finished_at is not None
     assert task.next_attempt_at - task.finished_at == timedelta(seconds=30)
     retry_message = broker.held
     assert [(m.task, m.args) for m in retry_message] == [("jobs.tasks.run_task", [task.pk])]
@@ -159,7 +174,9 @@ def test_retry_waits_for_retry_delay(submit, setting, broker):
     assert (task.state, task.attempts) == (TaskState.FAILED, 2)
 
 
-def test_retry_settings_are_read_when_the_failure_happens(submit, setting, broker):
+def test_retry_settings_are_read_when_the_failure_happens(
+    submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
     setting(retry_limit=3, retry_delay=0)
     job = submit("fail")
     broker.round()  # dispatch only
@@ -171,7 +188,9 @@ def test_retry_settings_are_read_when_the_failure_happens(submit, setting, broke
     assert job.tasks.get().attempts == 2
 
 
-def test_a_long_retry_delay_is_left_to_the_reconciler(submit, setting, broker):
+def test_a_long_retry_delay_is_left_to_the_reconciler(
+    submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
     setting(retry_limit=1, retry_delay=3600)
     job = submit("fail")
     broker.drain()
@@ -180,7 +199,7 @@ def test_a_long_retry_delay_is_left_to_the_reconciler(submit, setting, broker):
     assert [m for m in broker.executed if m.eta] == []  # no countdown held for an hour
 
 
-def test_duplicate_delivery_is_a_no_op(submit, broker):
+def test_duplicate_delivery_is_a_no_op(submit: Callable[..., Job], broker: Broker) -> None:
     job = submit("noop")
     with broker._capture(execute=True):
         dispatch()
@@ -197,12 +216,12 @@ def test_duplicate_delivery_is_a_no_op(submit, broker):
     assert [m for _, _, m, _ in json_log(job.pk)].count("job has completed successfully") == 1
 
 
-def test_messages_about_missing_rows_are_no_ops(broker):
+def test_messages_about_missing_rows_are_no_ops(broker: Broker) -> None:
     runner.run_task(999_999)
     controller.advance(999_999)
 
 
-def test_a_paused_job_runs_nothing_new(submit, broker):
+def test_a_paused_job_runs_nothing_new(submit: Callable[..., Job], broker: Broker) -> None:
     job = submit("noop")
     with broker._capture(execute=True):
         dispatch()
@@ -212,7 +231,9 @@ def test_a_paused_job_runs_nothing_new(submit, broker):
     assert (task.state, task.attempts) == (TaskState.QUEUED, 0)
 
 
-def test_pause_during_a_step_lets_it_finish_and_resume_goes_on(te_client, submit, broker, committed):
+def test_pause_during_a_step_lets_it_finish_and_resume_goes_on(
+    te_client: Client, submit: Callable[..., Job], broker: Broker, committed: Callable[[], Any]
+) -> None:
     from jobs.services import job_update
 
     own_workflow(te_client, "pausing", [{"step": "test_pause_own_job"}, {"step": "noop"}])
@@ -233,7 +254,9 @@ def test_pause_during_a_step_lets_it_finish_and_resume_goes_on(te_client, submit
     assert (first.attempts, second.attempts, second.state) == (1, 1, TaskState.COMPLETED)
 
 
-def test_break_during_a_step_cancels_it(te_client, submit, broker):
+def test_break_during_a_step_cancels_it(
+    te_client: Client, submit: Callable[..., Job], broker: Broker
+) -> None:
     own_workflow(te_client, "breaking", [{"step": "test_break_own_job"}, {"step": "noop"}])
     job = submit("breaking")
     broker.drain()
@@ -245,7 +268,9 @@ def test_break_during_a_step_cancels_it(te_client, submit, broker):
     ]
 
 
-def test_unknown_workflow_at_start_fails_the_job(te_client, submit, broker):
+def test_unknown_workflow_at_start_fails_the_job(
+    te_client: Client, submit: Callable[..., Job], broker: Broker
+) -> None:
     own_workflow(te_client, "gone", [{"step": "noop"}])
     job = submit("gone")
     WorkflowDefinition.objects.filter(client=te_client, name="gone").delete()
@@ -254,7 +279,9 @@ def test_unknown_workflow_at_start_fails_the_job(te_client, submit, broker):
     assert (job.queue_state, job.failed, job.message) == (JobState.COMPLETED, True, "unknown workflow 'gone'")
 
 
-def test_sleep_step_sleeps_and_records_progress(te_client, submit, broker):
+def test_sleep_step_sleeps_and_records_progress(
+    te_client: Client, submit: Callable[..., Job], broker: Broker
+) -> None:
     own_workflow(te_client, "nap", [{"step": "sleep", "parameters": {"seconds": 0.6}}])
     job = submit("nap")
     began = time.monotonic()
@@ -265,7 +292,7 @@ def test_sleep_step_sleeps_and_records_progress(te_client, submit, broker):
 
 
 @pytest.mark.parametrize("seconds", ["soon", -1])
-def test_sleep_step_refuses_a_bad_duration(submit, broker, seconds):
+def test_sleep_step_refuses_a_bad_duration(submit: Callable[..., Job], broker: Broker, seconds: Any) -> None:
     job = submit("sleep", parameters={"seconds": seconds})
     broker.drain()
     job.refresh_from_db()
@@ -273,13 +300,15 @@ def test_sleep_step_refuses_a_bad_duration(submit, broker, seconds):
     assert "sleep: seconds must be" in job.message
 
 
-def broker_message(task: str):
+def broker_message(task: str) -> Message:
     from .conftest import Message
 
     return Message("scheduler", task, [], None)
 
 
-def test_reconcile_recovers_lost_messages(submit, setting, broker):
+def test_reconcile_recovers_lost_messages(
+    submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
     setting(max_jobs=1)
     first = submit("noop5")
     second = submit("noop")
@@ -298,10 +327,10 @@ def test_reconcile_recovers_lost_messages(submit, setting, broker):
     assert all(t.attempts == 1 for t in first.tasks.all())
 
 
-def test_reconcile_recovers_a_lost_hand_over(submit, broker):
+def test_reconcile_recovers_a_lost_hand_over(submit: Callable[..., Job], broker: Broker) -> None:
     job = submit("noop5")
     broker.round()  # dispatch
-    run = [m for m in broker.pop_all() if m.task == "jobs.tasks.run_task"][0]
+    run = next(m for m in broker.pop_all() if m.task == "jobs.tasks.run_task")
     broker.run(run)
     broker.clear()  # the advance message is lost
     Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
@@ -313,7 +342,7 @@ def test_reconcile_recovers_a_lost_hand_over(submit, broker):
     assert job.queue_state == JobState.COMPLETED and not job.failed
 
 
-def test_reconcile_reruns_a_task_whose_worker_died(submit, broker):
+def test_reconcile_reruns_a_task_whose_worker_died(submit: Callable[..., Job], broker: Broker) -> None:
     job = submit("noop")
     broker.round()
     broker.clear()
@@ -334,7 +363,7 @@ def test_reconcile_reruns_a_task_whose_worker_died(submit, broker):
     assert task.result == {"noop": True}
 
 
-def test_reconcile_leaves_a_live_task_alone(submit, broker):
+def test_reconcile_leaves_a_live_task_alone(submit: Callable[..., Job], broker: Broker) -> None:
     job = submit("noop")
     broker.round()
     task = job.tasks.get()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from django.db import connection
 
+from clients.models import Client
 from jobs.engine.dispatcher import DISPATCH_LOCK_KEY, Slots, can_start, dispatch
 from jobs.models import Job
 from jobs.states import JobState
+from tests.engine.conftest import Broker
 
 # (max_jobs, priority_slots, started priority, started other, candidate is priority, may start)
 SLOT_TABLE = [
@@ -73,7 +78,16 @@ DISPATCH_TABLE = [
 
 
 @pytest.mark.parametrize(("m", "p", "threshold", "queued", "expected"), DISPATCH_TABLE)
-def test_dispatch_fills_slots_by_the_rule(submit, setting, broker, m, p, threshold, queued, expected) -> None:
+def test_dispatch_fills_slots_by_the_rule(
+    submit: Callable[..., Job],
+    setting: Callable[..., None],
+    broker: Broker,
+    m: int,
+    p: int,
+    threshold: int,
+    queued: list[int],
+    expected: Any,
+) -> None:
     setting(max_jobs=m, priority_slots=p, priority_threshold=threshold)
     jobs = [submit("noop", priority=priority) for priority in queued]
     started_ids = dispatch()
@@ -89,7 +103,7 @@ def test_dispatch_fills_slots_by_the_rule(submit, setting, broker, m, p, thresho
     assert {j.pk for j in jobs} >= set(started_ids)
 
 
-def test_dispatch_order(submit, setting, broker) -> None:
+def test_dispatch_order(submit: Callable[..., Job], setting: Callable[..., None], broker: Broker) -> None:
     setting(max_jobs=1, priority_slots=0)
     later_urgent = submit("noop", priority=2)
     first = submit("noop", priority=5)
@@ -106,7 +120,9 @@ def test_dispatch_order(submit, setting, broker) -> None:
     assert order == [top.pk, positioned.pk, later_urgent.pk, first.pk]
 
 
-def test_dispatch_counts_jobs_already_started(submit, setting, broker) -> None:
+def test_dispatch_counts_jobs_already_started(
+    submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
     setting(max_jobs=2, priority_slots=1)
     running = submit("noop", priority=3)
     dispatch()
@@ -116,7 +132,9 @@ def test_dispatch_counts_jobs_already_started(submit, setting, broker) -> None:
     assert dispatch() == []
 
 
-def test_dispatch_waits_for_the_advisory_lock(transactional_db, make_client) -> None:
+def test_dispatch_waits_for_the_advisory_lock(
+    transactional_db: None, make_client: Callable[..., tuple[Client, str]]
+) -> None:
     """Another dispatcher holding the lock blocks this one instead of both filling the same slot."""
     from django.db import connections
 
@@ -142,7 +160,7 @@ def test_dispatch_waits_for_the_advisory_lock(transactional_db, make_client) -> 
         other.close()
 
 
-def test_changing_a_slot_setting_requests_a_dispatch(setting, broker) -> None:
+def test_changing_a_slot_setting_requests_a_dispatch(setting: Callable[..., None], broker: Broker) -> None:
     setting(max_jobs=3)
     messages = broker.pop_all()
     assert [(m.queue, m.task) for m in messages] == [("controller", "jobs.tasks.dispatch")]

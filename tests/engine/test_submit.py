@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
+import psycopg
 import pytest
 from django.utils import timezone
 
+from clients.models import Client
 from jobs.models import Job, WorkflowDefinition
 from jobs.services import job_submit
 from jobs.states import JobState
 from logs.models import LogEntry
 from taskengine_site.errors import DomainError
+from tests.engine.conftest import Broker
 
 
 @pytest.mark.parametrize(
@@ -31,8 +36,10 @@ from taskengine_site.errors import DomainError
         ({"run_at": "2040-01-01"}, "run_at: must be a date and time in UTC"),
     ],
 )
-def test_refused_submissions_create_nothing(te_client, broker, kwargs, message):
-    arguments = {"client": te_client, "workflow": "noop", "parameters": {}} | kwargs
+def test_refused_submissions_create_nothing(
+    te_client: Client, broker: Broker, kwargs: dict[str, Any], message: str
+) -> None:
+    arguments: dict[str, Any] = {"client": te_client, "workflow": "noop", "parameters": {}} | kwargs
     with pytest.raises(DomainError) as excinfo:
         job_submit(**arguments)
     assert excinfo.value.message.startswith(message)
@@ -40,25 +47,27 @@ def test_refused_submissions_create_nothing(te_client, broker, kwargs, message):
     assert LogEntry.objects.count() == 0
 
 
-def test_priority_accepts_integer_strings(submit):
+def test_priority_accepts_integer_strings(submit: Callable[..., Job]) -> None:
     assert submit("noop", priority="3").priority == 3
 
 
-def test_a_queued_job_requests_a_dispatch_after_commit(submit, broker):
+def test_a_queued_job_requests_a_dispatch_after_commit(submit: Callable[..., Job], broker: Broker) -> None:
     job = submit("noop", parameters={"content_id": "c1"})
     assert job.queue_state == JobState.QUEUED
     assert job.priority == 5
     assert [(m.queue, m.task) for m in broker.pop_all()] == [("controller", "jobs.tasks.dispatch")]
 
 
-def test_nothing_is_published_before_commit(te_client, broker, django_capture_on_commit_callbacks):
+def test_nothing_is_published_before_commit(
+    te_client: Client, broker: Broker, django_capture_on_commit_callbacks: Any
+) -> None:
     with django_capture_on_commit_callbacks(execute=False) as hooks:
         job_submit(client=te_client, workflow="noop", parameters={})
         assert broker.pop_all() == []
     assert len(hooks) == 1
 
 
-def test_initial_states(submit, broker):
+def test_initial_states(submit: Callable[..., Job], broker: Broker) -> None:
     future = timezone.now() + timedelta(hours=1)
     past = timezone.now() - timedelta(minutes=1)
     assert submit("noop", run_at=future).queue_state == JobState.SCHEDULED
@@ -71,12 +80,12 @@ def test_initial_states(submit, broker):
     assert Job.objects.get(queue_state=JobState.SCHEDULED, semaphore_url=None).run_at == future
 
 
-def test_a_client_definition_makes_a_workflow_known(te_client, submit):
+def test_a_client_definition_makes_a_workflow_known(te_client: Client, submit: Callable[..., Job]) -> None:
     WorkflowDefinition.objects.create(client=te_client, name="mine", steps=[{"step": "noop"}])
     assert submit("mine").workflow == "mine"
 
 
-def test_creation_log_entry_masks_keys(te_client, broker):
+def test_creation_log_entry_masks_keys(te_client: Client, broker: Broker) -> None:
     key = "te_0123456789ab_secretsecretsecret9xyz"
     body = {"client": te_client.name, "job": {"workflow": "noop"}, "parameters": {"content_id": "abc"}}
     job, _ = job_submit(
@@ -107,7 +116,7 @@ def test_creation_log_entry_masks_keys(te_client, broker):
     assert key not in entry.message
 
 
-def test_idempotency_key_returns_the_first_job(te_client, broker):
+def test_idempotency_key_returns_the_first_job(te_client: Client, broker: Broker) -> None:
     first, created = job_submit(client=te_client, workflow="noop", parameters={}, idempotency_key="k1")
     again, created_again = job_submit(client=te_client, workflow="noop", parameters={}, idempotency_key="k1")
     assert created and not created_again
@@ -117,7 +126,9 @@ def test_idempotency_key_returns_the_first_job(te_client, broker):
     assert created_other and other.pk != first.pk
 
 
-def test_idempotency_key_is_per_client(make_client, broker):
+def test_idempotency_key_is_per_client(
+    make_client: Callable[..., tuple[Client, str]], broker: Broker
+) -> None:
     a, _ = make_client()
     b, _ = make_client()
     ja, _ = job_submit(client=a, workflow="noop", parameters={}, idempotency_key="same")
@@ -125,7 +136,7 @@ def test_idempotency_key_is_per_client(make_client, broker):
     assert created and ja.pk != jb.pk
 
 
-def _raw_connection():
+def _raw_connection() -> psycopg.Connection[Any]:
     """A second, independent Postgres session on the test database (another request's)."""
     import psycopg
     from django.db import connection
@@ -137,7 +148,9 @@ def _raw_connection():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_idempotency_race_is_settled_by_the_unique_constraint(make_client):
+def test_idempotency_race_is_settled_by_the_unique_constraint(
+    make_client: Callable[..., tuple[Client, str]],
+) -> None:
     """A second submission that passed the lookup before the first committed gets the first job."""
     import threading
     import time
@@ -146,13 +159,15 @@ def test_idempotency_race_is_settled_by_the_unique_constraint(make_client):
     with _raw_connection() as other:
         # The other request's transaction inserted the same key but has not committed yet.
         other.execute("BEGIN")
-        first_id = other.execute(
+        inserted = other.execute(
             "INSERT INTO jobs_job (client_id, workflow, priority, position, top_of_queue, parameters, "
             "queue_state, failed, persist, run_at, workflow_uuid, idempotency_key, message, created_at, "
             "updated_at) VALUES (%s, 'noop', 5, 1, false, '{}', 0, false, false, now(), "
             "gen_random_uuid(), 'race', '', now(), now()) RETURNING id",
             [client.pk],
-        ).fetchone()[0]
+        ).fetchone()
+        assert inserted is not None
+        first_id = inserted[0]
 
         def commit_soon() -> None:
             time.sleep(0.3)
