@@ -41,7 +41,7 @@ def reconcile(*, grace: timedelta = GRACE) -> ReconcileReport:
     stuck = Task.objects.filter(job_id__in=started).filter(
         Q(state=TaskState.QUEUED, updated_at__lt=now - grace)
         | Q(state=TaskState.RETRYING, next_attempt_at__lt=now - min(grace, timedelta(seconds=5)))
-        | Q(state=TaskState.RUNNING, heartbeat_at__lt=now - runner.STALE_AFTER)
+        | Q(state=TaskState.RUNNING, heartbeat_at__lt=now - runner.stale_after())
     )
     for task_id, queue in stuck.values_list("id", "queue"):
         # Touch the row so the next sweep waits another grace period for this message.

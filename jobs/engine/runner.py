@@ -32,9 +32,18 @@ from logs.services import job_log
 logger = logging.getLogger(__name__)
 
 PROGNAME = "worker"
-HEARTBEAT_SECONDS = 5.0
-# A running attempt whose heartbeat is older than this is presumed dead (its worker was killed).
-STALE_AFTER = timedelta(seconds=60)
+
+
+def heartbeat_seconds() -> float:
+    """How often a running task proves it is alive (``TASKENGINE_HEARTBEAT_SECONDS``, default 5)."""
+    return float(getattr(settings, "TASKENGINE_HEARTBEAT_SECONDS", 5.0))
+
+
+def stale_after() -> timedelta:
+    """A running attempt whose heartbeat is older than this is presumed dead (its worker was killed):
+    ``TASKENGINE_HEARTBEAT_STALE_SECONDS``, default 60, several heartbeats so a slow beat is not death."""
+    return timedelta(seconds=float(getattr(settings, "TASKENGINE_HEARTBEAT_STALE_SECONDS", 60.0)))
+
 NO_CLIENT_DEFINITIONS = "No client definitions. Using common definitions."
 
 
@@ -52,7 +61,7 @@ def claim(task_id: int) -> int | None:
     claimable = (
         Q(state=TaskState.QUEUED)
         | Q(state=TaskState.RETRYING, next_attempt_at__lte=now)
-        | Q(state=TaskState.RUNNING, heartbeat_at__lt=now - STALE_AFTER)
+        | Q(state=TaskState.RUNNING, heartbeat_at__lt=now - stale_after())
     )
     started_jobs = Job.objects.filter(queue_state=JobState.STARTED).values("id")
     updated = Task.objects.filter(claimable, pk=task_id, job_id__in=started_jobs).update(
@@ -102,7 +111,7 @@ class _Heartbeat:
 
     def loop(self) -> None:
         try:
-            while not self.stopped.wait(HEARTBEAT_SECONDS):
+            while not self.stopped.wait(heartbeat_seconds()):
                 try:
                     self.beat()
                 except Exception:
@@ -176,7 +185,7 @@ def run_task(task_id: int) -> None:
         outcome, error = "transient", str(exc) or type(exc).__name__
     finally:
         heartbeat.stopped.set()
-        thread.join(timeout=HEARTBEAT_SECONDS + 5)
+        thread.join(timeout=heartbeat_seconds() + 5)
     if not connection.in_atomic_block:
         # A long step may have outlived the server's idle timeout: re-check the connection first.
         close_old_connections()

@@ -14,7 +14,9 @@ Each process gets the environment of this run with ``DATABASE_URL`` pointing at 
 (``test_<name>``), the same ``REDIS_URL``, ``SECRET_KEY`` and ``TASKENGINE_BROKER_PREFIX`` (so its queues
 are this run's only), ``TASKENGINE_ALLOW_PRIVATE_URLS=true`` (receivers listen on loopback) and
 ``TASKENGINE_STORAGE_ROOT`` set to ``engine_processes.storage`` (a fresh folder, also put in Django's
-settings for the test process). ``extra_env`` adds or overrides variables per process.
+settings for the test process), and ``DJANGO_SETTINGS_MODULE=tests.e2e.worker_settings`` (the project's
+settings plus connection reuse and a short heartbeat: a task is presumed dead after 5 s without one).
+``extra_env`` adds or overrides variables per process.
 
 ``start_worker`` returns once the worker published its first heartbeat (``jobs.engine.monitor``), so it
 consumes its queues when it returns. At teardown the processes get SIGTERM (SIGKILL after 15 s) and
@@ -213,7 +215,8 @@ class EngineProcesses:
             self.stop(process)
 
 
-def _empty_queues() -> None:
+def empty_queues() -> None:
+    """Empty this run's queues in Redis, unacknowledged messages included (as a flushed Redis would)."""
     from jobs.engine import monitor
 
     client = monitor.redis_client()
@@ -231,6 +234,9 @@ def engine_processes(transactional_db: None, tmp_path: Path, settings: Any) -> I
     storage.mkdir()
     settings.TASKENGINE_STORAGE_ROOT = storage
     settings.TASKENGINE_ALLOW_PRIVATE_URLS = True
+    # The same heartbeat timing as the workers (tests/e2e/worker_settings.py), for engine calls made here.
+    settings.TASKENGINE_HEARTBEAT_SECONDS = 1.0
+    settings.TASKENGINE_HEARTBEAT_STALE_SECONDS = 5.0
     env = dict(os.environ)
     env.update(
         {
@@ -241,10 +247,10 @@ def engine_processes(transactional_db: None, tmp_path: Path, settings: Any) -> I
             "PYTHONUNBUFFERED": "1",
         }
     )
-    _empty_queues()
+    empty_queues()
     processes = EngineProcesses(tmp_path, env, storage)
     try:
         yield processes
     finally:
         processes.stop_all()
-        _empty_queues()
+        empty_queues()

@@ -112,7 +112,7 @@ def broker(
     db: None, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Broker]:
     # The heartbeat thread has its own connection, which cannot see this test's uncommitted rows.
-    monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 3600.0)
+    monkeypatch.setattr(runner, "heartbeat_seconds", lambda: 3600.0)
     b = Broker(django_capture_on_commit_callbacks)
     b.clear()
     yield b

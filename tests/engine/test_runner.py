@@ -347,7 +347,7 @@ def test_reconcile_reruns_a_task_whose_worker_died(submit: Callable[..., Job], b
     broker.round()
     broker.clear()
     task = job.tasks.get()
-    stale = timezone.now() - runner.STALE_AFTER - timedelta(seconds=1)
+    stale = timezone.now() - runner.stale_after() - timedelta(seconds=1)
     # Claimed by a worker that was then killed: running, heartbeat stale, message gone.
     Task.objects.filter(pk=task.pk).update(state=TaskState.RUNNING, attempts=1, heartbeat_at=stale)
     fresh = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING)
