@@ -7,8 +7,15 @@ from django.db.models.signals import post_migrate
 
 
 def _sync_after_migrate(**kwargs: Any) -> None:
+    from django.db import connections
+    from django_celery_beat.models import PeriodicTask
+
     from scheduling.beat import schedules_sync
 
+    # A partial migrate (one app, or back to zero) may leave beat's tables absent.
+    connection = connections[kwargs.get("using") or "default"]
+    if PeriodicTask._meta.db_table not in connection.introspection.table_names():
+        return
     schedules_sync()
 
 
