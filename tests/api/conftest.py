@@ -81,7 +81,7 @@ def assert_job_shape(body: dict[str, Any], fields: list[str], job: Any) -> None:
 
 
 @pytest.fixture
-def job_row(db):
+def job_row(db: Any) -> Any:
     """``job_row(client, **fields)``: a Job row in any state, for read endpoints."""
     from django.utils import timezone
 
@@ -97,11 +97,15 @@ def job_row(db):
 
 
 @pytest.fixture
-def submit():
+def submit() -> Any:
     """``submit(api, workflow="noop", parameters=..., **job_fields) -> response`` through POST /job."""
 
     def post(
-        api: Any, workflow: str = "noop", parameters: Any = None, headers: Any = None, **job: Any
+        api: Any,
+        workflow: str = "noop",
+        parameters: Any = None,
+        headers: Any = None,
+        **job: Any,
     ) -> Any:
         body = {
             "client": api.te_client.name,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -30,15 +32,15 @@ ENDPOINTS = [
 
 
 @pytest.fixture
-def target(api, submit):
+def target(api: Any, submit: Any) -> Any:
     return submit(api).json()["id"]
 
 
-def call(client, method, path, payload, job_id):
+def call(client: Any, method: Any, path: Any, payload: Any, job_id: Any) -> Any:
     return getattr(client, method)(path.format(id=job_id), payload, format="json")
 
 
-def assert_untouched(job_id):
+def assert_untouched(job_id: Any) -> Any:
     job = Job.objects.get(pk=job_id)
     assert (job.priority, job.queue_state) == (5, 0)
     assert Job.objects.count() == 1
@@ -46,7 +48,7 @@ def assert_untouched(job_id):
 
 
 @pytest.mark.parametrize(("method", "path", "payload"), ENDPOINTS)
-def test_no_key_answers_401_and_changes_nothing(target, method, path, payload):
+def test_no_key_answers_401_and_changes_nothing(target: Any, method: Any, path: Any, payload: Any) -> None:
     response = call(APIClient(), method, path, payload, target)
 
     assert response.status_code == 401
@@ -55,7 +57,9 @@ def test_no_key_answers_401_and_changes_nothing(target, method, path, payload):
 
 
 @pytest.mark.parametrize(("method", "path", "payload"), ENDPOINTS)
-def test_wrong_key_answers_401_and_changes_nothing(api, target, method, path, payload):
+def test_wrong_key_answers_401_and_changes_nothing(
+    api: Any, target: Any, method: Any, path: Any, payload: Any
+) -> None:
     wrong = APIClient()
     wrong.credentials(HTTP_CLIENT=api.te_client.name, HTTP_API_KEY=api.te_key[:-4] + "abcd")
 
@@ -67,7 +71,9 @@ def test_wrong_key_answers_401_and_changes_nothing(api, target, method, path, pa
 
 
 @pytest.mark.parametrize(("method", "path", "payload"), ENDPOINTS)
-def test_key_of_another_client_answers_401(api, target, make_client, method, path, payload):
+def test_key_of_another_client_answers_401(
+    api: Any, target: Any, make_client: Any, method: Any, path: Any, payload: Any
+) -> None:
     _other, other_key = make_client()
     mixed = APIClient()
     mixed.credentials(HTTP_CLIENT=api.te_client.name, HTTP_API_KEY=other_key)
@@ -78,7 +84,7 @@ def test_key_of_another_client_answers_401(api, target, make_client, method, pat
     assert_untouched(target)
 
 
-def test_revoked_key_answers_401(api, target):
+def test_revoked_key_answers_401(api: Any, target: Any) -> None:
     api_key_revoke(api_key=ApiKey.objects.get(client=api.te_client))
 
     response = api.get(f"/jobs/{target}")
@@ -90,7 +96,9 @@ def test_revoked_key_answers_401(api, target):
 @pytest.mark.parametrize(
     ("method", "path", "payload"), [e for e in ENDPOINTS if e[1] in ("/scheduler", "/settings")]
 )
-def test_operator_only_endpoints_answer_403_to_a_client(api, target, method, path, payload):
+def test_operator_only_endpoints_answer_403_to_a_client(
+    api: Any, target: Any, method: Any, path: Any, payload: Any
+) -> None:
     response = call(api, method, path, payload, target)
 
     assert response.status_code == 403
@@ -99,7 +107,9 @@ def test_operator_only_endpoints_answer_403_to_a_client(api, target, method, pat
 
 
 @pytest.mark.parametrize(("method", "path", "payload"), ENDPOINTS)
-def test_an_operator_may_use_every_endpoint_on_any_job(operator_api, target, method, path, payload):
+def test_an_operator_may_use_every_endpoint_on_any_job(
+    operator_api: Any, target: Any, method: Any, path: Any, payload: Any
+) -> None:
     response = call(operator_api, method, path, payload, target)
 
     assert response.status_code == 200, response.content

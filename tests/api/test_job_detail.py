@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -13,7 +14,7 @@ from tests.api.conftest import DETAIL_FIELDS, assert_job_shape
 
 
 @pytest.fixture
-def queued(api, submit):
+def queued(api: Any, submit: Any) -> Any:
     response = submit(api, parameters={"content_id": "c-9", "rest_endpoints": []}, priority=4)
     return Job.objects.get(pk=response.json()["id"])
 
@@ -21,14 +22,14 @@ def queued(api, submit):
 # --- GET ------------------------------------------------------------------------------------------------
 
 
-def test_detail_has_top_of_queue_and_parameters_in_the_reference_shape(api, queued):
+def test_detail_has_top_of_queue_and_parameters_in_the_reference_shape(api: Any, queued: Any) -> None:
     response = api.get(f"/jobs/{queued.pk}")
 
     assert response.status_code == 200
     assert_job_shape(response.json(), DETAIL_FIELDS, queued)
 
 
-def test_detail_of_an_unknown_or_foreign_job_answers_404(api, job_row, make_client):
+def test_detail_of_an_unknown_or_foreign_job_answers_404(api: Any, job_row: Any, make_client: Any) -> None:
     stranger, _ = make_client()
     theirs = job_row(stranger)
 
@@ -38,21 +39,21 @@ def test_detail_of_an_unknown_or_foreign_job_answers_404(api, job_row, make_clie
         assert list(response.json()) == ["error"]
 
 
-def test_operator_sees_any_job(operator_api, queued):
+def test_operator_sees_any_job(operator_api: Any, queued: Any) -> None:
     response = operator_api.get(f"/jobs/{queued.pk}")
 
     assert response.status_code == 200
     assert response.json()["client"] == queued.client.name
 
 
-def test_detail_needs_a_key(queued):
+def test_detail_needs_a_key(queued: Any) -> None:
     response = APIClient().get(f"/jobs/{queued.pk}")
 
     assert response.status_code == 401
     assert response.json() == {"error": "Unauthorised request."}
 
 
-def test_non_numeric_id_is_a_json_404(api):
+def test_non_numeric_id_is_a_json_404(api: Any) -> None:
     response = api.get("/jobs/abc")
 
     assert response.status_code == 404
@@ -63,7 +64,7 @@ def test_non_numeric_id_is_a_json_404(api):
 
 
 @pytest.mark.parametrize("method", ["put", "patch"])
-def test_pause_and_resume(api, queued, method):
+def test_pause_and_resume(api: Any, queued: Any, method: Any) -> None:
     send = getattr(api, method)
 
     paused = send(f"/jobs/{queued.pk}", {"queue_state": "paused"}, format="json")
@@ -76,14 +77,14 @@ def test_pause_and_resume(api, queued, method):
     assert Job.objects.get(pk=queued.pk).queue_state == JobState.QUEUED
 
 
-def test_break(api, queued):
+def test_break(api: Any, queued: Any) -> None:
     response = api.put(f"/jobs/{queued.pk}", {"queue_state": "broken"}, format="json")
 
     assert response.json() == {"id": queued.pk, "result": "Performed updates: queue_state"}
     assert Job.objects.get(pk=queued.pk).queue_state == JobState.BROKEN
 
 
-def test_the_reference_sample_payload(api, queued):
+def test_the_reference_sample_payload(api: Any, queued: Any) -> None:
     payload = {"client": api.te_client.name, "priority": "2", "run_at": "2040-09-09T14:30:00.000"}
 
     response = api.put(f"/jobs/{queued.pk}", payload, format="json")
@@ -100,7 +101,7 @@ def test_the_reference_sample_payload(api, queued):
 
 
 @pytest.mark.parametrize("spelling", ["semaphore_url", "sempahore_url", "semphore_url"])
-def test_semaphore_spellings_and_persist(api, queued, spelling):
+def test_semaphore_spellings_and_persist(api: Any, queued: Any, spelling: Any) -> None:
     response = api.patch(
         f"/jobs/{queued.pk}", {spelling: "https://example.com/open", "persist": True}, format="json"
     )
@@ -131,7 +132,9 @@ def test_semaphore_spellings_and_persist(api, queued, spelling):
         ({"client": "someone-else", "priority": 3}, ["client", "does not match"]),
     ],
 )
-def test_refused_updates_answer_400_with_id_and_reason_and_change_nothing(api, queued, payload, words):
+def test_refused_updates_answer_400_with_id_and_reason_and_change_nothing(
+    api: Any, queued: Any, payload: Any, words: Any
+) -> None:
     before = Job.objects.values().get(pk=queued.pk)
 
     response = api.put(f"/jobs/{queued.pk}", payload, format="json")
@@ -144,7 +147,7 @@ def test_refused_updates_answer_400_with_id_and_reason_and_change_nothing(api, q
     assert Job.objects.values().get(pk=queued.pk) == before
 
 
-def test_transition_the_state_machine_refuses_answers_400_with_id(api, job_row):
+def test_transition_the_state_machine_refuses_answers_400_with_id(api: Any, job_row: Any) -> None:
     done = job_row(api.te_client, queue_state=JobState.COMPLETED)
 
     response = api.put(f"/jobs/{done.pk}", {"queue_state": "paused"}, format="json")
@@ -155,7 +158,7 @@ def test_transition_the_state_machine_refuses_answers_400_with_id(api, job_row):
     assert Job.objects.get(pk=done.pk).queue_state == JobState.COMPLETED
 
 
-def test_resuming_a_job_that_is_not_paused_is_refused(api, queued):
+def test_resuming_a_job_that_is_not_paused_is_refused(api: Any, queued: Any) -> None:
     response = api.put(f"/jobs/{queued.pk}", {"queue_state": "queued"}, format="json")
 
     assert response.status_code == 400
@@ -165,7 +168,9 @@ def test_resuming_a_job_that_is_not_paused_is_refused(api, queued):
     }
 
 
-def test_update_of_foreign_or_unknown_job_answers_404_and_changes_nothing(api, job_row, make_client):
+def test_update_of_foreign_or_unknown_job_answers_404_and_changes_nothing(
+    api: Any, job_row: Any, make_client: Any
+) -> None:
     stranger, _ = make_client()
     theirs = job_row(stranger)
 
@@ -176,7 +181,7 @@ def test_update_of_foreign_or_unknown_job_answers_404_and_changes_nothing(api, j
     assert api.patch(f"/jobs/{theirs.pk + 1000}", {"priority": 1}, format="json").status_code == 404
 
 
-def test_operator_may_update_any_job_naming_either_client(operator_api, queued):
+def test_operator_may_update_any_job_naming_either_client(operator_api: Any, queued: Any) -> None:
     response = operator_api.put(
         f"/jobs/{queued.pk}", {"client": queued.client.name, "priority": 1}, format="json"
     )
@@ -185,7 +190,7 @@ def test_operator_may_update_any_job_naming_either_client(operator_api, queued):
     assert Job.objects.get(pk=queued.pk).priority == 1
 
 
-def test_update_needs_a_key(queued):
+def test_update_needs_a_key(queued: Any) -> None:
     response = APIClient().put(f"/jobs/{queued.pk}", {"priority": 1}, format="json")
 
     assert response.status_code == 401
@@ -195,7 +200,7 @@ def test_update_needs_a_key(queued):
 # --- rerun ------------------------------------------------------------------------------------------------
 
 
-def test_rerun_submits_a_copy_and_breaks_the_original(api, queued):
+def test_rerun_submits_a_copy_and_breaks_the_original(api: Any, queued: Any) -> None:
     response = api.post(f"/jobs/{queued.pk}/rerun")
 
     assert response.status_code == 200
@@ -213,7 +218,7 @@ def test_rerun_submits_a_copy_and_breaks_the_original(api, queued):
     assert Job.objects.get(pk=queued.pk).queue_state == JobState.BROKEN
 
 
-def test_rerun_of_a_completed_job(api, job_row):
+def test_rerun_of_a_completed_job(api: Any, job_row: Any) -> None:
     done = job_row(api.te_client, queue_state=JobState.COMPLETED, failed=True)
 
     response = api.post(f"/jobs/{done.pk}/rerun")
@@ -223,7 +228,9 @@ def test_rerun_of_a_completed_job(api, job_row):
     assert Job.objects.get(pk=response.json()["id"]).rerun_of_id == done.pk
 
 
-def test_rerun_of_foreign_or_unknown_job_answers_404_and_creates_nothing(api, job_row, make_client):
+def test_rerun_of_foreign_or_unknown_job_answers_404_and_creates_nothing(
+    api: Any, job_row: Any, make_client: Any
+) -> None:
     stranger, _ = make_client()
     theirs = job_row(stranger)
 
@@ -233,7 +240,7 @@ def test_rerun_of_foreign_or_unknown_job_answers_404_and_creates_nothing(api, jo
     assert Job.objects.get(pk=theirs.pk).queue_state == JobState.QUEUED
 
 
-def test_rerun_needs_a_key(queued):
+def test_rerun_needs_a_key(queued: Any) -> None:
     response = APIClient().post(f"/jobs/{queued.pk}/rerun")
 
     assert response.status_code == 401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -12,13 +13,13 @@ from jobs.states import JobState
 from tests.api.conftest import LIST_FIELDS, assert_job_shape
 
 
-def ids(response):
+def ids(response: Any) -> Any:
     assert response.status_code == 200, response.content
     return [item["id"] for item in response.json()]
 
 
 @pytest.fixture
-def jobs(api, job_row):
+def jobs(api: Any, job_row: Any) -> Any:
     """Seven jobs of the api client, one per state, created a day apart (oldest first)."""
     client = api.te_client
     start = datetime(2020, 9, 20, 12, tzinfo=UTC)
@@ -39,7 +40,7 @@ def jobs(api, job_row):
     return rows
 
 
-def test_default_is_the_last_ten_jobs_newest_first_in_the_reference_shape(api, job_row):
+def test_default_is_the_last_ten_jobs_newest_first_in_the_reference_shape(api: Any, job_row: Any) -> None:
     made = [job_row(api.te_client) for _ in range(12)]
 
     response = api.get("/jobs")
@@ -49,12 +50,12 @@ def test_default_is_the_last_ten_jobs_newest_first_in_the_reference_shape(api, j
     assert_job_shape(first, LIST_FIELDS, made[-1])
 
 
-def test_limit(api, jobs):
+def test_limit(api: Any, jobs: Any) -> None:
     assert len(ids(api.get("/jobs?limit=3"))) == 3
     assert len(ids(api.get("/jobs?limit=100"))) == 7
 
 
-def test_limit_is_capped(api, job_row, monkeypatch):
+def test_limit_is_capped(api: Any, job_row: Any, monkeypatch: Any) -> None:
     from jobs import filters
 
     monkeypatch.setattr(filters, "MAX_LIMIT", 4)
@@ -64,7 +65,7 @@ def test_limit_is_capped(api, job_row, monkeypatch):
     assert len(ids(api.get("/jobs?limit=5000"))) == 4
 
 
-def test_order_by_and_asc(api, jobs):
+def test_order_by_and_asc(api: Any, jobs: Any) -> None:
     by_priority = ids(api.get("/jobs?order_by=priority&asc=1&limit=100"))
     assert by_priority == [job.pk for job in sorted(jobs, key=lambda j: j.priority)]
     descending = ids(api.get("/jobs?order_by=priority&asc=0&limit=100"))
@@ -76,11 +77,11 @@ def test_order_by_and_asc(api, jobs):
 
 
 @pytest.mark.parametrize("state", list(JobState))
-def test_state(api, jobs, state):
+def test_state(api: Any, jobs: Any, state: Any) -> None:
     assert ids(api.get(f"/jobs?state={state.value}")) == [jobs[state.value].pk]
 
 
-def test_from_and_to_on_created_at(api, jobs):
+def test_from_and_to_on_created_at(api: Any, jobs: Any) -> None:
     assert ids(api.get("/jobs?from=2020-09-24T00:00:00.000Z&limit=100")) == [j.pk for j in reversed(jobs[4:])]
     assert ids(api.get("/jobs?to=2020-09-21T12:00:00.000&limit=100")) == [jobs[1].pk, jobs[0].pk]
     # A bare date in "to" takes in that whole day.
@@ -89,7 +90,7 @@ def test_from_and_to_on_created_at(api, jobs):
     assert ids(api.get("/jobs?from=2020-09-22T14:00:00%2B02:00&to=2020-09-22T12:00:00Z")) == [jobs[2].pk]
 
 
-def test_failed_alone_and_with_a_state(api, jobs, job_row):
+def test_failed_alone_and_with_a_state(api: Any, jobs: Any, job_row: Any) -> None:
     # A broken job that had failed before is not "failed" in the reference's sense: only state 2 is.
     job_row(api.te_client, queue_state=JobState.BROKEN, failed=True)
     completed = jobs[JobState.COMPLETED]
@@ -102,20 +103,20 @@ def test_failed_alone_and_with_a_state(api, jobs, job_row):
     assert ids(api.get("/jobs?failed=0&state=0")) == [jobs[0].pk]
 
 
-def test_search_inside_parameters(api, jobs):
+def test_search_inside_parameters(api: Any, jobs: Any) -> None:
     assert ids(api.get("/jobs?search=content-3")) == [jobs[3].pk]
     assert ids(api.get("/jobs?search=FOLDER-5")) == [jobs[5].pk]
     assert ids(api.get("/jobs?search=content-")) == [job.pk for job in reversed(jobs)]
     assert ids(api.get("/jobs?search=100%25")) == []
 
 
-def test_job_ids(api, jobs):
+def test_job_ids(api: Any, jobs: Any) -> None:
     wanted = f"{jobs[1].pk},{jobs[4].pk}"
     assert ids(api.get(f"/jobs?job_ids={wanted}")) == [jobs[4].pk, jobs[1].pk]
     assert ids(api.get(f"/jobs?job_ids={jobs[2].pk}")) == [jobs[2].pk]
 
 
-def test_client_filter(api, jobs, operator_api, job_row):
+def test_client_filter(api: Any, jobs: Any, operator_api: Any, job_row: Any) -> None:
     other = job_row(operator_api.te_client)
 
     assert ids(operator_api.get(f"/jobs?client={api.te_client.name}&limit=100")) == [
@@ -125,13 +126,13 @@ def test_client_filter(api, jobs, operator_api, job_row):
     assert ids(operator_api.get("/jobs?client=nobody")) == []
 
 
-def test_persist(api, jobs):
+def test_persist(api: Any, jobs: Any) -> None:
     assert ids(api.get("/jobs?persist=1&limit=100")) == [j.pk for j in reversed(jobs) if j.persist]
     assert ids(api.get("/jobs?persist=0&limit=100")) == [j.pk for j in reversed(jobs) if not j.persist]
     assert ids(api.get("/jobs?persist=true&limit=100")) == ids(api.get("/jobs?persist=1&limit=100"))
 
 
-def test_parameters_combined(api, jobs):
+def test_parameters_combined(api: Any, jobs: Any) -> None:
     query = (
         f"/jobs?client={api.te_client.name}&persist=1&from=2020-09-21&to=2020-09-26"
         f"&search=content&order_by=priority&asc=1&limit=2&job_ids={','.join(str(j.pk) for j in jobs)}"
@@ -165,7 +166,7 @@ def test_parameters_combined(api, jobs):
         ("client=%00", "client"),
     ],
 )
-def test_malformed_values_answer_400_naming_the_parameter(api, query, name):
+def test_malformed_values_answer_400_naming_the_parameter(api: Any, query: Any, name: Any) -> None:
     response = api.get(f"/jobs?{query}")
 
     assert response.status_code == 400
@@ -173,7 +174,7 @@ def test_malformed_values_answer_400_naming_the_parameter(api, query, name):
     assert error.startswith(f"{name}: "), error
 
 
-def test_without_a_key_answers_401(db, job_row, make_client):
+def test_without_a_key_answers_401(db: Any, job_row: Any, make_client: Any) -> None:
     client, _ = make_client()
     job_row(client)
 
@@ -183,7 +184,7 @@ def test_without_a_key_answers_401(db, job_row, make_client):
     assert response.json() == {"error": "Unauthorised request."}
 
 
-def test_wrong_key_answers_401(api):
+def test_wrong_key_answers_401(api: Any) -> None:
     wrong = APIClient()
     wrong.credentials(HTTP_CLIENT=api.te_client.name, HTTP_API_KEY="te_000000000000_nope")
 
@@ -193,7 +194,9 @@ def test_wrong_key_answers_401(api):
     assert response.json() == {"error": "Unauthorised request."}
 
 
-def test_public_job_list_setting_opens_the_listing(db, job_row, make_client, settings):
+def test_public_job_list_setting_opens_the_listing(
+    db: Any, job_row: Any, make_client: Any, settings: Any
+) -> None:
     settings.TASKENGINE_PUBLIC_JOB_LIST = True
     first, _ = make_client()
     second, _ = make_client()
@@ -204,7 +207,9 @@ def test_public_job_list_setting_opens_the_listing(db, job_row, make_client, set
     assert ids(response) == [b.pk, a.pk]
 
 
-def test_non_operator_sees_only_its_own_jobs_operator_sees_all(api, operator_api, job_row, make_client):
+def test_non_operator_sees_only_its_own_jobs_operator_sees_all(
+    api: Any, operator_api: Any, job_row: Any, make_client: Any
+) -> None:
     stranger, _ = make_client()
     mine = job_row(api.te_client)
     theirs = job_row(stranger)
@@ -215,7 +220,7 @@ def test_non_operator_sees_only_its_own_jobs_operator_sees_all(api, operator_api
     assert ids(operator_api.get("/jobs")) == [theirs.pk, mine.pk]
 
 
-def test_offsets_postgres_cannot_take_are_converted_to_utc(api, jobs):
+def test_offsets_postgres_cannot_take_are_converted_to_utc(api: Any, jobs: Any) -> None:
     # Found by schemathesis: "-22:24" is valid ISO 8601 but beyond Postgres' ±15:59.
     response = api.get("/jobs?from=0554-10-23T03:18:17-22:24&to=2020-09-20T13:00:00%2B23:00&limit=100")
 
@@ -226,7 +231,7 @@ def test_offsets_postgres_cannot_take_are_converted_to_utc(api, jobs):
 @pytest.mark.parametrize(
     "name", ["limit", "order_by", "asc", "state", "from", "to", "failed", "job_ids", "persist"]
 )
-def test_percent_signs_in_malformed_values_are_reported_not_crashing(api, name):
+def test_percent_signs_in_malformed_values_are_reported_not_crashing(api: Any, name: Any) -> None:
     # Found by schemathesis: a value such as "%s" inside an error message broke django-filter's formatting.
     response = api.get(f"/jobs?{name}=%25s%25d%25")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -13,7 +14,7 @@ from jobs.states import JobState
 from logs.models import LogEntry
 
 
-def test_submission_answers_accepted_with_an_integer_id_and_creates_the_job(api, submit):
+def test_submission_answers_accepted_with_an_integer_id_and_creates_the_job(api: Any, submit: Any) -> None:
     response = submit(api, parameters={"content_id": "abc", "folder": "f1"}, priority="3")
 
     assert response.status_code == 200
@@ -29,7 +30,7 @@ def test_submission_answers_accepted_with_an_integer_id_and_creates_the_job(api,
     assert job.persist is False
 
 
-def test_submission_writes_the_creation_log_entry_with_masked_key(api, submit):
+def test_submission_writes_the_creation_log_entry_with_masked_key(api: Any, submit: Any) -> None:
     job_id = submit(api).json()["id"]
 
     entry = LogEntry.objects.get(job_id=job_id)
@@ -43,7 +44,7 @@ def test_submission_writes_the_creation_log_entry_with_masked_key(api, submit):
     assert set(message["headers"]["HTTP_API_KEY"][:-4]) == {"*"}
 
 
-def test_run_at_in_the_future_schedules_the_job_and_accepts_z_and_offsets(api, submit):
+def test_run_at_in_the_future_schedules_the_job_and_accepts_z_and_offsets(api: Any, submit: Any) -> None:
     plain = submit(api, run_at="2040-06-06T10:00:00.000").json()["id"]
     zulu = submit(api, run_at="2040-06-06T10:00:00.000Z").json()["id"]
     offset = submit(api, run_at="2040-06-06T12:00:00.000+02:00").json()["id"]
@@ -60,7 +61,7 @@ def test_run_at_in_the_future_schedules_the_job_and_accepts_z_and_offsets(api, s
 
 
 @pytest.mark.parametrize("spelling", ["semaphore_url", "sempahore_url", "semphore_url"])
-def test_each_semaphore_spelling_is_stored_as_semaphore_url(api, submit, spelling):
+def test_each_semaphore_spelling_is_stored_as_semaphore_url(api: Any, submit: Any, spelling: Any) -> None:
     job_id = submit(api, **{spelling: "https://example.com/ready"}).json()["id"]
 
     job = Job.objects.get(pk=job_id)
@@ -68,14 +69,14 @@ def test_each_semaphore_spelling_is_stored_as_semaphore_url(api, submit, spellin
     assert job.queue_state == JobState.PENDING
 
 
-def test_persist_and_integer_priority_are_stored(api, submit):
+def test_persist_and_integer_priority_are_stored(api: Any, submit: Any) -> None:
     job_id = submit(api, persist=True, priority=10).json()["id"]
 
     job = Job.objects.get(pk=job_id)
     assert (job.persist, job.priority) == (True, 10)
 
 
-def test_body_client_may_be_left_out(api):
+def test_body_client_may_be_left_out(api: Any) -> None:
     response = api.post("/job", {"job": {"workflow": "noop"}, "parameters": {}}, format="json")
 
     assert response.status_code == 200
@@ -128,7 +129,9 @@ INVALID = [
 
 
 @pytest.mark.parametrize(("body", "field"), INVALID)
-def test_invalid_input_answers_400_naming_the_field_and_creates_nothing(api, settings, body, field):
+def test_invalid_input_answers_400_naming_the_field_and_creates_nothing(
+    api: Any, settings: Any, body: Any, field: Any
+) -> None:
     settings.TASKENGINE_ALLOW_PRIVATE_URLS = False
 
     response = api.post("/job", body, format="json")
@@ -140,7 +143,7 @@ def test_invalid_input_answers_400_naming_the_field_and_creates_nothing(api, set
     assert LogEntry.objects.count() == 0
 
 
-def test_body_client_must_match_the_header(api, make_client):
+def test_body_client_must_match_the_header(api: Any, make_client: Any) -> None:
     other, _ = make_client()
 
     response = api.post("/job", {"client": other.name, "job": {"workflow": "noop"}}, format="json")
@@ -150,14 +153,14 @@ def test_body_client_must_match_the_header(api, make_client):
     assert Job.objects.count() == 0
 
 
-def test_malformed_json_answers_400(api):
+def test_malformed_json_answers_400(api: Any) -> None:
     response = api.post("/job", data='{"job": ', content_type="application/json")
 
     assert response.status_code == 400
     assert response.json()["error"].startswith("Malformed request body")
 
 
-def test_idempotency_key_returns_the_first_job(api, submit):
+def test_idempotency_key_returns_the_first_job(api: Any, submit: Any) -> None:
     headers = {"HTTP_IDEMPOTENCY_KEY": "order-42"}
     first = submit(api, headers=headers)
     second = submit(api, headers=headers)
@@ -168,9 +171,9 @@ def test_idempotency_key_returns_the_first_job(api, submit):
     assert Job.objects.get().idempotency_key == "order-42"
 
 
-def test_idempotency_keys_are_per_client(api, submit, make_client):
+def test_idempotency_keys_are_per_client(api: Any, submit: Any, make_client: Any) -> None:
     other, key = make_client()
-    other_api = APIClient()
+    other_api: Any = APIClient()
     other_api.credentials(HTTP_CLIENT=other.name, HTTP_API_KEY=key)
     other_api.te_client = other
     headers = {"HTTP_IDEMPOTENCY_KEY": "same"}
@@ -182,7 +185,7 @@ def test_idempotency_keys_are_per_client(api, submit, make_client):
     assert Job.objects.get(pk=theirs).client == other
 
 
-def test_overlong_idempotency_key_is_refused(api, submit):
+def test_overlong_idempotency_key_is_refused(api: Any, submit: Any) -> None:
     response = submit(api, headers={"HTTP_IDEMPOTENCY_KEY": "k" * 201})
 
     assert response.status_code == 400
@@ -190,7 +193,7 @@ def test_overlong_idempotency_key_is_refused(api, submit):
     assert Job.objects.count() == 0
 
 
-def test_submission_without_or_with_a_wrong_key_answers_401(api, submit):
+def test_submission_without_or_with_a_wrong_key_answers_401(api: Any, submit: Any) -> None:
     anonymous = APIClient()
     wrong = APIClient()
     wrong.credentials(HTTP_CLIENT=api.te_client.name, HTTP_API_KEY=api.te_key[:-1] + "x")
@@ -203,7 +206,7 @@ def test_submission_without_or_with_a_wrong_key_answers_401(api, submit):
     assert Job.objects.count() == 0
 
 
-def test_get_on_job_is_not_allowed(api):
+def test_get_on_job_is_not_allowed(api: Any) -> None:
     response = api.get("/job")
 
     assert response.status_code == 405

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -23,7 +25,7 @@ LOG_FIELDS = [
 ]
 
 
-def test_logs_in_the_reference_shape_ordered_by_id_visible_only(api, submit):
+def test_logs_in_the_reference_shape_ordered_by_id_visible_only(api: Any, submit: Any) -> None:
     job_id = submit(api).json()["id"]
     job_log(job_id, "Task 'noop' started", progname="worker", task_id=24100)
     job_log(job_id, "internal detail", progname="worker", task_id=24100, visible=False)
@@ -46,7 +48,7 @@ def test_logs_in_the_reference_shape_ordered_by_id_visible_only(api, submit):
     assert entries[1]["task_id"] == 24100
 
 
-def test_show_all_includes_hidden_entries(api, submit):
+def test_show_all_includes_hidden_entries(api: Any, submit: Any) -> None:
     job_id = submit(api).json()["id"]
     job_log(job_id, "internal detail", progname="worker", visible=False)
 
@@ -59,7 +61,7 @@ def test_show_all_includes_hidden_entries(api, submit):
 
 
 @pytest.mark.parametrize("value", ["maybe", "2", "%25s%25d"])
-def test_malformed_show_all_answers_400_with_the_job_id(api, submit, value):
+def test_malformed_show_all_answers_400_with_the_job_id(api: Any, submit: Any, value: Any) -> None:
     job_id = submit(api).json()["id"]
 
     response = api.get(f"/logs/{job_id}?show_all={value}")
@@ -70,7 +72,7 @@ def test_malformed_show_all_answers_400_with_the_job_id(api, submit, value):
     assert body["error"].startswith("show_all: must be 1 or 0")
 
 
-def test_logs_of_foreign_or_unknown_job_answer_404(api, job_row, make_client):
+def test_logs_of_foreign_or_unknown_job_answer_404(api: Any, job_row: Any, make_client: Any) -> None:
     stranger, _ = make_client()
     theirs = job_row(stranger)
     job_log(theirs.pk, "secret", progname="worker")
@@ -81,7 +83,7 @@ def test_logs_of_foreign_or_unknown_job_answer_404(api, job_row, make_client):
         assert "secret" not in response.content.decode()
 
 
-def test_operator_reads_any_log(operator_api, job_row, make_client):
+def test_operator_reads_any_log(operator_api: Any, job_row: Any, make_client: Any) -> None:
     stranger, _ = make_client()
     theirs = job_row(stranger)
     job_log(theirs.pk, "visible to operators", progname="worker")
@@ -91,7 +93,7 @@ def test_operator_reads_any_log(operator_api, job_row, make_client):
     assert [entry["message"] for entry in response.json()] == ["visible to operators"]
 
 
-def test_logs_need_a_key(api, submit):
+def test_logs_need_a_key(api: Any, submit: Any) -> None:
     job_id = submit(api).json()["id"]
 
     response = APIClient().get(f"/logs/{job_id}")

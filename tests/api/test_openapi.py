@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework.test import APIClient
 
 EXPECTED = {
@@ -19,7 +21,7 @@ EXPECTED = {
 }
 
 
-def schema():
+def schema() -> Any:
     response = APIClient().get("/openapi.json")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/vnd.oai.openapi+json") or response[
@@ -28,14 +30,14 @@ def schema():
     return response.json()
 
 
-def test_schema_describes_every_endpoint_and_method(db):
+def test_schema_describes_every_endpoint_and_method(db: Any) -> None:
     document = schema()
 
     assert document["openapi"].startswith("3.")
     assert {path: set(ops) for path, ops in document["paths"].items()} == EXPECTED
 
 
-def test_security_schemes_are_the_client_and_api_key_headers(db):
+def test_security_schemes_are_the_client_and_api_key_headers(db: Any) -> None:
     document = schema()
 
     schemes = document["components"]["securitySchemes"]
@@ -53,7 +55,7 @@ def test_security_schemes_are_the_client_and_api_key_headers(db):
             assert "401" in operation["responses"], (method, path)
 
 
-def test_documented_responses_and_parameters(db):
+def test_documented_responses_and_parameters(db: Any) -> None:
     paths = schema()["paths"]
 
     assert {p["name"] for p in paths["/jobs"]["get"]["parameters"]} == {
@@ -80,7 +82,7 @@ def test_documented_responses_and_parameters(db):
     assert submit == {"$ref": "#/components/schemas/JobSubmit"}
 
 
-def test_request_schemas_refuse_unknown_fields(db):
+def test_request_schemas_refuse_unknown_fields(db: Any) -> None:
     schemas = schema()["components"]["schemas"]
 
     for name in ("JobSubmit", "JobSpec", "JobUpdate", "SettingChange", "SchedulerChange"):
@@ -96,7 +98,7 @@ def test_request_schemas_refuse_unknown_fields(db):
     }
 
 
-def test_docs_page(db):
+def test_docs_page(db: Any) -> None:
     response = APIClient().get("/docs")
 
     assert response.status_code == 200

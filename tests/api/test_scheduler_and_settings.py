@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
@@ -22,7 +24,7 @@ REFERENCE_SCHEDULE = {
 # --- /schedules and /scheduler ----------------------------------------------------------------------------
 
 
-def test_schedules_in_the_reference_shape(api):
+def test_schedules_in_the_reference_shape(api: Any) -> None:
     response = api.get("/schedules")
 
     assert response.status_code == 200
@@ -33,11 +35,11 @@ def test_schedules_in_the_reference_shape(api):
         assert list(schedule) == ["class", "every", "queue", "description"]
 
 
-def test_schedules_need_a_key(db):
+def test_schedules_need_a_key(db: Any) -> None:
     assert APIClient().get("/schedules").status_code == 401
 
 
-def test_operator_disables_and_enables_a_schedule(operator_api):
+def test_operator_disables_and_enables_a_schedule(operator_api: Any) -> None:
     off = operator_api.put("/scheduler", {"schedule": "queue_scheduled_jobs", "active": False}, format="json")
 
     assert off.status_code == 200
@@ -65,7 +67,7 @@ def test_operator_disables_and_enables_a_schedule(operator_api):
         ({"schedule": "queue_scheduled_jobs", "active": False, "when": "now"}, "when"),
     ],
 )
-def test_scheduler_refusals_answer_400(operator_api, payload, field):
+def test_scheduler_refusals_answer_400(operator_api: Any, payload: Any, field: Any) -> None:
     response = operator_api.put("/scheduler", payload, format="json")
 
     assert response.status_code == 400
@@ -73,7 +75,7 @@ def test_scheduler_refusals_answer_400(operator_api, payload, field):
     assert PeriodicTask.objects.get(name="queue_scheduled_jobs").enabled is True
 
 
-def test_scheduler_is_for_operators_only(api):
+def test_scheduler_is_for_operators_only(api: Any) -> None:
     response = api.put("/scheduler", {"schedule": "queue_scheduled_jobs", "active": False}, format="json")
 
     assert response.status_code == 403
@@ -85,7 +87,7 @@ def test_scheduler_is_for_operators_only(api):
 # --- /settings ----------------------------------------------------------------------------------------------
 
 
-def test_post_settings_creates_then_updates(operator_api):
+def test_post_settings_creates_then_updates(operator_api: Any) -> None:
     created = operator_api.post("/settings", {"name": "max_jobs", "setting": "4"}, format="json")
     updated = operator_api.post("/settings", {"name": "max_jobs", "setting": 6}, format="json")
 
@@ -95,7 +97,7 @@ def test_post_settings_creates_then_updates(operator_api):
     assert setting_get_int("max_jobs") == 6
 
 
-def test_free_form_setting(operator_api):
+def test_free_form_setting(operator_api: Any) -> None:
     response = operator_api.post("/settings", {"name": "banner", "setting": "hello"}, format="json")
 
     assert response.json() == {"result": "ok", "message": "banner setting created"}
@@ -118,7 +120,7 @@ def test_free_form_setting(operator_api):
         ({"name": "max_jobs", "setting": 3, "scope": "all"}, "scope"),
     ],
 )
-def test_settings_refusals_answer_400_and_store_nothing(operator_api, payload, field):
+def test_settings_refusals_answer_400_and_store_nothing(operator_api: Any, payload: Any, field: Any) -> None:
     response = operator_api.post("/settings", payload, format="json")
 
     assert response.status_code == 400
@@ -126,7 +128,7 @@ def test_settings_refusals_answer_400_and_store_nothing(operator_api, payload, f
     assert Setting.objects.count() == 0
 
 
-def test_settings_are_for_operators_only(api):
+def test_settings_are_for_operators_only(api: Any) -> None:
     response = api.post("/settings", {"name": "max_jobs", "setting": 9}, format="json")
 
     assert response.status_code == 403
@@ -135,7 +137,7 @@ def test_settings_are_for_operators_only(api):
     assert Setting.objects.count() == 0
 
 
-def test_get_settings_lists_every_setting_with_value_and_default(operator_api):
+def test_get_settings_lists_every_setting_with_value_and_default(operator_api: Any) -> None:
     operator_api.post("/settings", {"name": "max_jobs", "setting": 7}, format="json")
     operator_api.post("/settings", {"name": "banner", "setting": "hi"}, format="json")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -27,7 +28,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def assert_health_shape(body):
+def assert_health_shape(body: Any) -> Any:
     assert list(body) == ["version", "databases", "queues", "tasks", "jobs"]
     assert body["version"] == VERSION
     assert set(body["databases"]) == {"redis", "postgres"}
@@ -43,7 +44,7 @@ def assert_health_shape(body):
 # --- /health --------------------------------------------------------------------------------------------
 
 
-def test_health_reports_ok_and_counts_jobs_per_state(api, job_row, make_client):
+def test_health_reports_ok_and_counts_jobs_per_state(api: Any, job_row: Any, make_client: Any) -> None:
     other, _ = make_client()
     for state in JobState:
         job_row(other, queue_state=state)
@@ -72,14 +73,14 @@ def test_health_reports_ok_and_counts_jobs_per_state(api, job_row, make_client):
     }
 
 
-def test_health_needs_a_key(db):
+def test_health_needs_a_key(db: Any) -> None:
     response = APIClient().get("/health")
 
     assert response.status_code == 401
     assert response.json() == {"error": "Unauthorised request."}
 
 
-def test_health_answers_503_naming_redis_when_it_is_down(api, monkeypatch):
+def test_health_answers_503_naming_redis_when_it_is_down(api: Any, monkeypatch: Any) -> None:
     from jobs.engine import monitor
 
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1, socket_timeout=1)
@@ -95,7 +96,7 @@ def test_health_answers_503_naming_redis_when_it_is_down(api, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_health_answers_503_naming_postgres_when_it_is_down(make_client):
+def test_health_answers_503_naming_postgres_when_it_is_down(make_client: Any) -> None:
     client, key = make_client()
     api = APIClient()
     api.credentials(HTTP_CLIENT=client.name, HTTP_API_KEY=key)
@@ -122,7 +123,7 @@ def test_health_answers_503_naming_postgres_when_it_is_down(make_client):
 # --- /dashboard -----------------------------------------------------------------------------------------
 
 
-def test_dashboard_shape_lists_and_dispatch_order(api, job_row):
+def test_dashboard_shape_lists_and_dispatch_order(api: Any, job_row: Any) -> None:
     client = api.te_client
     now = timezone.now()
     started = job_row(client, queue_state=JobState.STARTED, started_at=now)
@@ -150,7 +151,9 @@ def test_dashboard_shape_lists_and_dispatch_order(api, job_row):
     assert_job_shape(body["queued"][0], SUMMARY_FIELDS, Job.objects.get(pk=pushed.pk))
 
 
-def test_dashboard_lists_only_own_jobs_for_a_non_operator(api, operator_api, job_row, make_client):
+def test_dashboard_lists_only_own_jobs_for_a_non_operator(
+    api: Any, operator_api: Any, job_row: Any, make_client: Any
+) -> None:
     stranger, _ = make_client()
     mine = job_row(api.te_client)
     theirs = job_row(stranger)
@@ -162,7 +165,7 @@ def test_dashboard_lists_only_own_jobs_for_a_non_operator(api, operator_api, job
     assert {job["id"] for job in every["queued"]} == {mine.pk, theirs.pk}
 
 
-def test_dashboard_needs_a_key(db):
+def test_dashboard_needs_a_key(db: Any) -> None:
     response = APIClient().get("/dashboard")
 
     assert response.status_code == 401

@@ -28,7 +28,7 @@ def authed(client: Any, key: str) -> APIClient:
 
 
 @pytest.fixture
-def world(make_client):
+def world(make_client: Any) -> Any:
     a, a_key = make_client("client-a")
     b, b_key = make_client("client-b")
     api_a, api_b = authed(a, a_key), authed(b, b_key)
@@ -65,7 +65,7 @@ def snapshot(client: Any) -> Any:
     return jobs, logs
 
 
-def test_no_endpoint_leaks_another_clients_jobs_or_logs(world):
+def test_no_endpoint_leaks_another_clients_jobs_or_logs(world: Any) -> None:
     api_a, b, b_ids = world["api_a"], world["b"], world["b_ids"]
     before = snapshot(b)
     answers: list[tuple[str, Any]] = []
@@ -167,7 +167,7 @@ def _ids_in(body: Any) -> set[int]:
     return ids
 
 
-def test_operator_sees_both_clients(world, operator_api):
+def test_operator_sees_both_clients(world: Any, operator_api: Any) -> None:
     response = operator_api.get("/jobs?limit=100")
 
     assert {job["id"] for job in response.json()} == {*world["b_ids"], world["a_id"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -15,15 +16,15 @@ from jobs.models import Job
 from settings_app.models import Setting
 
 
-def body(parameters):
+def body(parameters: Any) -> Any:
     return {"job": {"workflow": "noop"}, "parameters": parameters}
 
 
-def post_raw(api, path, raw: bytes, method="post"):
+def post_raw(api: Any, path: Any, raw: bytes, method: Any = "post") -> Any:
     return getattr(api, method)(path, data=raw, content_type="application/json")
 
 
-def test_oversize_body_answers_413_and_creates_nothing(api, settings):
+def test_oversize_body_answers_413_and_creates_nothing(api: Any, settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
     raw = json.dumps(body({"blob": "x" * 5000})).encode()
 
@@ -34,7 +35,7 @@ def test_oversize_body_answers_413_and_creates_nothing(api, settings):
     assert Job.objects.count() == 0
 
 
-def test_body_just_under_the_limit_is_accepted(api, settings):
+def test_body_just_under_the_limit_is_accepted(api: Any, settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
     raw = json.dumps(body({"blob": "x" * 3900})).encode()
     assert len(raw) < 4096
@@ -42,7 +43,7 @@ def test_body_just_under_the_limit_is_accepted(api, settings):
     assert post_raw(api, "/job", raw).status_code == 200
 
 
-def test_body_longer_than_its_declared_length_is_cut_at_the_limit(api, settings):
+def test_body_longer_than_its_declared_length_is_cut_at_the_limit(api: Any, settings: Any) -> None:
     # A lying Content-Length cannot smuggle a larger body: reading stops at limit + 1 bytes.
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
     raw = json.dumps(body({"blob": "x" * 10_000})).encode()
@@ -58,7 +59,9 @@ def test_body_longer_than_its_declared_length_is_cut_at_the_limit(api, settings)
     ("method", "path"),
     [("put", "/jobs/1"), ("patch", "/jobs/1"), ("post", "/settings"), ("put", "/scheduler")],
 )
-def test_oversize_body_on_every_writing_endpoint_answers_413(operator_api, settings, method, path):
+def test_oversize_body_on_every_writing_endpoint_answers_413(
+    operator_api: Any, settings: Any, method: Any, path: Any
+) -> None:
     job = Job.objects.create(client=operator_api.te_client, workflow="noop", run_at=timezone.now())
     path = path.replace("/1", f"/{job.pk}")
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
@@ -69,7 +72,7 @@ def test_oversize_body_on_every_writing_endpoint_answers_413(operator_api, setti
     assert Setting.objects.count() == 0
 
 
-def test_too_many_rest_endpoints_answer_400(api):
+def test_too_many_rest_endpoints_answer_400(api: Any) -> None:
     urls = [f"https://hooks.example.com/{n}" for n in range(11)]
 
     response = api.post("/job", body({"rest_endpoints": urls}), format="json")
@@ -81,7 +84,7 @@ def test_too_many_rest_endpoints_answer_400(api):
 
 
 @pytest.mark.parametrize("depth", [33, 200, 5_000, 200_000])
-def test_over_deep_json_answers_400(api, depth):
+def test_over_deep_json_answers_400(api: Any, depth: Any) -> None:
     raw = (
         '{"job": {"workflow": "noop"}, "parameters": {"deep": ' + "[" * depth + "]" * depth + "}}"
     ).encode()
@@ -93,7 +96,7 @@ def test_over_deep_json_answers_400(api, depth):
     assert Job.objects.count() == 0
 
 
-def test_json_at_the_depth_limit_is_accepted(api):
+def test_json_at_the_depth_limit_is_accepted(api: Any) -> None:
     # body (1) > parameters (2) > deep (3) > 29 more lists = 32 levels.
     raw = ('{"job": {"workflow": "noop"}, "parameters": {"deep": ' + "[" * 30 + "]" * 30 + "}}").encode()
 
@@ -112,7 +115,7 @@ def test_json_at_the_depth_limit_is_accepted(api):
         b"",
     ],
 )
-def test_bodies_postgres_or_json_cannot_hold_answer_400(api, raw):
+def test_bodies_postgres_or_json_cannot_hold_answer_400(api: Any, raw: Any) -> None:
     response = post_raw(api, "/job", raw)
 
     assert response.status_code == 400
@@ -120,7 +123,7 @@ def test_bodies_postgres_or_json_cannot_hold_answer_400(api, raw):
     assert Job.objects.count() == 0
 
 
-def test_too_many_query_parameters_answer_a_json_400(api, settings):
+def test_too_many_query_parameters_answer_a_json_400(api: Any, settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 50
     query = "&".join(f"p{n}=1" for n in range(60))
 
@@ -130,14 +133,16 @@ def test_too_many_query_parameters_answer_a_json_400(api, settings):
     assert "DATA_UPLOAD_MAX_NUMBER_FIELDS" in response.json()["error"]
 
 
-def test_unknown_path_answers_a_json_404(api):
+def test_unknown_path_answers_a_json_404(api: Any) -> None:
     response = api.get("/no/such/path")
 
     assert response.status_code == 404
     assert response.json() == {"error": "Not found."}
 
 
-def test_rate_limit_answers_429_with_retry_after_per_client(api, make_client, settings):
+def test_rate_limit_answers_429_with_retry_after_per_client(
+    api: Any, make_client: Any, settings: Any
+) -> None:
     # A prefix of its own: client ids restart with each test database, the Redis counters do not.
     settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"limits-{uuid.uuid4().hex}"}}
     # An hour's window, so the test cannot straddle two windows.
@@ -159,7 +164,7 @@ def test_rate_limit_answers_429_with_retry_after_per_client(api, make_client, se
     assert Job.objects.count() == 0
 
 
-def test_rate_limit_lets_requests_through_when_redis_is_down(api, settings):
+def test_rate_limit_lets_requests_through_when_redis_is_down(api: Any, settings: Any) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead_port = sock.getsockname()[1]
@@ -175,7 +180,7 @@ def test_rate_limit_lets_requests_through_when_redis_is_down(api, settings):
     assert [api.get("/jobs").status_code for _ in range(3)] == [200, 200, 200]
 
 
-def test_malformed_rate_limit_is_a_configuration_error(settings):
+def test_malformed_rate_limit_is_a_configuration_error(settings: Any) -> None:
     from django.core import checks
 
     settings.TASKENGINE_RATE_LIMIT = "lots/minute"
@@ -186,7 +191,7 @@ def test_malformed_rate_limit_is_a_configuration_error(settings):
     assert "lots/minute" in errors[0].msg
 
 
-def test_creation_log_leaves_cookies_and_authorization_out(api):
+def test_creation_log_leaves_cookies_and_authorization_out(api: Any) -> None:
     from logs.models import LogEntry
 
     response = api.post(
