@@ -76,7 +76,9 @@ def test_rerun_of_a_completed_job(
     assert new.tasks.get().state == TaskState.COMPLETED
 
 
-def test_worker_heartbeats_reach_the_health_numbers(engine_processes: EngineProcesses) -> None:
+def test_worker_heartbeats_reach_the_health_numbers(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
     engine_processes.start_worker(queues=["controller", "work"], concurrency=1)
     engine_processes.start_worker(queues=["work", "callback", "scheduler"], concurrency=1)
     numbers = monitor.health_numbers()["queues"]
@@ -87,6 +89,13 @@ def test_worker_heartbeats_reach_the_health_numbers(engine_processes: EngineProc
         "callback": 1,
         "scheduler": 1,
     }
+    # A running step shows as working on its queue, from the workers' own heartbeats.
+    client, _ = make_client()
+    job, _ = job_submit(client=client, workflow="sleep", parameters={"seconds": 4})
+    wait_until(lambda: monitor.health_numbers()["queues"]["work"]["working"] == 1, timeout=10)
+    assert monitor.health_numbers()["tasks"]["pending"] == 0
+    wait_until(lambda: finished(job.pk), timeout=15)
+    wait_until(lambda: monitor.health_numbers()["queues"]["work"]["working"] == 0, timeout=10)
     # A stopped worker withdraws its heartbeat.
     engine_processes.stop(engine_processes.processes[0])
     assert monitor.health_numbers()["queues"]["controller"]["workers"] == 0
