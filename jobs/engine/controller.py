@@ -18,6 +18,7 @@ from jobs.states import JobState, TaskState
 from jobs.workflows.registry import resolve_definition
 from logs.models import Severity
 from logs.services import job_log
+from taskengine_site.errors import DomainError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,11 @@ def start_job(job_id: int) -> bool:
     """
     job = Job.objects.select_for_update().select_related("client").get(pk=job_id)
     if not job.tasks.exists():
-        resolved = resolve_definition(job.client_id, job.workflow)
+        try:
+            resolved = resolve_definition(job.client_id, job.workflow)
+        except DomainError as exc:  # a client definition naming a step that no longer exists
+            _end_job(job, failed=True, message=f"invalid workflow definition '{job.workflow}': {exc.message}")
+            return False
         if resolved is None:
             _end_job(job, failed=True, message=f"unknown workflow '{job.workflow}'")
             return False
@@ -53,6 +58,16 @@ def start_job(job_id: int) -> bool:
         )
     _progress(job, resume=True)
     return True
+
+
+def fail_start(job_id: int, message: str) -> None:
+    """End, as failed, a job the dispatcher moved to started but could not give its tasks."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None:
+        return
+    if job.queue_state == JobState.QUEUED:
+        job_transition(job_id, source=[JobState.QUEUED], target=JobState.STARTED)
+    _end_job(job, failed=True, message=message)
 
 
 def advance(job_id: int) -> None:

@@ -101,8 +101,16 @@ def dispatch() -> list[int]:
                 finished_at=None,
             ):
                 continue  # moved by someone else since the read; look again
-            if not controller.start_job(job_id):
-                continue  # could not start (definition gone): it ended failed and holds no slot
+            try:
+                # A savepoint: one job that cannot start must not undo (or block) the others.
+                with transaction.atomic():
+                    ok = controller.start_job(job_id)
+            except Exception as exc:
+                logger.exception("job %s could not start", job_id)
+                controller.fail_start(job_id, f"could not start: {exc}")
+                continue
+            if not ok:
+                continue  # could not start (workflow gone): it ended failed and holds no slot
             started.append(job_id)
             if slots.is_priority(priority):
                 started_priority += 1

@@ -44,6 +44,7 @@ def stale_after() -> timedelta:
     ``TASKENGINE_HEARTBEAT_STALE_SECONDS``, default 60, several heartbeats so a slow beat is not death."""
     return timedelta(seconds=float(getattr(settings, "TASKENGINE_HEARTBEAT_STALE_SECONDS", 60.0)))
 
+
 NO_CLIENT_DEFINITIONS = "No client definitions. Using common definitions."
 
 

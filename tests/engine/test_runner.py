@@ -371,3 +371,46 @@ def test_reconcile_leaves_a_live_task_alone(submit: Callable[..., Job], broker: 
         state=TaskState.RUNNING, attempts=1, heartbeat_at=timezone.now(), updated_at=timezone.now()
     )
     assert reconcile.reconcile(grace=timedelta(0)).republished_tasks == []
+
+
+def test_a_client_definition_naming_a_missing_step_fails_only_that_job(
+    te_client: Client, submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
+    setting(max_jobs=5)
+    own_workflow(te_client, "stale", [{"step": "noop"}])
+    bad = submit("stale")
+    good = submit("noop")
+    # Edited behind the admin's back: the step it names is gone.
+    WorkflowDefinition.objects.filter(name="stale").update(steps=[{"step": "removed_step"}])
+    broker.drain()
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert (bad.queue_state, bad.failed) == (JobState.COMPLETED, True)
+    assert bad.message == "invalid workflow definition 'stale': step 0: unknown step 'removed_step'"
+    assert (good.queue_state, good.failed) == (JobState.COMPLETED, False)
+
+
+def test_a_job_that_cannot_start_does_not_block_the_others(
+    submit: Callable[..., Job], setting: Callable[..., None], broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setting(max_jobs=5)
+    bad = submit("noop")
+    good = submit("noop")
+    real_start = controller.start_job
+
+    def start(job_id: int) -> bool:
+        if job_id == bad.pk:
+            raise RuntimeError("database hiccup")
+        return real_start(job_id)
+
+    monkeypatch.setattr(controller, "start_job", start)
+    broker.drain()
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert (bad.queue_state, bad.failed, bad.message) == (
+        JobState.COMPLETED,
+        True,
+        "could not start: database hiccup",
+    )
+    assert bad.tasks.count() == 0
+    assert (good.queue_state, good.failed) == (JobState.COMPLETED, False)
