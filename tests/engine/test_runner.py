@@ -414,3 +414,29 @@ def test_a_job_that_cannot_start_does_not_block_the_others(
     )
     assert bad.tasks.count() == 0
     assert (good.queue_state, good.failed) == (JobState.COMPLETED, False)
+
+
+@step("test_silent_wait")
+def _silent_wait(ctx: StepContext) -> float:
+    # Never calls ctx.heartbeat: the runner's own thread must keep the task alive.
+    time.sleep(1.2)
+    return time.time()
+
+
+def test_the_heartbeat_thread_keeps_a_silent_step_alive(
+    transactional_db: None, make_client: Callable[..., tuple[Client, str]], settings: Any
+) -> None:
+    from jobs.services import job_submit
+
+    settings.TASKENGINE_HEARTBEAT_SECONDS = 0.2
+    client, _ = make_client()
+    own_workflow(client, "silent", [{"step": "test_silent_wait"}])
+    job, _ = job_submit(client=client, workflow="silent", parameters={})
+    dispatch()
+    task = job.tasks.get()
+    runner.run_task(task.pk)
+    task.refresh_from_db()
+    assert task.state == TaskState.COMPLETED
+    assert task.started_at is not None and task.heartbeat_at is not None
+    # Beaten by the thread while the step slept, not only at the claim.
+    assert (task.heartbeat_at - task.started_at).total_seconds() >= 0.8
