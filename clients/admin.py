@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from clients.models import ApiKey, Client
-from clients.services import api_key_issue, api_key_revoke, client_create
+from clients.services import api_key_issue, api_key_revoke, client_create, webhook_secret_validate
+from taskengine_site.errors import DomainError
 
 
 class ApiKeyInline(admin.TabularInline[ApiKey, Client]):
@@ -21,8 +23,21 @@ class ApiKeyInline(admin.TabularInline[ApiKey, Client]):
         return False
 
 
+class ClientForm(forms.ModelForm[Client]):
+    class Meta:
+        model = Client
+        fields = ("name", "is_operator", "is_active", "webhook_secret")
+
+    def clean_webhook_secret(self) -> str:
+        try:
+            return webhook_secret_validate(self.cleaned_data.get("webhook_secret") or "")
+        except DomainError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+
 @admin.register(Client)
 class ClientAdmin(admin.ModelAdmin[Client]):
+    form = ClientForm
     list_display = ("name", "is_operator", "is_active", "created_at")
     list_filter = ("is_operator", "is_active")
     search_fields = ("name",)

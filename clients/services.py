@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -10,11 +13,28 @@ from clients.models import ApiKey, Client
 from taskengine_site.errors import DomainError
 
 
+def webhook_secret_validate(secret: str) -> str:
+    """Check a Standard Webhooks secret (``whsec_`` + base64 of 24..64 bytes); empty means unsigned."""
+    secret = secret.strip()
+    if not secret:
+        return ""
+    if not secret.startswith("whsec_"):
+        raise DomainError("webhook_secret: expected whsec_<base64>")
+    try:
+        raw = base64.b64decode(secret[len("whsec_") :], validate=True)
+    except (binascii.Error, ValueError):
+        raise DomainError("webhook_secret: the part after whsec_ is not valid base64") from None
+    if not 24 <= len(raw) <= 64:
+        raise DomainError("webhook_secret: the key must be 24 to 64 bytes")
+    return secret
+
+
 def client_create(*, name: str, is_operator: bool = False, webhook_secret: str = "") -> tuple[Client, str]:
     """Create a client with one API key; return the client and the key (shown once, never stored)."""
     name = name.strip()
     if not name or len(name) > 100 or any(ch.isspace() for ch in name):
         raise DomainError("client name must be 1..100 characters without spaces")
+    webhook_secret = webhook_secret_validate(webhook_secret)
     with transaction.atomic():
         if Client.objects.filter(name=name).exists():
             raise DomainError(f"client {name!r} already exists")

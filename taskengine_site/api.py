@@ -14,9 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from django.conf import settings
-from django.core import checks
 from django.core.cache import cache
-from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import extend_schema_field, inline_serializer
@@ -25,11 +23,11 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from clients.models import Client
+from taskengine_site.env import parse_rate
 
 # Deeper documents are refused before they reach code that walks them recursively; real workflow
 # parameters nest a handful of levels.
 MAX_JSON_DEPTH = 32
-DEFAULT_RATE_LIMIT = "1200/minute"
 
 
 # --- Timestamps ---------------------------------------------------------------------------------------
@@ -156,30 +154,6 @@ def _refuse_constant(name: str) -> Any:
 # --- Throttling ---------------------------------------------------------------------------------------
 
 
-RATE_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_rate(text: str) -> tuple[int, int]:
-    """Parse a rate like DRF's (``1200/minute``); a malformed one is a configuration error, said so."""
-    count, _, period = text.partition("/")
-    unit = period.strip()[:1].lower()
-    if not count.strip().isdigit() or unit not in RATE_PERIODS:
-        raise ImproperlyConfigured(
-            f"TASKENGINE_RATE_LIMIT: expected <requests>/<second|minute|hour|day>, got {text!r}"
-        )
-    return int(count), RATE_PERIODS[unit]
-
-
-@checks.register(checks.Tags.security)
-def check_rate_limit(**_: Any) -> list[checks.CheckMessage]:
-    """``manage.py check`` (and every start-up that runs checks) refuses a malformed rate limit."""
-    try:
-        parse_rate(str(getattr(settings, "TASKENGINE_RATE_LIMIT", DEFAULT_RATE_LIMIT)))
-    except ImproperlyConfigured as exc:
-        return [checks.Error(str(exc), id="taskengine.E001")]
-    return []
-
-
 class ClientRateThrottle(throttling.BaseThrottle):
     """Per-client fixed-window request limit kept in the Redis cache (``TASKENGINE_RATE_LIMIT``).
 
@@ -194,7 +168,7 @@ class ClientRateThrottle(throttling.BaseThrottle):
     @staticmethod
     def rate() -> tuple[int, int]:
         """``(requests, window seconds)`` from ``"<n>/<second|minute|hour|day>"``; 0 requests: no limit."""
-        return parse_rate(str(getattr(settings, "TASKENGINE_RATE_LIMIT", DEFAULT_RATE_LIMIT)))
+        return parse_rate(settings.TASKENGINE_RATE_LIMIT)
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         limit, window = self.rate()

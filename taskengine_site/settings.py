@@ -16,9 +16,11 @@ from taskengine_site.env import (
     env_int,
     env_list,
     env_path,
+    env_rate,
     env_redis,
     env_str,
 )
+from taskengine_site.version import VERSION
 
 # Lets admin and queryset generics be subscripted at run time (ModelAdmin[Job]) for the type checker.
 django_stubs_ext.monkeypatch()
@@ -62,6 +64,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "clients",
     "jobs",
@@ -144,18 +147,30 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "taskengine_site.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    # Proxies in front of gunicorn (1 behind a Heroku-style router): which X-Forwarded-For entry to trust.
+    "NUM_PROXIES": env_int("TASKENGINE_NUM_PROXIES", 0, minimum=0, maximum=10) or None,
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Task Engine API",
     "DESCRIPTION": "Submit jobs, watch them run, and operate the engine.",
-    "VERSION": "0.1.0",
+    "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
+    # /docs is served from the drf-spectacular-sidecar wheel, not from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "QueueStateEnum": ["queued", "started", "completed", "pending", "broken", "scheduled", "paused"],
+        "QueueStateChangeEnum": ["paused", "broken", "queued"],
+    },
 }
 
 # --- Task Engine -----------------------------------------------------------------------------------
 TASKENGINE_ALLOW_PRIVATE_URLS = env_bool("TASKENGINE_ALLOW_PRIVATE_URLS", False)
 TASKENGINE_PUBLIC_JOB_LIST = env_bool("TASKENGINE_PUBLIC_JOB_LIST", False)
+# Requests per client and window; "0/minute" turns the limit off.
+TASKENGINE_RATE_LIMIT = env_rate("TASKENGINE_RATE_LIMIT", "1200/minute")
 TASKENGINE_STORAGE_ROOT = env_path("TASKENGINE_STORAGE_ROOT", BASE_DIR / ".data" / "storage")
 
 # --- Celery (DESIGN.md §5) -------------------------------------------------------------------------
@@ -185,7 +200,15 @@ CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {}
+# Publishers name the queue of every message (jobs.engine.bus); these routes are the fallback for a
+# task sent with .delay() by hand.
+CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
+    "jobs.tasks.advance_job": {"queue": "controller"},
+    "jobs.tasks.dispatch": {"queue": "controller"},
+    "jobs.tasks.reconcile": {"queue": "scheduler"},
+    "scheduling.*": {"queue": "scheduler"},
+    "callbacks.*": {"queue": "callback"},
+}
 
 LOGGING = {
     "version": 1,

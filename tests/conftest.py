@@ -1,18 +1,12 @@
 """Shared fixtures. Tests run on a real PostgreSQL and a real Redis (started by `make test` when the
 environment names none); each xdist worker gets its own database (pytest-django) and its own Redis key
-prefix, so parallel workers never read each other's queues or cache entries."""
+prefix (tests/testenv.py), so parallel workers never read each other's queues or cache entries."""
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
-
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw")
-# Set before Django reads its settings (pytest-django configures Django after conftest import).
-os.environ.setdefault("TASKENGINE_BROKER_PREFIX", f"test-{_WORKER}-{uuid.uuid4().hex[:8]}:")
-os.environ["TASKENGINE_KEY_PREFIX"] = os.environ["TASKENGINE_BROKER_PREFIX"]
 
 
 @pytest.fixture

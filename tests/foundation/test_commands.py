@@ -78,3 +78,15 @@ def test_ensure_demo_client_creates_once_and_keeps_the_key(tmp_path):
     key_file.unlink()
     third = run("ensure_demo_client", "--key-file", str(key_file))
     assert third[-1] != key and authenticates("demo-client", third[-1])
+
+
+def test_webhook_secret_must_be_a_standard_webhooks_secret():
+    with pytest.raises(CommandError, match="webhook_secret: expected whsec_<base64>"):
+        run("create_client", "acme", "--webhook-secret", "hunter2")
+    with pytest.raises(CommandError, match="not valid base64"):
+        run("create_client", "acme", "--webhook-secret", "whsec_***")
+    with pytest.raises(CommandError, match="24 to 64 bytes"):
+        run("create_client", "acme", "--webhook-secret", "whsec_c2hvcnQ=")
+    assert not Client.objects.filter(name="acme").exists()
+    run("create_client", "acme", "--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    assert Client.objects.get(name="acme").webhook_secret == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

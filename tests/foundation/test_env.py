@@ -128,6 +128,8 @@ def _start(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("TASKENGINE_STORAGE_ROOT", "not/absolute"),
         ("ALLOWED_HOSTS", "a b"),
         ("SECRET_KEY", ""),
+        ("TASKENGINE_RATE_LIMIT", "lots/minute"),
+        ("TASKENGINE_NUM_PROXIES", "-1"),
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it(variable, value):
