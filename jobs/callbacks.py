@@ -110,7 +110,7 @@ def job_finished(job_id: int) -> None:
             if not endpoints:
                 return
             status = "failed" if job.failed else "completed"
-            files, metadata = _collect_outputs(job)
+            files, metadata, made = _collect_outputs(job)
             parameters = job.parameters or {}
             payload = {
                 "job_id": job.pk,
@@ -118,8 +118,10 @@ def job_finished(job_id: int) -> None:
                 "workflow": job.workflow,
                 "content_id": parameters.get("content_id"),
                 "custom_data": parameters.get("custom_data"),
+                # A failed job's own message says why; a completed one names what it made (media steps
+                # return the manifest or file as their result's message).
                 "message": job.message
-                or ("job has failed" if job.failed else "job has completed successfully"),
+                or ("job has failed" if job.failed else made or "job has completed successfully"),
                 "files": files,
                 "metadata": metadata,
                 "time": format_time(timezone.now()),
@@ -138,9 +140,11 @@ def job_finished(job_id: int) -> None:
         logger.exception("could not record the job callback of job %s", job_id)
 
 
-def _collect_outputs(job: Job) -> tuple[list[Any], dict[str, Any]]:
+def _collect_outputs(job: Job) -> tuple[list[Any], dict[str, Any], str]:
+    """Files, metadata and the last ``message`` that the job's task results report, in step order."""
     files: list[Any] = []
     metadata: dict[str, Any] = {}
+    made = ""
     results = Task.objects.filter(job_id=job.pk, result__isnull=False).order_by("position")
     for result in results.values_list("result", flat=True):
         if not isinstance(result, dict):
@@ -151,7 +155,9 @@ def _collect_outputs(job: Job) -> tuple[list[Any], dict[str, Any]]:
             metadata.update(result["metadata"])
         if "duration" in result:
             metadata["duration"] = result["duration"]
-    return files, metadata
+        if isinstance(result.get("message"), str):
+            made = result["message"]
+    return files, metadata, made
 
 
 def _record(

@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs.engine.transitions import job_transition
+from jobs.media.storage import remove_job_work_dir
 from jobs.models import Job
 from jobs.states import TERMINAL, JobState
 from logs.models import Severity
@@ -243,6 +244,9 @@ def jobs_cleanup(*, now: datetime | None = None) -> int:
         with transaction.atomic():
             # Re-checked in the DELETE: an operator may have set persist since the SELECT.
             counts = Job.objects.filter(pk__in=ids, persist=False, queue_state__in=TERMINAL).delete()[1]
+        for job_id in ids:
+            # Staged media of failed or broken jobs (completed ones remove their own when publishing).
+            remove_job_work_dir(job_id)
         deleted += counts.get("jobs.Job", 0)
         if len(ids) < CLEANUP_BATCH:
             break

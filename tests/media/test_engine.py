@@ -43,8 +43,10 @@ def test_vodstream_job_completes_with_its_callback_outputs(
     final = tasks[-1].result
     assert final["message"] == "out/clip.m3u8"
 
-    # The job callback's files are the final step's list, each once; its duration is the VOD's.
-    files, metadata = _collect_outputs(job)
+    # The job callback's files are the final step's list, each once; its duration is the VOD's, and its
+    # message names the manifest made.
+    files, metadata, made = _collect_outputs(job)
+    assert made == "out/clip.m3u8"
     assert files == final["files"] and len(set(files)) == len(files)
     assert abs(metadata["duration"] - 2) < 1 / FPS
     messages = [entry[2] for entry in json_log(job.pk)]
