@@ -44,23 +44,6 @@ ALL_QUEUES = ("controller", "work", "windows_capture", "callback", "scheduler")
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 
-def _align_broker_prefix() -> None:
-    """Give this process the broker and cache prefix tests/conftest.py puts in the environment.
-
-    pytest-django reads the settings before tests/conftest.py sets TASKENGINE_BROKER_PREFIX, so without
-    this the test process would use unprefixed queues while the workers it starts use the prefix.
-    """
-    from django.conf import settings
-
-    prefix = os.environ.get("TASKENGINE_BROKER_PREFIX", "")
-    if prefix:
-        settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = prefix
-        settings.CACHES["default"]["KEY_PREFIX"] = prefix
-
-
-_align_broker_prefix()
-
-
 def wait_until(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; return that, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,24 +18,6 @@ from clients.models import Client
 from jobs.engine import controller, dispatcher, monitor, reconcile, runner
 from jobs.engine.bus import ADVANCE_JOB, DISPATCH, RECONCILE, RUN_TASK
 from jobs.models import Job
-
-
-def _align_broker_prefix() -> None:
-    """Give this process the broker and cache prefix tests/conftest.py puts in the environment.
-
-    pytest-django reads the settings before tests/conftest.py sets TASKENGINE_BROKER_PREFIX, so without
-    this the test process would use unprefixed queues, shared with any unprefixed engine on the same
-    Redis.
-    """
-    from django.conf import settings
-
-    prefix = os.environ.get("TASKENGINE_BROKER_PREFIX", "")
-    if prefix:
-        settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = prefix
-        settings.CACHES["default"]["KEY_PREFIX"] = prefix
-
-
-_align_broker_prefix()
 
 
 @dataclass
