@@ -89,8 +89,11 @@ class _Heartbeat:
     cancelled: threading.Event = field(default_factory=threading.Event)
     stopped: threading.Event = field(default_factory=threading.Event)
     last_beat: float = 0.0
+    progress: float | None = None
 
     def beat(self, progress: float | None = None) -> None:
+        """Refresh ``heartbeat_at`` (and progress) while this attempt still owns the task; notice a
+        broken job or a lost claim."""
         now = timezone.now()
         fields: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
         if progress is not None:
@@ -105,8 +108,11 @@ class _Heartbeat:
         self.last_beat = time.monotonic()
 
     def from_step(self, progress: float | None = None) -> None:
-        if progress is not None or time.monotonic() - self.last_beat >= 1.0:
-            self.beat(progress)
+        if progress is not None:
+            self.progress = progress
+        # At most one write a second, however often a step reports; the latest progress goes with it.
+        if time.monotonic() - self.last_beat >= 1.0:
+            self.beat(self.progress)
         if self.cancelled.is_set():
             raise StepCancelled("the job was broken")
 
@@ -114,7 +120,7 @@ class _Heartbeat:
         try:
             while not self.stopped.wait(heartbeat_seconds()):
                 try:
-                    self.beat()
+                    self.beat(self.progress)
                 except Exception:
                     logger.exception("heartbeat of task %s failed", self.task_id)
         finally:
