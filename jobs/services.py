@@ -299,8 +299,10 @@ def _apply(job: Job, changes: Mapping[str, Any]) -> list[str]:
         _after_state_change(job.pk, target)
     elif fields:
         Job.objects.filter(pk=job.pk).update(updated_at=now, **fields)
-        if "run_at" in changes and state == JobState.SCHEDULED:
-            _notify_scheduler(job.pk)  # a new run_at may now fall before the next sweep
+        if ("run_at" in changes and state == JobState.SCHEDULED) or (
+            "semaphore_url" in changes and state == JobState.PENDING
+        ):
+            _notify_scheduler(job.pk)  # a new run_at may fall before the next sweep; a new URL to check
     if state == JobState.QUEUED and target is None and ("priority" in changes or "top_of_queue" in changes):
         request_dispatch()  # the order or the slot class of a waiting job changed
     return performed

@@ -271,3 +271,25 @@ def test_a_paused_started_job_resumes_from_its_first_unfinished_task(
     published = broker.pop_all()
     assert [(m.task, m.args) for m in published] == [("jobs.tasks.run_task", [tasks[2].pk])]
     assert Task.objects.filter(job=job).count() == 5  # no second set of tasks
+
+
+def test_a_new_semaphore_of_a_pending_job_is_checked(
+    job_in: Callable[..., Job], committed: Callable[[], Any], broker: Broker
+) -> None:
+    job = job_in(JobState.PENDING, semaphore_url="https://s.example/old")
+    update(job, committed, semaphore_url="https://s.example/new")
+    assert (job.queue_state, job.semaphore_url) == (JobState.PENDING, "https://s.example/new")
+    assert [(m.queue, m.task, m.args) for m in broker.pop_all()] == [
+        ("scheduler", "scheduling.semaphore_watch", [job.pk])
+    ]
+
+
+def test_a_scheduled_job_is_armed_for_promotion(submit: Callable[..., Job], broker: Broker) -> None:
+    # Due before the scheduler's next sweep: the scheduler arms a promotion at its run_at.
+    job = submit("noop", run_at=timezone.now() + timedelta(seconds=2))
+    assert job.queue_state == JobState.SCHEDULED
+    messages = broker.pop_all()
+    assert [(m.queue, m.task, m.args) for m in messages] == [
+        ("scheduler", "scheduling.promote_job", [job.pk])
+    ]
+    assert messages[0].eta is not None
