@@ -19,10 +19,12 @@ from clients.keys import mask
 from clients.models import Client
 from jobs.engine.dispatcher import request_dispatch
 from jobs.engine.transitions import job_transition
+from jobs.media import params as media_params
 from jobs.models import Job, Task
 from jobs.states import NAME_TO_STATE, TERMINAL, JobState, TaskState, can_transition
 from jobs.workflows.registry import workflow_exists
 from logs.services import job_log
+from taskengine_site import outbound
 from taskengine_site.errors import DomainError
 
 UPDATABLE = ("queue_state", "run_at", "priority", "semaphore_url", "persist", "top_of_queue")
@@ -54,6 +56,8 @@ def _semaphore_url(value: Any) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise DomainError(f"semaphore_url: must be an http(s) URL, got {value!r}")
+    # Syntax and literal addresses now; what a name resolves to is checked when the semaphore is called.
+    outbound.validate_url(value, what="semaphore_url")
     return value
 
 
@@ -117,11 +121,16 @@ def job_submit(
         raise DomainError(f"workflow: unknown workflow '{workflow}'")
     if not isinstance(parameters, dict):
         raise DomainError("parameters: must be a JSON object")
+    media_params.validate_parameters(workflow, parameters)
     priority = _priority(priority)
     semaphore_url = _semaphore_url(semaphore_url)
     persist = _bool("persist", persist)
     now = timezone.now()
     run_at = now if run_at is None else _aware("run_at", run_at)
+    # A capture of a live stream cannot run before its latest clip has been broadcast.
+    clip_end = media_params.latest_future_clip_end(parameters, now)
+    if clip_end is not None and clip_end > run_at:
+        run_at = clip_end
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200
     ):

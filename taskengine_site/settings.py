@@ -169,6 +169,9 @@ SPECTACULAR_SETTINGS = {
 # --- Task Engine -----------------------------------------------------------------------------------
 TASKENGINE_ALLOW_PRIVATE_URLS = env_bool("TASKENGINE_ALLOW_PRIVATE_URLS", False)
 TASKENGINE_PUBLIC_JOB_LIST = env_bool("TASKENGINE_PUBLIC_JOB_LIST", False)
+# A running step proves it is alive this often; one silent for the stale time is presumed dead and re-run.
+TASKENGINE_HEARTBEAT_SECONDS = env_int("TASKENGINE_HEARTBEAT_SECONDS", 5, minimum=1)
+TASKENGINE_HEARTBEAT_STALE_SECONDS = env_int("TASKENGINE_HEARTBEAT_STALE_SECONDS", 60, minimum=5)
 # Requests per client and window; "0/minute" turns the limit off.
 TASKENGINE_RATE_LIMIT = env_rate("TASKENGINE_RATE_LIMIT", "1200/minute")
 TASKENGINE_STORAGE_ROOT = env_path("TASKENGINE_STORAGE_ROOT", BASE_DIR / ".data" / "storage")
@@ -187,6 +190,8 @@ _prefix = env_str("TASKENGINE_BROKER_PREFIX", "")
 if _prefix:
     # Lets several engines (or parallel test runs) share one Redis without reading each other's queues.
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = _prefix
+# Keep a worker's Django connection across tasks (Celery otherwise closes it around every task).
+CELERY_DB_REUSE_MAX = env_int("TASKENGINE_DB_REUSE_MAX", 1000, minimum=0)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True

@@ -16,11 +16,7 @@ from rest_framework import serializers
 from jobs.models import Job
 from jobs.states import JobState
 from taskengine_site.api import StrictCharField, StrictKeysMixin, TimestampField
-
-try:
-    from taskengine_site.outbound import validate_url
-except ImportError:  # pragma: no cover - outbound.py is written alongside; the syntax check still runs
-    validate_url = None  # type: ignore[assignment]
+from taskengine_site.outbound import validate_url
 
 MAX_REST_ENDPOINTS = 10
 MAX_URL_LENGTH = 2000
@@ -42,7 +38,7 @@ _URL = re.compile(r"^https?://\S+$", re.IGNORECASE)
         "description": "1..10, lower is more urgent (default 5). A string holding an integer is accepted.",
     }
 )
-class PriorityField(serializers.Field):  # type: ignore[type-arg]
+class PriorityField(serializers.Field):
     def to_internal_value(self, data: Any) -> int:
         # bool is an int in Python; true is not a priority.
         if isinstance(data, bool) or not isinstance(data, int | str):
@@ -67,7 +63,7 @@ class PriorityField(serializers.Field):  # type: ignore[type-arg]
         "description": "UTC, yyyy-MM-ddTHH:mm:ss.fff; a trailing Z or offset is accepted.",
     }
 )
-class RunAtField(serializers.Field):  # type: ignore[type-arg]
+class RunAtField(serializers.Field):
     def to_internal_value(self, data: Any) -> datetime:
         if not isinstance(data, str) or not _RUN_AT.match(data):
             raise serializers.ValidationError(f"must be a UTC time as yyyy-MM-ddTHH:mm:ss.fff, got {data!r}")
@@ -87,7 +83,7 @@ class RunAtField(serializers.Field):  # type: ignore[type-arg]
 
 
 @extend_schema_field({"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH, "nullable": True})
-class OutboundUrlField(serializers.Field):  # type: ignore[type-arg]
+class OutboundUrlField(serializers.Field):
     """An http(s) URL the engine will call, refused at once when it aims at a forbidden address."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -104,13 +100,12 @@ class OutboundUrlField(serializers.Field):  # type: ignore[type-arg]
 def check_url(data: Any, *, what: str) -> str:
     if not isinstance(data, str) or len(data) > MAX_URL_LENGTH or not _URL.match(data):
         raise serializers.ValidationError(f"must be an http(s) URL of at most {MAX_URL_LENGTH} characters")
-    if validate_url is not None:
-        validate_url(data, what=what)
+    validate_url(data, what=what)
     return data
 
 
 @extend_schema_field({"type": "string", "enum": [state.label for state in JobState]})
-class QueueStateField(serializers.Field):  # type: ignore[type-arg]
+class QueueStateField(serializers.Field):
     def __init__(self, **kwargs: Any) -> None:
         kwargs["read_only"] = True
         super().__init__(**kwargs)
@@ -188,7 +183,7 @@ class JobSubmitSerializer(StrictKeysMixin):
         return value
 
 
-class AcceptedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class AcceptedSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     result = serializers.CharField(help_text='"accepted"')
 
@@ -232,7 +227,7 @@ class JobUpdateSerializer(StrictKeysMixin):
         return attrs
 
 
-class UpdatedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class UpdatedSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     result = serializers.CharField(help_text="Performed updates: <list of updates>")
 
@@ -240,7 +235,7 @@ class UpdatedSerializer(serializers.Serializer):  # type: ignore[type-arg]
 # --- Job renderings -----------------------------------------------------------------------------------------
 
 
-class JobSummarySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class JobSummarySerializer(serializers.ModelSerializer):
     """A job in the dashboard lists."""
 
     client = serializers.CharField(source="client.name", read_only=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.workflows.media_definitions import MEDIA_DEFINITIONS
+
 COMMON_DEFINITIONS: dict[str, list[dict[str, Any]]] = {
     # Used by tests and benchmarks.
     "noop": [{"step": "noop"}],
@@ -20,3 +22,5 @@ COMMON_DEFINITIONS: dict[str, list[dict[str, Any]]] = {
     "voddelete": [{"step": "delete_folder"}],
     "asset_delete": [{"step": "delete_files"}],
 }
+# vodstream, vodcapture, createmp4, capture_frame, generate_gif, build_thumbnails (jobs/media).
+COMMON_DEFINITIONS.update(MEDIA_DEFINITIONS)

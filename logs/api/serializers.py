@@ -12,7 +12,7 @@ from taskengine_site.api import TimestampField
 
 
 @extend_schema_field({"type": "string", "enum": [severity.label for severity in Severity]})
-class SeverityDescriptionField(serializers.Field):  # type: ignore[type-arg]
+class SeverityDescriptionField(serializers.Field):
     def __init__(self, **kwargs: Any) -> None:
         kwargs["read_only"] = True
         kwargs["source"] = "severity"
@@ -22,7 +22,7 @@ class SeverityDescriptionField(serializers.Field):  # type: ignore[type-arg]
         return Severity(value).label
 
 
-class LogEntrySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class LogEntrySerializer(serializers.ModelSerializer):
     severity = serializers.IntegerField(
         read_only=True, help_text="0 DEBUG, 1 INFO, 2 WARN, 3 ERROR, 4 FATAL, 5 UNKNOWN."
     )

@@ -35,7 +35,7 @@ class SettingChangeSerializer(StrictKeysMixin):
         return value
 
 
-class SettingItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class SettingItemSerializer(serializers.Serializer):
     value = serializers.JSONField(
         help_text="Current value: an integer for documented settings, else a string."
     )

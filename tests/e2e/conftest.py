@@ -14,8 +14,8 @@ Each process gets the environment of this run with ``DATABASE_URL`` pointing at 
 (``test_<name>``), the same ``REDIS_URL``, ``SECRET_KEY`` and ``TASKENGINE_BROKER_PREFIX`` (so its queues
 are this run's only), ``TASKENGINE_ALLOW_PRIVATE_URLS=true`` (receivers listen on loopback) and
 ``TASKENGINE_STORAGE_ROOT`` set to ``engine_processes.storage`` (a fresh folder, also put in Django's
-settings for the test process), and ``DJANGO_SETTINGS_MODULE=tests.e2e.worker_settings`` (the project's
-settings plus connection reuse and a short heartbeat: a task is presumed dead after 5 s without one).
+settings for the test process), and a short heartbeat (``TASKENGINE_HEARTBEAT_SECONDS=1``,
+``TASKENGINE_HEARTBEAT_STALE_SECONDS=5``: a task is presumed dead after 5 s without one).
 ``extra_env`` adds or overrides variables per process.
 
 ``start_worker`` returns once the worker published its first heartbeat (``jobs.engine.monitor``), so it
@@ -217,14 +217,16 @@ def engine_processes(transactional_db: None, tmp_path: Path, settings: Any) -> I
     storage.mkdir()
     settings.TASKENGINE_STORAGE_ROOT = storage
     settings.TASKENGINE_ALLOW_PRIVATE_URLS = True
-    # The same heartbeat timing as the workers (tests/e2e/worker_settings.py), for engine calls made here.
-    settings.TASKENGINE_HEARTBEAT_SECONDS = 1.0
-    settings.TASKENGINE_HEARTBEAT_STALE_SECONDS = 5.0
+    # The same heartbeat timing as the workers get below, for engine calls made here.
+    settings.TASKENGINE_HEARTBEAT_SECONDS = 1
+    settings.TASKENGINE_HEARTBEAT_STALE_SECONDS = 5
     env = dict(os.environ)
     env.update(
         {
             "DATABASE_URL": database_url(),
-            "DJANGO_SETTINGS_MODULE": "tests.e2e.worker_settings",
+            "DJANGO_SETTINGS_MODULE": "taskengine_site.settings",
+            "TASKENGINE_HEARTBEAT_SECONDS": "1",
+            "TASKENGINE_HEARTBEAT_STALE_SECONDS": "5",
             "TASKENGINE_ALLOW_PRIVATE_URLS": "true",
             "TASKENGINE_STORAGE_ROOT": str(storage),
             "PYTHONUNBUFFERED": "1",

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from clients.models import ApiKey
+from clients.models import ApiKey, Client
 from clients.services import api_key_issue, api_key_revoke
 
 UNAUTHORISED = {"error": "Unauthorised request."}
@@ -17,6 +17,7 @@ UNAUTHORISED = {"error": "Unauthorised request."}
 
 class WhoAmI(APIView):
     def get(self, request: Request) -> Response:
+        assert isinstance(request.user, Client) and isinstance(request.auth, ApiKey)
         return Response({"client": request.user.name, "key": request.auth.prefix})
 
 

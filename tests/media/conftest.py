@@ -178,7 +178,7 @@ def decode(path: Path | str, **options: str) -> dict[str, Any]:
                     )
                     entry["frames"] += 1
                     entry["last"] = frame.time
-                else:
+                elif isinstance(frame, av.AudioFrame):
                     audio_seconds[index] = audio_seconds.get(index, 0.0) + frame.samples / frame.sample_rate
     return {
         "video": [video[i] for i in sorted(video)],
@@ -209,10 +209,10 @@ def http_server(tmp_path, settings):
     root = tmp_path / "http"
     root.mkdir()
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-    server.requests = []  # type: ignore[attr-defined]
-    server.failures = 0  # type: ignore[attr-defined]
-    server.root = root  # type: ignore[attr-defined]
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    server.requests = []
+    server.failures = 0
+    server.root = root
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
