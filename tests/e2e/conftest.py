@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
@@ -57,17 +57,14 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 20.0, interval:
 
 
 def database_url() -> str:
-    """The URL of pytest-django's test database, as ``DATABASE_URL`` spells it."""
+    """``DATABASE_URL`` with its database swapped for pytest-django's test database (``test_<name>``).
+
+    Everything else (user, host or unix-socket directory, options) is kept as the run was given it.
+    """
     from django.db import connection
 
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    host = db.get("HOST") or "localhost"
-    if host.startswith("/"):
-        return f"postgres://{auth}@/{db['NAME']}?host={quote(host, safe='')}"
-    return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + quote(connection.settings_dict["NAME"], safe="")))
 
 
 @dataclass
