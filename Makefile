@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Procfile commands (gunicorn, celery) come from the project virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test check lint typecheck fmt venv clean-data
+.PHONY: run test check lint typecheck fmt venv clean-data bench-venv
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -42,3 +42,7 @@ fmt: venv
 
 clean-data:
 	rm -rf .data
+
+# Benchmarks (bench/README.md) need the peers they compare against: the `bench` dependency group.
+bench-venv: | $(UV)
+	$(UV) sync --frozen --group bench --python $(PYTHON)

@@ -1,0 +1,1 @@
+"""``taskengine``: a command-line client of the Task Engine REST API."""
