@@ -1,7 +1,8 @@
-"""Operator admin for jobs, tasks and client workflow definitions.
+"""Operator admin for jobs, tasks and client workflow definitions ("job surgery", issue 7).
 
-Jobs change only through the services (pause, resume, break, rerun), so the admin cannot bypass the
-state machine; client definitions are validated with the registry before they are saved.
+Jobs change only through the services (``job_update``, ``job_rerun``), so the admin cannot bypass the
+state machine: a refused change is shown as an error message naming the job and the reason, never a
+500. Client definitions are validated with the registry before they are saved.
 """
 
 from __future__ import annotations
@@ -11,13 +12,23 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin import helpers
+from django.db.models import Q, QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
 
 from jobs.models import Job, Task, WorkflowDefinition
 from jobs.services import job_rerun, job_update
 from jobs.workflows.registry import validate_definition
+from logs.models import LogEntry
 from taskengine_site.errors import DomainError
+
+# A job page shows the tail of the log; a chatty job has thousands of progress lines, which would make
+# the page slow and useless. The full log is one click away (the log entries admin, filtered by job).
+LOG_INLINE_LIMIT = 100
 
 
 class TaskInline(admin.TabularInline[Task, Job]):
@@ -33,6 +44,7 @@ class TaskInline(admin.TabularInline[Task, Job]):
         "attempts",
         "progress",
         "error",
+        "worker",
         "started_at",
         "finished_at",
     )
@@ -41,13 +53,44 @@ class TaskInline(admin.TabularInline[Task, Job]):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # tasks are the engine's; shown, never edited
+
+
+class LatestLogFormSet(BaseInlineFormSet[LogEntry, Job, forms.ModelForm[LogEntry]]):
+    """The job's last ``LOG_INLINE_LIMIT`` entries, oldest first (a read-only window on the log)."""
+
+    def get_queryset(self) -> QuerySet[LogEntry]:
+        entries = super().get_queryset()
+        # Filtering by the ids of the tail keeps the queryset unsliced, which formsets require.
+        tail = list(entries.order_by("-id").values_list("pk", flat=True)[:LOG_INLINE_LIMIT])
+        return entries.filter(pk__in=tail).order_by("id")
+
+
+class LogEntryInline(admin.TabularInline[LogEntry, Job]):
+    model = LogEntry
+    formset = LatestLogFormSet
+    extra = 0
+    can_delete = False
+    ordering = ("id",)
+    fields = ("id", "created_at", "severity", "progname", "task_id", "message", "visible")
+    readonly_fields = fields
+    verbose_name_plural = f"log (the last {LOG_INLINE_LIMIT} entries; the link above opens the full log)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # logs/services.job_log is the only writer
+
 
 def _each(
     modeladmin: admin.ModelAdmin[Job],
     request: HttpRequest,
     queryset: QuerySet[Job],
-    act: Callable[[Job], str],
-) -> None:
+    act: Callable[[Job], object],
+) -> int:
+    """Apply ``act`` to each selected job; a refusal is an error message naming the job, not a 500."""
     done = 0
     for job in queryset:
         try:
@@ -57,17 +100,51 @@ def _each(
             modeladmin.message_user(request, f"job {job.pk}: {exc.message}", messages.ERROR)
     if done:
         modeladmin.message_user(request, f"{done} job(s) updated.", messages.SUCCESS)
+    return done
+
+
+class PriorityForm(forms.Form):
+    """The intermediate page of the "set priority" action."""
+
+    priority = forms.IntegerField(
+        min_value=1, max_value=10, help_text="1 (most urgent) to 10; the default of a job is 5."
+    )
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin[Job]):
-    list_display = ("id", "client", "workflow", "priority", "queue_state", "failed", "run_at", "created_at")
-    list_filter = ("queue_state", "failed", "persist", "workflow")
-    search_fields = ("=id", "workflow", "client__name")
+    list_display = (
+        "id",
+        "client",
+        "workflow",
+        "priority",
+        "queue_state",
+        "failed",
+        "top_of_queue",
+        "persist",
+        "run_at",
+        "created_at",
+    )
+    list_display_links = ("id",)
+    list_filter = ("queue_state", "failed", "client", "workflow", "priority", "persist")
+    list_select_related = ("client",)
+    search_fields = ("=id",)  # the real search is get_search_results: exact matches only, index-friendly
+    search_help_text = "A job id, or a content id (parameters.content_id), matched exactly."
     ordering = ("-id",)
-    inlines = [TaskInline]
-    actions = ["pause", "resume", "break_jobs", "rerun", "persist"]
-    readonly_fields = [field.name for field in Job._meta.fields]
+    # Counting a large jobs table on every page is the slow part of a changelist; the filtered count stays.
+    show_full_result_count = False
+    inlines = [TaskInline, LogEntryInline]
+    actions = [
+        "pause",
+        "resume",
+        "break_jobs",
+        "rerun",
+        "move_to_top",
+        "set_priority",
+        "persist",
+        "unpersist",
+    ]
+    readonly_fields = [field.name for field in Job._meta.fields] + ["full_log"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs are submitted through the API
@@ -75,31 +152,72 @@ class JobAdmin(admin.ModelAdmin[Job]):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # the clean-up schedule deletes jobs; operators break them
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        """Exact job id or exact ``parameters.content_id``: a substring scan of every job's JSON would be
+        a sequential scan of the whole table; these two are an index lookup each."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        condition = Q(parameters__content_id=term)
+        if term.isdigit() and len(term) <= 18:
+            condition |= Q(pk=int(term)) | Q(parameters__content_id=int(term))
+        return queryset.filter(condition), False
+
+    @admin.display(description="log")
+    def full_log(self, obj: Job) -> str:
+        url = reverse("admin:logs_logentry_changelist") + f"?job__id__exact={obj.pk}"
+        count = LogEntry.objects.filter(job_id=obj.pk).count()
+        return format_html('<a href="{}">The full log ({} entries)</a>', url, count)
+
     @admin.action(description="Pause the selected jobs")
     def pause(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        _each(
-            self, request, queryset, lambda job: str(job_update(job=job, changes={"queue_state": "paused"}))
-        )
+        _each(self, request, queryset, lambda job: job_update(job=job, changes={"queue_state": "paused"}))
 
     @admin.action(description="Resume the selected paused jobs")
     def resume(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        _each(
-            self, request, queryset, lambda job: str(job_update(job=job, changes={"queue_state": "queued"}))
-        )
+        _each(self, request, queryset, lambda job: job_update(job=job, changes={"queue_state": "queued"}))
 
     @admin.action(description="Break the selected jobs")
     def break_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        _each(
-            self, request, queryset, lambda job: str(job_update(job=job, changes={"queue_state": "broken"}))
-        )
+        _each(self, request, queryset, lambda job: job_update(job=job, changes={"queue_state": "broken"}))
 
     @admin.action(description="Rerun the selected jobs (the originals become broken)")
     def rerun(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        _each(self, request, queryset, lambda job: str(job_rerun(job=job).pk))
+        _each(self, request, queryset, lambda job: job_rerun(job=job))
+
+    @admin.action(description="Move the selected jobs to the top of the queue")
+    def move_to_top(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        _each(self, request, queryset, lambda job: job_update(job=job, changes={"top_of_queue": True}))
+
+    @admin.action(description="Set the priority of the selected jobs…")
+    def set_priority(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        """First call: a page asking for the priority. Its submit (``apply``) applies it to each job."""
+        form = PriorityForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            priority = form.cleaned_data["priority"]
+            _each(self, request, queryset, lambda job: job_update(job=job, changes={"priority": priority}))
+            return None  # back to the changelist, which shows the messages
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Set the priority of jobs",
+            "opts": self.model._meta,
+            "form": form,
+            "jobs": list(queryset.select_related("client")[:1000]),
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/jobs/job/set_priority.html", context)
 
     @admin.action(description="Keep the selected jobs (persist)")
     def persist(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        _each(self, request, queryset, lambda job: str(job_update(job=job, changes={"persist": True})))
+        _each(self, request, queryset, lambda job: job_update(job=job, changes={"persist": True}))
+
+    @admin.action(description="Let the clean-up delete the selected jobs (persist off)")
+    def unpersist(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        _each(self, request, queryset, lambda job: job_update(job=job, changes={"persist": False}))
 
 
 @admin.register(Task)
@@ -108,6 +226,7 @@ class TaskAdmin(admin.ModelAdmin[Task]):
     list_filter = ("state", "queue", "name")
     search_fields = ("=id", "=job__id", "name")
     readonly_fields = [field.name for field in Task._meta.fields]
+    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
