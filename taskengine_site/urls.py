@@ -8,6 +8,8 @@ from jobs.api.views import DashboardView, JobViewSet
 from logs.api.views import JobLogView
 from scheduling.api.views import SchedulerView, SchedulesView
 from settings_app.api.views import SettingsView
+from taskengine_site.console import queue_data, queue_page
+from taskengine_site.metrics import metrics_view
 from taskengine_site.views import AliveView, HealthView
 
 urlpatterns = [
@@ -29,6 +31,10 @@ urlpatterns = [
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/", admin.site.urls),
+    # Operators' console (staff login) and monitoring (issue 7).
+    path("queue/", queue_page, name="queue"),
+    path("queue/data", queue_data, name="queue-data"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler400 = "taskengine_site.views.bad_request"
