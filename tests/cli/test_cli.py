@@ -1,0 +1,155 @@
+"""The ``taskengine`` command-line client against the real API (issue 7.4)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from clients.models import Client
+from jobs.models import Job
+from jobs.services import job_update
+from logs.services import job_log
+from settings_app.services import setting_set
+from tests.cli.conftest import Cli
+
+
+def job_file(tmp_path: Path, workflow: str, **parameters: Any) -> Path:
+    path = tmp_path / f"{workflow}.json"
+    path.write_text(json.dumps({"job": {"workflow": workflow, "priority": 3}, "parameters": parameters}))
+    return path
+
+
+def test_console_script_is_installed_and_documents_itself() -> None:
+    script = Path(sys.executable).parent / "taskengine"
+    found = str(script) if script.exists() else shutil.which("taskengine")
+    assert found, "the taskengine console script is not installed (pyproject [project.scripts])"
+    result = subprocess.run([found, "--help"], capture_output=True, text=True, check=False, timeout=30)
+    assert result.returncode == 0
+    for command in ("submit", "watch", "logs", "jobs", "TASKENGINE_URL", "TASKENGINE_API_KEY"):
+        assert command in result.stdout
+
+
+def test_submit_prints_the_id_and_jobs_lists_it(cli: Cli, tmp_path: Path) -> None:
+    setting_set(name="max_jobs", value=0)  # no worker here: jobs stay queued
+    result = cli("submit", str(job_file(tmp_path, "noop5", content_id="ep-42")))
+    assert result.returncode == 0, result.stderr
+    job = Job.objects.get(pk=int(result.stdout.strip()))
+    assert (job.client.name, job.workflow, job.priority) == (cli.client_name, "noop5", 3)
+    assert job.parameters == {"content_id": "ep-42"}
+    other = cli(
+        "submit", "-", input=json.dumps({"job": {"workflow": "noop"}, "parameters": {"content_id": "x"}})
+    )
+    other_id = int(other.stdout)
+
+    listing = cli("jobs")
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == ["ID", "CLIENT", "WORKFLOW", "PRIORITY", "STATE", "RUN_AT", "CREATED_AT"]
+    assert [line.split()[0] for line in lines[1:]] == [str(other_id), str(job.pk)]  # newest first
+    assert lines[2].split()[1:5] == [cli.client_name, "noop5", "3", "queued"]
+
+    found = cli("jobs", "--search", "ep-42", "--state", "queued", "--json")
+    assert [item["id"] for item in json.loads(found.stdout)] == [job.pk]
+    ascending = cli("jobs", "--order-by", "id", "--asc", "--limit", "1")
+    assert ascending.stdout.splitlines()[1].split()[0] == str(job.pk)
+    assert cli("jobs", "--failed").stdout.splitlines()[1:] == []
+    assert cli("jobs", "--from", "2000-01-01", "--to", "2000-01-02").stdout.splitlines()[1:] == []
+
+
+def test_logs_prints_tails_and_shows_hidden_entries_on_request(
+    cli: Cli, make_client: Any, tmp_path: Path
+) -> None:
+    setting_set(name="max_jobs", value=0)
+    job_id = int(cli("submit", str(job_file(tmp_path, "noop"))).stdout)
+    job_log(job_id, "first line", progname="test")
+    job_log(job_id, "secret detail", progname="test", visible=False)
+    job_log(job_id, "last line", progname="test", task_id=77)
+
+    result = cli("logs", str(job_id))
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3  # the creation entry and the two visible lines
+    assert '"payload": "job_created"' in lines[0]
+    assert lines[1].endswith("INFO  [test] first line")
+    assert lines[2].endswith("INFO  [test task 77] last line")
+    assert "secret detail" in cli("logs", str(job_id), "--all").stdout
+    assert cli("logs", str(job_id), "-n", "1").stdout.splitlines() == [lines[2]]
+
+
+def test_errors_are_one_line_with_distinct_exit_codes(cli: Cli, tmp_path: Path, make_client: Any) -> None:
+    unreachable = cli("jobs", env={"TASKENGINE_URL": "http://127.0.0.1:9"})
+    assert (unreachable.returncode, unreachable.stderr.strip()) == (
+        3,
+        "taskengine: cannot reach Task Engine at http://127.0.0.1:9: connection refused",
+    )
+    wrong_key = cli("jobs", env={"TASKENGINE_API_KEY": "not-the-key"})
+    assert (wrong_key.returncode, wrong_key.stderr.strip()) == (
+        4,
+        "taskengine: not authorised: Unauthorised request.",
+    )
+    no_key = cli("jobs", env={"TASKENGINE_API_KEY": ""})
+    assert no_key.returncode == 4
+    assert "set TASKENGINE_CLIENT and TASKENGINE_API_KEY" in no_key.stderr
+
+    missing = cli("watch", "999999")
+    assert (missing.returncode, missing.stderr.strip()) == (5, "taskengine: not found: Job 999999 not found.")
+    # Another client's job is as unknown as a missing one.
+    stranger, _ = make_client()
+    foreign = Job.objects.create(client=stranger, workflow="noop", run_at="2030-01-01T00:00:00Z")
+    assert cli("logs", str(foreign.pk)).returncode == 5
+
+    refused = cli("submit", str(job_file(tmp_path, "no_such_workflow")))
+    assert (refused.returncode, refused.stderr.strip()) == (
+        6,
+        "taskengine: refused (400): workflow: unknown workflow 'no_such_workflow'",
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    invalid = cli("submit", str(bad))
+    assert invalid.returncode == 2
+    assert invalid.stderr.startswith(f"taskengine: {bad}: not valid JSON:")
+    assert cli("submit", str(tmp_path / "absent.json")).returncode == 2
+    assert cli("jobs", "--state", "finished").returncode == 2  # argparse names the bad value
+    assert Job.objects.filter(client__name=cli.client_name).count() == 0
+
+
+def test_watch_a_broken_job_exits_1(cli: Cli, tmp_path: Path) -> None:
+    setting_set(name="max_jobs", value=0)
+    job_id = int(cli("submit", str(job_file(tmp_path, "noop"))).stdout)
+    job_update(job=Job.objects.get(pk=job_id), changes={"queue_state": "broken"})
+    result = cli("watch", str(job_id), "--interval", "0.2")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == f"job {job_id} broken"
+
+
+def test_submit_and_watch_until_the_workers_finish(cli: Cli, tmp_path: Path, engine_processes: Any) -> None:
+    setting_set(name="retry_limit", value=0)
+    engine_processes.start_worker()
+
+    done = cli("submit", str(job_file(tmp_path, "noop5")), "--watch", "--interval", "0.2", "--timeout", "60")
+    assert done.returncode == 0, done.stderr + engine_processes.log(engine_processes.processes[0])[-2000:]
+    out = done.stdout.splitlines()
+    job_id = int(out[0])
+    assert sum("Task 'noop' started" in line for line in out) == 5
+    assert sum("'noop' completed successfully" in line for line in out) == 5
+    assert out[-1].endswith("job has completed successfully")
+    progress = done.stderr.splitlines()
+    assert progress[-2].startswith(f"job {job_id} completed: ") and progress[-2].endswith("5 steps done")
+    assert progress[-1] == f"job {job_id} completed"
+    assert Job.objects.get(pk=job_id).queue_state == 2
+
+    failed = cli("submit", str(job_file(tmp_path, "fail")), "--watch", "--interval", "0.2", "--timeout", "60")
+    assert failed.returncode == 1
+    failed_id = int(failed.stdout.splitlines()[0])
+    assert "job has failed" in failed.stdout
+    assert failed.stderr.splitlines()[-1] == f"job {failed_id} failed"
+
+    # Following a finished job's log prints it all and returns.
+    follow = cli("logs", str(job_id), "--follow", "--interval", "0.2")
+    assert follow.returncode == 0
+    assert follow.stdout.splitlines() == out[1:]
+    assert Client.objects.get(name=cli.client_name).jobs.count() == 2
