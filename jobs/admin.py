@@ -30,8 +30,6 @@ from taskengine_site.errors import DomainError
 # the page slow and useless. The full log is one click away (the log entries admin, filtered by job).
 LOG_INLINE_LIMIT = 100
 
-admin.site.site_header = "Task Engine operations"
-admin.site.site_title = "Task Engine"
 # The admin's "View site" link: the site root is the API's alive check, the queue page is for people.
 admin.site.site_url = "/queue/"
 
