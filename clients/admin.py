@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from clients import crypto
 from clients.models import ApiKey, Client
 from clients.services import api_key_issue, api_key_revoke, client_create, webhook_secret_validate
 from taskengine_site.errors import DomainError
@@ -24,6 +25,19 @@ class ApiKeyInline(admin.TabularInline[ApiKey, Client]):
 
 
 class ClientForm(forms.ModelForm[Client]):
+    # Write-only: the page never shows a stored secret (it is encrypted at rest and only the callback
+    # sender reads it); an empty field keeps the current one.
+    webhook_secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Standard Webhooks secret (whsec_…) used to sign callbacks. Leave empty to keep the "
+        "current one.",
+    )
+    clear_webhook_secret = forms.BooleanField(
+        required=False, help_text="Remove the webhook secret: callbacks are then sent unsigned."
+    )
+
     class Meta:
         model = Client
         fields = ("name", "is_operator", "is_active", "webhook_secret")
@@ -33,6 +47,22 @@ class ClientForm(forms.ModelForm[Client]):
             return webhook_secret_validate(self.cleaned_data.get("webhook_secret") or "")
         except DomainError as exc:
             raise forms.ValidationError(exc.message) from None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("clear_webhook_secret"):
+            data["webhook_secret"] = ""
+        elif not data.get("webhook_secret") and self.instance.pk:
+            current = self.instance.webhook_secret
+            if current == crypto.UNREADABLE:
+                self.add_error(
+                    "webhook_secret",
+                    "The stored secret cannot be decrypted with the configured keys: set a new one or "
+                    "clear it.",
+                )
+            else:
+                data["webhook_secret"] = current
+        return data
 
 
 @admin.register(Client)

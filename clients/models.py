@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django.db import models
 
+from clients import crypto
+from clients.fields import EncryptedTextField
+
 
 class Client(models.Model):
     name = models.CharField(max_length=100, unique=True)
@@ -12,11 +15,12 @@ class Client(models.Model):
         help_text="Operators see every client's jobs and alone may change settings and schedules.",
     )
     is_active = models.BooleanField(default=True)
-    webhook_secret = models.CharField(
-        max_length=200,
+    # Encrypted at rest (clients.crypto); reads as the plaintext the callback sender signs with.
+    webhook_secret = EncryptedTextField(
         blank=True,
         default="",
-        help_text="Standard Webhooks secret (whsec_…) used to sign callbacks; empty means unsigned.",
+        help_text="Standard Webhooks secret (whsec_…) used to sign callbacks; empty means unsigned. "
+        "Stored encrypted.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -29,6 +33,13 @@ class Client(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def get_webhook_secret(self) -> str:
+        """The plaintext webhook secret ("" when unsigned); raises SecretUnreadable when no configured
+        key decrypts it (SECRET_KEY rotated without SECRET_KEY_FALLBACKS)."""
+        if self.webhook_secret == crypto.UNREADABLE:
+            raise crypto.SecretUnreadable(f"the webhook secret of client {self.name!r} cannot be decrypted")
+        return str(self.webhook_secret)
 
 
 class ApiKey(models.Model):

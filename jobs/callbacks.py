@@ -29,6 +29,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from clients.crypto import SecretUnreadable
 from jobs.models import Job, Task, WorkflowDefinition
 from logs.models import Severity
 from logs.services import job_log
@@ -250,9 +251,23 @@ def callback_deliver(*, delivery_id: int) -> str:
         )
 
     headers = {"Workflow-Id": str(job.workflow_uuid), "Content-Type": "application/json"}
-    if job.client.webhook_secret:
+    try:
+        secret = job.client.get_webhook_secret()  # decrypted from its at-rest token
+    except SecretUnreadable:
+        return _finish(
+            row,
+            lease_until,
+            state=CallbackDelivery.State.FAILED,
+            error="the client's webhook secret cannot be decrypted with the configured keys",
+            log=(
+                f"{what} to {url} not sent: the client's webhook secret cannot be decrypted",
+                Severity.ERROR,
+            ),
+            outcome="failed",
+        )
+    if secret:
         try:
-            headers.update(webhooks.headers(job.client.webhook_secret, row.webhook_id, row.body))
+            headers.update(webhooks.headers(secret, row.webhook_id, row.body))
         except Exception:
             # Sending unsigned would let a receiver that checks signatures accept nothing, or worse,
             # one that does not check learn nothing is wrong: refuse, and say why.

@@ -175,6 +175,10 @@ TASKENGINE_HEARTBEAT_STALE_SECONDS = env_int("TASKENGINE_HEARTBEAT_STALE_SECONDS
 # Requests per client and window; "0/minute" turns the limit off.
 TASKENGINE_RATE_LIMIT = env_rate("TASKENGINE_RATE_LIMIT", "1200/minute")
 TASKENGINE_STORAGE_ROOT = env_path("TASKENGINE_STORAGE_ROOT", BASE_DIR / ".data" / "storage")
+# Webhook secrets are encrypted at rest (clients.crypto) under a key derived from this, else from
+# SECRET_KEY; older SECRET_KEYs listed in SECRET_KEY_FALLBACKS (comma-separated) still decrypt.
+TASKENGINE_SECRETS_KEY = env_str("TASKENGINE_SECRETS_KEY", "")
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 # --- Celery (DESIGN.md §5) -------------------------------------------------------------------------
 CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
