@@ -1,0 +1,293 @@
+"""Fault injection against real processes (issue 5, items 1-4): what is lost, duplicated, recovered.
+
+Each scenario runs on its own database and Redis (tests/chaos/harness.py), submits jobs through the
+real API (gunicorn), breaks something, and then reads the outcome from Postgres rows and from the
+callback receiver only. Every scenario prints a ``chaos: …`` summary line with its figures.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from tests.chaos.conftest import Size
+from tests.chaos.harness import CLIENT_NAME, Engine, Proc, random_moments, record_summary, wait_until
+
+
+def start_engine(
+    make_engine: Any, size: Size, *, workers: int = 0, concurrency: int = 2, **env: str
+) -> Engine:
+    """web, beat and ``workers`` workers, started side by side (each boots Django: seconds apiece)."""
+    engine: Engine = make_engine(extra_env=env)
+    engine.set_reconcile_every(size.reconcile_every)
+    procs = [engine.start_web(wait=False), engine.start_beat(wait=False)]
+    procs += [engine.start_worker(concurrency=concurrency, wait=False) for _ in range(workers)]
+    engine.wait_ready(*procs)
+    engine.set_setting("max_jobs", size.max_jobs)
+    return engine
+
+
+def workers_of(engine: Engine) -> list[Proc]:
+    return [p for p in engine.processes if p.kind == "worker"]
+
+
+def first_consumed_after(engine: Engine, moment_sql: str = "now()") -> Any:
+    """The earliest task start recorded after ``moment`` (a worker consumed a message then)."""
+    rows = engine.sql(f"SELECT min(started_at) FROM jobs_task WHERE started_at > {moment_sql}")
+    return rows[0][0]
+
+
+def db_now(engine: Engine) -> Any:
+    return engine.sql("SELECT now()")[0][0]
+
+
+def consume_delay(engine: Engine, since: Any, timeout: float) -> float:
+    """Seconds from ``since`` until a worker claims a task of a probe job submitted now."""
+    [probe] = engine.submit(1, workflow="noop", seconds=0)
+    started = wait_until(
+        lambda: engine.sql("SELECT min(started_at) FROM jobs_task WHERE job_id = %s", [probe])[0][0],
+        timeout=timeout,
+        interval=0.2,
+        what="a worker to consume the probe job",
+    )
+    return float((started - since).total_seconds())
+
+
+# --- 1. workers killed with SIGKILL ----------------------------------------------------------------------
+
+
+def test_workers_killed_at_random_moments_lose_and_duplicate_nothing(make_engine: Any, size: Size) -> None:
+    engine = start_engine(make_engine, size, workers=size.workers, concurrency=size.concurrency)
+    workers = workers_of(engine)
+    engine.submit(size.jobs, seconds=size.step_seconds)
+    rng = random.Random()
+    killed_running = 0
+    for pause in random_moments(size.kills, size.kill_window, rng):
+        time.sleep(pause)
+        victim = rng.choice([w for w in workers if w.alive()])
+        running = engine.sql("SELECT count(*) FROM jobs_task WHERE state = 2")[0][0]
+        killed_running += int(running > 0)
+        victim.kill()  # SIGKILL to the worker and its pool: nothing gets to ack, record or clean up
+        victim.popen.wait(10)
+        workers.remove(victim)
+        # A supervisor (the platform) starts a replacement; the killed one's work must not be lost.
+        workers.append(engine.start_worker(concurrency=size.concurrency, wait=False))
+    after_last_kill = engine.wait_terminal(timeout=size.terminal_bound)
+    figures = engine.figures()
+    record_summary(
+        figures.line(
+            "kill-workers",
+            kills=size.kills,
+            terminal_after_last_kill_s=after_last_kill,
+            bound_s=size.terminal_bound,
+        )
+    )
+    assert figures.lost == []
+    assert figures.duplicated == []
+    assert figures.failed == []
+    assert figures.tasks_completed == figures.tasks == 3 * size.jobs
+    # A step runs again only when its attempt was killed: every re-run task is one that was recovered.
+    assert all(count == 1 for task, count in figures.runs.items() if task not in figures.recovered), (
+        figures.runs
+    )
+    # Each job recorded its end callback exactly once (delivery itself is at-least-once, with retries).
+    assert figures.job_callback_rows == dict.fromkeys(engine.submitted, 1)
+
+
+# --- 2. Redis restarted, then emptied ---------------------------------------------------------------------
+
+
+def test_redis_restart_and_flushall_lose_nothing_and_workers_consume_again(
+    make_engine: Any, size: Size
+) -> None:
+    engine = start_engine(make_engine, size, workers=size.workers, concurrency=size.concurrency)
+    workers = workers_of(engine)
+    engine.submit(size.jobs, seconds=size.step_seconds)
+    third = max(1, size.jobs // 3)
+
+    wait_until(lambda: engine.terminal_count() >= third, timeout=120, what="a third of the jobs done")
+    engine.redis.restart(downtime=2.0)
+    back = db_now(engine)
+    after_restart = consume_delay(engine, back, timeout=60)
+
+    wait_until(lambda: engine.terminal_count() >= 2 * third, timeout=180, what="two thirds of the jobs")
+    engine.redis.flushall()  # every queued and unacknowledged message is gone
+    flushed = db_now(engine)
+    after_flush = consume_delay(engine, flushed, timeout=60)
+
+    took = engine.wait_terminal(timeout=size.terminal_bound)
+    figures = engine.figures()
+    record_summary(
+        figures.line(
+            "redis-restart-flush",
+            consume_after_restart_s=after_restart,
+            consume_after_flush_s=after_flush,
+            terminal_after_flush_s=took,
+        )
+    )
+    assert after_restart <= 30.0
+    assert after_flush <= 30.0
+    assert figures.lost == []
+    assert figures.duplicated == []
+    assert figures.failed == []
+    assert all(w.alive() for w in workers), "a worker had to be restarted"
+    assert all(p.alive() for p in engine.processes)
+
+
+# --- 3. PostgreSQL stopped under API traffic -------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    at: float
+    method: str
+    status: int  # 0: no HTTP answer (connection refused or reset, timeout)
+    error: str  # the "error" of a JSON body, or the exception
+
+
+class Traffic:
+    """A steady loop of GET /jobs and POST /job from two threads, every answer recorded."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.answers: list[Answer] = []
+        self.accepted: list[int] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.loop, args=(m,), daemon=True) for m in ("GET", "POST")]
+
+    def loop(self, method: str) -> None:
+        session = requests.Session()
+        session.headers.update(self.engine.session.headers)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                if method == "GET":
+                    response = session.get(self.engine.url("/jobs?limit=5"), timeout=15)
+                else:
+                    response = session.post(
+                        self.engine.url("/job"),
+                        json={"client": CLIENT_NAME, "job": {"workflow": "noop"}, "parameters": {}},
+                        timeout=15,
+                    )
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = {"error": f"not JSON: {response.text[:80]!r}"}
+                if method == "POST" and response.status_code == 200:
+                    self.accepted.append(int(body["id"]))
+                error = str(body.get("error", "")) if isinstance(body, dict) else ""
+                self.answers.append(Answer(started, method, response.status_code, error))
+            except requests.RequestException as exc:
+                self.answers.append(Answer(started, method, 0, type(exc).__name__))
+            time.sleep(0.05)
+
+    def __enter__(self) -> Traffic:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+
+def test_postgres_down_answers_503_then_recovers_without_restarts(make_engine: Any, size: Size) -> None:
+    engine = start_engine(make_engine, size, workers=1, concurrency=size.concurrency)
+    pids = {p.name: p.popen.pid for p in engine.processes}
+    postgres = engine.cluster.postgres
+    with Traffic(engine) as traffic:
+        time.sleep(3)
+        postgres.stop()
+        down_at = time.monotonic()  # pg_ctl returns once the server is gone
+        time.sleep(10)
+        restart_at = time.monotonic()
+        postgres.start()
+        up_at = time.monotonic()  # ... and once it accepts connections again
+        time.sleep(18)
+    during = [a for a in traffic.answers if down_at <= a.at < restart_at]
+    after = [a for a in traffic.answers if a.at >= up_at + 15]
+    statuses = sorted({a.status for a in traffic.answers})
+    server_errors = [a for a in traffic.answers if a.status >= 500 and a.status != 503]
+    no_answer = [a for a in traffic.answers if a.status == 0]
+    refused = [a for a in during if a.status == 503]
+    # Jobs accepted before and after the outage still all finish (worker and beat rode it out).
+    engine.submitted.extend(traffic.accepted)
+    took = engine.wait_terminal(timeout=120)
+    figures = engine.figures()
+    first_ok = min((a.at for a in traffic.answers if a.at >= up_at and a.status == 200), default=up_at)
+    record_summary(
+        figures.line(
+            "postgres-down",
+            requests=len(traffic.answers),
+            during_outage=len(during),
+            answered_503=len(refused),
+            server_errors=len(server_errors),
+            no_answer=len(no_answer),
+            first_success_after_return_s=first_ok - up_at,
+            after_15s=len(after),
+            after_15s_ok=sum(a.status == 200 for a in after),
+            terminal_after_s=took,
+        )
+    )
+    assert during, "no request was made while PostgreSQL was down"
+    assert all(a.status == 503 and a.error for a in during), [a for a in during if a.status != 503][:5]
+    assert server_errors == [], server_errors[:5]
+    assert no_answer == [], no_answer[:5]
+    assert after and all(a.status == 200 for a in after), [a for a in after if a.status != 200][:5]
+    assert 503 in statuses
+    assert {p.name: p.popen.pid for p in engine.processes} == pids
+    assert all(p.alive() for p in engine.processes), "a process died with PostgreSQL"
+    assert figures.lost == []
+
+
+# --- 4. a step longer than the broker's visibility timeout -----------------------------------------------
+
+
+def test_a_step_longer_than_the_visibility_timeout_runs_once(make_engine: Any, size: Size) -> None:
+    visibility = 10  # the smallest TASKENGINE_VISIBILITY_TIMEOUT accepted
+    engine = start_engine(make_engine, size, workers=1, TASKENGINE_VISIBILITY_TIMEOUT=str(visibility))
+    [worker] = workers_of(engine)
+    [job] = engine.submit(1, workflow="sleep", seconds=3 * visibility)
+    wait_until(
+        lambda: engine.sql("SELECT 1 FROM jobs_task WHERE job_id = %s AND state = 2", [job]),
+        timeout=30,
+        what="the step to run",
+    )
+    # kombu puts back messages unacknowledged for longer than the visibility timeout when a worker
+    # starts polling (and on a slow periodic sweep): a worker joining mid-step gets the same message.
+    time.sleep(visibility + 2)
+    second = engine.start_worker(concurrency=2, name="late")
+    took = engine.wait_terminal(timeout=6 * visibility)
+    [(task_id, attempts, state)] = engine.sql(
+        "SELECT id, attempts, state FROM jobs_task WHERE job_id = %s", [job]
+    )
+    figures = engine.figures()
+    # The broker handed the same message (same Celery id) out again once it had been unacknowledged
+    # for longer than the visibility timeout...
+    logs = worker.log() + second.log()
+    received = Counter(re.findall(r"jobs\.tasks\.run_task\[([0-9a-f-]+)\] received", logs))
+    deliveries = max(received.values(), default=0)
+    record_summary(
+        figures.line(
+            "visibility-timeout",
+            visibility_s=visibility,
+            step_s=3 * visibility,
+            deliveries=deliveries,
+            attempts=attempts,
+            terminal_after_redelivery_s=took,
+        )
+    )
+    # ...and the runner's compare-and-set claim made the extra delivery a no-op: the step ran once.
+    assert deliveries >= 2, logs[-3000:]
+    assert (attempts, state) == (1, 3)
+    assert figures.runs[task_id] == 1
+    assert figures.duplicated == []
+    assert figures.lost == []
