@@ -137,4 +137,4 @@ def _end_job(job: Job, *, failed: bool, message: str) -> None:
         job_log(job.pk, f"job has failed: {message}", progname=PROGNAME, severity=Severity.ERROR)
     else:
         job_log(job.pk, message, progname=PROGNAME)
-    notify.job_finished(job.pk)
+    notify.job_finished(job.pk, parameters=job.parameters)

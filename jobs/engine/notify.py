@@ -2,18 +2,39 @@
 
 ``jobs.callbacks`` records the deliveries in the caller's transaction and sends them after commit on the
 ``callback`` queue; it never raises, so a callback problem can never fail or delay a job.
+
+A caller that already holds the job's ``parameters`` passes them: a job without ``rest_endpoints`` (most
+jobs) then costs no query at all. A job's parameters never change after submission, so the copy the
+caller read is the truth.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from jobs import callbacks
 
+UNKNOWN: Any = object()
 
-def task_event(task_id: int, event: str, message: str = "") -> None:
+
+def may_call_back(parameters: Any) -> bool:
+    """False only when ``parameters`` certainly name no callback URL (``jobs.callbacks`` decides the rest)."""
+    if parameters is UNKNOWN:
+        return True
+    if parameters is None:
+        return False
+    if not isinstance(parameters, dict):
+        return True
+    return bool(parameters.get("rest_endpoints"))
+
+
+def task_event(task_id: int, event: str, message: str = "", *, parameters: Any = UNKNOWN) -> None:
     """Announce a task ``start``, ``complete`` or ``fail`` to the job's callback URLs."""
-    callbacks.task_event(task_id, event, message)
+    if may_call_back(parameters):
+        callbacks.task_event(task_id, event, message)
 
 
-def job_finished(job_id: int) -> None:
+def job_finished(job_id: int, *, parameters: Any = UNKNOWN) -> None:
     """Announce the end of job ``job_id`` (completed or failed) to its callback URLs."""
-    callbacks.job_finished(job_id)
+    if may_call_back(parameters):
+        callbacks.job_finished(job_id)

@@ -26,7 +26,7 @@ from jobs.engine import bus, notify, retry
 from jobs.models import Job, Task
 from jobs.states import JobState, TaskState
 from jobs.workflows.registry import PermanentError, StepCancelled, StepContext, get_step
-from logs.models import Severity
+from logs.models import LogEntry, Severity
 from logs.services import job_log
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,13 @@ def claim(task_id: int) -> int | None:
     Claimable: queued, or retrying and due, or running with a stale heartbeat (its worker died) — and
     only while the job is started, so a paused or broken job runs nothing new.
     """
+    if not _claim_update(task_id):
+        return None
+    return int(Task.objects.filter(pk=task_id).values_list("attempts", flat=True).get())
+
+
+def _claim_update(task_id: int) -> bool:
+    """The compare-and-set of ``claim``: True when this call moved the task to running."""
     now = timezone.now()
     claimable = (
         Q(state=TaskState.QUEUED)
@@ -74,9 +81,7 @@ def claim(task_id: int) -> int | None:
         next_attempt_at=None,
         updated_at=now,
     )
-    if updated != 1:
-        return None
-    return int(Task.objects.filter(pk=task_id).values_list("attempts", flat=True).get())
+    return updated == 1
 
 
 @dataclass
@@ -137,25 +142,32 @@ def _jsonable(value: Any) -> Any:
 
 def run_task(task_id: int) -> None:
     """Run one attempt of task ``task_id`` if it can be claimed; a duplicate delivery is a no-op."""
-    attempt = claim(task_id)
-    if attempt is None:
-        return
-    task = Task.objects.select_related("job__client").get(pk=task_id)
-    job = task.job
-    definition = job.definition if isinstance(job.definition, dict) else {}
-    if definition.get("source") == "common":
-        job_log(job.pk, NO_CLIENT_DEFINITIONS, progname=PROGNAME, task_id=task.pk)
-    job_log(job.pk, f"Task '{task.name}' started", progname=PROGNAME, task_id=task.pk)
-    if attempt == 1:
-        notify.task_event(task.pk, "start")
+    # One transaction for the claim and the start's records: one commit (one WAL flush) instead of
+    # one per statement. It commits before the step runs, which runs outside any transaction.
+    with transaction.atomic():
+        if not _claim_update(task_id):
+            return
+        # The claim bumped ``attempts`` and the row is locked by it until the commit.
+        task = Task.objects.select_related("job__client").get(pk=task_id)
+        attempt = task.attempts
+        job = task.job
+        definition = job.definition if isinstance(job.definition, dict) else {}
+        entries = []
+        if definition.get("source") == "common":
+            entries.append(_log_entry(job.pk, task.pk, NO_CLIENT_DEFINITIONS))
+        entries.append(_log_entry(job.pk, task.pk, f"Task '{task.name}' started"))
+        LogEntry.objects.bulk_create(entries)
+        if attempt == 1:
+            notify.task_event(task.pk, "start", parameters=job.parameters)
 
-    results: dict[str, Any] = {}
-    for name, earlier in (
-        Task.objects.filter(job_id=job.pk, position__lt=task.position, state=TaskState.COMPLETED)
-        .order_by("position")
-        .values_list("name", "result")
-    ):
-        results[name] = earlier
+        results: dict[str, Any] = {}
+        if task.position > 1:  # the first step has no earlier results to read
+            for name, earlier in (
+                Task.objects.filter(job_id=job.pk, position__lt=task.position, state=TaskState.COMPLETED)
+                .order_by("position")
+                .values_list("name", "result")
+            ):
+                results[name] = earlier
 
     heartbeat = _Heartbeat(task_id=task.pk, job_id=job.pk, attempt=attempt)
 
@@ -196,10 +208,19 @@ def run_task(task_id: int) -> None:
     if not connection.in_atomic_block:
         # A long step may have outlived the server's idle timeout: re-check the connection first.
         close_old_connections()
-    _record(task, attempt, outcome, error, _jsonable(result))
+    _record(task, attempt, outcome, error, _jsonable(result), parameters=job.parameters)
 
 
-def _record(task: Task, attempt: int, outcome: str, error: str, result: Any) -> None:
+def _log_entry(job_id: int, task_id: int, message: str) -> LogEntry:
+    """An INFO entry of this worker, as ``job_log`` writes it (several are inserted in one statement)."""
+    return LogEntry(
+        job_id=job_id, message=message, progname=PROGNAME, severity=Severity.INFO, task_id=task_id
+    )
+
+
+def _record(
+    task: Task, attempt: int, outcome: str, error: str, result: Any, *, parameters: Any = notify.UNKNOWN
+) -> None:
     now = timezone.now()
     mine = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
     from jobs.engine import monitor
@@ -211,7 +232,7 @@ def _record(task: Task, attempt: int, outcome: str, error: str, result: Any) -> 
             ):
                 return  # the claim was lost (presumed dead and re-run): the other attempt reports
             job_log(task.job_id, f"'{task.name}' completed successfully", progname=PROGNAME, task_id=task.pk)
-            notify.task_event(task.pk, "complete")
+            notify.task_event(task.pk, "complete", parameters=parameters)
             bus.publish_advance(task.job_id)
             transaction.on_commit(lambda: monitor.count_processed(failed=False))
             return
@@ -258,6 +279,6 @@ def _record(task: Task, attempt: int, outcome: str, error: str, result: Any) -> 
                 severity=Severity.ERROR,
                 task_id=task.pk,
             )
-            notify.task_event(task.pk, "fail", error)
+            notify.task_event(task.pk, "fail", error, parameters=parameters)
             bus.publish_advance(task.job_id)
         transaction.on_commit(lambda: monitor.count_processed(failed=True))
