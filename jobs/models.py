@@ -48,6 +48,12 @@ class Job(models.Model):
                 name="job_dispatch_order",
                 condition=Q(queue_state=JobState.QUEUED),
             ),
+            # Not declared here: GET /jobs?search= matches UPPER(parameters::text) LIKE UPPER('%term%'),
+            # answered by the trigram index job_parameters_trgm that migration 0002 makes in SQL (Django
+            # renders an OpClass over a Cast with parentheses Postgres refuses).
+            # GET /jobs?order_by=run_at|priority: the first page without sorting the whole table.
+            models.Index(fields=["run_at", "id"], name="job_run_at_id"),
+            models.Index(fields=["priority", "id"], name="job_priority_id"),
         ]
         constraints = [
             models.UniqueConstraint(
