@@ -1,0 +1,1 @@
+"""Benchmark commands (bench/README.md). Not tests: nothing here runs under pytest."""

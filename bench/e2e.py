@@ -1,0 +1,312 @@
+"""Items 1 and 7 of issue 6: end-to-end overhead against the raw Celery floor, and peers, in one run.
+
+    .venv/bin/python -m bench.e2e [--jobs 1000] [--rounds 1] [--peers rq,procrastinate] [--submitters 4]
+
+Sides, run one after the other in each round (only one side's processes are alive while it is timed):
+
+- ``celery``: 1,000 raw Celery chains of 5 no-op tasks (bench/rawcelery.py), one worker, prefork 2,
+  acks_late, prefetch 1, on the same Redis (db 8, own prefix).
+- ``engine``: 1,000 jobs of the common ``noop5`` workflow submitted through ``POST /job`` to a real
+  gunicorn (2 workers x 4 threads) by 4 threads with keep-alive connections, ``max_jobs`` 1000, no
+  callbacks, processed by one engine worker (every queue, prefork 2, the project's Celery settings).
+- ``rq`` and ``procrastinate``: bench/peers.py.
+
+Each side's clock runs from its first submission to its last completion. Postgres queries per job are
+counted in the engine's own processes (bench/counting.py: a Django execute_wrapper on every connection
+of the gunicorn and Celery processes, summed in Redis), so they are exact and include the API request.
+The step transition of a job is (started_at of step n+1) - (finished_at of step n), from the task rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from bench import common
+
+
+def _wait_counter(client: Any, key: str, target: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = int(client.get(key) or 0)
+        if value >= target:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{key}: {value} of {target} after {timeout} s")
+        time.sleep(0.02)
+
+
+def side_celery(procs: common.Processes, env: dict[str, str], n: int, redis: Any) -> dict[str, Any]:
+    from bench import rawcelery
+
+    worker = procs.celery_worker("raw-worker", env, app="bench.rawcelery", queues=["raw"])
+    key = common.PREFIX + "raw:done"
+    redis.delete(key)
+    rawcelery.submit(1)  # warm-up: the worker is consuming once this chain is done
+    _wait_counter(redis, key, 1, 60)
+    redis.delete(key)
+    start = time.monotonic()
+    rawcelery.submit(n)
+    end = _wait_counter(redis, key, n, 600)
+    _stop(worker)
+    return {"seconds": end - start}
+
+
+def _submit_jobs(port: int, client: str, key: str, n: int, threads: int) -> list[int]:
+    ids: list[int] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+
+    def run(count: int) -> None:
+        api = common.Api(port, client, key)
+        for _ in range(count):
+            status, body = api.request("POST", "/job", {"job": {"workflow": "noop5"}, "parameters": {}})
+            with lock:
+                if status == 200:
+                    ids.append(json.loads(body)["id"])
+                else:
+                    errors.append(f"{status} {body[:200]!r}")
+
+    workers = [threading.Thread(target=run, args=(c,)) for c in per]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} submissions failed, first: {errors[0]}")
+    return ids
+
+
+def side_engine(
+    procs: common.Processes,
+    env: dict[str, str],
+    n: int,
+    redis: Any,
+    port: int,
+    client: str,
+    key: str,
+    threads: int,
+) -> dict[str, Any]:
+    from jobs.models import Job, Task
+    from jobs.states import JobState
+
+    worker = procs.celery_worker("engine-worker", env, app="bench.counting")
+    common.wait_worker_ready(common.PREFIX)
+    warm = _submit_jobs(port, client, key, 2, 1)
+    common.wait_until(
+        lambda: Job.objects.filter(pk__in=warm, queue_state=JobState.COMPLETED).count() == 2,
+        timeout=60,
+        what="warm-up jobs",
+    )
+    time.sleep(0.5)
+    qkey = common.PREFIX + "bench:queries"
+    redis.delete(qkey)
+    commits_before = _commits()
+    first_id = max(warm) + 1
+    start = time.monotonic()
+    ids = _submit_jobs(port, client, key, n, threads)
+    submitted = time.monotonic()
+    jobs = Job.objects.filter(pk__in=ids)
+
+    polls = [0]
+
+    def done() -> bool:
+        polls[0] += 1
+        return jobs.filter(queue_state=JobState.COMPLETED).count() == n
+
+    common.wait_until(done, timeout=900, interval=0.05, what="engine jobs")
+    end = time.monotonic()
+    time.sleep(1.5)  # the last processes flush their query counts after their task ends
+    queries = int(redis.get(qkey) or 0)
+    commits = _commits() - commits_before - polls[0] - 2  # minus this process's own reads
+    _stop(worker)
+    failed = jobs.filter(failed=True).count()
+    transitions: list[float] = []
+    rows = (
+        Task.objects.filter(job_id__gte=first_id, job_id__in=ids)
+        .order_by("job_id", "position")
+        .values_list("job_id", "started_at", "finished_at")
+    )
+    previous: tuple[int, Any] | None = None
+    for job_id, started_at, finished_at in rows:
+        if previous is not None and previous[0] == job_id:
+            transitions.append((started_at - previous[1]).total_seconds() * 1000)
+        previous = (job_id, finished_at)
+    return {
+        "seconds": end - start,
+        "submit_seconds": submitted - start,
+        "failed": failed,
+        "queries_per_job": queries / n,
+        "commits_per_job": commits / n,
+        "transition_ms_median": common.median(transitions),
+        "transition_ms_p90": common.pct(transitions, 90),
+        "steps_per_second": n * 5 / (end - start),
+    }
+
+
+def _commits() -> int:
+    """Transactions committed in the bench database so far (pg_stat_database, every connection)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
+
+
+def side_rq(procs: common.Processes, env: dict[str, str], n: int, redis: Any) -> dict[str, Any]:
+    from bench import peers
+
+    queue = f"bench-{common.PREFIX.strip(':')}"
+    env = dict(env, BENCH_RQ_QUEUE=queue, PYTHONPATH=str(common.BASE_DIR))
+    peers.RQ_QUEUE = queue
+    rq_bin = str(common.BASE_DIR / ".venv" / "bin" / "rq")
+    workers = [
+        procs.spawn(f"rq-{i}", [rq_bin, "worker", "-u", common.REDIS_URL, "-q", queue], env) for i in (1, 2)
+    ]
+    key = common.PREFIX + "peer:rq:done"
+    redis.delete(key)
+    peers.rq_submit(1)
+    _wait_counter(redis, key, 1, 60)
+    redis.delete(key)
+    start = time.monotonic()
+    peers.rq_submit(n)
+    end = _wait_counter(redis, key, n, 900)
+    for w in workers:
+        _stop(w)
+    for k in redis.scan_iter(match=f"rq:*{queue}*", count=1000):
+        redis.delete(k)
+    return {"seconds": end - start}
+
+
+def side_procrastinate(procs: common.Processes, env: dict[str, str], n: int, redis: Any) -> dict[str, Any]:
+    import psycopg
+
+    from bench import peers
+
+    created = common.ensure_database("te_bench_procrastinate")
+    conninfo = common.database_url("te_bench_procrastinate")
+    env = dict(env, BENCH_PROCRASTINATE_DB=conninfo, PYTHONPATH=str(common.BASE_DIR))
+    proc_bin = str(common.BASE_DIR / ".venv" / "bin" / "procrastinate")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        has = conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+        if created or not has or has[0] is None:
+            subprocess.run(
+                [proc_bin, "--app", "bench.peers.proc_app", "schema", "--apply"],
+                env=env, cwd=common.BASE_DIR, check=True, capture_output=True,
+            )  # fmt: skip
+        conn.execute("TRUNCATE procrastinate_jobs CASCADE")
+    args = [
+        proc_bin,
+        "--app",
+        "bench.peers.proc_app",
+        "worker",
+        "-q",
+        "bench",
+        "-c",
+        "1",
+        "--delete-jobs",
+        "never",
+    ]
+    workers = [procs.spawn(f"procrastinate-{i}", args, env) for i in (1, 2)]
+    key = common.PREFIX + "peer:procrastinate:done"
+    redis.delete(key)
+    asyncio.run(peers.proc_submit(1))
+    _wait_counter(redis, key, 1, 60)
+    redis.delete(key)
+    start = time.monotonic()
+    asyncio.run(peers.proc_submit(n))
+    end = _wait_counter(redis, key, n, 900)
+    for w in workers:
+        _stop(w)
+    return {"seconds": end - start}
+
+
+def _stop(popen: subprocess.Popen[bytes]) -> None:
+    import os
+    import signal
+
+    if popen.poll() is None:
+        os.killpg(popen.pid, signal.SIGTERM)
+    try:
+        popen.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--peers", default="rq,procrastinate", help="comma-separated: rq, procrastinate, or ''"
+    )
+    parser.add_argument("--submitters", type=int, default=4)
+    args = parser.parse_args(argv)
+
+    env = common.setup_django("te_bench")
+    import redis as redislib
+
+    redis = redislib.Redis.from_url(common.REDIS_URL)
+    common.reset_jobs()
+    common.set_setting("max_jobs", 1000)
+    client, key = common.bench_client()
+    procs = common.Processes()
+    port = common.free_port()
+    results: dict[str, list[dict[str, Any]]] = {}
+    load_before = common.machine()
+    try:
+        procs.gunicorn(env, port, app="bench.counting:application")
+        peers = [p for p in args.peers.split(",") if p]
+        for r in range(args.rounds):
+            order = ["celery", "engine", *peers]
+            if r % 2:
+                order.reverse()
+            for side in order:
+                if side == "celery":
+                    res = side_celery(procs, env, args.jobs, redis)
+                elif side == "engine":
+                    res = side_engine(procs, env, args.jobs, redis, port, client, key, args.submitters)
+                elif side == "rq":
+                    res = side_rq(procs, env, args.jobs, redis)
+                else:
+                    res = side_procrastinate(procs, env, args.jobs, redis)
+                print(f"  round {r + 1} {side}: {json.dumps(res)}", flush=True)
+                results.setdefault(side, []).append(res)
+    finally:
+        procs.stop_all()
+        common.redis_cleanup()
+    best = {side: min(runs, key=lambda x: x["seconds"]) for side, runs in results.items()}
+    celery_s = best["celery"]["seconds"]
+    engine = best["engine"]
+    summary = {
+        "jobs": args.jobs,
+        "celery_s": round(celery_s, 2),
+        "engine_s": round(engine["seconds"], 2),
+        "ratio": round(engine["seconds"] / celery_s, 2),
+        "ratios_per_round": [
+            round(e["seconds"] / c["seconds"], 2)
+            for e, c in zip(results["engine"], results["celery"], strict=True)
+        ],
+        "transition_ms_median": round(engine["transition_ms_median"], 1),
+        "queries_per_job": round(engine["queries_per_job"], 1),
+        "commits_per_job": round(engine["commits_per_job"], 1),
+        "failed": engine["failed"],
+        **{f"{p}_s": round(best[p]["seconds"], 2) for p in results if p not in ("celery", "engine")},
+        "machine_before": load_before,
+        "machine_after": common.machine(),
+    }
+    print("e2e " + json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,171 @@
+"""Item 2 of issue 6: POST /job under load on loopback, beside GET / (the same gunicorn's floor).
+
+    .venv/bin/python -m bench.submit [--rate 50] [--seconds 20] [--wrk-seconds 10] [--connections 8]
+
+1. Paced load (open loop): a Python generator sends ``--rate`` requests/s for ``--seconds`` from 16
+   threads with keep-alive connections; latency runs from each request's *scheduled* time (so a stall
+   is not hidden by coordinated omission). p50/p99 of POST /job and of GET / at the same rate.
+2. Highest sustained rate: Debian's ``wrk`` (C, so the generator costs little CPU) with a Lua script
+   POSTing a ``noop`` job over ``--connections`` keep-alive connections for ``--wrk-seconds``; the rate
+   counts only when every response was 2xx. Same for GET /.
+
+gunicorn runs as the Procfile runs it (2 workers x 4 threads, sync worker class). No engine worker runs:
+the API alone is measured (the dispatch requests wait in Redis and are deleted at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+BODY = {"job": {"workflow": "noop"}, "parameters": {"content_id": "bench"}}
+
+
+def paced(
+    port: int, client: str, key: str, method: str, path: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    total = int(rate * seconds)
+    start = time.monotonic() + 0.2
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    next_index = [0]
+
+    def run() -> None:
+        api = common.Api(port, client, key)
+        while True:
+            with lock:
+                i = next_index[0]
+                next_index[0] += 1
+            if i >= total:
+                return
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                status, body = api.request(method, path, BODY if method == "POST" else None)
+            except Exception as exc:
+                status, body = 0, str(exc).encode()
+            elapsed = (time.monotonic() - due) * 1000
+            with lock:
+                latencies.append(elapsed)
+                if status != 200:
+                    errors.append(f"{status} {body[:100]!r}")
+
+    threads = [threading.Thread(target=run) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {
+        "requests": total,
+        "errors": len(errors),
+        "p50_ms": round(common.pct(latencies, 50), 1),
+        "p99_ms": round(common.pct(latencies, 99), 1),
+        "max_ms": round(max(latencies), 1),
+        "achieved_rps": round(total / (time.monotonic() - start), 1),
+    }
+
+
+LUA = """
+wrk.method = "{method}"
+wrk.headers["client"] = "{client}"
+wrk.headers["api-key"] = "{key}"
+wrk.headers["Content-Type"] = "application/json"
+{body}
+"""
+
+
+def wrk(
+    port: int, client: str, key: str, method: str, path: str, seconds: int, connections: int
+) -> dict[str, Any]:
+    body = f"wrk.body = '{json.dumps(BODY)}'" if method == "POST" else ""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(LUA.format(method=method, client=client, key=key, body=body))
+    out = subprocess.run(
+        [
+            "wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script),
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    script.unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p99_ms = None
+    if p99:
+        value, unit = float(p99.group(1)), p99.group(2)
+        p99_ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return {
+        "rps": rps,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+        "p99_ms": p99_ms,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=50)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--wrk-seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=4)
+    args = parser.parse_args(argv)
+
+    env = common.setup_django("te_bench")
+    common.reset_jobs()
+    client, key = common.bench_client()
+    procs = common.Processes()
+    port = common.free_port()
+    load_before = common.machine()
+    try:
+        procs.gunicorn(env, port, workers=args.web_workers, threads=args.web_threads)
+        paced(port, client, key, "POST", "/job", args.rate, 2)  # warm-up (imports, connections)
+        result: dict[str, Any] = {
+            "post_paced": paced(port, client, key, "POST", "/job", args.rate, args.seconds),
+            "root_paced": paced(port, client, key, "GET", "/", args.rate, args.seconds),
+        }
+        if shutil.which("wrk"):
+            result["post_max"] = wrk(port, client, key, "POST", "/job", args.wrk_seconds, args.connections)
+            result["root_max"] = wrk(port, client, key, "GET", "/", args.wrk_seconds, args.connections)
+    finally:
+        procs.stop_all()
+        common.redis_cleanup()
+    from jobs.models import Job
+
+    summary = {
+        "rate": args.rate,
+        "post_p50_ms": result["post_paced"]["p50_ms"],
+        "post_p99_ms": result["post_paced"]["p99_ms"],
+        "post_errors": result["post_paced"]["errors"],
+        "root_p50_ms": result["root_paced"]["p50_ms"],
+        "root_p99_ms": result["root_paced"]["p99_ms"],
+        "post_max_rps": result.get("post_max", {}).get("rps"),
+        "post_max_non_2xx": result.get("post_max", {}).get("non_2xx"),
+        "post_max_p99_ms": result.get("post_max", {}).get("p99_ms"),
+        "root_max_rps": result.get("root_max", {}).get("rps"),
+        "jobs_created": Job.objects.count(),
+        "machine_before": load_before,
+        "machine_after": common.machine(),
+    }
+    print("submit " + json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
