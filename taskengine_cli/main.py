@@ -6,7 +6,8 @@ Only the standard library and ``requests``: the client must install anywhere the
 
 Exit codes: 0 success (``watch``: the job completed); 1 the watched job failed or was broken; 2 a usage
 error or an unreadable file; 3 the engine cannot be reached; 4 not authorised (401/403); 5 not found;
-6 the API refused the request (its error text is printed); 7 a server error; 130 interrupted.
+6 the API refused the request (its error text is printed); 7 a server error; 8 ``--timeout`` passed
+before the job ended; 130 interrupted.
 Results go to standard output, messages and the progress bar to standard error.
 """
 
@@ -27,7 +28,8 @@ import requests
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-EXIT_UNAUTHORISED, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_SERVER, EXIT_INTERRUPTED = 4, 5, 6, 7, 130
+EXIT_UNAUTHORISED, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_SERVER, EXIT_TIMEOUT = 4, 5, 6, 7, 8
+EXIT_INTERRUPTED = 130
 
 STATES = {"queued": 0, "started": 1, "completed": 2, "pending": 3, "broken": 4, "scheduled": 5, "paused": 6}
 TERMINAL_STATES = frozenset({"completed", "broken"})
@@ -212,7 +214,9 @@ class Follower:
                     self.err.write("\n")
                 return detail
             if deadline is not None and time.monotonic() > deadline:
-                raise CliError(f"job {self.job_id} still {detail.get('queue_state')} after {timeout:g} s", 8)
+                raise CliError(
+                    f"job {self.job_id} still {detail.get('queue_state')} after {timeout:g} s", EXIT_TIMEOUT
+                )
             time.sleep(self.interval)
 
 
