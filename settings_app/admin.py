@@ -16,8 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from settings_app.api.selectors import settings_overview
 from settings_app.models import Setting
 from settings_app.registry import SPECS
-from settings_app.services import _validate as setting_validate
-from settings_app.services import setting_set
+from settings_app.services import setting_set, setting_validate
 from taskengine_site.errors import DomainError
 
 

@@ -32,7 +32,8 @@ def settings_get_ints(*names: str) -> dict[str, int]:
     return values
 
 
-def _validate(name: str, value: object) -> str:
+def setting_validate(name: str, value: object) -> str:
+    """The value to store for ``name``, or a ``DomainError`` saying why ``value`` is refused."""
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise DomainError("name: must be a non-empty string of at most 100 characters")
     spec = SPECS.get(name)
@@ -53,7 +54,7 @@ def _validate(name: str, value: object) -> str:
 
 def setting_set(*, name: str, value: object) -> tuple[Setting, bool]:
     """Create or update one setting; returns (row, created). Effects (dispatch, beat) follow on commit."""
-    stored = _validate(name, value)
+    stored = setting_validate(name, value)
     with transaction.atomic():
         row, created = Setting.objects.update_or_create(name=name, defaults={"value": stored})
         from settings_app import effects

@@ -172,6 +172,8 @@ TASKENGINE_PUBLIC_JOB_LIST = env_bool("TASKENGINE_PUBLIC_JOB_LIST", False)
 # A running step proves it is alive this often; one silent for the stale time is presumed dead and re-run.
 TASKENGINE_HEARTBEAT_SECONDS = env_int("TASKENGINE_HEARTBEAT_SECONDS", 5, minimum=1)
 TASKENGINE_HEARTBEAT_STALE_SECONDS = env_int("TASKENGINE_HEARTBEAT_STALE_SECONDS", 60, minimum=5)
+# When set, GET /metrics requires "Authorization: Bearer <token>".
+TASKENGINE_METRICS_TOKEN = env_str("TASKENGINE_METRICS_TOKEN", "")
 # Requests per client and window; "0/minute" turns the limit off.
 TASKENGINE_RATE_LIMIT = env_rate("TASKENGINE_RATE_LIMIT", "1200/minute")
 TASKENGINE_STORAGE_ROOT = env_path("TASKENGINE_STORAGE_ROOT", BASE_DIR / ".data" / "storage")

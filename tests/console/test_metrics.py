@@ -115,9 +115,3 @@ def test_token_when_set_is_required(db: None, settings: Any) -> None:
     assert http.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert http.get("/metrics", headers={"Authorization": "Basic s3cret-token"}).status_code == 401
     assert ("taskengine_redis_up", ()) in scrape(http, Authorization="Bearer s3cret-token")
-
-
-def test_token_from_the_environment(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TASKENGINE_METRICS_TOKEN", "from-env")
-    assert HttpClient().get("/metrics").status_code == 401
-    assert ("taskengine_redis_up", ()) in scrape(Authorization="Bearer from-env")

@@ -177,3 +177,26 @@ def test_check_deploy_is_clean_with_a_production_environment():
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_metrics_token_and_rate_limit_come_from_the_environment():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.TASKENGINE_METRICS_TOKEN, settings.TASKENGINE_RATE_LIMIT)",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "taskengine_site.settings",
+            "TASKENGINE_METRICS_TOKEN": "from-env",
+            "TASKENGINE_RATE_LIMIT": "30/second",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.split() == ["from-env", "30/second"]
