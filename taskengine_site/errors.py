@@ -5,6 +5,7 @@ Every error body is ``{"error": "<message>"}``; errors about one job also carry 
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -13,6 +14,10 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+DATABASE_UNAVAILABLE = "Database unavailable; retry later."
 
 
 class DomainError(Exception):
@@ -87,8 +92,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.APIException):
         return Response({"error": error_message(exc.detail)}, status=exc.status_code)
     if isinstance(exc, OperationalError | InterfaceError | DatabaseError):
+        # The driver's text names hosts, sockets and users: it goes to the operators' log, not to the
+        # client, who learns only that a retry later will do.
+        view = context.get("view")
+        logger.warning("database unavailable in %s: %s", type(view).__name__, first_line(exc))
         return Response(
-            {"error": f"Database unavailable: {first_line(exc)}"},
+            {"error": DATABASE_UNAVAILABLE},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )

@@ -30,7 +30,6 @@ import tempfile
 import threading
 import time
 import uuid
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -76,10 +75,7 @@ class Postgres:
 
         # cleanup_mode None: this harness decides when the server stops (stop()), not an atexit handler
         # of the library, which would also fire in forked children.
-        with warnings.catch_warnings():
-            # platformdirs warns that XDG_RUNTIME_DIR is unset; the library then uses a /tmp folder.
-            warnings.simplefilter("ignore")
-            self.server = get_server(pgdata, cleanup_mode=None)
+        self.server = get_server(pgdata, cleanup_mode=None)
         self.pgdata = pgdata
         self.admin_uri: str = self.server.get_uri("postgres")
         self.socket_dir = str(self.server.get_postmaster_info().socket_dir)
@@ -562,6 +558,17 @@ class Engine:
         )
         return ", ".join(f"state {s}: {c}" for s, c in sorted(rows))
 
+    def secret_leaks(self) -> list[str]:
+        """Where the operator's API key appears in full: any text column of this scenario's database,
+        any log of its processes (issue 5 item 10, for keys used by real web and worker processes)."""
+        from tests.security.secrets_audit import SecretsAudit
+
+        audit = SecretsAudit()
+        audit.remember(self.cluster.api_key)
+        conninfo = {"conninfo": self.cluster.postgres.uri(self.database)}
+        found = [str(leak) for leak in audit.scan_database(conninfo, audit.secrets)]
+        return found + [str(leak) for leak in audit.scan_files(self.folder, audit.secrets)]
+
     def figures(self) -> Figures:
         rows = self.sql(
             "SELECT id, queue_state, failed, EXTRACT(EPOCH FROM finished_at - created_at) FROM jobs_job "
@@ -604,6 +611,7 @@ class Engine:
             )
         )
         return Figures(
+            leaks=self.secret_leaks(),
             jobs=len(self.submitted),
             lost=lost,
             failed=failed,
@@ -629,6 +637,7 @@ class Engine:
 
 @dataclass
 class Figures:
+    leaks: list[str]
     jobs: int
     lost: list[int]
     failed: list[int]
@@ -652,6 +661,7 @@ class Figures:
             f"tasks_completed={self.tasks_completed}/{self.tasks}",
             f"max_job_s={self.max_job_seconds:.1f}",
             f"job_callbacks_received={len(self.job_callbacks)}/{self.jobs}",
+            f"key_leaks={len(self.leaks)}",
         ]
         parts += [f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()]
         return " ".join(parts)
