@@ -14,6 +14,10 @@ from typing import Any
 from django.core.signals import request_finished
 from django.db.backends.signals import connection_created
 
+from taskengine_site.celery import app
+
+__all__ = ["app", "application", "flush"]
+
 _count = [0]
 _redis: list[Any] = []
 

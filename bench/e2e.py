@@ -126,6 +126,17 @@ def side_engine(
     time.sleep(1.5)  # the last processes flush their query counts after their task ends
     queries = int(redis.get(qkey) or 0)
     commits = _commits() - commits_before - polls[0] - 2  # minus this process's own reads
+    # Transition latency without queueing: 20 jobs, one at a time, on the idle engine.
+    alone: list[int] = []
+    for _ in range(20):
+        one = _submit_jobs(port, client, key, 1, 1)
+        common.wait_until(
+            lambda one=one: Job.objects.filter(pk__in=one, queue_state=JobState.COMPLETED).exists(),  # type: ignore[misc]
+            timeout=60,
+            interval=0.01,
+            what="a lone job",
+        )
+        alone += one
     _stop(worker)
     failed = jobs.filter(failed=True).count()
     transitions: list[float] = []
@@ -139,6 +150,16 @@ def side_engine(
         if previous is not None and previous[0] == job_id:
             transitions.append((started_at - previous[1]).total_seconds() * 1000)
         previous = (job_id, finished_at)
+    lone: list[float] = []
+    previous = None
+    for job_id, started_at, finished_at in (
+        Task.objects.filter(job_id__in=alone)
+        .order_by("job_id", "position")
+        .values_list("job_id", "started_at", "finished_at")
+    ):
+        if previous is not None and previous[0] == job_id:
+            lone.append((started_at - previous[1]).total_seconds() * 1000)
+        previous = (job_id, finished_at)
     return {
         "seconds": end - start,
         "submit_seconds": submitted - start,
@@ -147,6 +168,8 @@ def side_engine(
         "commits_per_job": commits / n,
         "transition_ms_median": common.median(transitions),
         "transition_ms_p90": common.pct(transitions, 90),
+        "lone_transition_ms_median": common.median(lone),
+        "lone_transition_ms_p90": common.pct(lone, 90),
         "steps_per_second": n * 5 / (end - start),
     }
 
@@ -169,7 +192,12 @@ def side_rq(procs: common.Processes, env: dict[str, str], n: int, redis: Any) ->
     peers.RQ_QUEUE = queue
     rq_bin = str(common.BASE_DIR / ".venv" / "bin" / "rq")
     workers = [
-        procs.spawn(f"rq-{i}", [rq_bin, "worker", "-u", common.REDIS_URL, "-q", queue], env) for i in (1, 2)
+        procs.spawn(
+            f"rq-{i}",
+            [rq_bin, "worker", "-u", common.REDIS_URL, "-q", "-w", "rq.worker.SimpleWorker", queue],
+            env,
+        )
+        for i in (1, 2)
     ]
     key = common.PREFIX + "peer:rq:done"
     redis.delete(key)
@@ -296,7 +324,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             round(e["seconds"] / c["seconds"], 2)
             for e, c in zip(results["engine"], results["celery"], strict=True)
         ],
-        "transition_ms_median": round(engine["transition_ms_median"], 1),
+        "transition_ms_median_loaded": round(engine["transition_ms_median"], 1),
+        "transition_ms_median_alone": round(engine["lone_transition_ms_median"], 1),
+        "steps_per_second": round(engine["steps_per_second"], 1),
         "queries_per_job": round(engine["queries_per_job"], 1),
         "commits_per_job": round(engine["commits_per_job"], 1),
         "failed": engine["failed"],
