@@ -18,6 +18,22 @@ from taskengine_site.errors import NotFound
 # The dashboard lists are for people; a backlog of thousands is summarised by its head.
 DASHBOARD_LIST_LIMIT = 1000
 
+# What JobSummarySerializer (the dashboard's lists) shows; any other field would be loaded on access.
+SUMMARY_FIELDS = (
+    "id",
+    "client__name",
+    "workflow",
+    "priority",
+    "position",
+    "top_of_queue",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "queue_state",
+    "failed",
+    "run_at",
+)
+
 # DESIGN.md §2: the order in which the dispatcher starts queued jobs.
 DISPATCH_ORDER = ("-top_of_queue", "priority", "position", "created_at", "id")
 
@@ -51,8 +67,11 @@ def job_list(*, requester: Client | None) -> QuerySet[Job]:
 
 
 def dashboard_lists(*, requester: Client) -> dict[str, list[Job]]:
-    """Started, queued (in dispatch order) and scheduled (soonest first) jobs."""
-    base = jobs_visible(requester=requester)
+    """Started, queued (in dispatch order) and scheduled (soonest first) jobs.
+
+    Only the columns the summaries show are read (up to 3,000 rows: the JSON columns would dominate).
+    """
+    base = jobs_visible(requester=requester).only(*SUMMARY_FIELDS)
     return {
         "started": list(
             base.filter(queue_state=JobState.STARTED).order_by("started_at", "id")[:DASHBOARD_LIST_LIMIT]
