@@ -40,19 +40,28 @@ class Leak:
         return f"…{self.secret[-4:]} ({len(self.secret)} chars) in {self.where}"
 
 
-class _Capture(logging.Handler):
-    def __init__(self, sink: list[str]) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.sink = sink
+def _capturing_factory(
+    previous: Callable[..., logging.LogRecord], sink: list[str]
+) -> Callable[..., logging.LogRecord]:
+    """A log record factory that keeps the text of every record made.
 
-    def emit(self, record: logging.LogRecord) -> None:
+    A factory rather than a root handler: Django (and tests that reload settings) re-apply the LOGGING
+    dict, which replaces the root logger's handlers, but leaves the record factory alone. Records are
+    only made for enabled levels, so this sees what the application actually logs.
+    """
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
         try:
             text = record.getMessage()
         except Exception:
             text = f"{record.msg!r} {record.args!r}"
         if record.exc_info and record.exc_info[1] is not None:
             text += f" {record.exc_info[1]!r}"
-        self.sink.append(text)
+        sink.append(text)
+        return record
+
+    return factory
 
 
 def _wrap(module: Any, name: str, record: Callable[[Any], None]) -> Callable[[], None]:
@@ -90,9 +99,9 @@ class SecretsAudit:
 
         self.undo.append(_wrap(keys, "generate", lambda call: self.remember(call[2][0])))
         self.undo.append(_wrap(crypto, "encrypt", lambda call: self.remember(str(call[0][0]))))
-        handler = _Capture(self.log_lines)
-        logging.getLogger().addHandler(handler)
-        self.undo.append(lambda: logging.getLogger().removeHandler(handler))
+        previous = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_capturing_factory(previous, self.log_lines))
+        self.undo.append(lambda: logging.setLogRecordFactory(previous))
 
     def uninstall(self) -> None:
         while self.undo:
