@@ -1,6 +1,6 @@
 """The same work on engines users might pick instead: 1,000 jobs of 5 sequential no-op steps each.
 
-RQ 2 (Redis): each step enqueues the next on queue ``bench-<pid>``; two ``rq worker`` processes (RQ's
+RQ 3 (Redis): each step enqueues the next on queue ``bench-<pid>``; two ``rq worker`` processes (RQ's
 ``SimpleWorker``, which runs jobs in the worker process: RQ's default worker forks a work horse per job
 and managed about 6 steps/s here). Procrastinate 3 (Postgres, its own database
 ``te_bench_procrastinate``): each step defers the next; two ``procrastinate worker`` processes of
