@@ -157,7 +157,7 @@ def side_engine(
         .order_by("job_id", "position")
         .values_list("job_id", "started_at", "finished_at")
     ):
-        if previous is not None and previous[0] == job_id:
+        if previous is not None and previous[0] == job_id and started_at and previous[1]:
             lone.append((started_at - previous[1]).total_seconds() * 1000)
         previous = (job_id, finished_at)
     return {
