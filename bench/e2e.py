@@ -211,6 +211,9 @@ def side_rq(procs: common.Processes, env: dict[str, str], n: int, redis: Any) ->
         _stop(w)
     for k in redis.scan_iter(match=f"rq:*{queue}*", count=1000):
         redis.delete(k)
+    redis.srem("rq:queues", f"rq:queue:{queue}")
+    if not redis.scard("rq:queues"):
+        redis.delete("rq:queues", "rq:clean_groups")
     return {"seconds": end - start}
 
 
