@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Procfile commands (gunicorn, celery) come from the project virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test check lint typecheck fmt venv clean-data bench-venv
+.PHONY: run test check lint typecheck fmt venv clean-data bench-venv bench bench-quick
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -46,3 +46,10 @@ clean-data:
 # Benchmarks (bench/README.md) need the peers they compare against: the `bench` dependency group.
 bench-venv: | $(UV)
 	$(UV) sync --frozen --group bench --python $(PYTHON)
+
+# Every benchmark of bench/README.md (run `make bench-venv` once; bench.submit needs Debian's wrk).
+bench:
+	$(PY) -m bench.run_all
+
+bench-quick:
+	$(PY) -m bench.run_all --quick
