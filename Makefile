@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Procfile commands (gunicorn, celery) come from the project virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test check lint typecheck fmt venv clean-data bench-venv bench bench-quick
+.PHONY: run test check lint typecheck fmt venv clean-data bench-venv bench bench-quick chaos
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,6 +35,10 @@ check: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	DATABASE_URL=postgres://typecheck@localhost/typecheck REDIS_URL=redis://localhost:6379/0 SECRET_KEY=typecheck $(VENV)/bin/mypy .
+	DEBUG=false SECRET_KEY=deploy-check-3f9b1c7e5a2d8f4b6c0e9a1d7b3f5c8e2a4d6f8b0c TASKENGINE_HTTPS=true \
+	  ALLOWED_HOSTS=taskengine.example.com DATABASE_URL=postgres://check@localhost/check \
+	  REDIS_URL=redis://localhost:6379/0 $(PY) manage.py check --deploy --fail-level WARNING
+	$(VENV)/bin/bandit -c pyproject.toml -r . -ll -q
 
 fmt: venv
 	$(VENV)/bin/ruff format .
@@ -53,3 +57,7 @@ bench:
 
 bench-quick:
 	$(PY) -m bench.run_all --quick
+
+# The full-size fault scenarios (tests/chaos), on their own embedded PostgreSQL and Redis.
+chaos: venv
+	$(PY) -m tests.chaos.run
