@@ -28,6 +28,8 @@ run: venv
 	  $(PY) manage.py ensure_demo_client && \
 	  WEB_HOST=$${WEB_HOST:-127.0.0.1} exec $(VENV)/bin/honcho -f Procfile start -p $${PORT:-8000} web worker beat'
 
+# Two xdist workers (one per core); each gets its own test database and Redis key prefix.
+PYTEST_ARGS ?= -n 2
 test: venv
 	$(DEV) $(PY) -m pytest $(PYTEST_ARGS)
 

@@ -180,3 +180,31 @@ def test_idempotency_race_is_settled_by_the_unique_constraint(
     assert not created
     assert job.pk == first_id
     assert Job.objects.filter(idempotency_key="race").count() == 1
+
+
+def test_media_parameters_are_checked_at_submission(te_client: Client, broker: Broker) -> None:
+    with pytest.raises(DomainError) as excinfo:
+        job_submit(
+            client=te_client,
+            workflow="vodstream",
+            parameters={"content_id": "c1", "source_folder": "in", "drm": ["widevine"]},
+        )
+    assert "drm" in excinfo.value.message and "not supported" in excinfo.value.message
+    assert Job.objects.count() == 0
+
+
+def test_a_capture_ending_in_the_future_is_scheduled_for_the_latest_clip_end(
+    submit: Callable[..., Job], broker: Broker
+) -> None:
+    end = (timezone.now() + timedelta(hours=2)).replace(microsecond=0)
+    clips = [
+        {"source": "https://live.example.com/a.m3u8", "start": "2020-01-01T00:00:00Z", "end": end.isoformat()},
+        {
+            "source": "https://live.example.com/a.m3u8",
+            "start": "2020-01-01T00:00:00Z",
+            "end": (end - timedelta(hours=1)).isoformat(),
+        },
+    ]
+    job = submit("vodcapture", parameters={"content_id": "c1", "output_folder": "out", "clips": clips})
+    assert job.queue_state == JobState.SCHEDULED
+    assert job.run_at == end

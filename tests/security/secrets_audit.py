@@ -198,8 +198,10 @@ def database_conninfo() -> dict[str, Any] | None:
     name = str(settings.get("NAME") or "")
     if not name.startswith("test_"):
         return None
-    info: dict[str, Any] = {"dbname": name, "connect_timeout": 5}
-    for key, target in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host"), ("PORT", "port")):
-        if settings.get(key):
-            info[target] = settings[key]
+    # Django's own connection keywords, so a unix-socket server (host in OPTIONS) is reached too.
+    info: dict[str, Any] = dict(connection.get_connection_params())
+    for unused in ("cursor_factory", "context", "client_encoding"):
+        info.pop(unused, None)
+    info["dbname"] = name
+    info["connect_timeout"] = 5
     return info
