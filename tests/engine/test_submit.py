@@ -198,7 +198,7 @@ def test_a_capture_ending_in_the_future_is_scheduled_for_the_latest_clip_end(
 ) -> None:
     end = (timezone.now() + timedelta(hours=2)).replace(microsecond=0)
     clips = [
-        {"source": "https://live.example.com/a.m3u8", "start": "2020-01-01T00:00:00Z", "end": end.isoformat()},
+        {"source": "https://live.example.com/a.m3u8", "start": "2020-01-01T00:00:00Z", "end": str(end)},
         {
             "source": "https://live.example.com/a.m3u8",
             "start": "2020-01-01T00:00:00Z",
