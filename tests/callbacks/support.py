@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import wait_until  # noqa: F401  (re-exported: tests use support.wait_until)
+
 
 @dataclass
 class Received:
@@ -197,13 +199,3 @@ def queues(db, django_capture_on_commit_callbacks) -> Iterator[Queues]:
 def committed(django_capture_on_commit_callbacks):
     """``with committed(): ...`` runs the on-commit hooks (publications) registered inside it."""
     return lambda: django_capture_on_commit_callbacks(execute=True)
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out waiting")

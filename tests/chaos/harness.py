@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,22 +40,12 @@ from typing import Any
 import psycopg
 import requests
 
+from tests.waiting import wait_until
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 ALL_QUEUES = "controller,work,windows_capture,callback,scheduler"
 TERMINAL_STATES = (2, 4)  # completed, broken
 CLIENT_NAME = "chaos-operator"
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; return it, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -30,9 +30,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,20 +39,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
+from tests.waiting import wait_until
+
 ALL_QUEUES = ("controller", "work", "windows_capture", "callback", "scheduler")
 BASE_DIR = Path(__file__).resolve().parents[2]
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; return that, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
-        time.sleep(interval)
 
 
 def database_url() -> str:
