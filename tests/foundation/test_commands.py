@@ -6,6 +6,7 @@ import io
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory
@@ -90,3 +91,16 @@ def test_webhook_secret_must_be_a_standard_webhooks_secret():
     assert not Client.objects.filter(name="acme").exists()
     run("create_client", "acme", "--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     assert Client.objects.get(name="acme").webhook_secret == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_ensure_demo_client_replaces_a_key_this_database_does_not_accept(tmp_path):
+    key_file = tmp_path / "demo.key"
+    key = run("ensure_demo_client", "--key-file", str(key_file))[-1]
+    # Another database's key (DATABASE_URL changed), then a revoked one: neither is printed as valid.
+    key_file.write_text("te_0123456789ab_not-this-database\n")
+    replaced = run("ensure_demo_client", "--key-file", str(key_file))
+    assert "does not accept" in replaced[-2] and replaced[-1] != key
+    assert authenticates("demo-client", replaced[-1]) and key_file.read_text().strip() == replaced[-1]
+    ApiKey.objects.filter(client__name="demo-client").update(revoked_at=timezone.now())
+    again = run("ensure_demo_client", "--key-file", str(key_file))[-1]
+    assert again != replaced[-1] and authenticates("demo-client", again)

@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from clients import keys
 from clients.models import Client
 from clients.services import api_key_issue, client_create
 
@@ -31,15 +32,24 @@ class Command(BaseCommand):
             self.stdout.write(f"Created operator client {name!r}; its API key is kept in {key_file}:")
             self.stdout.write(key)
             return
-        if key_file.exists() and key_file.read_text().strip():
+        kept = key_file.read_text().strip() if key_file.exists() else ""
+        if kept and self._valid(client, kept):
             self.stdout.write(f"Client {name!r} exists; its API key is in {key_file}:")
-            self.stdout.write(key_file.read_text().strip())
+            self.stdout.write(kept)
             return
-        # The client exists but its key file was lost: only a hash is stored, so issue a new key.
+        # The key file is missing, or holds a key of another database (DATABASE_URL changed) or a revoked
+        # one: only a hash is stored, so issue a new key.
         _, key = api_key_issue(client=client, label="make run")
         self._keep(key_file, key)
-        self.stdout.write(f"Client {name!r} exists but {key_file} was missing; issued a new API key:")
+        reason = "was missing" if not kept else "held a key this database does not accept"
+        self.stdout.write(f"Client {name!r} exists but {key_file} {reason}; issued a new API key:")
         self.stdout.write(key)
+
+    @staticmethod
+    def _valid(client: Client, key: str) -> bool:
+        prefix = keys.prefix_of(key)
+        row = client.api_keys.filter(prefix=prefix, revoked_at__isnull=True).first() if prefix else None
+        return row is not None and keys.matches(key, row.key_hash)
 
     @staticmethod
     def _keep(path: Path, key: str) -> None:
