@@ -29,6 +29,7 @@ from jobs.api.serializers import (
 )
 from jobs.filters import JobFilter
 from jobs.models import Job
+from jobs.services import job_rerun, job_submit, job_update
 from settings_app.services import settings_get_ints
 from taskengine_site.api import ApiView, ApiViewSet, optional_requester, requester
 from taskengine_site.errors import DomainError
@@ -98,8 +99,6 @@ class JobViewSet(ApiViewSet):
         tags=["jobs"],
     )
     def create(self, request: Request) -> Response:
-        from jobs.services import job_submit
-
         idempotency_key = _idempotency_key(request)
         data = JobSubmitSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
@@ -142,8 +141,6 @@ class JobViewSet(ApiViewSet):
         tags=["jobs"],
     )
     def update(self, request: Request, pk: int) -> Response:
-        from jobs.services import job_update
-
         job = selectors.job_get(requester=requester(request), job_id=int(pk))
         data = JobUpdateSerializer(data=request.data, context={"request": request, "job": job})
         data.is_valid(raise_exception=True)
@@ -172,8 +169,6 @@ class JobViewSet(ApiViewSet):
         tags=["jobs"],
     )
     def rerun(self, request: Request, pk: int) -> Response:
-        from jobs.services import job_rerun
-
         job = selectors.job_get(requester=requester(request), job_id=int(pk))
         new = job_rerun(job=job, request_meta=_request_meta(request))
         return Response(AcceptedSerializer({"id": new.pk, "result": "accepted"}).data)
