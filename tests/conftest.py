@@ -9,6 +9,15 @@ import uuid
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _no_dispatch_in_flight():
+    """Each test starts with no dispatch message "on its way" (jobs.engine.bus coalesces them): a
+    message an earlier test published and never consumed must not hold back this test's."""
+    from jobs.engine import bus
+
+    bus.dispatch_starting()
+
+
 @pytest.fixture
 def make_client(db):
     """Create a client with one key: ``make_client("acme", operator=False) -> (client, key)``."""

@@ -6,7 +6,12 @@ imports the engine). Every message carries primary keys only; its consumer re-re
 
 from __future__ import annotations
 
+import logging
+
+from django.core.cache import cache
 from django.db import transaction
+
+logger = logging.getLogger(__name__)
 
 CONTROLLER_QUEUE = "controller"
 SCHEDULER_QUEUE = "scheduler"
@@ -15,6 +20,11 @@ RUN_TASK = "jobs.tasks.run_task"
 ADVANCE_JOB = "jobs.tasks.advance_job"
 DISPATCH = "jobs.tasks.dispatch"
 RECONCILE = "jobs.tasks.reconcile"
+
+# Set while a dispatch message is on its way and its dispatcher has not started: one such message serves
+# every submission until then. The expiry only bounds a flag whose message was lost (a flushed Redis).
+DISPATCH_PENDING_KEY = "engine:dispatch-pending"
+DISPATCH_PENDING_SECONDS = 10
 
 
 def _send(name: str, args: list[int], queue: str, countdown: float | None = None) -> None:
@@ -34,5 +44,32 @@ def publish_advance(job_id: int) -> None:
 
 
 def publish_dispatch() -> None:
-    """Ask the controller to fill free slots after commit."""
-    transaction.on_commit(lambda: _send(DISPATCH, [], CONTROLLER_QUEUE))
+    """Ask the controller to fill free slots after commit, unless a dispatch is already on its way.
+
+    That dispatch starts after this commit (it clears the flag first, then reads the queued jobs), so it
+    sees this transaction's jobs: a burst of submissions costs one message, not one each.
+    """
+    transaction.on_commit(_send_dispatch_once)
+
+
+def _send_dispatch_once() -> None:
+    try:
+        first = cache.add(DISPATCH_PENDING_KEY, 1, timeout=DISPATCH_PENDING_SECONDS)
+    except Exception:
+        logger.warning("dispatch flag unavailable; publishing anyway", exc_info=True)
+        first = True
+    if not first:
+        return
+    try:
+        _send(DISPATCH, [], CONTROLLER_QUEUE)
+    except Exception:
+        dispatch_starting()  # no message carries the flag: the next submission must publish
+        raise
+
+
+def dispatch_starting() -> None:
+    """Called by the dispatcher before it reads the queued jobs: later submissions publish again."""
+    try:
+        cache.delete(DISPATCH_PENDING_KEY)
+    except Exception:
+        logger.warning("dispatch flag not cleared (it expires by itself)", exc_info=True)

@@ -1,12 +1,15 @@
 """The controller: starts a job's tasks, moves a job on when a task ends, ends the job (DESIGN §1, §4).
 
-It runs on the ``controller`` queue. Every entry point locks the job row and re-checks its state, so a
-duplicate or late message changes nothing.
+``start_job`` runs in the dispatcher's transaction; ``move_on`` in the worker's transaction that records
+a task's end (so no hand-over message can be lost between the two); ``advance`` on the ``controller``
+queue, for the reconciler. Every entry point locks the job row and re-checks its state, so a duplicate
+or late message changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
@@ -70,24 +73,44 @@ def fail_start(job_id: int, message: str) -> None:
     _end_job(job, failed=True, message=message)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What ``move_on`` did: the job ended, or its next task is queued and ``held`` for the caller."""
+
+    ended: bool = False
+    held: int | None = None
+
+
 def advance(job_id: int) -> None:
     """Move a started job on after one of its tasks ended: publish the next task or end the job.
 
-    A no-op unless the job is started; the dispatcher runs afterwards when the job ended (a slot freed).
+    The worker does this itself in the transaction that records a task's end (``runner``); this entry
+    point is for the reconciler, which nudges a started job with nothing in flight. A no-op unless the
+    job is started; the dispatcher runs afterwards when the job ended (a slot freed).
     """
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id, queue_state=JobState.STARTED).first()
         if job is None:
             return
-        ended = _progress(job, resume=False)
+        ended = move_on(job).ended
     if ended:
         from jobs.engine.dispatcher import dispatch
 
         dispatch()
 
 
-def _progress(job: Job, *, resume: bool) -> bool:
-    """Decide the next move of a started, locked job. Returns True when the job ended.
+def move_on(job: Job, *, hold_queue: str | None = None) -> Progress:
+    """Move a started job, locked by the caller's transaction, on after one of its tasks ended.
+
+    The next task is marked queued and published after commit, unless it runs on ``hold_queue``: then
+    nothing is published and its id is returned as ``held``, for a worker of that queue that will run it
+    at once (the reconciler re-publishes it if that worker dies first).
+    """
+    return _progress(job, resume=False, hold_queue=hold_queue)
+
+
+def _progress(job: Job, *, resume: bool, hold_queue: str | None = None) -> Progress:
+    """Decide the next move of a started, locked job.
 
     ``resume`` re-publishes a task already marked queued or retrying: after a pause its message may
     have been consumed (and refused) while the job was not started.
@@ -96,15 +119,17 @@ def _progress(job: Job, *, resume: bool) -> bool:
     failed = next((task for task in tasks if task.state == TaskState.FAILED), None)
     if failed is not None:
         _end_job(job, failed=True, message=f"'{failed.name}' failed: {failed.error}")
-        return True
+        return Progress(ended=True)
     current = next((task for task in tasks if task.state != TaskState.COMPLETED), None)
     if current is None:
         _end_job(job, failed=False, message="job has completed successfully")
-        return True
+        return Progress(ended=True)
     if current.state == TaskState.PENDING:
         if Task.objects.filter(pk=current.pk, state=TaskState.PENDING).update(
             state=TaskState.QUEUED, updated_at=timezone.now()
         ):
+            if current.queue == hold_queue:
+                return Progress(held=current.pk)
             bus.publish_run(current.pk, current.queue)
     elif resume and current.state == TaskState.QUEUED:
         bus.publish_run(current.pk, current.queue)
@@ -114,9 +139,9 @@ def _progress(job: Job, *, resume: bool) -> bool:
     elif current.state == TaskState.CANCELLED:
         # Only a broken job cancels tasks; a started job with one cannot go on.
         _end_job(job, failed=True, message=f"'{current.name}' was cancelled")
-        return True
-    # RUNNING: the worker hands over to the controller when the step ends.
-    return False
+        return Progress(ended=True)
+    # RUNNING: its worker moves the job on when the step ends.
+    return Progress()
 
 
 def _end_job(job: Job, *, failed: bool, message: str) -> None:

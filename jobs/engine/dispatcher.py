@@ -74,6 +74,7 @@ def dispatch() -> list[int]:
     from jobs.engine import controller
 
     started: list[int] = []
+    bus.dispatch_starting()
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DISPATCH_LOCK_KEY])

@@ -2,7 +2,8 @@
 
 The attempt is claimed by compare-and-set (the claim bumps ``attempts``, which then fences every later
 write of this attempt), the step runs outside any transaction while a heartbeat thread proves it alive,
-and the outcome is recorded and handed to the controller after commit.
+and the outcome is recorded in one transaction that also moves the job on (next task, or the job's end):
+there is no hand-over message between a step's end and the next step's start.
 """
 
 from __future__ import annotations
@@ -15,18 +16,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs.engine import bus, notify, retry
+from jobs.engine import bus, controller, notify, retry
 from jobs.models import Job, Task
 from jobs.states import JobState, TaskState
 from jobs.workflows.registry import PermanentError, StepCancelled, StepContext, get_step
-from logs.models import LogEntry, Severity
+from logs.models import Severity
 from logs.services import job_log
 
 logger = logging.getLogger(__name__)
@@ -58,30 +58,93 @@ def claim(task_id: int) -> int | None:
     Claimable: queued, or retrying and due, or running with a stale heartbeat (its worker died) — and
     only while the job is started, so a paused or broken job runs nothing new.
     """
-    if not _claim_update(task_id):
-        return None
-    return int(Task.objects.filter(pk=task_id).values_list("attempts", flat=True).get())
+    claimed = _claim(task_id)
+    return None if claimed is None else claimed.attempt
 
 
 def _claim_update(task_id: int) -> bool:
     """The compare-and-set of ``claim``: True when this call moved the task to running."""
+    return _claim(task_id) is not None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A task this worker has claimed, with what its step needs of the job (one statement reads both)."""
+
+    pk: int
+    attempt: int
+    job_id: int
+    name: str
+    position: int
+    queue: str
+    parameters: Any
+    job_parameters: Any
+    workflow: str
+    common_definition: bool
+    client_name: str
+
+
+# The compare-and-set of a claim and the read of what the step needs, in one round trip. Hot: once per
+# step, so it is SQL rather than three ORM queries (whose compilation cost more than the queries).
+_CLAIM_SQL = f"""
+UPDATE jobs_task AS t
+SET state = {int(TaskState.RUNNING)}, attempts = t.attempts + 1, worker = %(worker)s, heartbeat_at = %(now)s,
+    started_at = %(now)s, next_attempt_at = NULL, updated_at = %(now)s
+FROM jobs_job AS j
+JOIN clients_client AS c ON c.id = j.client_id
+WHERE t.id = %(task)s AND j.id = t.job_id AND j.queue_state = {int(JobState.STARTED)}
+  AND (t.state = {int(TaskState.QUEUED)}
+       OR (t.state = {int(TaskState.RETRYING)} AND t.next_attempt_at <= %(now)s)
+       OR (t.state = {int(TaskState.RUNNING)} AND t.heartbeat_at < %(stale)s))
+RETURNING t.attempts, t.job_id, t.name, t.position, t.queue, t.parameters,
+          j.parameters, j.workflow, j.definition ->> 'source', c.name
+"""  # noqa: S608 (only integer constants are formatted in)
+
+
+def _json(value: Any) -> Any:
+    """jsonb as Django's psycopg connection returns it (text), decoded."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _claim(task_id: int) -> Claimed | None:
     now = timezone.now()
-    claimable = (
-        Q(state=TaskState.QUEUED)
-        | Q(state=TaskState.RETRYING, next_attempt_at__lte=now)
-        | Q(state=TaskState.RUNNING, heartbeat_at__lt=now - stale_after())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL, {"worker": worker_name(), "now": now, "task": task_id, "stale": now - stale_after()}
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    attempts, job_id, name, position, queue, parameters, job_parameters, workflow, source, client = row
+    return Claimed(
+        pk=task_id,
+        attempt=int(attempts),
+        job_id=int(job_id),
+        name=name,
+        position=int(position),
+        queue=queue,
+        parameters=_json(parameters),
+        job_parameters=_json(job_parameters),
+        workflow=workflow,
+        common_definition=source == "common",
+        client_name=client,
     )
-    started_jobs = Job.objects.filter(queue_state=JobState.STARTED).values("id")
-    updated = Task.objects.filter(claimable, pk=task_id, job_id__in=started_jobs).update(
-        state=TaskState.RUNNING,
-        attempts=F("attempts") + 1,
-        worker=worker_name(),
-        heartbeat_at=now,
-        started_at=now,
-        next_attempt_at=None,
-        updated_at=now,
-    )
-    return updated == 1
+
+
+_LOG_SQL = (
+    "INSERT INTO logs_logentry "
+    "(job_id, task_id, severity, progname, message, visible, created_at, updated_at) VALUES "
+)
+
+
+def _insert_log(job_id: int, task_id: int, *messages: tuple[str, int]) -> None:
+    """Append worker entries ``(message, severity)`` to a job's log in one statement (as ``job_log``)."""
+    now = timezone.now()
+    params: list[Any] = []
+    for message, severity in messages:
+        params += [job_id, task_id, severity, PROGNAME, message, True, now, now]
+    with connection.cursor() as cursor:
+        cursor.execute(_LOG_SQL + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(messages)), params)
 
 
 @dataclass
@@ -140,46 +203,67 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def chain_seconds() -> float:
+    """How long a worker keeps running a job's next steps itself (``TASKENGINE_CHAIN_SECONDS``, default 5)."""
+    return float(getattr(settings, "TASKENGINE_CHAIN_SECONDS", 5.0))
+
+
 def run_task(task_id: int) -> None:
-    """Run one attempt of task ``task_id`` if it can be claimed; a duplicate delivery is a no-op."""
+    """Run task ``task_id`` (one attempt, if it can be claimed), then the job's next steps on this queue.
+
+    A duplicate delivery is a no-op. When a step completes, the transaction that records it also moves
+    the job on (``controller.move_on``); a next step on the same queue is then run here at once instead
+    of through the broker, for as long as this message has run less than ``chain_seconds()``: a job of
+    short steps costs one broker round trip, not one per step. Celery's soft time limit is per message, so
+    a step run this way has at most ``chain_seconds()`` less of it.
+    """
+    deadline = time.monotonic() + chain_seconds()
+    next_id: int | None = task_id
+    while next_id is not None:
+        next_id = _run_attempt(next_id, chain_until=deadline)
+
+
+def _run_attempt(task_id: int, *, chain_until: float) -> int | None:
+    """One attempt of one task; returns the job's next task when it was queued for this worker to run."""
     # One transaction for the claim and the start's records: one commit (one WAL flush) instead of
     # one per statement. It commits before the step runs, which runs outside any transaction.
     with transaction.atomic():
-        if not _claim_update(task_id):
-            return
+        task = _claim(task_id)
+        if task is None:
+            return None
         # The claim bumped ``attempts`` and the row is locked by it until the commit.
-        task = Task.objects.select_related("job__client").get(pk=task_id)
-        attempt = task.attempts
-        job = task.job
-        definition = job.definition if isinstance(job.definition, dict) else {}
+        attempt = task.attempt
         entries = []
-        if definition.get("source") == "common":
-            entries.append(_log_entry(job.pk, task.pk, NO_CLIENT_DEFINITIONS))
-        entries.append(_log_entry(job.pk, task.pk, f"Task '{task.name}' started"))
-        LogEntry.objects.bulk_create(entries)
+        if task.common_definition:
+            entries.append((NO_CLIENT_DEFINITIONS, Severity.INFO))
+        entries.append((f"Task '{task.name}' started", Severity.INFO))
+        _insert_log(task.job_id, task.pk, *entries)
         if attempt == 1:
-            notify.task_event(task.pk, "start", parameters=job.parameters)
+            notify.task_event(task.pk, "start", parameters=task.job_parameters)
 
         results: dict[str, Any] = {}
         if task.position > 1:  # the first step has no earlier results to read
-            for name, earlier in (
-                Task.objects.filter(job_id=job.pk, position__lt=task.position, state=TaskState.COMPLETED)
-                .order_by("position")
-                .values_list("name", "result")
-            ):
-                results[name] = earlier
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT name, result FROM jobs_task WHERE job_id = %s AND position < %s AND state = %s "
+                    "ORDER BY position",
+                    [task.job_id, task.position, int(TaskState.COMPLETED)],
+                )
+                for name, earlier in cursor.fetchall():
+                    results[name] = _json(earlier)
 
-    heartbeat = _Heartbeat(task_id=task.pk, job_id=job.pk, attempt=attempt)
+    heartbeat = _Heartbeat(task_id=task.pk, job_id=task.job_id, attempt=attempt)
+    job_id = task.job_id
 
     def log(message: str, severity: int = Severity.INFO) -> None:
-        job_log(job.pk, message, progname=PROGNAME, severity=severity, task_id=task.pk)
+        job_log(job_id, message, progname=PROGNAME, severity=severity, task_id=task.pk)
 
     ctx = StepContext(
-        job_id=job.pk,
+        job_id=job_id,
         task_id=task.pk,
-        client_name=job.client.name,
-        workflow=job.workflow,
-        job_parameters=job.parameters if isinstance(job.parameters, dict) else {},
+        client_name=task.client_name,
+        workflow=task.workflow,
+        job_parameters=task.job_parameters if isinstance(task.job_parameters, dict) else {},
         step_parameters=task.parameters if isinstance(task.parameters, dict) else {},
         results=results,
         log=log,
@@ -208,35 +292,89 @@ def run_task(task_id: int) -> None:
     if not connection.in_atomic_block:
         # A long step may have outlived the server's idle timeout: re-check the connection first.
         close_old_connections()
-    _record(task, attempt, outcome, error, _jsonable(result), parameters=job.parameters)
-
-
-def _log_entry(job_id: int, task_id: int, message: str) -> LogEntry:
-    """An INFO entry of this worker, as ``job_log`` writes it (several are inserted in one statement)."""
-    return LogEntry(
-        job_id=job_id, message=message, progname=PROGNAME, severity=Severity.INFO, task_id=task_id
+    hold = task.queue if time.monotonic() < chain_until else None
+    return _record(
+        task, attempt, outcome, error, _jsonable(result), parameters=task.job_parameters, hold_queue=hold
     )
 
 
+class _TaskLike(Protocol):
+    """A ``Task`` row or a ``Claimed`` one: what recording an attempt's end needs."""
+
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def job_id(self) -> Any: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def position(self) -> Any: ...
+    @property
+    def queue(self) -> str: ...
+
+
+# The next step of a job whose step ``position`` just completed, when every earlier one is completed:
+# marked queued here, else the general path (``controller.move_on``) decides (the job's end, a failure).
+_NEXT_SQL = f"""
+UPDATE jobs_task SET state = {int(TaskState.QUEUED)}, updated_at = %(now)s
+WHERE job_id = %(job)s AND position = %(position)s + 1 AND state = {int(TaskState.PENDING)}
+  AND NOT EXISTS (
+      SELECT 1 FROM jobs_task AS e
+      WHERE e.job_id = %(job)s AND e.position <= %(position)s AND e.state <> {int(TaskState.COMPLETED)})
+RETURNING id, queue
+"""  # noqa: S608 (only integer constants are formatted in)
+
+
 def _record(
-    task: Task, attempt: int, outcome: str, error: str, result: Any, *, parameters: Any = notify.UNKNOWN
-) -> None:
+    task: _TaskLike,
+    attempt: int,
+    outcome: str,
+    error: str,
+    result: Any,
+    *,
+    parameters: Any = notify.UNKNOWN,
+    hold_queue: str | None = None,
+) -> int | None:
+    """Record the end of one attempt and, when the task completed or failed for good, move the job on in
+    the same transaction. Returns the next task's id when it was held for this worker (``hold_queue``).
+    """
     now = timezone.now()
     mine = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
     from jobs.engine import monitor
 
+    progress = controller.Progress()
     with transaction.atomic():
+        job_state: int | None = None
+        if outcome != "cancelled":
+            # Job row first, task rows second: the order of every writer (job_update, the controller),
+            # so a pause or break waits for this commit instead of deadlocking with it.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT queue_state FROM jobs_job WHERE id = %s FOR UPDATE", [task.job_id])
+                row = cursor.fetchone()
+            job_state = None if row is None else int(row[0])
         if outcome == "completed":
-            if not mine.update(
-                state=TaskState.COMPLETED, result=result, progress=100.0, finished_at=now, updated_at=now
-            ):
-                return  # the claim was lost (presumed dead and re-run): the other attempt reports
-            job_log(task.job_id, f"'{task.name}' completed successfully", progname=PROGNAME, task_id=task.pk)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE jobs_task SET state = %s, result = %s::jsonb, progress = 100.0, "
+                    "finished_at = %s, updated_at = %s WHERE id = %s AND state = %s AND attempts = %s",
+                    [
+                        int(TaskState.COMPLETED),
+                        json.dumps(result),
+                        now,
+                        now,
+                        task.pk,
+                        int(TaskState.RUNNING),
+                        attempt,
+                    ],
+                )
+                if cursor.rowcount != 1:
+                    return None  # the claim was lost (presumed dead and re-run): the other attempt reports
+            _insert_log(task.job_id, task.pk, (f"'{task.name}' completed successfully", Severity.INFO))
             notify.task_event(task.pk, "complete", parameters=parameters)
-            bus.publish_advance(task.job_id)
+            if job_state == JobState.STARTED:
+                progress = _move_on(task, hold_queue=hold_queue)
             transaction.on_commit(lambda: monitor.count_processed(failed=False))
-            return
-        if outcome == "cancelled":
+        elif outcome == "cancelled":
             broken = Job.objects.filter(pk=task.job_id, queue_state=JobState.BROKEN).exists()
             if mine.update(
                 state=TaskState.CANCELLED if broken else TaskState.PENDING, finished_at=now, updated_at=now
@@ -248,37 +386,56 @@ def _record(
                     severity=Severity.WARN,
                     task_id=task.pk,
                 )
-            return
-        decision = retry.decide(attempt=attempt, permanent=outcome == "permanent")
-        if decision.retry:
-            if not mine.update(
-                state=TaskState.RETRYING,
-                error=error,
-                next_attempt_at=now + timedelta(seconds=decision.delay),
-                finished_at=now,
-                updated_at=now,
-            ):
-                return
-            job_log(
-                task.job_id,
-                f"'{task.name}' failed (attempt {attempt} of {decision.limit + 1}): {error}. "
-                f"Retrying in {decision.delay} seconds.",
-                progname=PROGNAME,
-                severity=Severity.ERROR,
-                task_id=task.pk,
-            )
-            if decision.use_countdown:
-                bus.publish_run(task.pk, task.queue, countdown=decision.delay)
+            return None
         else:
-            if not mine.update(state=TaskState.FAILED, error=error, finished_at=now, updated_at=now):
-                return
-            job_log(
-                task.job_id,
-                f"'{task.name}' failed: {error}",
-                progname=PROGNAME,
-                severity=Severity.ERROR,
-                task_id=task.pk,
-            )
-            notify.task_event(task.pk, "fail", error, parameters=parameters)
-            bus.publish_advance(task.job_id)
-        transaction.on_commit(lambda: monitor.count_processed(failed=True))
+            decision = retry.decide(attempt=attempt, permanent=outcome == "permanent")
+            if decision.retry:
+                if not mine.update(
+                    state=TaskState.RETRYING,
+                    error=error,
+                    next_attempt_at=now + timedelta(seconds=decision.delay),
+                    finished_at=now,
+                    updated_at=now,
+                ):
+                    return None
+                job_log(
+                    task.job_id,
+                    f"'{task.name}' failed (attempt {attempt} of {decision.limit + 1}): {error}. "
+                    f"Retrying in {decision.delay} seconds.",
+                    progname=PROGNAME,
+                    severity=Severity.ERROR,
+                    task_id=task.pk,
+                )
+                if decision.use_countdown:
+                    bus.publish_run(task.pk, task.queue, countdown=decision.delay)
+            else:
+                if not mine.update(state=TaskState.FAILED, error=error, finished_at=now, updated_at=now):
+                    return None
+                job_log(
+                    task.job_id,
+                    f"'{task.name}' failed: {error}",
+                    progname=PROGNAME,
+                    severity=Severity.ERROR,
+                    task_id=task.pk,
+                )
+                notify.task_event(task.pk, "fail", error, parameters=parameters)
+                if job_state == JobState.STARTED:
+                    progress = controller.move_on(Job.objects.get(pk=task.job_id))
+            transaction.on_commit(lambda: monitor.count_processed(failed=True))
+    if progress.ended:
+        bus.publish_dispatch()  # the job's slot is free (one dispatch serves a burst of job ends)
+    return progress.held
+
+
+def _move_on(task: _TaskLike, *, hold_queue: str | None) -> controller.Progress:
+    """After ``task`` completed, in the same transaction, with the job row locked and started."""
+    with connection.cursor() as cursor:
+        cursor.execute(_NEXT_SQL, {"now": timezone.now(), "job": task.job_id, "position": task.position})
+        row = cursor.fetchone()
+    if row is None:
+        return controller.move_on(Job.objects.get(pk=task.job_id), hold_queue=hold_queue)
+    next_id, queue = int(row[0]), row[1]
+    if queue == hold_queue:
+        return controller.Progress(held=next_id)
+    bus.publish_run(next_id, queue)
+    return controller.Progress()

@@ -174,6 +174,10 @@ class Queues:
                     messages.append(
                         Message(name, headers["task"], list(body[0]), headers.get("eta"), countdown)
                     )
+        if any(message.task == "jobs.tasks.dispatch" for message in messages):
+            from jobs.engine import bus
+
+            bus.dispatch_starting()  # taken off the queue, run or not: the next one must be published
         return messages
 
     def run(self, message: Message) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from clients.models import Client
-from jobs.engine import controller, dispatcher, monitor, reconcile, runner
+from jobs.engine import bus, controller, dispatcher, monitor, reconcile, runner
 from jobs.engine.bus import ADVANCE_JOB, DISPATCH, RECONCILE, RUN_TASK
 from jobs.models import Job
 
@@ -41,6 +41,7 @@ class Broker:
         client = monitor.redis_client()
         for queue in monitor.QUEUES:
             client.delete(*monitor.queue_keys(queue))
+        bus.dispatch_starting()  # a cleared dispatch message no longer holds back the next one
 
     def pop_all(self) -> list[Message]:
         """Take every waiting message, oldest first."""
@@ -53,6 +54,8 @@ class Broker:
                     body = json.loads(base64.b64decode(payload["body"]))
                     headers = payload["headers"]
                     messages.append(Message(queue, headers["task"], list(body[0]), headers.get("eta")))
+        if any(message.task == DISPATCH for message in messages):
+            bus.dispatch_starting()  # taken off the queue, run or not: the next one must be published
         return messages
 
     def run(self, message: Message) -> None:

@@ -73,9 +73,44 @@ def test_noop5_completes_with_the_log_of_the_original(submit: Callable[..., Job]
     assert messages == [COMMON, "Task 'noop' started", "'noop' completed successfully"] * 5 + [
         "job has completed successfully"
     ]
-    # Each task ran on its queue, handed over to the controller, and the end dispatched.
+    # The worker that ran the first step ran the next four itself (same queue, well within
+    # TASKENGINE_CHAIN_SECONDS): one run message, and no hand-over to the controller.
+    runs = [m for m in broker.executed if m.task == "jobs.tasks.run_task"]
+    assert [(m.queue, m.args) for m in runs] == [("work", [tasks[0].pk])]
+    assert not [m for m in broker.executed if m.task == "jobs.tasks.advance_job"]
+
+
+def test_without_chaining_every_step_is_a_message_and_none_is_a_hand_over(
+    submit: Callable[..., Job], broker: Broker, settings: Any
+) -> None:
+    settings.TASKENGINE_CHAIN_SECONDS = 0
+    job = submit("noop5")
+    broker.drain()
+    job.refresh_from_db()
+    assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
+    tasks = list(job.tasks.order_by("position"))
     runs = [m for m in broker.executed if m.task == "jobs.tasks.run_task"]
     assert [(m.queue, m.args) for m in runs] == [("work", [t.pk]) for t in tasks]
+    # A dispatch started the job and another ran when it ended (its slot freed); no hand-over message.
+    others = [m.task for m in broker.executed if m.task != "jobs.tasks.run_task"]
+    assert others == ["jobs.tasks.dispatch", "jobs.tasks.dispatch"]
+
+
+def test_a_step_on_another_queue_goes_through_the_broker(
+    te_client: Client, submit: Callable[..., Job], broker: Broker
+) -> None:
+    own_workflow(
+        te_client,
+        "hop",
+        [{"step": "noop"}, {"step": "noop", "queue": "windows_capture"}, {"step": "noop"}],
+    )
+    job = submit("hop")
+    broker.drain()
+    job.refresh_from_db()
+    assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
+    tasks = list(job.tasks.order_by("position"))
+    runs = [(m.queue, m.args) for m in broker.executed if m.task == "jobs.tasks.run_task"]
+    assert runs == [("work", [tasks[0].pk]), ("windows_capture", [tasks[1].pk]), ("work", [tasks[2].pk])]
 
 
 def test_a_client_definition_is_used_without_the_common_notice(
@@ -328,15 +363,44 @@ def test_reconcile_recovers_lost_messages(
 
 
 def test_reconcile_recovers_a_lost_hand_over(submit: Callable[..., Job], broker: Broker) -> None:
+    """A started job with nothing in flight (a step's end recorded, the next step never queued: a lost
+    message in the old hand-over, or a row fixed by hand) is moved on by the reconciler."""
     job = submit("noop5")
     broker.round()  # dispatch
-    run = next(m for m in broker.pop_all() if m.task == "jobs.tasks.run_task")
-    broker.run(run)
-    broker.clear()  # the advance message is lost
+    broker.clear()  # the first step's run message is lost ...
+    first = job.tasks.get(position=1)
+    # ... and its end was recorded without moving the job on.
+    Task.objects.filter(pk=first.pk).update(state=TaskState.COMPLETED, attempts=1, result={"noop": True})
     Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
     with broker._capture(execute=True):
         report = reconcile.reconcile()
     assert report.advanced_jobs == [job.pk]
+    broker.drain()
+    job.refresh_from_db()
+    assert job.queue_state == JobState.COMPLETED and not job.failed
+
+
+def test_reconcile_publishes_a_held_step_whose_worker_died(
+    submit: Callable[..., Job], broker: Broker
+) -> None:
+    """The worker that held the next step for itself died before running it: the step is queued with no
+    message, and the reconciler publishes it once its grace period has passed."""
+    job = submit("noop5")
+    broker.round()
+    run = next(m for m in broker.pop_all() if m.task == "jobs.tasks.run_task")
+    first = job.tasks.get(position=1)
+    assert runner._claim_update(first.pk)
+    with broker._capture(execute=True):
+        held = runner._record(first, 1, "completed", "", {"noop": True}, hold_queue="work")
+    second = job.tasks.get(position=2)
+    assert held == second.pk and second.state == TaskState.QUEUED
+    assert broker.pop_all() == []  # nothing was published for it
+    assert run.args == [first.pk]
+    with broker._capture(execute=True):
+        assert reconcile.reconcile().republished_tasks == []  # still within the grace period
+    Task.objects.filter(pk=second.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    with broker._capture(execute=True):
+        assert reconcile.reconcile().republished_tasks == [second.pk]
     broker.drain()
     job.refresh_from_db()
     assert job.queue_state == JobState.COMPLETED and not job.failed

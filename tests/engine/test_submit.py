@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from clients.models import Client
+from jobs.engine.dispatcher import dispatch
 from jobs.models import Job, WorkflowDefinition
 from jobs.services import job_submit
 from jobs.states import JobState
@@ -56,6 +57,34 @@ def test_a_queued_job_requests_a_dispatch_after_commit(submit: Callable[..., Job
     assert job.queue_state == JobState.QUEUED
     assert job.priority == 5
     assert [(m.queue, m.task) for m in broker.pop_all()] == [("controller", "jobs.tasks.dispatch")]
+
+
+def test_a_burst_of_submissions_shares_one_dispatch_that_sees_them_all(
+    submit: Callable[..., Job], broker: Broker, setting: Callable[..., None]
+) -> None:
+    setting(max_jobs=10)
+    broker.pop_all()
+    jobs = [submit("noop") for _ in range(3)]
+    waiting = broker.pop_all()  # taking the message off the queue is its dispatcher starting
+    assert [m.task for m in waiting] == ["jobs.tasks.dispatch"]
+    later = submit("noop")  # after the dispatcher started: a new message, or this job could be missed
+    assert [m.task for m in broker.pop_all()] == ["jobs.tasks.dispatch"]
+    assert sorted(dispatch()) == sorted(job.pk for job in [*jobs, later])
+
+
+def test_a_lost_dispatch_flag_publishes_again(submit: Callable[..., Job], broker: Broker) -> None:
+    from django.core.cache import cache
+
+    from jobs.engine import bus
+
+    submit("noop")
+    assert cache.get(bus.DISPATCH_PENDING_KEY) == 1
+    key = cache.make_and_validate_key(bus.DISPATCH_PENDING_KEY)
+    ttl = cache._cache.get_client(key).ttl(key)  # type: ignore[attr-defined]
+    assert 0 < ttl <= bus.DISPATCH_PENDING_SECONDS  # the flag of a lost message expires
+    cache.delete(bus.DISPATCH_PENDING_KEY)  # a flushed Redis
+    submit("noop")
+    assert [m.task for m in broker.pop_all()] == ["jobs.tasks.dispatch"] * 2
 
 
 def test_nothing_is_published_before_commit(

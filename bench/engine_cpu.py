@@ -1,0 +1,148 @@
+"""The engine's own cost per job, in CPU time: what item 1's wall-clock ratio is made of, measured in a
+way that the machine's other load barely moves.
+
+    .venv/bin/python -m bench.engine_cpu [--jobs 300] [--workflow noop5] [--profile 25]
+
+One process submits ``--jobs`` jobs through ``job_submit`` (the service behind ``POST /job``), then plays
+the worker: it pops the messages the engine really published to Redis and runs their engine functions
+in-process until every job is terminal. It reports, per job: this process's CPU time (``process_time``),
+the Postgres backend's CPU time (from ``/proc/<backend pid>/stat``, so only when the server is on this
+machine), the statements Django executed, the transactions committed and the messages published.
+``--profile N`` prints cProfile's top N functions by cumulative time (the profile slows the run).
+
+Celery's own consumer side (kombu polling, the pool hand-off) is not in these figures: the raw Celery
+floor pays it too, once per message, which is why the message count is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import json
+import os
+import pstats
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _backend_cpu(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--workflow", default="noop5")
+    parser.add_argument("--profile", type=int, default=0, help="print the top N functions (cProfile)")
+    parser.add_argument("--db", default="te_bench_cpu")
+    args = parser.parse_args()
+
+    common.setup_django(args.db)
+    common.reset_jobs()
+    common.set_setting("max_jobs", 10000)
+
+    from django.db import connection
+
+    from clients.models import Client
+    from jobs.engine import bus, controller, dispatcher, monitor, runner
+    from jobs.engine import reconcile as reconciler
+    from jobs.models import Job
+    from jobs.services import job_submit
+    from jobs.states import JobState
+
+    runner.heartbeat_seconds = lambda: 3600.0  # no heartbeat thread writes
+    handlers: dict[str, Callable[..., Any]] = {
+        bus.RUN_TASK: runner.run_task,
+        bus.ADVANCE_JOB: controller.advance,
+        bus.DISPATCH: dispatcher.dispatch,
+        bus.RECONCILE: reconciler.reconcile,
+    }
+    redis = monitor.redis_client()
+
+    def pop_all() -> list[tuple[str, list[Any]]]:
+        messages = []
+        for queue in monitor.QUEUES:
+            for key in monitor.queue_keys(queue):
+                while (raw := redis.rpop(key)) is not None:
+                    payload = json.loads(str(raw))
+                    body = json.loads(base64.b64decode(payload["body"]))
+                    messages.append((payload["headers"]["task"], list(body[0])))
+        return messages
+
+    for queue in monitor.QUEUES:
+        redis.delete(*monitor.queue_keys(queue))
+    bus.dispatch_starting()  # the settings change above published a dispatch, deleted with the queues
+    client = Client.objects.get_or_create(name="cpu-bench")[0]
+    statements = 0
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        nonlocal statements
+        statements += 1
+        return execute(sql, params, many, context)
+
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = int(cursor.fetchone()[0])
+        cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        commits_before = int(cursor.fetchone()[0])
+
+    profiler = cProfile.Profile(time.process_time) if args.profile else None
+    messages = 0
+    cpu0, pg0, wall0 = time.process_time(), _backend_cpu(backend), time.monotonic()
+    with connection.execute_wrapper(count):
+        if profiler:
+            profiler.enable()
+        for _ in range(args.jobs):
+            job_submit(client=client, workflow=args.workflow, parameters={})
+        while batch := pop_all():
+            for name, margs in batch:
+                messages += 1
+                handlers[name](*margs)
+        if profiler:
+            profiler.disable()
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    pg1 = _backend_cpu(backend)
+    pg = (pg1 - pg0) if pg0 is not None and pg1 is not None else None
+
+    time.sleep(0.6)  # the backend reports its counters lazily (every 500 ms at most)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        commits = int(cursor.fetchone()[0]) - commits_before
+    done = Job.objects.filter(queue_state=JobState.COMPLETED, failed=False).count()
+    n = args.jobs
+    summary = {
+        "jobs": n,
+        "completed": done,
+        "python_cpu_ms_per_job": round(cpu * 1000 / n, 2),
+        "postgres_cpu_ms_per_job": None if pg is None else round(pg * 1000 / n, 2),
+        "statements_per_job": round(statements / n, 1),
+        "commits_per_job": round(commits / n, 1),
+        "messages_per_job": round(messages / n, 2),
+        "wall_s": round(wall, 2),
+        "machine": common.machine(),
+    }
+    print("engine_cpu " + json.dumps(summary))
+    if profiler and os.environ.get("BENCH_PROFILE_OUT"):
+        profiler.dump_stats(os.environ["BENCH_PROFILE_OUT"])
+    if profiler:
+        order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")
+        pstats.Stats(profiler).sort_stats(order).print_stats(args.profile)
+
+
+if __name__ == "__main__":
+    main()
