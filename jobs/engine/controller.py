@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs.engine import bus, notify
@@ -36,8 +36,9 @@ def start_job(job_id: int) -> bool:
     Called by the dispatcher inside its transaction. Returns False when the job could not start (its
     workflow no longer resolves) and was ended as failed instead.
     """
-    job = Job.objects.select_for_update().select_related("client").get(pk=job_id)
-    if not job.tasks.exists():
+    job = Job.objects.select_for_update().get(pk=job_id)
+    # Tasks are created with the definition, in one transaction: no definition, no tasks (first start).
+    if job.definition is None and not job.tasks.exists():
         try:
             resolved = resolve_definition(job.client_id, job.workflow)
         except DomainError as exc:  # a client definition naming a step that no longer exists
@@ -49,16 +50,20 @@ def start_job(job_id: int) -> bool:
         steps, own = resolved
         job.definition = {"source": "client" if own else "common", "steps": steps}
         job.save(update_fields=["definition", "updated_at"])
-        Task.objects.bulk_create(
+        tasks = Task.objects.bulk_create(
             Task(
                 job=job,
                 position=index,
                 name=item["step"],
                 queue=item["queue"],
                 parameters=item["parameters"],
+                # The first step is queued at once: nothing else can have happened to a new job's tasks.
+                state=TaskState.QUEUED if index == 1 else TaskState.PENDING,
             )
             for index, item in enumerate(steps, start=1)
         )
+        bus.publish_run(tasks[0].pk, tasks[0].queue)
+        return True
     _progress(job, resume=True)
     return True
 
@@ -142,6 +147,33 @@ def _progress(job: Job, *, resume: bool, hold_queue: str | None = None) -> Progr
         return Progress(ended=True)
     # RUNNING: its worker moves the job on when the step ends.
     return Progress()
+
+
+def end_if_all_completed(job_id: int, *, parameters: object) -> Progress | None:
+    """End a started, locked job as completed when every one of its tasks is; None when one is not.
+
+    The common end of a job, after its last step, without loading the job or its tasks.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT bool_and(state = %s) FROM jobs_task WHERE job_id = %s", [int(TaskState.COMPLETED), job_id]
+        )
+        row = cursor.fetchone()
+    if row is None or not row[0]:
+        return None
+    message = "job has completed successfully"
+    if not job_transition(
+        job_id,
+        source=[JobState.STARTED],
+        target=JobState.COMPLETED,
+        failed=False,
+        finished_at=timezone.now(),
+        message=message,
+    ):
+        return Progress()
+    job_log(job_id, message, progname=PROGNAME)
+    notify.job_finished(job_id, parameters=parameters)
+    return Progress(ended=True)
 
 
 def _end_job(job: Job, *, failed: bool, message: str) -> None:

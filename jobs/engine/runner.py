@@ -82,6 +82,7 @@ class Claimed:
     workflow: str
     common_definition: bool
     client_name: str
+    results: dict[str, Any] = field(default_factory=dict)
 
 
 # The compare-and-set of a claim and the read of what the step needs, in one round trip. Hot: once per
@@ -212,46 +213,55 @@ def run_task(task_id: int) -> None:
     """Run task ``task_id`` (one attempt, if it can be claimed), then the job's next steps on this queue.
 
     A duplicate delivery is a no-op. When a step completes, the transaction that records it also moves
-    the job on (``controller.move_on``); a next step on the same queue is then run here at once instead
-    of through the broker, for as long as this message has run less than ``chain_seconds()``: a job of
-    short steps costs one broker round trip, not one per step. Celery's soft time limit is per message, so
-    a step run this way has at most ``chain_seconds()`` less of it.
+    the job on; a next step on the same queue is then claimed in that same transaction and run here at
+    once instead of through the broker, for as long as this message has run less than
+    ``chain_seconds()``: a job of short steps costs one broker round trip, not one per step. Celery's
+    soft time limit is per message, so a step run this way has at most ``chain_seconds()`` less of it.
     """
     deadline = time.monotonic() + chain_seconds()
-    next_id: int | None = task_id
-    while next_id is not None:
-        next_id = _run_attempt(next_id, chain_until=deadline)
-
-
-def _run_attempt(task_id: int, *, chain_until: float) -> int | None:
-    """One attempt of one task; returns the job's next task when it was queued for this worker to run."""
     # One transaction for the claim and the start's records: one commit (one WAL flush) instead of
     # one per statement. It commits before the step runs, which runs outside any transaction.
     with transaction.atomic():
-        task = _claim(task_id)
-        if task is None:
-            return None
-        # The claim bumped ``attempts`` and the row is locked by it until the commit.
-        attempt = task.attempt
-        entries = []
-        if task.common_definition:
-            entries.append((NO_CLIENT_DEFINITIONS, Severity.INFO))
-        entries.append((f"Task '{task.name}' started", Severity.INFO))
-        _insert_log(task.job_id, task.pk, *entries)
-        if attempt == 1:
-            notify.task_event(task.pk, "start", parameters=task.job_parameters)
+        task = _start(task_id)
+    while task is not None:
+        task = _run_attempt(task, chain_until=deadline)
 
-        results: dict[str, Any] = {}
-        if task.position > 1:  # the first step has no earlier results to read
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT name, result FROM jobs_task WHERE job_id = %s AND position < %s AND state = %s "
-                    "ORDER BY position",
-                    [task.job_id, task.position, int(TaskState.COMPLETED)],
-                )
-                for name, earlier in cursor.fetchall():
-                    results[name] = _json(earlier)
 
+def _start(task_id: int) -> Claimed | None:
+    """Claim task ``task_id`` and write its start's records, in the caller's transaction."""
+    task = _claim(task_id)
+    if task is None:
+        return None
+    # The claim bumped ``attempts`` and the row is locked by it until the commit.
+    entries = []
+    if task.common_definition:
+        entries.append((NO_CLIENT_DEFINITIONS, Severity.INFO))
+    entries.append((f"Task '{task.name}' started", Severity.INFO))
+    _insert_log(task.job_id, task.pk, *entries)
+    if task.attempt == 1:
+        notify.task_event(task.pk, "start", parameters=task.job_parameters)
+    task.results.update(_earlier_results(task))
+    return task
+
+
+def _earlier_results(task: Claimed) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    if task.position > 1:  # the first step has no earlier results to read
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT name, result FROM jobs_task WHERE job_id = %s AND position < %s AND state = %s "
+                "ORDER BY position",
+                [task.job_id, task.position, int(TaskState.COMPLETED)],
+            )
+            for name, earlier in cursor.fetchall():
+                results[name] = _json(earlier)
+    return results
+
+
+def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
+    """Run one claimed attempt and record it; returns the job's next task when this worker claimed it."""
+    attempt = task.attempt
+    results = task.results
     heartbeat = _Heartbeat(task_id=task.pk, job_id=task.job_id, attempt=attempt)
     job_id = task.job_id
 
@@ -334,15 +344,16 @@ def _record(
     *,
     parameters: Any = notify.UNKNOWN,
     hold_queue: str | None = None,
-) -> int | None:
+) -> Claimed | None:
     """Record the end of one attempt and, when the task completed or failed for good, move the job on in
-    the same transaction. Returns the next task's id when it was held for this worker (``hold_queue``).
+    the same transaction. When the next task runs on ``hold_queue`` it is claimed in that transaction
+    too, and returned for this worker to run.
     """
     now = timezone.now()
-    mine = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
     from jobs.engine import monitor
 
     progress = controller.Progress()
+    claimed: Claimed | None = None
     with transaction.atomic():
         job_state: int | None = None
         if outcome != "cancelled":
@@ -372,9 +383,12 @@ def _record(
             _insert_log(task.job_id, task.pk, (f"'{task.name}' completed successfully", Severity.INFO))
             notify.task_event(task.pk, "complete", parameters=parameters)
             if job_state == JobState.STARTED:
-                progress = _move_on(task, hold_queue=hold_queue)
+                progress = _move_on(task, hold_queue=hold_queue, parameters=parameters)
+                if progress.held is not None:
+                    claimed = _start(progress.held)
             transaction.on_commit(lambda: monitor.count_processed(failed=False))
         elif outcome == "cancelled":
+            mine = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
             broken = Job.objects.filter(pk=task.job_id, queue_state=JobState.BROKEN).exists()
             if mine.update(
                 state=TaskState.CANCELLED if broken else TaskState.PENDING, finished_at=now, updated_at=now
@@ -388,6 +402,7 @@ def _record(
                 )
             return None
         else:
+            mine = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
             decision = retry.decide(attempt=attempt, permanent=outcome == "permanent")
             if decision.retry:
                 if not mine.update(
@@ -424,15 +439,22 @@ def _record(
             transaction.on_commit(lambda: monitor.count_processed(failed=True))
     if progress.ended:
         bus.publish_dispatch()  # the job's slot is free (one dispatch serves a burst of job ends)
-    return progress.held
+    if progress.held is not None and claimed is None:
+        # Not claimable after all (nothing can move a started, locked job's queued task meanwhile, but
+        # if it happens, the broker runs it rather than the reconciler, 30 s later).
+        bus.publish_run(progress.held, hold_queue or "work")
+    return claimed
 
 
-def _move_on(task: _TaskLike, *, hold_queue: str | None) -> controller.Progress:
+def _move_on(task: _TaskLike, *, hold_queue: str | None, parameters: Any) -> controller.Progress:
     """After ``task`` completed, in the same transaction, with the job row locked and started."""
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_SQL, {"now": timezone.now(), "job": task.job_id, "position": task.position})
         row = cursor.fetchone()
     if row is None:
+        ended = controller.end_if_all_completed(task.job_id, parameters=parameters)
+        if ended is not None:
+            return ended
         return controller.move_on(Job.objects.get(pk=task.job_id), hold_queue=hold_queue)
     next_id, queue = int(row[0]), row[1]
     if queue == hold_queue:

@@ -380,30 +380,33 @@ def test_reconcile_recovers_a_lost_hand_over(submit: Callable[..., Job], broker:
     assert job.queue_state == JobState.COMPLETED and not job.failed
 
 
-def test_reconcile_publishes_a_held_step_whose_worker_died(
+def test_reconcile_reruns_a_chained_step_whose_worker_died(
     submit: Callable[..., Job], broker: Broker
 ) -> None:
-    """The worker that held the next step for itself died before running it: the step is queued with no
-    message, and the reconciler publishes it once its grace period has passed."""
+    """The worker claimed the next step in the transaction that recorded the first, then died before
+    running it: nothing was published for it, and the reconciler re-runs it once its heartbeat is stale."""
     job = submit("noop5")
     broker.round()
     run = next(m for m in broker.pop_all() if m.task == "jobs.tasks.run_task")
     first = job.tasks.get(position=1)
+    assert run.args == [first.pk]
     assert runner._claim_update(first.pk)
     with broker._capture(execute=True):
-        held = runner._record(first, 1, "completed", "", {"noop": True}, hold_queue="work")
+        claimed = runner._record(first, 1, "completed", "", {"noop": True}, hold_queue="work")
     second = job.tasks.get(position=2)
-    assert held == second.pk and second.state == TaskState.QUEUED
+    assert claimed is not None and claimed.pk == second.pk
+    assert (second.state, second.attempts) == (TaskState.RUNNING, 1)
     assert broker.pop_all() == []  # nothing was published for it
-    assert run.args == [first.pk]
     with broker._capture(execute=True):
-        assert reconcile.reconcile().republished_tasks == []  # still within the grace period
-    Task.objects.filter(pk=second.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+        assert reconcile.reconcile().republished_tasks == []  # its heartbeat is fresh
+    stale = timezone.now() - runner.stale_after() - timedelta(seconds=1)
+    Task.objects.filter(pk=second.pk).update(heartbeat_at=stale)
     with broker._capture(execute=True):
         assert reconcile.reconcile().republished_tasks == [second.pk]
     broker.drain()
     job.refresh_from_db()
     assert job.queue_state == JobState.COMPLETED and not job.failed
+    assert job.tasks.get(position=2).attempts == 2
 
 
 def test_reconcile_reruns_a_task_whose_worker_died(submit: Callable[..., Job], broker: Broker) -> None:
