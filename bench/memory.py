@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--second", type=int, default=100_000)
     args = parser.parse_args(argv)
 
-    env = common.setup_django("te_bench")
+    env = common.setup_django("te_bench_memory")
     from clients.models import Client
     from jobs.models import Job
     from jobs.services import job_submit

@@ -15,7 +15,9 @@ class Severity(models.IntegerChoices):
 
 
 class LogEntry(models.Model):
-    job = models.ForeignKey("jobs.Job", on_delete=models.CASCADE, related_name="log_entries")
+    # No index of its own: ``log_job_id`` (job, id) serves every lookup by job, and each index is one
+    # more write per entry (about ten entries per job).
+    job = models.ForeignKey("jobs.Job", on_delete=models.CASCADE, related_name="log_entries", db_index=False)
     task_id = models.BigIntegerField(default=0, help_text="0 for job-level entries")
     severity = models.PositiveSmallIntegerField(choices=Severity.choices, default=Severity.INFO)
     progname = models.CharField(max_length=20)

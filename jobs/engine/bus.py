@@ -73,3 +73,25 @@ def dispatch_starting() -> None:
         cache.delete(DISPATCH_PENDING_KEY)
     except Exception:
         logger.warning("dispatch flag not cleared (it expires by itself)", exc_info=True)
+
+
+# A dispatcher that found the lock taken leaves this for the one holding it (see dispatcher.dispatch).
+DISPATCH_AGAIN_KEY = "engine:dispatch-again"
+
+
+def dispatch_again() -> None:
+    """Ask the dispatcher holding the lock to run once more after its commit."""
+    try:
+        cache.set(DISPATCH_AGAIN_KEY, 1, timeout=DISPATCH_PENDING_SECONDS)
+    except Exception:
+        logger.warning("dispatch note unavailable; publishing a dispatch instead", exc_info=True)
+        _send(DISPATCH, [], CONTROLLER_QUEUE)
+
+
+def take_dispatch_again() -> bool:
+    """True (once) when another dispatcher asked for one more run while this one held the lock."""
+    try:
+        return bool(cache.delete(DISPATCH_AGAIN_KEY))
+    except Exception:
+        logger.warning("dispatch note unreadable", exc_info=True)
+        return False

@@ -70,14 +70,37 @@ def dispatch() -> list[int]:
 
     Each started job gets its task rows and its first task published (after commit) in the same
     transaction, so a started job always has tasks.
+
+    Only one dispatcher runs at a time (an advisory lock). One that finds the lock taken does not wait
+    for it, which would hold a worker process idle: it leaves a note (``bus.dispatch_again``) and tries
+    once more; the holder reads the note after its commit and dispatches again, so a job queued after
+    the holder read the queue is not left waiting for the next event.
     """
+    bus.dispatch_starting()
+    started: list[int] = []
+    while True:
+        batch = _dispatch_locked()
+        if batch is None:
+            bus.dispatch_again()
+            batch = _dispatch_locked()  # the holder may have finished between the two tries
+            if batch is None:
+                return started  # the holder has not read the note yet: it will dispatch again
+        started += batch
+        if not bus.take_dispatch_again():
+            return started
+
+
+def _dispatch_locked() -> list[int] | None:
+    """One dispatch under the advisory lock; None when another dispatcher holds it."""
     from jobs.engine import controller
 
     started: list[int] = []
-    bus.dispatch_starting()
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DISPATCH_LOCK_KEY])
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DISPATCH_LOCK_KEY])
+            row = cursor.fetchone()
+        if not row or not row[0]:
+            return None
         slots = current_slots()
         counts = Job.objects.filter(queue_state=JobState.STARTED).aggregate(
             total=Count("id"), priority=Count("id", filter=Q(priority__lte=slots.priority_threshold))
@@ -90,33 +113,44 @@ def dispatch() -> list[int]:
                 is_priority=False, started_priority=started_priority, started_other=started_other, slots=slots
             ):
                 candidates = candidates.filter(priority__lte=slots.priority_threshold)
-            candidate = candidates.values_list("id", "priority").first()
-            if candidate is None:
-                break
-            job_id, priority = candidate
-            if not job_transition(
-                job_id,
-                source=[JobState.QUEUED],
-                target=JobState.STARTED,
-                started_at=timezone.now(),
-                finished_at=None,
-            ):
-                continue  # moved by someone else since the read; look again
-            try:
-                # A savepoint: one job that cannot start must not undo (or block) the others.
-                with transaction.atomic():
-                    ok = controller.start_job(job_id)
-            except Exception as exc:
-                logger.exception("job %s could not start", job_id)
-                controller.fail_start(job_id, f"could not start: {exc}")
-                continue
-            if not ok:
-                continue  # could not start (workflow gone): it ended failed and holds no slot
-            started.append(job_id)
-            if slots.is_priority(priority):
-                started_priority += 1
-            else:
-                started_other += 1
+            # The next candidates in dispatch order, as many as there are free slots: one query a batch.
+            free = slots.max_jobs - started_priority - started_other
+            batch = list(candidates.values_list("id", "priority")[:free])
+            moved = False
+            for job_id, priority in batch:
+                if not can_start(
+                    is_priority=slots.is_priority(priority),
+                    started_priority=started_priority,
+                    started_other=started_other,
+                    slots=slots,
+                ):
+                    continue  # a job of the shared slots while only reserved ones are free
+                if not job_transition(
+                    job_id,
+                    source=[JobState.QUEUED],
+                    target=JobState.STARTED,
+                    started_at=timezone.now(),
+                    finished_at=None,
+                ):
+                    continue  # moved by someone else since the read
+                moved = True
+                try:
+                    # A savepoint: one job that cannot start must not undo (or block) the others.
+                    with transaction.atomic():
+                        ok = controller.start_job(job_id)
+                except Exception as exc:
+                    logger.exception("job %s could not start", job_id)
+                    controller.fail_start(job_id, f"could not start: {exc}")
+                    continue
+                if not ok:
+                    continue  # could not start (workflow gone): it ended failed and holds no slot
+                started.append(job_id)
+                if slots.is_priority(priority):
+                    started_priority += 1
+                else:
+                    started_other += 1
+            if not moved:
+                break  # nothing in this batch could move: the next event looks again
     if started:
         logger.info("dispatch started jobs %s", started)
     return started

@@ -132,12 +132,14 @@ def test_dispatch_counts_jobs_already_started(
     assert dispatch() == []
 
 
-def test_dispatch_waits_for_the_advisory_lock(
+def test_a_dispatcher_finding_the_lock_taken_leaves_the_work_to_its_holder(
     transactional_db: None, make_client: Callable[..., tuple[Client, str]]
 ) -> None:
-    """Another dispatcher holding the lock blocks this one instead of both filling the same slot."""
+    """Another dispatcher holding the lock: this one neither waits (a worker process idle) nor fills a
+    slot itself; it leaves a note, which the holder reads after its commit to dispatch again."""
     from django.db import connections
 
+    from jobs.engine import bus
     from jobs.services import job_submit
 
     client, _ = make_client()
@@ -148,16 +150,39 @@ def test_dispatch_waits_for_the_advisory_lock(
             cursor.execute("BEGIN")
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DISPATCH_LOCK_KEY])
         with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '300ms'")
-            with pytest.raises(Exception, match="lock timeout"):
-                dispatch()
+            cursor.execute("SET lock_timeout = '300ms'")  # were it to wait, it would fail
+            assert dispatch() == []
             cursor.execute("SET lock_timeout = 0")
         assert Job.objects.filter(queue_state=JobState.STARTED).count() == 0
         with other.cursor() as cursor:
             cursor.execute("ROLLBACK")
+        # The holder's side: after its commit it finds the note, and runs again.
+        assert bus.take_dispatch_again() is True
+        assert bus.take_dispatch_again() is False  # read once
         assert len(dispatch()) == 1
     finally:
         other.close()
+
+
+def test_the_lock_holder_dispatches_again_when_asked_while_it_ran(
+    setting: Callable[..., None], submit: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs.engine import bus, dispatcher
+
+    setting(max_jobs=5)
+    first = submit("noop")
+    late: list[Job] = []
+    real = dispatcher._dispatch_locked
+
+    def holder_run() -> list[int] | None:
+        started = real()
+        if not late:  # while this run held the lock, a job arrived and its dispatcher left a note
+            late.append(submit("noop"))
+            bus.dispatch_again()
+        return started
+
+    monkeypatch.setattr(dispatcher, "_dispatch_locked", holder_run)
+    assert dispatch() == [first.pk, late[0].pk]
 
 
 def test_changing_a_slot_setting_requests_a_dispatch(setting: Callable[..., None], broker: Broker) -> None:
