@@ -8,8 +8,10 @@ or late message changes nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -30,41 +32,75 @@ PROGNAME = "controller"
 UNFINISHED_WAITING = (TaskState.PENDING, TaskState.QUEUED, TaskState.RETRYING)
 
 
-def start_job(job_id: int) -> bool:
+Resolved = tuple[list[dict[str, Any]], bool] | None | DomainError
+
+
+def start_job(job_id: int, *, definitions: dict[tuple[int, str], Resolved] | None = None) -> bool:
     """Give a job that has just moved to started its tasks (first start) and publish its next task.
 
-    Called by the dispatcher inside its transaction. Returns False when the job could not start (its
-    workflow no longer resolves) and was ended as failed instead.
+    Called by the dispatcher inside its transaction, which holds the job row (it moved it to started).
+    ``definitions`` memoises resolved workflow definitions across the jobs of one dispatch. Returns False
+    when the job could not start (its workflow no longer resolves) and was ended as failed instead.
     """
-    job = Job.objects.select_for_update().get(pk=job_id)
-    # Tasks are created with the definition, in one transaction: no definition, no tasks (first start).
-    if job.definition is None and not job.tasks.exists():
-        try:
-            resolved = resolve_definition(job.client_id, job.workflow)
-        except DomainError as exc:  # a client definition naming a step that no longer exists
-            _end_job(job, failed=True, message=f"invalid workflow definition '{job.workflow}': {exc.message}")
-            return False
-        if resolved is None:
-            _end_job(job, failed=True, message=f"unknown workflow '{job.workflow}'")
-            return False
-        steps, own = resolved
-        job.definition = {"source": "client" if own else "common", "steps": steps}
-        job.save(update_fields=["definition", "updated_at"])
-        tasks = Task.objects.bulk_create(
-            Task(
-                job=job,
-                position=index,
-                name=item["step"],
-                queue=item["queue"],
-                parameters=item["parameters"],
-                # The first step is queued at once: nothing else can have happened to a new job's tasks.
-                state=TaskState.QUEUED if index == 1 else TaskState.PENDING,
-            )
-            for index, item in enumerate(steps, start=1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT j.client_id, j.workflow, j.definition IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM jobs_task AS t WHERE t.job_id = j.id) "
+            "FROM jobs_job AS j WHERE j.id = %s FOR UPDATE",
+            [job_id],
         )
-        bus.publish_run(tasks[0].pk, tasks[0].queue)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    client_id, workflow, first_start = row
+    if not first_start:
+        _progress(Job.objects.get(pk=job_id), resume=True)
         return True
-    _progress(job, resume=True)
+    key = (int(client_id), str(workflow))
+    memo = {} if definitions is None else definitions
+    if key not in memo:
+        try:
+            memo[key] = resolve_definition(*key)
+        except DomainError as exc:  # a client definition naming a step that no longer exists
+            memo[key] = exc
+    resolved = memo[key]
+    if isinstance(resolved, DomainError):
+        job = Job.objects.get(pk=job_id)
+        _end_job(job, failed=True, message=f"invalid workflow definition '{workflow}': {resolved.message}")
+        return False
+    if resolved is None:
+        _end_job(Job.objects.get(pk=job_id), failed=True, message=f"unknown workflow '{workflow}'")
+        return False
+    steps, own = resolved
+    now = timezone.now()
+    definition = json.dumps({"source": "client" if own else "common", "steps": steps})
+    rows: list[Any] = []
+    for index, item in enumerate(steps, start=1):
+        # The first step is queued at once: nothing else can have happened to a new job's tasks.
+        state = TaskState.QUEUED if index == 1 else TaskState.PENDING
+        rows += [
+            job_id,
+            index,
+            item["step"],
+            item["queue"],
+            json.dumps(item["parameters"]),
+            int(state),
+            now,
+            now,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE jobs_job SET definition = %s::jsonb, updated_at = %s WHERE id = %s",
+            [definition, now, job_id],
+        )
+        values = ", ".join(["(%s, %s, %s, %s, %s::jsonb, %s, 0, '', '', %s, %s)"] * len(steps))
+        cursor.execute(
+            "INSERT INTO jobs_task (job_id, position, name, queue, parameters, state, attempts, error, "  # noqa: S608 (placeholders only)
+            f"worker, created_at, updated_at) VALUES {values} RETURNING id, position, queue",
+            rows,
+        )
+        first = min(cursor.fetchall(), key=lambda r: r[1])
+    bus.publish_run(int(first[0]), first[2])
     return True
 
 

@@ -95,6 +95,7 @@ def _dispatch_locked() -> list[int] | None:
     from jobs.engine import controller
 
     started: list[int] = []
+    definitions: dict[tuple[int, str], controller.Resolved] = {}
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DISPATCH_LOCK_KEY])
@@ -137,7 +138,7 @@ def _dispatch_locked() -> list[int] | None:
                 try:
                     # A savepoint: one job that cannot start must not undo (or block) the others.
                     with transaction.atomic():
-                        ok = controller.start_job(job_id)
+                        ok = controller.start_job(job_id, definitions=definitions)
                 except Exception as exc:
                     logger.exception("job %s could not start", job_id)
                     controller.fail_start(job_id, f"could not start: {exc}")

@@ -465,10 +465,10 @@ def test_a_job_that_cannot_start_does_not_block_the_others(
     good = submit("noop")
     real_start = controller.start_job
 
-    def start(job_id: int) -> bool:
+    def start(job_id: int, **kw: Any) -> bool:
         if job_id == bad.pk:
             raise RuntimeError("database hiccup")
-        return real_start(job_id)
+        return real_start(job_id, **kw)
 
     monkeypatch.setattr(controller, "start_job", start)
     broker.drain()
