@@ -97,9 +97,43 @@ WHERE t.id = %(task)s AND j.id = t.job_id AND j.queue_state = {int(JobState.STAR
   AND (t.state = {int(TaskState.QUEUED)}
        OR (t.state = {int(TaskState.RETRYING)} AND t.next_attempt_at <= %(now)s)
        OR (t.state = {int(TaskState.RUNNING)} AND t.heartbeat_at < %(stale)s))
-RETURNING t.attempts, t.job_id, t.name, t.position, t.queue, t.parameters,
-          j.parameters, j.workflow, j.definition ->> 'source', c.name
+RETURNING t.attempts, t.job_id, t.name, t.position, t.queue, t.parameters AS step_parameters,
+          j.parameters AS job_parameters, j.workflow, j.definition ->> 'source' AS source,
+          c.name AS client_name,
+          (SELECT json_object_agg(e.name, e.result ORDER BY e.position) FROM jobs_task AS e
+           WHERE e.job_id = t.job_id AND e.position < t.position AND e.state = {int(TaskState.COMPLETED)})
+           AS earlier
 """  # noqa: S608 (only integer constants are formatted in)
+
+_LOG_COLUMNS = "(job_id, task_id, severity, progname, message, visible, created_at, updated_at)"
+
+# A claim and its start's log entries (the common-definitions notice first, as ``job_log`` would write
+# them) in one statement: the step that starts costs one round trip.
+_START_SQL = f"""
+WITH claimed AS ({_CLAIM_SQL}),
+logged AS (
+    INSERT INTO logs_logentry {_LOG_COLUMNS}
+    SELECT c.job_id, %(task)s, {int(Severity.INFO)}, %(progname)s, m.message, true, %(now)s, %(now)s
+    FROM claimed AS c
+    CROSS JOIN LATERAL (VALUES (1, %(notice)s), (2, format('Task ''%%s'' started', c.name)))
+        AS m(ord, message)
+    WHERE m.ord = 2 OR c.source = 'common'
+    ORDER BY m.ord
+)
+SELECT * FROM claimed
+"""  # noqa: S608 (only constants are formatted in)
+
+# A step's completion and its log entry in one statement; no row when the claim was lost.
+_COMPLETE_SQL = f"""
+WITH done AS (
+    UPDATE jobs_task SET state = {int(TaskState.COMPLETED)}, result = %(result)s::jsonb, progress = 100.0,
+        finished_at = %(now)s, updated_at = %(now)s
+    WHERE id = %(task)s AND state = {int(TaskState.RUNNING)} AND attempts = %(attempt)s
+    RETURNING id, job_id
+)
+INSERT INTO logs_logentry {_LOG_COLUMNS}
+SELECT job_id, id, {int(Severity.INFO)}, %(progname)s, %(message)s, true, %(now)s, %(now)s FROM done
+"""  # noqa: S608 (only constants are formatted in)
 
 
 def _json(value: Any) -> Any:
@@ -107,16 +141,24 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _claim(task_id: int) -> Claimed | None:
+def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
     now = timezone.now()
+    params: dict[str, Any] = {
+        "worker": worker_name(),
+        "now": now,
+        "task": task_id,
+        "stale": now - stale_after(),
+    }
+    if log_start:
+        params.update(progname=PROGNAME, notice=NO_CLIENT_DEFINITIONS)
     with connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_SQL, {"worker": worker_name(), "now": now, "task": task_id, "stale": now - stale_after()}
-        )
+        cursor.execute(_START_SQL if log_start else _CLAIM_SQL, params)
         row = cursor.fetchone()
     if row is None:
         return None
-    attempts, job_id, name, position, queue, parameters, job_parameters, workflow, source, client = row
+    attempts, job_id, name, position, queue, parameters, job_parameters, workflow, source, client, earlier = (
+        row
+    )
     return Claimed(
         pk=task_id,
         attempt=int(attempts),
@@ -129,23 +171,9 @@ def _claim(task_id: int) -> Claimed | None:
         workflow=workflow,
         common_definition=source == "common",
         client_name=client,
+        # The earlier steps' results, by name in step order (a later step of the same name wins).
+        results=_json(earlier) or {},
     )
-
-
-_LOG_SQL = (
-    "INSERT INTO logs_logentry "
-    "(job_id, task_id, severity, progname, message, visible, created_at, updated_at) VALUES "
-)
-
-
-def _insert_log(job_id: int, task_id: int, *messages: tuple[str, int]) -> None:
-    """Append worker entries ``(message, severity)`` to a job's log in one statement (as ``job_log``)."""
-    now = timezone.now()
-    params: list[Any] = []
-    for message, severity in messages:
-        params += [job_id, task_id, severity, PROGNAME, message, True, now, now]
-    with connection.cursor() as cursor:
-        cursor.execute(_LOG_SQL + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(messages)), params)
 
 
 @dataclass
@@ -229,33 +257,13 @@ def run_task(task_id: int) -> None:
 
 def _start(task_id: int) -> Claimed | None:
     """Claim task ``task_id`` and write its start's records, in the caller's transaction."""
-    task = _claim(task_id)
+    task = _claim(task_id, log_start=True)
     if task is None:
         return None
     # The claim bumped ``attempts`` and the row is locked by it until the commit.
-    entries = []
-    if task.common_definition:
-        entries.append((NO_CLIENT_DEFINITIONS, Severity.INFO))
-    entries.append((f"Task '{task.name}' started", Severity.INFO))
-    _insert_log(task.job_id, task.pk, *entries)
     if task.attempt == 1:
         notify.task_event(task.pk, "start", parameters=task.job_parameters)
-    task.results.update(_earlier_results(task))
     return task
-
-
-def _earlier_results(task: Claimed) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    if task.position > 1:  # the first step has no earlier results to read
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT name, result FROM jobs_task WHERE job_id = %s AND position < %s AND state = %s "
-                "ORDER BY position",
-                [task.job_id, task.position, int(TaskState.COMPLETED)],
-            )
-            for name, earlier in cursor.fetchall():
-                results[name] = _json(earlier)
-    return results
 
 
 def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
@@ -366,21 +374,18 @@ def _record(
         if outcome == "completed":
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "UPDATE jobs_task SET state = %s, result = %s::jsonb, progress = 100.0, "
-                    "finished_at = %s, updated_at = %s WHERE id = %s AND state = %s AND attempts = %s",
-                    [
-                        int(TaskState.COMPLETED),
-                        json.dumps(result),
-                        now,
-                        now,
-                        task.pk,
-                        int(TaskState.RUNNING),
-                        attempt,
-                    ],
+                    _COMPLETE_SQL,
+                    {
+                        "result": json.dumps(result),
+                        "now": now,
+                        "task": task.pk,
+                        "attempt": attempt,
+                        "progname": PROGNAME,
+                        "message": f"'{task.name}' completed successfully",
+                    },
                 )
                 if cursor.rowcount != 1:
                     return None  # the claim was lost (presumed dead and re-run): the other attempt reports
-            _insert_log(task.job_id, task.pk, (f"'{task.name}' completed successfully", Severity.INFO))
             notify.task_event(task.pk, "complete", parameters=parameters)
             if job_state == JobState.STARTED:
                 progress = _move_on(task, hold_queue=hold_queue, parameters=parameters)
