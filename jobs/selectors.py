@@ -10,7 +10,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from clients.models import Client
-from jobs.models import Job
+from jobs.models import Job, Task
 from jobs.states import JobState
 from logs.models import LogEntry
 from taskengine_site.errors import NotFound
@@ -52,6 +52,11 @@ def job_get(*, requester: Client, job_id: int) -> Job:
     if job is None:
         raise NotFound(f"Job {job_id} not found.")
     return job
+
+
+def job_tasks(*, job: Job) -> QuerySet[Task]:
+    """A job's tasks in workflow order (none before the job first starts)."""
+    return Task.objects.filter(job=job).order_by("position")
 
 
 def job_log_entries(*, requester: Client, job_id: int, show_all: bool = False) -> QuerySet[LogEntry]:
