@@ -6,8 +6,16 @@ here, once: a non-operator sees only its own jobs.
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import QuerySet
+from psycopg import pq
 
 from clients.models import Client
 from jobs.models import Job, Task
@@ -33,6 +41,28 @@ SUMMARY_FIELDS = (
     "failed",
     "run_at",
 )
+
+# What JobListItemSerializer (GET /jobs) and JobSummarySerializer (the dashboard) show, read as rows by
+# job_rows() and rendered by jobs.api.serializers.render_job_list / render_job_summaries, in their order.
+LIST_COLUMNS = (
+    "id",
+    "client__name",
+    "workflow",
+    "priority",
+    "position",
+    "created_at",
+    "updated_at",
+    "queue_state",
+    "parameters",
+    "failed",
+    "run_at",
+)
+SUMMARY_COLUMNS = tuple(column for column in LIST_COLUMNS if column != "parameters")
+
+# Django's timestamptz loader is a Python subclass of psycopg's, so each timestamp is parsed in Python
+# (10-25 µs here: 3,000 of them cost 30-70 ms, more than the query). psycopg's own C loader gives the same
+# aware datetime in the connection's time zone (UTC; the renderers convert to UTC anyway).
+_TIMESTAMPTZ_LOADER = psycopg.adapters.get_loader(psycopg.adapters.types["timestamptz"].oid, pq.Format.TEXT)
 
 # DESIGN.md §2: the order in which the dispatcher starts queued jobs.
 DISPATCH_ORDER = ("-top_of_queue", "priority", "position", "created_at", "id")
@@ -71,22 +101,65 @@ def job_list(*, requester: Client | None) -> QuerySet[Job]:
     return jobs_visible(requester=requester)
 
 
+def job_rows(queryset: QuerySet[Job], columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    """``queryset.values_list(*columns)`` as a list, with timestamps loaded by psycopg's C loader.
+
+    Same SQL and same values as the ORM (JSON columns decoded as JSONField does); for the listings that
+    render hundreds of rows (GET /jobs?limit=1000, GET /dashboard), where loading was most of the time.
+    """
+    try:
+        sql, params = queryset.values_list(*columns).query.sql_with_params()
+    except EmptyResultSet:  # e.g. ``id__in=[]``: the ORM returns nothing without asking the database
+        return []
+    with connection.cursor() as cursor:
+        cursor.cursor.adapters.register_loader("timestamptz", _TIMESTAMPTZ_LOADER)  # this cursor only
+        cursor.execute(sql, params)
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+    json_at = [index for index, column in enumerate(columns) if column == "parameters"]
+    if json_at:
+        return [_with_json(row, json_at) for row in rows]
+    return rows
+
+
+def _with_json(row: tuple[Any, ...], positions: list[int]) -> tuple[Any, ...]:
+    values = list(row)
+    for index in positions:
+        value = values[index]
+        if isinstance(value, str):
+            with contextlib.suppress(json.JSONDecodeError):  # kept as text, as JSONField.from_db_value
+                values[index] = json.loads(value)
+    return tuple(values)
+
+
+def _dashboard_querysets(*, requester: Client) -> dict[str, QuerySet[Job]]:
+    base = jobs_visible(requester=requester)
+    return {
+        "started": base.filter(queue_state=JobState.STARTED).order_by("started_at", "id")[
+            :DASHBOARD_LIST_LIMIT
+        ],
+        "queued": base.filter(queue_state=JobState.QUEUED).order_by(*DISPATCH_ORDER)[:DASHBOARD_LIST_LIMIT],
+        "scheduled": base.filter(queue_state=JobState.SCHEDULED).order_by("run_at", "id")[
+            :DASHBOARD_LIST_LIMIT
+        ],
+    }
+
+
 def dashboard_lists(*, requester: Client) -> dict[str, list[Job]]:
     """Started, queued (in dispatch order) and scheduled (soonest first) jobs.
 
     Only the columns the summaries show are read (up to 3,000 rows: the JSON columns would dominate).
     """
-    base = jobs_visible(requester=requester).only(*SUMMARY_FIELDS)
     return {
-        "started": list(
-            base.filter(queue_state=JobState.STARTED).order_by("started_at", "id")[:DASHBOARD_LIST_LIMIT]
-        ),
-        "queued": list(
-            base.filter(queue_state=JobState.QUEUED).order_by(*DISPATCH_ORDER)[:DASHBOARD_LIST_LIMIT]
-        ),
-        "scheduled": list(
-            base.filter(queue_state=JobState.SCHEDULED).order_by("run_at", "id")[:DASHBOARD_LIST_LIMIT]
-        ),
+        name: list(queryset.only(*SUMMARY_FIELDS))
+        for name, queryset in _dashboard_querysets(requester=requester).items()
+    }
+
+
+def dashboard_rows(*, requester: Client) -> dict[str, list[tuple[Any, ...]]]:
+    """The lists of :func:`dashboard_lists` as rows of ``SUMMARY_COLUMNS`` (for GET /dashboard)."""
+    return {
+        name: job_rows(queryset, SUMMARY_COLUMNS)
+        for name, queryset in _dashboard_querysets(requester=requester).items()
     }
 
 
