@@ -11,8 +11,18 @@ from typing import Any, TypeVar
 
 import django_filters
 from django import forms
-from django.db.models import QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import (
+    BigIntegerField,
+    DateTimeField,
+    DurationField,
+    ExpressionWrapper,
+    Func,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+)
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 
@@ -23,6 +33,8 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
 MAX_JOB_IDS = 1000
 BIGINT_MAX = 2**63 - 1
+BIGINT_MIN = -(2**63)
+
 F = TypeVar("F", bound=django_filters.Filter)
 
 # Public name → model field. Only these may be ordered by, so order_by cannot reach into relations.
@@ -44,6 +56,30 @@ ORDER_FIELDS: dict[str, str] = {
 
 # Messages keep the offending value in ``params``: django-filter formats ``message % params``, so user
 # text inside the message itself ("%s") would break the formatting.
+
+
+class CreatedSkew(Func):  # type: ignore[misc,unused-ignore]
+    """S of jobs/migrations/0004_listing_bounds.py: how far created_at can run against id (NULL: unknown)."""
+
+    function = "jobs_job_created_skew"
+    template = "%(function)s()"
+    output_field = DurationField()
+
+
+def created_after(moment: datetime) -> Subquery:
+    """The id of a job created after ``moment`` + S: every job created at or before ``moment`` has a
+    smaller id (jobs/migrations/0004_listing_bounds.py). Empty when S is unknown."""
+    after = ExpressionWrapper(Value(moment) + CreatedSkew(), output_field=DateTimeField())
+    ids = Job.objects.filter(created_at__gt=after).order_by("created_at").values("id")[:1]
+    return Subquery(ids, output_field=BigIntegerField())
+
+
+def created_before(moment: datetime) -> Subquery:
+    """The id of a job created before ``moment`` - S: every job created at or after ``moment`` has a
+    larger id. Empty when S is unknown."""
+    before = ExpressionWrapper(Value(moment) - CreatedSkew(), output_field=DateTimeField())
+    ids = Job.objects.filter(created_at__lt=before).order_by("-created_at").values("id")[:1]
+    return Subquery(ids, output_field=BigIntegerField())
 
 
 class FlagField(forms.Field):
@@ -228,7 +264,26 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
         prefix = "" if ascending else "-"
         ordering = [f"{prefix}{field}"] if field == "id" else [f"{prefix}{field}", f"{prefix}id"]
         limit = min(data.get("limit") or DEFAULT_LIMIT, MAX_LIMIT)
+        if field == "id":
+            queryset = self.bound_ids(queryset, ascending=ascending)
         return queryset.order_by(*ordering)[:limit]
+
+    def bound_ids(self, queryset: QuerySet[Job], *, ascending: bool) -> QuerySet[Job]:
+        """Add the id bound a created_at window implies on the side the id order starts from.
+
+        Postgres cannot know that ids follow created_at, so for ``ORDER BY id DESC LIMIT n`` and an old
+        ``to`` it walks the primary key down from the newest job through everything created since; with
+        the bound it starts at the window. The created_at filters stay, so the rows are the same. Only
+        the starting side is bounded: a bound on the far side made the planner prefer that walk over a
+        better index (failed=1&client=…&from=…).
+        """
+        data = self.form.cleaned_data
+        # An unknown S (or no job beyond the window) leaves the whole bigint range.
+        if not ascending and data.get("to") is not None:
+            return queryset.filter(id__lte=Coalesce(created_after(data["to"]), Value(BIGINT_MAX)))
+        if ascending and data.get("from") is not None:
+            return queryset.filter(id__gte=Coalesce(created_before(data["from"]), Value(BIGINT_MIN)))
+        return queryset
 
 
 # ``from`` is a Python keyword, so the filter is declared as ``from_`` and published under its real name.

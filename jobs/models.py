@@ -54,6 +54,12 @@ class Job(models.Model):
             # GET /jobs?order_by=run_at|priority: the first page without sorting the whole table.
             models.Index(fields=["run_at", "id"], name="job_run_at_id"),
             models.Index(fields=["priority", "id"], name="job_priority_id"),
+            # GET /jobs?failed=1&client=…: a client's failed jobs newest first, and an empty answer at once.
+            models.Index(
+                fields=["client", "id"],
+                name="job_failed_client_id",
+                condition=Q(failed=True, queue_state=JobState.COMPLETED),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
