@@ -17,15 +17,20 @@ from django.db.models import (
     DurationField,
     ExpressionWrapper,
     Func,
+    Max,
+    Min,
+    Q,
     QuerySet,
     Subquery,
     TextField,
     Value,
 )
+from django.db.models import F as Field
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 
+from clients.models import Client
 from jobs.models import Job
 from jobs.states import JobState
 
@@ -34,6 +39,14 @@ MAX_LIMIT = 1000
 MAX_JOB_IDS = 1000
 BIGINT_MAX = 2**63 - 1
 BIGINT_MIN = -(2**63)
+# A search term shorter than a trigram cannot use the trigram index.
+TRIGRAM = 3
+# search: how many of the newest (oldest with asc) jobs are tried in id order before asking the trigram
+# index, and the share of matches among them above which the id walk is left to find the rest.
+SEARCH_PROBE_IDS = 2000
+SEARCH_FREQUENT = 0.002
+# order_by=client merges the heads of each client's jobs up to this many clients (one index walk each).
+MERGE_MAX_CLIENTS = 50
 
 F = TypeVar("F", bound=django_filters.Filter)
 
@@ -80,6 +93,55 @@ def created_before(moment: datetime) -> Subquery:
     before = ExpressionWrapper(Value(moment) - CreatedSkew(), output_field=DateTimeField())
     ids = Job.objects.filter(created_at__lt=before).order_by("-created_at").values("id")[:1]
     return Subquery(ids, output_field=BigIntegerField())
+
+
+def search_heads(queryset: QuerySet[Job], *, ascending: bool, limit: int) -> QuerySet[Job]:
+    """Narrow a search ordered by id to the ids of its first ``limit`` matches, found the cheap way.
+
+    Postgres cannot estimate how many jobs a ``%term%`` matches, so it walks the primary key from the
+    newest job, which reads most of the table for a rare term (state=2&search=c4242). Here the newest
+    SEARCH_PROBE_IDS ids are tried first; if they hold the whole page, done. Otherwise a rare term's
+    remaining matches come from the trigram index (ordered by ``id + 0`` so the planner cannot pick the
+    primary key walk), while a frequent one is left to the walk. Same rows, same order: the ids of the
+    near part are all beyond those of the far part.
+    """
+    edge = Job.objects.aggregate(edge=Min("id") if ascending else Max("id"))["edge"]
+    if edge is None:
+        return queryset
+    if ascending:
+        near, far = Q(id__lte=edge + SEARCH_PROBE_IDS), Q(id__gt=edge + SEARCH_PROBE_IDS)
+    else:
+        near, far = Q(id__gte=edge - SEARCH_PROBE_IDS), Q(id__lt=edge - SEARCH_PROBE_IDS)
+    order = "id" if ascending else "-id"
+    first = list(queryset.filter(near).order_by(order).values_list("id", flat=True)[:limit])
+    if len(first) == limit:
+        return queryset.filter(id__in=first)
+    if len(first) >= SEARCH_FREQUENT * SEARCH_PROBE_IDS:
+        return queryset
+    rest = (
+        queryset.filter(far)
+        .alias(unindexed_id=Field("id") + 0)
+        .order_by("unindexed_id" if ascending else "-unindexed_id")
+        .values_list("id", flat=True)[: limit - len(first)]
+    )
+    return queryset.filter(id__in=[*first, *rest])
+
+
+def per_client_heads(queryset: QuerySet[Job], *, ascending: bool, limit: int) -> QuerySet[Job]:
+    """Narrow ``queryset`` to the first ``limit`` ids of each client, when there are few clients.
+
+    Ordered by client name then id, the first ``limit`` jobs are among those (a client's jobs come in id
+    order), so the ordered, limited result is the same; Postgres no longer sorts every job by a name
+    from another table, it walks the (client, id) index ``limit`` rows per client.
+    """
+    clients = list(Client.objects.order_by("id").values_list("id", flat=True)[: MERGE_MAX_CLIENTS + 1])
+    if len(clients) > MERGE_MAX_CLIENTS:
+        return queryset
+    if not clients:
+        return queryset.none()
+    order = "id" if ascending else "-id"
+    heads = [queryset.filter(client_id=client).order_by(order).values("id")[:limit] for client in clients]
+    return queryset.filter(id__in=heads[0].union(*heads[1:], all=True))
 
 
 class FlagField(forms.Field):
@@ -237,7 +299,7 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
     client = documented(
         {"type": "string", "maxLength": 100},
         "Client name.",
-        django_filters.CharFilter(field_name="client__name", max_length=100),
+        django_filters.CharFilter(method="filter_client", max_length=100),
     )
     persist = documented(FLAG, "1: jobs set to persist; 0: the others.", FlagFilter(field_name="persist"))
 
@@ -249,6 +311,12 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
         if value:
             return queryset.filter(failed=True, queue_state=JobState.COMPLETED)
         return queryset.filter(failed=False)
+
+    def filter_client(self, queryset: QuerySet[Job], name: str, value: str) -> QuerySet[Job]:
+        # The client's id as a subquery (one row: names are unique), not a join condition on its name:
+        # Postgres then walks the (client, id) indexes in id order instead of the whole primary key.
+        client_id = Client.objects.filter(name=value).values("id")[:1]
+        return queryset.filter(client_id=Subquery(client_id))
 
     def filter_search(self, queryset: QuerySet[Job], name: str, value: str) -> QuerySet[Job]:
         # The parameters' JSON text, so a term matches any value (content_id, folder, …) at any depth.
@@ -266,6 +334,10 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
         limit = min(data.get("limit") or DEFAULT_LIMIT, MAX_LIMIT)
         if field == "id":
             queryset = self.bound_ids(queryset, ascending=ascending)
+            if len(data.get("search") or "") >= TRIGRAM:
+                queryset = search_heads(queryset, ascending=ascending, limit=limit)
+        elif field == "client__name":
+            queryset = per_client_heads(queryset, ascending=ascending, limit=limit)
         return queryset.order_by(*ordering)[:limit]
 
     def bound_ids(self, queryset: QuerySet[Job], *, ascending: bool) -> QuerySet[Job]:

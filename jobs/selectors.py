@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
 from django.core.exceptions import EmptyResultSet
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from psycopg import pq
 
@@ -99,6 +99,22 @@ def job_log_entries(*, requester: Client, job_id: int, show_all: bool = False) -
 def job_list(*, requester: Client | None) -> QuerySet[Job]:
     """The base of GET /jobs, before jobs.filters.JobFilter narrows, orders and limits it."""
     return jobs_visible(requester=requester)
+
+
+@contextlib.contextmanager
+def listing_snapshot() -> Iterator[None]:
+    """One snapshot for every statement of a listing (GET /jobs may take a few: jobs.filters).
+
+    A read-only REPEATABLE READ transaction, so the statements together answer exactly what one query
+    would. Inside a transaction already (tests, callers), its isolation stays as it is.
+    """
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
 
 
 def job_rows(queryset: QuerySet[Job], columns: Sequence[str]) -> list[tuple[Any, ...]]:

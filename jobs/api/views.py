@@ -128,9 +128,11 @@ class JobViewSet(ApiViewSet):
         tags=["jobs"],
     )
     def list(self, request: Request) -> Response:
-        jobs = self.filter_queryset(selectors.job_list(requester=optional_requester(request)))
+        with selectors.listing_snapshot():  # the filters may run a few statements (jobs.filters)
+            jobs = self.filter_queryset(selectors.job_list(requester=optional_requester(request)))
+            rows = selectors.job_rows(jobs, selectors.LIST_COLUMNS)
         # What JobListItemSerializer(jobs, many=True) renders, built by hand (up to 1,000 jobs).
-        return Response(render_job_list(selectors.job_rows(jobs, selectors.LIST_COLUMNS)))
+        return Response(render_job_list(rows))
 
     @extend_schema(
         operation_id="job_retrieve",
