@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from jobs.models import Job, Task
 from jobs.states import JobState, TaskState
-from taskengine_site.api import StrictCharField, StrictKeysMixin, TimestampField, format_timestamp
+from taskengine_site.api import StrictCharField, StrictKeysMixin, TimestampField
 from taskengine_site.outbound import validate_url
 
 MAX_REST_ENDPOINTS = 10
@@ -307,14 +307,11 @@ class JobDetailSerializer(JobListItemSerializer):
 # --- Hand-written renderings of the job lists -------------------------------------------------------------
 # GET /jobs?limit=1000 and GET /dashboard render up to 1,000-3,000 jobs; through DRF that is ≈35 µs a job.
 # These build exactly what JobListItemSerializer / JobSummarySerializer build (same keys in the same order,
-# same values) from rows of jobs.selectors.LIST_COLUMNS / SUMMARY_COLUMNS; tests/api/test_fast_rendering.py
+# same values) from rows of jobs.selectors.job_rows (timestamps come formatted by Postgres) of its
+# LIST_COLUMNS / SUMMARY_COLUMNS; tests/api/test_fast_rendering.py
 # compares them with the serializers on varied jobs so they cannot drift apart.
 
 _STATE_LABELS = {state.value: state.label for state in JobState}
-
-
-def _timestamp(value: datetime | None) -> str | None:
-    return None if value is None else format_timestamp(value)
 
 
 def render_job_list(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
@@ -327,12 +324,12 @@ def render_job_list(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
             "workflow": workflow,
             "priority": priority,
             "position": position,
-            "created_at": _timestamp(created_at),
-            "updated_at": _timestamp(updated_at),
+            "created_at": created_at,
+            "updated_at": updated_at,
             "queue_state": labels[queue_state],
             "parameters": parameters,
             "failed": failed,
-            "run_at": _timestamp(run_at),
+            "run_at": run_at,
         }
         for (
             id_,
@@ -360,11 +357,11 @@ def render_job_summaries(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
             "workflow": workflow,
             "priority": priority,
             "position": position,
-            "created_at": _timestamp(created_at),
-            "updated_at": _timestamp(updated_at),
+            "created_at": created_at,
+            "updated_at": updated_at,
             "queue_state": labels[queue_state],
             "failed": failed,
-            "run_at": _timestamp(run_at),
+            "run_at": run_at,
         }
         for (
             id_,

@@ -144,3 +144,34 @@ def test_get_dashboard_answers_the_serializers_bytes(varied: list[Job], make_cli
         assert response.content == rendered(expected)
         body = response.json()
         assert body["started"] and body["queued"] and body["scheduled"]
+
+
+def test_timestamps_formatted_by_postgres_are_format_timestamps(varied: list[Job]) -> None:
+    """Every moment a timestamp may hold, in several zones, through jobs.selectors.FormattedTimestamp."""
+    import random
+    from zoneinfo import ZoneInfo
+
+    from taskengine_site.api import format_timestamp
+
+    generator = random.Random(3)
+    moments = [
+        *MOMENTS,
+        datetime(999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1000, 1, 1, tzinfo=UTC),
+    ]
+    for _ in range(300):
+        seconds = generator.randrange(0, 315_000_000_000)
+        moments.append(
+            datetime(2, 1, 1, tzinfo=UTC)
+            + timedelta(seconds=seconds, microseconds=generator.randrange(10**6))
+        )
+    zones = [UTC, ZoneInfo("America/New_York"), ZoneInfo("Asia/Kathmandu")]
+    job = varied[0]
+    for index, moment in enumerate(moments):
+        zone = zones[index % len(zones)]
+        local = moment.astimezone(zone) if 2 < moment.year < 9998 else moment
+        Job.objects.filter(pk=job.pk).update(run_at=local, started_at=None if index % 5 == 0 else local)
+        queryset = Job.objects.filter(pk=job.pk)
+        assert selectors.job_rows(queryset, ["run_at", "started_at"]) == [
+            (format_timestamp(local), None if index % 5 == 0 else format_timestamp(local))
+        ], local
