@@ -95,6 +95,14 @@ def created_before(moment: datetime) -> Subquery:
     return Subquery(ids, output_field=BigIntegerField())
 
 
+def several_statements(params: Any) -> bool:
+    """Whether the listing these query parameters ask for may take more than one statement (a search
+    ordered by id, order_by=client), so the view gives them one snapshot (jobs.selectors.listing_snapshot).
+    A guess on the raw parameters is enough: a single statement is one snapshot anyway."""
+    order_by = params.get("order_by") or "id"
+    return order_by == "client" or (order_by == "id" and len(params.get("search") or "") >= TRIGRAM)
+
+
 def search_heads(queryset: QuerySet[Job], *, ascending: bool, limit: int) -> QuerySet[Job]:
     """Narrow a search ordered by id to the ids of its first ``limit`` matches, found the cheap way.
 

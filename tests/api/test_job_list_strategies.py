@@ -126,6 +126,8 @@ def test_outside_a_transaction_the_statements_share_one_read_only_snapshot(make_
     with CaptureQueriesContext(connection) as captured:
         assert listed(api, "search=noop-not-there&order_by=id") == []
         assert listed(api, "order_by=client&limit=2") == [made[2].pk, made[1].pk]
+        assert listed(api, "state=0&search=no") == []  # one statement: no transaction
+        assert listed(api, "order_by=priority&search=noop") == []
     statements = [query["sql"] for query in captured.captured_queries]
     assert statements.count("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY") == 2
     assert not connection.in_atomic_block
