@@ -11,11 +11,26 @@ from typing import Any, TypeVar
 
 import django_filters
 from django import forms
-from django.db.models import QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import (
+    BigIntegerField,
+    DateTimeField,
+    DurationField,
+    ExpressionWrapper,
+    Func,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+)
+from django.db.models import F as Field
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 
+from clients.models import Client
 from jobs.models import Job
 from jobs.states import JobState
 
@@ -23,6 +38,17 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
 MAX_JOB_IDS = 1000
 BIGINT_MAX = 2**63 - 1
+BIGINT_MIN = -(2**63)
+# A search term shorter than a trigram cannot use the trigram index.
+TRIGRAM = 3
+# search: how many of the newest (oldest with asc) jobs are tried in id order before asking the trigram
+# index, and the share of matches among them above which the id walk is left to find the rest.
+# (500: a rare term costs that much walking, ≈ 1-2 ms; one match among them counts as frequent.)
+SEARCH_PROBE_IDS = 500
+SEARCH_FREQUENT = 0.002
+# order_by=client merges the heads of each client's jobs up to this many clients (one index walk each).
+MERGE_MAX_CLIENTS = 50
+
 F = TypeVar("F", bound=django_filters.Filter)
 
 # Public name → model field. Only these may be ordered by, so order_by cannot reach into relations.
@@ -44,6 +70,87 @@ ORDER_FIELDS: dict[str, str] = {
 
 # Messages keep the offending value in ``params``: django-filter formats ``message % params``, so user
 # text inside the message itself ("%s") would break the formatting.
+
+
+class CreatedSkew(Func):  # type: ignore[misc,unused-ignore]
+    """S of jobs/migrations/0004_listing_bounds.py: how far created_at can run against id (NULL: unknown)."""
+
+    function = "jobs_job_created_skew"
+    template = "%(function)s()"
+    output_field = DurationField()
+
+
+def created_after(moment: datetime) -> Subquery:
+    """The id of a job created after ``moment`` + S: every job created at or before ``moment`` has a
+    smaller id (jobs/migrations/0004_listing_bounds.py). Empty when S is unknown."""
+    after = ExpressionWrapper(Value(moment) + CreatedSkew(), output_field=DateTimeField())
+    ids = Job.objects.filter(created_at__gt=after).order_by("created_at").values("id")[:1]
+    return Subquery(ids, output_field=BigIntegerField())
+
+
+def created_before(moment: datetime) -> Subquery:
+    """The id of a job created before ``moment`` - S: every job created at or after ``moment`` has a
+    larger id. Empty when S is unknown."""
+    before = ExpressionWrapper(Value(moment) - CreatedSkew(), output_field=DateTimeField())
+    ids = Job.objects.filter(created_at__lt=before).order_by("-created_at").values("id")[:1]
+    return Subquery(ids, output_field=BigIntegerField())
+
+
+def several_statements(params: Any) -> bool:
+    """Whether the listing these query parameters ask for may take more than one statement (a search
+    ordered by id, order_by=client), so the view gives them one snapshot (jobs.selectors.listing_snapshot).
+    A guess on the raw parameters is enough: a single statement is one snapshot anyway."""
+    order_by = params.get("order_by") or "id"
+    return order_by == "client" or (order_by == "id" and len(params.get("search") or "") >= TRIGRAM)
+
+
+def search_heads(queryset: QuerySet[Job], *, ascending: bool, limit: int) -> QuerySet[Job]:
+    """Narrow a search ordered by id to the ids of its first ``limit`` matches, found the cheap way.
+
+    Postgres cannot estimate how many jobs a ``%term%`` matches, so it walks the primary key from the
+    newest job, which reads most of the table for a rare term (state=2&search=c4242). Here the newest
+    SEARCH_PROBE_IDS ids are tried first; if they hold the whole page, done. Otherwise a rare term's
+    remaining matches come from the trigram index (ordered by ``id + 0`` so the planner cannot pick the
+    primary key walk), while a frequent one is left to the walk. Same rows, same order: the ids of the
+    near part are all beyond those of the far part.
+    """
+    edge = Job.objects.aggregate(edge=Min("id") if ascending else Max("id"))["edge"]
+    if edge is None:
+        return queryset
+    if ascending:
+        near, far = Q(id__lte=edge + SEARCH_PROBE_IDS), Q(id__gt=edge + SEARCH_PROBE_IDS)
+    else:
+        near, far = Q(id__gte=edge - SEARCH_PROBE_IDS), Q(id__lt=edge - SEARCH_PROBE_IDS)
+    order = "id" if ascending else "-id"
+    first = list(queryset.filter(near).order_by(order).values_list("id", flat=True)[:limit])
+    if len(first) == limit:
+        return queryset.filter(id__in=first)
+    if len(first) >= SEARCH_FREQUENT * SEARCH_PROBE_IDS:
+        return queryset
+    rest = (
+        queryset.filter(far)
+        .alias(unindexed_id=Field("id") + 0)
+        .order_by("unindexed_id" if ascending else "-unindexed_id")
+        .values_list("id", flat=True)[: limit - len(first)]
+    )
+    return queryset.filter(id__in=[*first, *rest])
+
+
+def per_client_heads(queryset: QuerySet[Job], *, ascending: bool, limit: int) -> QuerySet[Job]:
+    """Narrow ``queryset`` to the first ``limit`` ids of each client, when there are few clients.
+
+    Ordered by client name then id, the first ``limit`` jobs are among those (a client's jobs come in id
+    order), so the ordered, limited result is the same; Postgres no longer sorts every job by a name
+    from another table, it walks the (client, id) index ``limit`` rows per client.
+    """
+    clients = list(Client.objects.order_by("id").values_list("id", flat=True)[: MERGE_MAX_CLIENTS + 1])
+    if len(clients) > MERGE_MAX_CLIENTS:
+        return queryset
+    if not clients:
+        return queryset.none()
+    order = "id" if ascending else "-id"
+    heads = [queryset.filter(client_id=client).order_by(order).values("id")[:limit] for client in clients]
+    return queryset.filter(id__in=heads[0].union(*heads[1:], all=True))
 
 
 class FlagField(forms.Field):
@@ -201,7 +308,7 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
     client = documented(
         {"type": "string", "maxLength": 100},
         "Client name.",
-        django_filters.CharFilter(field_name="client__name", max_length=100),
+        django_filters.CharFilter(method="filter_client", max_length=100),
     )
     persist = documented(FLAG, "1: jobs set to persist; 0: the others.", FlagFilter(field_name="persist"))
 
@@ -213,6 +320,12 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
         if value:
             return queryset.filter(failed=True, queue_state=JobState.COMPLETED)
         return queryset.filter(failed=False)
+
+    def filter_client(self, queryset: QuerySet[Job], name: str, value: str) -> QuerySet[Job]:
+        # The client's id as a subquery (one row: names are unique), not a join condition on its name:
+        # Postgres then walks the (client, id) indexes in id order instead of the whole primary key.
+        client_id = Client.objects.filter(name=value).values("id")[:1]
+        return queryset.filter(client_id=Subquery(client_id))
 
     def filter_search(self, queryset: QuerySet[Job], name: str, value: str) -> QuerySet[Job]:
         # The parameters' JSON text, so a term matches any value (content_id, folder, …) at any depth.
@@ -228,7 +341,30 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
         prefix = "" if ascending else "-"
         ordering = [f"{prefix}{field}"] if field == "id" else [f"{prefix}{field}", f"{prefix}id"]
         limit = min(data.get("limit") or DEFAULT_LIMIT, MAX_LIMIT)
+        if field == "id":
+            queryset = self.bound_ids(queryset, ascending=ascending)
+            if len(data.get("search") or "") >= TRIGRAM:
+                queryset = search_heads(queryset, ascending=ascending, limit=limit)
+        elif field == "client__name":
+            queryset = per_client_heads(queryset, ascending=ascending, limit=limit)
         return queryset.order_by(*ordering)[:limit]
+
+    def bound_ids(self, queryset: QuerySet[Job], *, ascending: bool) -> QuerySet[Job]:
+        """Add the id bound a created_at window implies on the side the id order starts from.
+
+        Postgres cannot know that ids follow created_at, so for ``ORDER BY id DESC LIMIT n`` and an old
+        ``to`` it walks the primary key down from the newest job through everything created since; with
+        the bound it starts at the window. The created_at filters stay, so the rows are the same. Only
+        the starting side is bounded: a bound on the far side made the planner prefer that walk over a
+        better index (failed=1&client=…&from=…).
+        """
+        data = self.form.cleaned_data
+        # An unknown S (or no job beyond the window) leaves the whole bigint range.
+        if not ascending and data.get("to") is not None:
+            return queryset.filter(id__lte=Coalesce(created_after(data["to"]), Value(BIGINT_MAX)))
+        if ascending and data.get("from") is not None:
+            return queryset.filter(id__gte=Coalesce(created_before(data["from"]), Value(BIGINT_MIN)))
+        return queryset
 
 
 # ``from`` is a Python keyword, so the filter is declared as ``from_`` and published under its real name.

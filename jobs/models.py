@@ -43,8 +43,10 @@ class Job(models.Model):
             models.Index(fields=["queue_state", "id"], name="job_state_id"),
             models.Index(fields=["client", "id"], name="job_client_id"),
             models.Index(fields=["run_at"], name="job_due", condition=Q(queue_state=JobState.SCHEDULED)),
+            # In DISPATCH_ORDER exactly (top_of_queue descending, the rest ascending), so the dispatcher's
+            # candidates and the dashboard's first 1,000 queued jobs are read in order, not sorted.
             models.Index(
-                fields=["top_of_queue", "priority", "position", "created_at", "id"],
+                fields=["-top_of_queue", "priority", "position", "created_at", "id"],
                 name="job_dispatch_order",
                 condition=Q(queue_state=JobState.QUEUED),
             ),
@@ -54,6 +56,12 @@ class Job(models.Model):
             # GET /jobs?order_by=run_at|priority: the first page without sorting the whole table.
             models.Index(fields=["run_at", "id"], name="job_run_at_id"),
             models.Index(fields=["priority", "id"], name="job_priority_id"),
+            # GET /jobs?failed=1&client=…: a client's failed jobs newest first, and an empty answer at once.
+            models.Index(
+                fields=["client", "id"],
+                name="job_failed_client_id",
+                condition=Q(failed=True, queue_state=JobState.COMPLETED),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -158,10 +158,13 @@ class Follower:
     last_id: int = 0
     completed: set[int] = field(default_factory=set)
     current: str = ""
+    total: int | None = None
+    done: int = 0
     _shown: str = ""
 
     def job(self) -> dict[str, Any]:
-        detail: dict[str, Any] = self.api.call("GET", f"/jobs/{self.job_id}")
+        # ?tasks=1 adds the job's steps (for N/total); an engine without it ignores the parameter.
+        detail: dict[str, Any] = self.api.call("GET", f"/jobs/{self.job_id}", params={"tasks": 1})
         return detail
 
     def new_entries(self) -> list[dict[str, Any]]:
@@ -189,8 +192,10 @@ class Follower:
             self._shown = ""
 
     def show_progress(self, detail: dict[str, Any]) -> None:
-        total = _step_total(detail)
-        line = f"job {self.job_id} {detail.get('queue_state')}: {progress_bar(len(self.completed), total)}"
+        # Kept once learnt: a job has no task rows before it starts, and an older engine may send none.
+        self.total = _step_total(detail) or self.total
+        self.done = max(self.done, len(self.completed), _steps_done(detail))
+        line = f"job {self.job_id} {detail.get('queue_state')}: {progress_bar(self.done, self.total)}"
         if self.current and detail.get("queue_state") == "started":
             line += f" (running '{self.current}')"
         if self.err.isatty():
@@ -227,6 +232,14 @@ def _step_total(detail: dict[str, Any]) -> int | None:
         return len(tasks)
     total = detail.get("steps_total")
     return total if isinstance(total, int) and total > 0 else None
+
+
+def _steps_done(detail: dict[str, Any]) -> int:
+    """Completed steps according to the ``tasks`` list, 0 without one."""
+    tasks = detail.get("tasks")
+    if not isinstance(tasks, list):
+        return 0
+    return sum(1 for task in tasks if isinstance(task, dict) and task.get("state") == "completed")
 
 
 def outcome(detail: dict[str, Any]) -> tuple[str, int]:

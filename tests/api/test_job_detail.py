@@ -10,7 +10,8 @@ from rest_framework.test import APIClient
 
 from jobs.models import Job
 from jobs.states import JobState
-from tests.api.conftest import DETAIL_FIELDS, assert_job_shape
+from taskengine_site.api import format_timestamp
+from tests.api.conftest import DETAIL_FIELDS, TIMESTAMP, assert_job_shape
 
 
 @pytest.fixture
@@ -58,6 +59,96 @@ def test_non_numeric_id_is_a_json_404(api: Any) -> None:
 
     assert response.status_code == 404
     assert response.json() == {"error": "Not found."}
+
+
+TASK_FIELDS = [
+    "id",
+    "name",
+    "queue",
+    "state",
+    "position",
+    "attempts",
+    "progress",
+    "started_at",
+    "finished_at",
+]
+
+
+def test_detail_has_no_tasks_unless_asked(api: Any, queued: Any) -> None:
+    for query in ("", "?tasks=0", "?tasks=false"):
+        response = api.get(f"/jobs/{queued.pk}{query}")
+        assert response.status_code == 200
+        assert list(response.json()) == DETAIL_FIELDS, query
+
+
+def test_tasks_of_a_job_not_yet_started_is_an_empty_list(api: Any, queued: Any) -> None:
+    response = api.get(f"/jobs/{queued.pk}?tasks=1")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == [*DETAIL_FIELDS, "tasks"]
+    assert body["tasks"] == []
+    without = api.get(f"/jobs/{queued.pk}").json()
+    assert {key: value for key, value in body.items() if key != "tasks"} == without
+
+
+def test_tasks_list_the_steps_in_order_with_their_progress(
+    api: Any, submit: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from jobs.engine import runner
+    from jobs.engine.dispatcher import dispatch
+    from jobs.models import Task
+    from jobs.states import TaskState
+
+    job_id = submit(api, workflow="noop5").json()["id"]
+    with django_capture_on_commit_callbacks(execute=False):  # no broker: the steps are run by hand
+        assert dispatch() == [job_id]
+    first = Task.objects.filter(job_id=job_id).order_by("position").first()
+    assert first is not None
+    with django_capture_on_commit_callbacks(execute=False):
+        runner.run_task(first.pk)
+
+    response = api.get(f"/jobs/{job_id}?tasks=true")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == [*DETAIL_FIELDS, "tasks"]
+    tasks = body["tasks"]
+    rows = list(Task.objects.filter(job_id=job_id).order_by("position"))
+    assert [task["id"] for task in tasks] == [row.pk for row in rows]
+    assert [task["position"] for task in tasks] == [1, 2, 3, 4, 5]
+    for task in tasks:
+        assert list(task) == TASK_FIELDS
+        assert (task["name"], task["queue"]) == ("noop", "work")
+    done = tasks[0]
+    assert (done["state"], done["attempts"], done["progress"]) == ("completed", 1, 100.0)
+    assert rows[0].started_at is not None and rows[0].finished_at is not None
+    assert done["started_at"] == format_timestamp(rows[0].started_at)
+    assert done["finished_at"] == format_timestamp(rows[0].finished_at)
+    assert TIMESTAMP.match(done["started_at"]) and TIMESTAMP.match(done["finished_at"])
+    for waiting, row in zip(tasks[1:], rows[1:], strict=True):
+        assert waiting["state"] == TaskState(row.state).label
+        assert waiting["state"] in ("pending", "queued")
+        assert (waiting["attempts"], waiting["progress"]) == (0, None)
+        assert (waiting["started_at"], waiting["finished_at"]) == (None, None)
+
+
+def test_tasks_follow_the_access_rule(api: Any, operator_api: Any, job_row: Any, make_client: Any) -> None:
+    stranger, _ = make_client()
+    theirs = job_row(stranger)
+
+    response = api.get(f"/jobs/{theirs.pk}?tasks=1")
+    assert response.status_code == 404
+    assert list(response.json()) == ["error"]
+    assert operator_api.get(f"/jobs/{theirs.pk}?tasks=1").json()["tasks"] == []
+    assert APIClient().get(f"/jobs/{theirs.pk}?tasks=1").status_code == 401
+
+
+def test_a_malformed_tasks_flag_is_a_400(api: Any, queued: Any) -> None:
+    response = api.get(f"/jobs/{queued.pk}?tasks=maybe")
+
+    assert response.status_code == 400
+    assert "tasks" in response.json()["error"]
 
 
 # --- PUT / PATCH ------------------------------------------------------------------------------------------

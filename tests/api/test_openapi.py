@@ -104,3 +104,38 @@ def test_docs_page(db: Any) -> None:
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
     assert b"/openapi.json" in response.content
+
+
+def test_job_detail_documents_the_opt_in_tasks_list(db: Any) -> None:
+    document = schema()
+    operation = document["paths"]["/jobs/{id}"]["get"]
+    query = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+    assert query["tasks"]["schema"]["type"] == "boolean"
+    assert query["tasks"].get("required", False) is False
+
+    components = document["components"]["schemas"]
+    detail = components[
+        operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    ]
+    assert "tasks" in detail["properties"] and "tasks" not in detail["required"]  # only with ?tasks=1
+    item = components[detail["properties"]["tasks"]["items"]["$ref"].split("/")[-1]]
+    assert list(item["properties"]) == [
+        "id",
+        "name",
+        "queue",
+        "state",
+        "position",
+        "attempts",
+        "progress",
+        "started_at",
+        "finished_at",
+    ]
+    assert components["TaskState"]["enum"] == [
+        "pending",
+        "queued",
+        "running",
+        "completed",
+        "failed",
+        "retrying",
+        "cancelled",
+    ]

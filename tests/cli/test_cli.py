@@ -138,7 +138,8 @@ def test_submit_and_watch_until_the_workers_finish(cli: Cli, tmp_path: Path, eng
     assert sum("'noop' completed successfully" in line for line in out) == 5
     assert out[-1].endswith("job has completed successfully")
     progress = done.stderr.splitlines()
-    assert progress[-2].startswith(f"job {job_id} completed: ") and progress[-2].endswith("5 steps done")
+    assert progress[-2] == f"job {job_id} completed: [{'#' * 30}] 5/5 steps"
+    assert all(line.endswith(("/5 steps", " done", "')")) for line in progress[:-1]), progress
     assert progress[-1] == f"job {job_id} completed"
     assert Job.objects.get(pk=job_id).queue_state == 2
 
@@ -153,3 +154,31 @@ def test_submit_and_watch_until_the_workers_finish(cli: Cli, tmp_path: Path, eng
     assert follow.returncode == 0
     assert follow.stdout.splitlines() == out[1:]
     assert Client.objects.get(name=cli.client_name).jobs.count() == 2
+
+
+def test_watch_shows_steps_done_of_the_total_from_the_api(cli: Cli, tmp_path: Path) -> None:
+    """N/total comes from GET /jobs/<id>?tasks=1; before the job starts there are no tasks to count."""
+    from jobs.engine import controller, runner
+    from jobs.engine.dispatcher import dispatch
+    from jobs.models import Task
+
+    setting_set(name="max_jobs", value=0)
+    job_id = int(cli("submit", str(job_file(tmp_path, "noop5"))).stdout)
+    queued = cli("watch", str(job_id), "--interval", "0.2", "--timeout", "0.5")
+    assert queued.returncode == 8
+    assert queued.stderr.splitlines()[0] == f"job {job_id} queued: 0 steps done"
+
+    # No worker here: the engine is driven by hand, its messages are never consumed.
+    setting_set(name="max_jobs", value=5)
+    assert job_id in dispatch()
+    tasks = list(Task.objects.filter(job_id=job_id).order_by("position"))
+    assert len(tasks) == 5
+    for task in tasks[:2]:
+        runner.run_task(task.pk)
+        controller.advance(job_id)  # queues the next step
+
+    started = cli("watch", str(job_id), "--interval", "0.2", "--timeout", "0.5")
+    assert started.returncode == 8
+    bar = "#" * 12 + "." * 18
+    assert started.stderr.splitlines()[0] == f"job {job_id} started: [{bar}] 2/5 steps (running 'noop')"
+    assert started.stderr.splitlines()[-1] == f"taskengine: job {job_id} still started after 0.5 s"

@@ -46,3 +46,19 @@ def test_a_log_gets_one_line_per_change() -> None:
     watcher.completed.add(1)
     watcher.show_progress({"queue_state": "started"})
     assert err.getvalue().splitlines() == ["job 7 queued: 0 steps done", "job 7 started: 1 step done"]
+
+
+def test_steps_done_and_total_come_from_the_tasks_list_and_the_total_is_kept() -> None:
+    err = io.StringIO()
+    watcher = follower(err)
+    watcher.show_progress({"queue_state": "queued", "tasks": []})  # not started: no task rows yet
+    steps = [{"state": "completed"}, {"state": "completed"}, {"state": "running"}, {"state": "pending"}]
+    watcher.show_progress({"queue_state": "started", "tasks": steps})
+    watcher.show_progress({"queue_state": "started"})  # an answer without tasks keeps what is known
+    steps[2]["state"] = "completed"
+    watcher.show_progress({"queue_state": "started", "tasks": steps})
+    assert err.getvalue().splitlines() == [
+        "job 7 queued: 0 steps done",
+        f"job 7 started: [{'#' * 15}{'.' * 15}] 2/4 steps",
+        f"job 7 started: [{'#' * 22}{'.' * 8}] 3/4 steps",
+    ]
