@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--web-threads", type=int, default=4)
     args = parser.parse_args(argv)
 
-    env = common.setup_django("te_bench")
+    # Its own database: bench.e2e/schedule/memory empty te_bench at their start, which would truncate
+    # this run's jobs if they ran beside it.
+    env = common.setup_django("te_bench_submit")
     # The per-client rate limit (default 1200/minute) is policy, not capacity: lifted to measure capacity.
     env["TASKENGINE_RATE_LIMIT"] = "10000000/minute"
     common.reset_jobs()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from clients.keys import mask
@@ -23,6 +25,7 @@ from jobs.media import params as media_params
 from jobs.models import Job, Task
 from jobs.states import NAME_TO_STATE, TERMINAL, JobState, TaskState, can_transition
 from jobs.workflows.registry import workflow_exists
+from logs.models import LogEntry
 from logs.services import job_log
 from taskengine_site import outbound
 from taskengine_site.errors import DomainError
@@ -141,20 +144,23 @@ def job_submit(
             return existing, False
 
     state = _initial_state(run_at, semaphore_url, now)
+    job = Job(
+        client=client,
+        workflow=workflow,
+        priority=priority,
+        parameters=parameters,
+        queue_state=state,
+        persist=persist,
+        run_at=run_at,
+        semaphore_url=semaphore_url,
+        idempotency_key=idempotency_key or None,
+    )
+    entry = LogEntry(message=_creation_message(job, request_meta), progname="api")
     try:
-        with transaction.atomic():
-            job = Job.objects.create(
-                client=client,
-                workflow=workflow,
-                priority=priority,
-                parameters=parameters,
-                queue_state=state,
-                persist=persist,
-                run_at=run_at,
-                semaphore_url=semaphore_url,
-                idempotency_key=idempotency_key or None,
-            )
-            job_log(job.pk, _creation_message(job, request_meta), progname="api")
+        # One statement is atomic on its own: a transaction of its own would only add BEGIN and COMMIT.
+        # Inside the caller's transaction a savepoint keeps an idempotency race recoverable.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            _insert_with_log_entry(job, entry)
             _after_state_change(job.pk, state)
     except IntegrityError:
         if idempotency_key:
@@ -163,6 +169,49 @@ def job_submit(
                 return existing, False
         raise
     return job, True
+
+
+_JOB_WITH_LOG_ENTRY: tuple[str, list[Field[Any, Any]], list[Field[Any, Any]]] | None = None
+
+
+def _insert_with_log_entry(job: Job, entry: LogEntry) -> None:
+    """Save the new ``job`` and its log ``entry`` (for that job) in one INSERT … INSERT statement.
+
+    What ``Job.objects.create`` and ``job_log`` did in two statements inside BEGIN/COMMIT: the values are
+    the ones ``Model.save`` would write (each field's ``pre_save``, then ``get_db_prep_save``: defaults,
+    ``auto_now``, JSON), the SQL is built once from the models' fields. Neither model has save() overrides
+    or signal receivers, which this bypasses.
+    """
+    global _JOB_WITH_LOG_ENTRY
+    if _JOB_WITH_LOG_ENTRY is None:
+        job_fields = [f for f in Job._meta.concrete_fields if not f.primary_key]
+        entry_fields = [f for f in LogEntry._meta.concrete_fields if not f.primary_key and f.name != "job"]
+
+        def quote(name: str | None) -> str:
+            return connection.ops.quote_name(str(name))
+
+        job_id, entry_id = quote(Job._meta.pk.column), quote(LogEntry._meta.pk.column)
+        entry_job_id = quote(LogEntry._meta.get_field("job").column)
+        job_columns = ", ".join(quote(f.column) for f in job_fields)
+        entry_columns = ", ".join(quote(f.column) for f in entry_fields)
+        sql = (
+            f"WITH j AS (INSERT INTO {quote(Job._meta.db_table)} ({job_columns}) "  # noqa: S608  (model names)
+            f"VALUES ({', '.join(['%s'] * len(job_fields))}) RETURNING {job_id}) "
+            f"INSERT INTO {quote(LogEntry._meta.db_table)} ({entry_job_id}, {entry_columns}) "
+            f"SELECT j.{job_id}, {', '.join(['%s'] * len(entry_fields))} FROM j "
+            f"RETURNING {entry_job_id}, {entry_id}"
+        )
+        _JOB_WITH_LOG_ENTRY = (sql, job_fields, entry_fields)
+    sql, job_fields, entry_fields = _JOB_WITH_LOG_ENTRY
+    params = [f.get_db_prep_save(f.pre_save(job, True), connection) for f in job_fields]
+    params += [f.get_db_prep_save(f.pre_save(entry, True), connection) for f in entry_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        job.pk, entry.pk = cursor.fetchone()
+    entry.job_id = job.pk
+    for saved in (job, entry):
+        saved._state.adding = False
+        saved._state.db = connection.alias
 
 
 def _creation_message(job: Job, request_meta: Mapping[str, Any] | None, path: str = "POST /job") -> str:

@@ -158,8 +158,9 @@ class ClientRateThrottle(throttling.BaseThrottle):
     """Per-client fixed-window request limit kept in the Redis cache (``TASKENGINE_RATE_LIMIT``).
 
     A counter per window (one INCR per request) instead of DRF's timestamp list, which grows with the
-    rate. If Redis is unreachable the request is let through: the limit protects the engine, it must not
-    take the API down with the cache.
+    rate; with the project's cache backend (taskengine_site.cache) creating and counting it is one round
+    trip, with any other backend it is ``add`` + ``incr``. If Redis is unreachable the request is let
+    through: the limit protects the engine, it must not take the API down with the cache.
     """
 
     def __init__(self) -> None:
@@ -182,8 +183,12 @@ class ClientRateThrottle(throttling.BaseThrottle):
         start = int(now // window) * window
         key = f"throttle:{ident}:{start}"
         try:
-            cache.add(key, 0, timeout=window + 1)
-            count = cache.incr(key)
+            incr_window = getattr(cache, "incr_window", None)
+            if incr_window is not None:  # taskengine_site.cache.RedisCache: one round trip
+                count = incr_window(key, window + 1)
+            else:
+                cache.add(key, 0, timeout=window + 1)
+                count = cache.incr(key)
         except Exception:  # cache down or key evicted between add and incr: fail open
             return True
         if count > limit:

@@ -237,3 +237,63 @@ def test_a_capture_ending_in_the_future_is_scheduled_for_the_latest_clip_end(
     job = submit("vodcapture", parameters={"content_id": "c1", "output_folder": "out", "clips": clips})
     assert job.queue_state == JobState.SCHEDULED
     assert job.run_at == end
+
+
+def test_the_job_and_its_entry_are_the_rows_the_orm_would_write(te_client: Client, broker: Broker) -> None:
+    """job_submit writes both rows in one statement; every column is what Model.save would write."""
+    from django.forms.models import model_to_dict
+
+    job, _ = job_submit(
+        client=te_client, workflow="noop", parameters={"content_id": "c1", "n": [1, {"x": None}]}, priority=3
+    )
+    assert not job._state.adding and job._state.db == "default"
+    stored = Job.objects.get(pk=job.pk)
+    reference = Job.objects.create(
+        client=te_client, workflow="noop", parameters={"content_id": "c1", "n": [1, {"x": None}]}, priority=3,
+        run_at=stored.run_at,
+    )  # fmt: skip
+    differing = {"id", "workflow_uuid", "created_at", "updated_at"}
+    assert {k: v for k, v in model_to_dict(stored).items() if k not in differing} == {
+        k: v for k, v in model_to_dict(reference).items() if k not in differing
+    }
+    assert stored.workflow_uuid != reference.workflow_uuid
+    assert stored.workflow_uuid == job.workflow_uuid
+    # Each auto_now field reads the clock in its own pre_save, as in Model.save.
+    assert (stored.created_at, stored.updated_at) == (job.created_at, job.updated_at)
+    assert stored.created_at <= stored.updated_at
+    assert stored.run_at == job.run_at
+
+    entry = LogEntry.objects.get(job=job)
+    assert (entry.progname, entry.task_id, entry.severity, entry.visible) == ("api", 0, 1, True)
+    assert entry.created_at <= entry.updated_at
+    assert json.loads(entry.message)["payload"] == "job_created"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_job_and_entry_commit_together_and_dispatch_follows(
+    make_client: Callable[..., tuple[Client, str]],
+) -> None:
+    """Outside a transaction one statement needs no BEGIN/COMMIT: both rows are committed, then the
+    dispatch is published; a refused insert (here: the idempotency constraint) leaves neither row."""
+    from django.db import IntegrityError, connection
+
+    client, _ = make_client()
+    broker = Broker(lambda **kwargs: None)
+    broker.clear()
+    assert not connection.in_atomic_block
+    job, created = job_submit(client=client, workflow="noop", parameters={}, idempotency_key="once")
+    assert created
+    assert LogEntry.objects.filter(job=job).count() == 1
+    assert [(m.queue, m.task) for m in broker.pop_all()] == [("controller", "jobs.tasks.dispatch")]
+
+    from jobs import services
+
+    entries = LogEntry.objects.count()
+    duplicate = Job(
+        client=client, workflow="noop", parameters={}, run_at=timezone.now(), idempotency_key="once"
+    )
+    with pytest.raises(IntegrityError):
+        services._insert_with_log_entry(duplicate, LogEntry(message="x", progname="api"))
+    assert LogEntry.objects.count() == entries
+    assert Job.objects.filter(client=client).count() == 1
+    broker.clear()

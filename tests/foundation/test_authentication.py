@@ -112,3 +112,31 @@ def test_only_a_hash_of_the_key_is_stored(make_client):
     assert key not in stored
     assert key[15:] not in stored  # the secret part, not even without its prefix
     assert row.last_four == key[-4:]
+
+
+def test_the_key_and_client_read_are_the_orms_rows_with_the_secret_decrypted(make_client):
+    import base64
+
+    from clients.authentication import _key_with_client
+
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    client, key = make_client("acme", operator=True, webhook_secret=secret)
+    row = _key_with_client(key[3:15])
+    expected = ApiKey.objects.select_related("client").get(client=client)
+
+    assert row is not None
+    for field in ApiKey._meta.concrete_fields:
+        assert getattr(row, field.attname) == getattr(expected, field.attname), field.name
+    for field in Client._meta.concrete_fields:
+        assert getattr(row.client, field.attname) == getattr(expected.client, field.attname), field.name
+    assert row.client.get_webhook_secret() == secret
+    assert row.client.is_operator is True
+    assert _key_with_client("000000000000") is None
+
+
+def test_a_revoked_key_is_refused_at_once_after_being_used(make_client):
+    # Nothing about a key is kept between requests: the request after a revocation is refused.
+    client, key = make_client("acme")
+    assert call({"client": "acme", "api-key": key}).status_code == 200
+    api_key_revoke(api_key=ApiKey.objects.get(client=client))
+    assert call({"client": "acme", "api-key": key}).json() == UNAUTHORISED

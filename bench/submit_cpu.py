@@ -1,0 +1,131 @@
+"""Item 2 of issue 6, the CPU side: what one ``POST /job`` costs in-process, by section.
+
+    .venv/bin/python -m bench.submit_cpu [--requests 400] [--without-publish]
+
+Calls the WSGI application the way gunicorn does (same environ, whole middleware stack, a real
+Postgres and Redis, one thread), and reports the CPU time (``time.thread_time``, so waiting on
+Postgres or Redis is not counted) per request: in total and in the sections that matter, each
+measured by wrapping the function. Sections nest (``drf initial`` holds ``auth`` and ``throttle``;
+``job_submit`` holds ``insert`` and ``publish``). ``--without-publish`` replaces the dispatch
+publish by a no-op to show its share. On a machine shared with other work the absolute figures
+move with the load (compare runs made one right after the other); the shares are steadier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench import common
+
+BODY = json.dumps({"job": {"workflow": "noop"}, "parameters": {"content_id": "bench"}}).encode()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--without-publish", action="store_true")
+    args = parser.parse_args(argv)
+
+    common.setup_django("te_bench_submit")
+    common.reset_jobs()
+    client, key = common.bench_client()
+
+    from django.core.wsgi import get_wsgi_application
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
+
+    from clients.authentication import ApiKeyAuthentication
+    from jobs import services
+    from jobs.api import serializers, views
+    from jobs.engine import bus
+    from taskengine_site.api import ClientRateThrottle
+
+    if args.without_publish:
+        bus._send = lambda *a, **k: None
+
+    # In the order printed (nested sections indented under their parent).
+    spent: dict[str, float] = {}
+
+    def wrap(owner: Any, name: str, label: str) -> None:
+        inner: Callable[..., Any] = getattr(owner, name)
+
+        def timed(*a: Any, **k: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return inner(*a, **k)
+            finally:
+                spent[label] += time.thread_time() - start
+
+        spent[label] = 0.0
+        setattr(owner, name, timed)
+
+    wrap(APIView, "dispatch", "DRF view (all below)")
+    wrap(APIView, "initial", "drf initial: auth, throttle, permission")
+    wrap(ApiKeyAuthentication, "authenticate", "  auth (incl. the health check)")
+    wrap(BaseDatabaseWrapper, "close_if_health_check_failed", "    CONN_HEALTH_CHECKS SELECT 1")
+    wrap(ClientRateThrottle, "allow_request", "  throttle")
+    wrap(Request, "_parse", "body parse")
+    wrap(serializers.JobSubmitSerializer, "is_valid", "JobSubmitSerializer")
+    wrap(views, "job_submit", "job_submit")
+    wrap(services, "_insert_with_log_entry", "  insert job + log entry")
+    wrap(bus, "_send", "  dispatch publish (Celery)")
+
+    app = get_wsgi_application()
+    statuses: list[str] = []
+
+    def one() -> None:
+        environ = {
+            "REQUEST_METHOD": "POST", "PATH_INFO": "/job", "SCRIPT_NAME": "", "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000", "HTTP_HOST": "127.0.0.1:8000",
+            "HTTP_CLIENT": client, "HTTP_API_KEY": key, "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(BODY)), "HTTP_USER_AGENT": "bench",
+            "wsgi.input": io.BytesIO(BODY), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+            "wsgi.version": (1, 0), "wsgi.multithread": True, "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }  # fmt: skip
+
+        def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses.append(status)
+
+        response: Any = app(environ, start_response)
+        b"".join(response)
+        response.close()
+
+    load_before = common.machine()
+    try:
+        for _ in range(50):  # warm-up: imports, connections, the statements built once
+            one()
+        spent.update(dict.fromkeys(spent, 0.0))
+        statuses.clear()
+        start = time.thread_time()
+        for _ in range(args.requests):
+            one()
+        total = time.thread_time() - start
+    finally:
+        common.redis_cleanup()
+    per_request = {label: round(1000 * value / args.requests, 3) for label, value in spent.items()}
+    summary = {
+        "requests": args.requests,
+        "statuses": sorted(set(statuses)),
+        "publish": not args.without_publish,
+        "cpu_ms_per_request": round(1000 * total / args.requests, 3),
+        "sections_ms": per_request,
+        "machine_before": load_before,
+        "machine_after": common.machine(),
+    }
+    for label, value in summary["sections_ms"].items():
+        print(f"  {label:42s} {value:7.3f} ms")
+    print("submit_cpu " + json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
