@@ -156,9 +156,11 @@ def test_submit_and_watch_until_the_workers_finish(cli: Cli, tmp_path: Path, eng
     assert Client.objects.get(name=cli.client_name).jobs.count() == 2
 
 
-def test_watch_shows_steps_done_of_the_total_from_the_api(cli: Cli, tmp_path: Path) -> None:
+def test_watch_shows_steps_done_of_the_total_from_the_api(cli: Cli, tmp_path: Path, settings: Any) -> None:
     """N/total comes from GET /jobs/<id>?tasks=1; before the job starts there are no tasks to count."""
     from jobs.engine import controller, runner
+
+    settings.TASKENGINE_CHAIN_SECONDS = 0  # one step per run_task: the test stops after two
     from jobs.engine.dispatcher import dispatch
     from jobs.models import Task
 
