@@ -314,68 +314,31 @@ class JobDetailSerializer(JobListItemSerializer):
 _STATE_LABELS = {state.value: state.label for state in JobState}
 
 
+# The keys of JobListItemSerializer and JobSummarySerializer, in their order: the order of
+# jobs.selectors.LIST_COLUMNS / SUMMARY_COLUMNS.
+LIST_KEYS = tuple(JobListItemSerializer.Meta.fields)
+SUMMARY_KEYS = tuple(JobSummarySerializer.Meta.fields)
+
+
+def _render(rows: list[tuple[Any, ...]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    state = keys.index("queue_state")
+    labels = _STATE_LABELS
+    rendered = []
+    for row in rows:
+        item = dict(zip(keys, row, strict=True))
+        item["queue_state"] = labels[row[state]]  # in place: the key keeps its position
+        rendered.append(item)
+    return rendered
+
+
 def render_job_list(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     """JobListItemSerializer(many=True).data for rows of ``LIST_COLUMNS``."""
-    labels = _STATE_LABELS
-    return [
-        {
-            "id": id_,
-            "client": client,
-            "workflow": workflow,
-            "priority": priority,
-            "position": position,
-            "created_at": created_at,
-            "updated_at": updated_at,
-            "queue_state": labels[queue_state],
-            "parameters": parameters,
-            "failed": failed,
-            "run_at": run_at,
-        }
-        for (
-            id_,
-            client,
-            workflow,
-            priority,
-            position,
-            created_at,
-            updated_at,
-            queue_state,
-            parameters,
-            failed,
-            run_at,
-        ) in rows
-    ]
+    return _render(rows, LIST_KEYS)
 
 
 def render_job_summaries(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     """JobSummarySerializer(many=True).data for rows of ``SUMMARY_COLUMNS``."""
-    labels = _STATE_LABELS
-    return [
-        {
-            "id": id_,
-            "client": client,
-            "workflow": workflow,
-            "priority": priority,
-            "position": position,
-            "created_at": created_at,
-            "updated_at": updated_at,
-            "queue_state": labels[queue_state],
-            "failed": failed,
-            "run_at": run_at,
-        }
-        for (
-            id_,
-            client,
-            workflow,
-            priority,
-            position,
-            created_at,
-            updated_at,
-            queue_state,
-            failed,
-            run_at,
-        ) in rows
-    ]
+    return _render(rows, SUMMARY_KEYS)
 
 
 @extend_schema_field(
