@@ -58,7 +58,7 @@ def _key_with_client(prefix: str) -> ApiKey | None:
         keys_reader, clients_reader = _RowReader(ApiKey, "k"), _RowReader(Client, "c")
         # Only the models' own table and column names go into the text; the prefix is a parameter.
         sql = (
-            f"SELECT {keys_reader.columns}, {clients_reader.columns} "  # noqa: S608
+            f"SELECT {keys_reader.columns}, {clients_reader.columns} "  # noqa: S608 (model names only) # nosec B608
             f'FROM "{ApiKey._meta.db_table}" k JOIN "{Client._meta.db_table}" c '
             f'ON c."{Client._meta.pk.column}" = k."{ApiKey._meta.get_field("client").column}" '
             f'WHERE k."{ApiKey._meta.get_field("prefix").column}" = %s'

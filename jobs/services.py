@@ -195,7 +195,7 @@ def _insert_with_log_entry(job: Job, entry: LogEntry) -> None:
         job_columns = ", ".join(quote(f.column) for f in job_fields)
         entry_columns = ", ".join(quote(f.column) for f in entry_fields)
         sql = (
-            f"WITH j AS (INSERT INTO {quote(Job._meta.db_table)} ({job_columns}) "  # noqa: S608  (model names)
+            f"WITH j AS (INSERT INTO {quote(Job._meta.db_table)} ({job_columns}) "  # noqa: S608 (model names) # nosec B608
             f"VALUES ({', '.join(['%s'] * len(job_fields))}) RETURNING {job_id}) "
             f"INSERT INTO {quote(LogEntry._meta.db_table)} ({entry_job_id}, {entry_columns}) "
             f"SELECT j.{job_id}, {', '.join(['%s'] * len(entry_fields))} FROM j "

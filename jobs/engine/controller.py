@@ -95,7 +95,7 @@ def start_job(job_id: int, *, definitions: dict[tuple[int, str], Resolved] | Non
         )
         values = ", ".join(["(%s, %s, %s, %s, %s::jsonb, %s, 0, '', '', %s, %s)"] * len(steps))
         cursor.execute(
-            "INSERT INTO jobs_task (job_id, position, name, queue, parameters, state, attempts, error, "  # noqa: S608 (placeholders only)
+            "INSERT INTO jobs_task (job_id, position, name, queue, parameters, state, attempts, error, "  # noqa: S608 (placeholders only) # nosec B608
             f"worker, created_at, updated_at) VALUES {values} RETURNING id, position, queue",
             rows,
         )

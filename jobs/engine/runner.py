@@ -103,7 +103,7 @@ RETURNING t.attempts, t.job_id, t.name, t.position, t.queue, t.parameters AS ste
           (SELECT json_object_agg(e.name, e.result ORDER BY e.position) FROM jobs_task AS e
            WHERE e.job_id = t.job_id AND e.position < t.position AND e.state = {int(TaskState.COMPLETED)})
            AS earlier
-"""  # noqa: S608 (only integer constants are formatted in)
+"""  # noqa: S608 (only integer constants are formatted in) # nosec B608
 
 _LOG_COLUMNS = "(job_id, task_id, severity, progname, message, visible, created_at, updated_at)"
 
@@ -121,7 +121,7 @@ logged AS (
     ORDER BY m.ord
 )
 SELECT * FROM claimed
-"""  # noqa: S608 (only constants are formatted in)
+"""  # noqa: S608 (only constants are formatted in) # nosec B608
 
 # A step's completion and its log entry in one statement; no row when the claim was lost.
 _COMPLETE_SQL = f"""
@@ -133,7 +133,7 @@ WITH done AS (
 )
 INSERT INTO logs_logentry {_LOG_COLUMNS}
 SELECT job_id, id, {int(Severity.INFO)}, %(progname)s, %(message)s, true, %(now)s, %(now)s FROM done
-"""  # noqa: S608 (only constants are formatted in)
+"""  # noqa: S608 (only constants are formatted in) # nosec B608
 
 
 def _json(value: Any) -> Any:
@@ -340,7 +340,7 @@ WHERE job_id = %(job)s AND position = %(position)s + 1 AND state = {int(TaskStat
       SELECT 1 FROM jobs_task AS e
       WHERE e.job_id = %(job)s AND e.position <= %(position)s AND e.state <> {int(TaskState.COMPLETED)})
 RETURNING id, queue
-"""  # noqa: S608 (only integer constants are formatted in)
+"""  # noqa: S608 (only integer constants are formatted in) # nosec B608
 
 
 def _record(

@@ -31,7 +31,7 @@ def job_transition(job_id: int, *, source: Iterable[int], target: JobState, **fi
         params.append(field.get_db_prep_save(value, connection))  # type: ignore[union-attr]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE jobs_job SET {', '.join(assignments)} WHERE id = %s AND queue_state = ANY(%s)",  # noqa: S608 (model column names only)
+            f"UPDATE jobs_job SET {', '.join(assignments)} WHERE id = %s AND queue_state = ANY(%s)",  # noqa: S608 (model column names only) # nosec B608
             [*params, job_id, allowed],
         )
         return bool(cursor.rowcount == 1)
