@@ -28,8 +28,9 @@ run: venv
 	  $(PY) manage.py ensure_demo_client && \
 	  WEB_HOST=$${WEB_HOST:-127.0.0.1} exec $(VENV)/bin/honcho -f Procfile start -p $${PORT:-8000} web worker beat'
 
-# Two xdist workers (one per core); each gets its own test database and Redis key prefix.
-PYTEST_ARGS ?= -n 2
+# Two xdist workers (one per core); each gets its own test database and Redis key prefix. worksteal: an
+# idle worker takes tests queued for the other, so the slow end-to-end and chaos tests do not pile up on one.
+PYTEST_ARGS ?= -n 2 --dist worksteal
 test: venv
 	$(DEV) $(PY) -m pytest $(PYTEST_ARGS)
 

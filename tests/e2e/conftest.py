@@ -194,6 +194,12 @@ def empty_queues() -> None:
     prefix = monitor.key_prefix()
     keys += [f"{prefix}unacked", f"{prefix}unacked_index", f"{prefix}unacked_mutex"]
     client.delete(*keys)
+    # The engine's dispatch flags live in the cache (jobs.engine.bus); a flushed Redis loses them too.
+    from django.core.cache import cache
+
+    from jobs.engine import bus
+
+    cache.delete_many([bus.DISPATCH_PENDING_KEY, bus.DISPATCH_AGAIN_KEY])
 
 
 @pytest.fixture
