@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from jobs.engine import bus, controller, notify, retry
@@ -50,21 +51,6 @@ NO_CLIENT_DEFINITIONS = "No client definitions. Using common definitions."
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def claim(task_id: int) -> int | None:
-    """Claim task ``task_id`` for one attempt; return the attempt number, or None if not claimable.
-
-    Claimable: queued, or retrying and due, or running with a stale heartbeat (its worker died) — and
-    only while the job is started, so a paused or broken job runs nothing new.
-    """
-    claimed = _claim(task_id)
-    return None if claimed is None else claimed.attempt
-
-
-def _claim_update(task_id: int) -> bool:
-    """The compare-and-set of ``claim``: True when this call moved the task to running."""
-    return _claim(task_id) is not None
 
 
 @dataclass(frozen=True)
@@ -142,6 +128,11 @@ def _json(value: Any) -> Any:
 
 
 def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
+    """Claim task ``task_id`` for one attempt (and write its start's log entries when ``log_start``).
+
+    Claimable: queued, or retrying and due, or running with a stale heartbeat (its worker died) — and
+    only while the job is started, so a paused or broken job runs nothing new. None when not claimable.
+    """
     now = timezone.now()
     params: dict[str, Any] = {
         "worker": worker_name(),
@@ -393,9 +384,8 @@ def _record(
                     claimed = _start(progress.held)
             transaction.on_commit(lambda: monitor.count_processed(failed=False))
         elif outcome == "cancelled":
-            mine = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
             broken = Job.objects.filter(pk=task.job_id, queue_state=JobState.BROKEN).exists()
-            if mine.update(
+            if _owned(task, attempt).update(
                 state=TaskState.CANCELLED if broken else TaskState.PENDING, finished_at=now, updated_at=now
             ):
                 job_log(
@@ -407,7 +397,7 @@ def _record(
                 )
             return None
         else:
-            mine = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
+            mine = _owned(task, attempt)
             decision = retry.decide(attempt=attempt, permanent=outcome == "permanent")
             if decision.retry:
                 if not mine.update(
@@ -449,6 +439,11 @@ def _record(
         # if it happens, the broker runs it rather than the reconciler, 30 s later).
         bus.publish_run(progress.held, hold_queue or "work")
     return claimed
+
+
+def _owned(task: _TaskLike, attempt: int) -> QuerySet[Task]:
+    """The task's row while this attempt still owns it (the fence of every write of an attempt)."""
+    return Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
 
 
 def _move_on(task: _TaskLike, *, hold_queue: str | None, parameters: Any) -> controller.Progress:
