@@ -8,6 +8,10 @@ DEV := $(PY) -m taskengine_site.devservices run --
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Installed packages get their bytecode at install time: a process that starts (a web or Celery worker, a
+# test's subprocess) then reads it instead of compiling every module again, even where the environment
+# sets PYTHONDONTWRITEBYTECODE.
+export UV_COMPILE_BYTECODE := 1
 # Procfile commands (gunicorn, celery) come from the project virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

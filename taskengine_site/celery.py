@@ -22,3 +22,12 @@ def _close_broken_connections(**_: object) -> None:
     # every web request (CONN_HEALTH_CHECKS, CONN_MAX_AGE), runs around every task too: a connection
     # that raised is tested and replaced, a healthy one is kept.
     close_old_connections()
+
+
+@signals.worker_process_init.connect(weak=False, dispatch_uid="taskengine-freeze-heap")
+def _freeze_heap(**_: object) -> None:
+    # Each pool process, once forked and set up: what it loaded is no longer walked by every full
+    # garbage collection (taskengine_site.warmup explains why that matters).
+    from taskengine_site.warmup import freeze_heap
+
+    freeze_heap()
