@@ -28,6 +28,7 @@ from taskengine_site.errors import DomainError
 logger = logging.getLogger(__name__)
 
 PROGNAME = "controller"
+JOB_COMPLETED = "job has completed successfully"
 # Tasks still waiting for their turn; cancelled when the job ends or breaks.
 UNFINISHED_WAITING = (TaskState.PENDING, TaskState.QUEUED, TaskState.RETRYING)
 
@@ -163,7 +164,7 @@ def _progress(job: Job, *, resume: bool, hold_queue: str | None = None) -> Progr
         return Progress(ended=True)
     current = next((task for task in tasks if task.state != TaskState.COMPLETED), None)
     if current is None:
-        _end_job(job, failed=False, message="job has completed successfully")
+        _end_job(job, failed=False, message=JOB_COMPLETED)
         return Progress(ended=True)
     if current.state == TaskState.PENDING:
         if Task.objects.filter(pk=current.pk, state=TaskState.PENDING).update(
@@ -197,7 +198,7 @@ def end_if_all_completed(job_id: int, *, parameters: object) -> Progress | None:
         row = cursor.fetchone()
     if row is None or not row[0]:
         return None
-    message = "job has completed successfully"
+    message = JOB_COMPLETED
     if not job_transition(
         job_id,
         source=[JobState.STARTED],

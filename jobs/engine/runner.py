@@ -23,7 +23,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from jobs.engine import bus, controller, notify, retry
+from jobs.engine import bus, controller, notify, prepared, retry
 from jobs.models import Job, Task
 from jobs.states import JobState, TaskState
 from jobs.workflows.registry import PermanentError, StepCancelled, StepContext, get_step
@@ -142,7 +142,7 @@ def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
     }
     if log_start:
         params.update(progname=PROGNAME, notice=NO_CLIENT_DEFINITIONS)
-    with connection.cursor() as cursor:
+    with prepared.cursor() as cursor:
         cursor.execute(_START_SQL if log_start else _CLAIM_SQL, params)
         row = cursor.fetchone()
     if row is None:
@@ -302,6 +302,8 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
         # A long step may have outlived the server's idle timeout: re-check the connection first.
         close_old_connections()
     hold = task.queue if time.monotonic() < chain_until else None
+    if outcome == "completed" and not notify.may_call_back(task.job_parameters):
+        return _complete(task, attempt, _jsonable(result), hold_queue=hold)
     return _record(
         task, attempt, outcome, error, _jsonable(result), parameters=task.job_parameters, hold_queue=hold
     )
@@ -332,6 +334,143 @@ WHERE job_id = %(job)s AND position = %(position)s + 1 AND state = {int(TaskStat
       WHERE e.job_id = %(job)s AND e.position <= %(position)s AND e.state <> {int(TaskState.COMPLETED)})
 RETURNING id, queue
 """  # noqa: S608 (only integer constants are formatted in) # nosec B608
+
+
+# A completed step of a job with no callback URLs, and the job's next move, in one statement run in
+# autocommit (one round trip instead of six: BEGIN, the job row's lock, the completion, the next step,
+# its claim, COMMIT). The job row is locked first, as every writer does (a pause or break then waits for
+# this statement; the task rows are only touched once ``job`` has been read). Then, only while the job
+# is started and every earlier step is completed:
+# - the next step (position + 1, pending) is claimed for this worker when it runs on ``hold`` (a chain),
+#   else marked queued for the broker;
+# - with no step after this one, the job ends completed (as ``controller.end_if_all_completed``).
+# Log entries are one INSERT in their order: the completion, the next step's start (with the common
+# definitions notice, as ``_START_SQL`` writes it), the job's end. Any other case (a later step not
+# pending, a failed one) returns ``moved`` false and the general path decides.
+_STEP_SQL = f"""
+WITH job AS (
+    SELECT j.id, j.queue_state, j.definition ->> 'source' AS source FROM jobs_job AS j
+    WHERE j.id = %(job)s FOR UPDATE
+),
+done AS (
+    UPDATE jobs_task AS t SET state = {int(TaskState.COMPLETED)}, result = %(result)s::jsonb,
+        progress = 100.0, finished_at = %(now)s, updated_at = %(now)s
+    FROM job
+    WHERE t.id = %(task)s AND t.job_id = job.id AND t.state = {int(TaskState.RUNNING)}
+      AND t.attempts = %(attempt)s
+    RETURNING t.id, t.job_id, t.position, job.queue_state, job.source,
+        job.queue_state = {int(JobState.STARTED)} AND NOT EXISTS (
+            SELECT 1 FROM jobs_task AS e
+            WHERE e.job_id = t.job_id AND e.position < t.position AND e.state <> {int(TaskState.COMPLETED)}
+        ) AS movable,
+        NOT EXISTS (
+            SELECT 1 FROM jobs_task AS l WHERE l.job_id = t.job_id AND l.position > t.position
+        ) AS last
+),
+nxt AS (
+    UPDATE jobs_task AS t SET
+        state = CASE WHEN t.queue = %(hold)s THEN {int(TaskState.RUNNING)} ELSE {int(TaskState.QUEUED)} END,
+        attempts = CASE WHEN t.queue = %(hold)s THEN t.attempts + 1 ELSE t.attempts END,
+        worker = CASE WHEN t.queue = %(hold)s THEN %(worker)s ELSE t.worker END,
+        heartbeat_at = CASE WHEN t.queue = %(hold)s THEN %(now)s ELSE t.heartbeat_at END,
+        started_at = CASE WHEN t.queue = %(hold)s THEN %(now)s ELSE t.started_at END,
+        next_attempt_at = CASE WHEN t.queue = %(hold)s THEN NULL ELSE t.next_attempt_at END,
+        updated_at = %(now)s
+    FROM done AS d
+    WHERE d.movable AND t.job_id = d.job_id AND t.position = d.position + 1
+      AND t.state = {int(TaskState.PENDING)}
+    RETURNING t.id, t.job_id, t.state, t.attempts, t.name, t.position, t.queue, t.parameters
+),
+ended AS (
+    UPDATE jobs_job AS j SET queue_state = {int(JobState.COMPLETED)}, failed = false,
+        finished_at = %(now)s, message = %(end_message)s, updated_at = %(now)s
+    FROM done AS d
+    WHERE j.id = d.job_id AND d.movable AND d.last
+    RETURNING j.id
+),
+logged AS (
+    INSERT INTO logs_logentry {_LOG_COLUMNS}
+    SELECT e.job_id, e.task_id, {int(Severity.INFO)}, e.progname, e.message, true, %(now)s, %(now)s FROM (
+        SELECT 1 AS ord, d.job_id, d.id AS task_id, %(progname)s AS progname, %(message)s AS message
+        FROM done AS d
+        UNION ALL
+        SELECT 2, n.job_id, n.id, %(progname)s, %(notice)s FROM nxt AS n CROSS JOIN done AS d
+        WHERE n.state = {int(TaskState.RUNNING)} AND d.source = 'common'
+        UNION ALL
+        SELECT 3, n.job_id, n.id, %(progname)s, format('Task ''%%s'' started', n.name) FROM nxt AS n
+        WHERE n.state = {int(TaskState.RUNNING)}
+        UNION ALL
+        SELECT 4, x.id, 0, %(controller)s, %(end_message)s FROM ended AS x
+    ) AS e ORDER BY e.ord
+)
+SELECT d.queue_state, d.movable, EXISTS (SELECT 1 FROM ended), n.id, n.state, n.attempts, n.name,
+    n.position, n.queue, n.parameters
+FROM done AS d LEFT JOIN nxt AS n ON true
+"""  # noqa: S608 (only constants are formatted in) # nosec B608
+
+
+def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | None) -> Claimed | None:
+    """Record a completed step and move its job on with ``_STEP_SQL``: one round trip in autocommit (a
+    worker runs steps outside any transaction; inside one, the statement joins it and what it publishes
+    waits for the commit, as in ``_record``).
+
+    For a job without callback URLs (no delivery to record with the step's end). Returns the next step
+    when this worker claimed it, as ``_record`` does.
+    """
+    from jobs.engine import monitor
+
+    encoded = json.dumps(result)
+    now = timezone.now()
+    with prepared.cursor() as cursor:
+        cursor.execute(
+            _STEP_SQL,
+            {
+                "job": task.job_id,
+                "task": task.pk,
+                "attempt": attempt,
+                "result": encoded,
+                "now": now,
+                "hold": hold_queue,
+                "worker": worker_name(),
+                "progname": PROGNAME,
+                "controller": controller.PROGNAME,
+                "message": f"'{task.name}' completed successfully",
+                "notice": NO_CLIENT_DEFINITIONS,
+                "end_message": controller.JOB_COMPLETED,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None  # the claim was lost (presumed dead and re-run): the other attempt reports
+    transaction.on_commit(lambda: monitor.count_processed(failed=False))
+    job_state, movable, ended, next_id, next_state, attempts, name, position, queue, parameters = row
+    if ended:
+        bus.publish_dispatch()  # the job's slot is free
+        return None
+    if next_id is None:
+        if job_state == JobState.STARTED and not movable:
+            return None  # an earlier step is not completed: whoever changed it moves the job on
+        if job_state == JobState.STARTED:
+            controller.advance(task.job_id)  # not the simple case (the next step is not pending)
+        return None
+    if next_state != TaskState.RUNNING:
+        bus.publish_run(int(next_id), queue)
+        return None
+    return Claimed(
+        pk=int(next_id),
+        attempt=int(attempts),
+        job_id=task.job_id,
+        name=name,
+        position=int(position),
+        queue=queue,
+        parameters=_json(parameters),
+        job_parameters=task.job_parameters,
+        workflow=task.workflow,
+        common_definition=task.common_definition,
+        client_name=task.client_name,
+        # What the claim's query would read: the earlier results in step order, this one last.
+        results={**task.results, task.name: json.loads(encoded)},
+    )
 
 
 def _record(
