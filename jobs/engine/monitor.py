@@ -154,13 +154,15 @@ def _on_worker_shutdown(**_: Any) -> None:
             logger.warning("worker heartbeat not withdrawn: %s", exc)
 
 
-def count_processed(*, failed: bool) -> None:
-    """Count one finished step attempt (and one failed attempt when ``failed``). Never raises."""
+def count_processed(processed: int = 1, failed: int = 0) -> None:
+    """Count finished step attempts (``failed`` of them failed) in one round trip. Never raises."""
+    if processed <= 0 and failed <= 0:
+        return
     try:
         pipe = redis_client().pipeline(transaction=False)
-        pipe.incr(_stat_key("processed"))
+        pipe.incrby(_stat_key("processed"), processed)
         if failed:
-            pipe.incr(_stat_key("failed"))
+            pipe.incrby(_stat_key("failed"), failed)
         pipe.execute()
     except Exception as exc:
         logger.warning("task counters not updated: %s", exc)

@@ -21,9 +21,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.backends.postgresql.base import ServerBindingCursor
 from django.db.backends.utils import CursorWrapper
-
+from psycopg import Cursor
+from psycopg.abc import Params, Query
 
 # Django connects with ``prepare_threshold=None``, which makes psycopg prepare nothing, even when asked.
 # A threshold no query reaches prepares only what is asked for: these statements (Django's own cursors
@@ -31,11 +31,18 @@ from django.db.backends.utils import CursorWrapper
 _ONLY_WHEN_ASKED = 2**62
 
 
-class _PreparingCursor(ServerBindingCursor):
+class _PreparingCursor(Cursor[Any]):
     """psycopg's server-binding cursor, asked to prepare every statement it runs."""
 
-    def execute(self, query: Any, params: Any = None, *, prepare: Any = None, binary: Any = None) -> Any:
-        return super().execute(query, params, prepare=True, binary=binary)
+    def execute(
+        self,
+        query: Query,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> _PreparingCursor:
+        return super().execute(query, params, prepare=True, binary=binary)  # type: ignore[arg-type]
 
 
 @contextmanager

@@ -175,7 +175,6 @@ class _Heartbeat:
     job_id: int
     attempt: int
     cancelled: threading.Event = field(default_factory=threading.Event)
-    stopped: threading.Event = field(default_factory=threading.Event)
     last_beat: float = 0.0
     progress: float | None = None
 
@@ -204,15 +203,66 @@ class _Heartbeat:
         if self.cancelled.is_set():
             raise StepCancelled("the job was broken")
 
-    def loop(self) -> None:
-        try:
-            while not self.stopped.wait(heartbeat_seconds()):
-                try:
-                    self.beat(self.progress)
-                except Exception:
-                    logger.exception("heartbeat of task %s failed", self.task_id)
-        finally:
-            connection.close()
+
+class _Beater:
+    """One thread per process beats for the step running now (``watch``/``unwatch`` around each step).
+
+    A step's first beat is due ``heartbeat_seconds()`` after it starts (or after a beat of its own),
+    as when each step had its own thread; starting and joining a thread per step cost more than a
+    no-op step. The thread's database connection (its own) is closed between steps and after a failed
+    beat, so the next beat reconnects (after a database restart, say).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._current: _Heartbeat | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._since = 0.0
+
+    def watch(self, heartbeat: _Heartbeat) -> None:
+        with self._changed:
+            self._current = heartbeat
+            self._since = time.monotonic()
+            # A pool process forked from a parent that had the thread has none of its own.
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def unwatch(self, heartbeat: _Heartbeat) -> None:
+        with self._changed:
+            if self._current is heartbeat:
+                self._current = None
+                self._changed.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                current = self._current
+                if current is not None:
+                    due = max(current.last_beat, self._since) + heartbeat_seconds() - time.monotonic()
+                    if due > 0:
+                        self._changed.wait(due)
+                        continue
+            if current is None:
+                # Between steps the thread holds no database connection (one that a beat opened is
+                # closed here, as each step's own thread used to close its own).
+                connection.close()
+                with self._changed:
+                    if self._current is None:
+                        self._changed.wait()
+                continue
+            try:
+                current.beat(current.progress)
+            except Exception:
+                logger.exception("heartbeat of task %s failed", current.task_id)
+                current.last_beat = time.monotonic()
+                connection.close()
+
+
+_beater = _Beater()
 
 
 def _jsonable(value: Any) -> Any:
@@ -228,6 +278,31 @@ def chain_seconds() -> float:
     return float(getattr(settings, "TASKENGINE_CHAIN_SECONDS", 5.0))
 
 
+@dataclass
+class _Tally:
+    """Step attempts recorded by this message's steps, counted in Redis once when the message ends."""
+
+    processed: int = 0
+    failures: int = 0
+
+    def completed(self) -> None:
+        self.processed += 1
+
+    def failed(self) -> None:
+        self.processed += 1
+        self.failures += 1
+
+    def flush(self) -> None:
+        from jobs.engine import monitor
+
+        processed, failures = self.processed, self.failures
+        self.processed = self.failures = 0
+        monitor.count_processed(processed, failures)
+
+
+_tally = _Tally()
+
+
 def run_task(task_id: int) -> None:
     """Run task ``task_id`` (one attempt, if it can be claimed), then the job's next steps on this queue.
 
@@ -240,10 +315,14 @@ def run_task(task_id: int) -> None:
     deadline = time.monotonic() + chain_seconds()
     # One transaction for the claim and the start's records: one commit (one WAL flush) instead of
     # one per statement. It commits before the step runs, which runs outside any transaction.
-    with transaction.atomic():
-        task = _start(task_id)
-    while task is not None:
-        task = _run_attempt(task, chain_until=deadline)
+    try:
+        with transaction.atomic():
+            task = _start(task_id)
+        while task is not None:
+            task = _run_attempt(task, chain_until=deadline)
+    finally:
+        # After the counts' own on_commit hooks (at once in a worker, which runs outside a transaction).
+        transaction.on_commit(_tally.flush)
 
 
 def _start(task_id: int) -> Claimed | None:
@@ -280,8 +359,8 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
         storage_root=settings.TASKENGINE_STORAGE_ROOT,
         attempt=attempt,
     )
-    thread = threading.Thread(target=heartbeat.loop, name=f"heartbeat-{task.pk}", daemon=True)
-    thread.start()
+    _beater.watch(heartbeat)
+    began = time.monotonic()
     outcome: str
     error = ""
     result: Any = None
@@ -296,10 +375,10 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
         # Any other error (including Celery's soft time limit) may pass on another attempt.
         outcome, error = "transient", str(exc) or type(exc).__name__
     finally:
-        heartbeat.stopped.set()
-        thread.join(timeout=heartbeat_seconds() + 5)
-    if not connection.in_atomic_block:
-        # A long step may have outlived the server's idle timeout: re-check the connection first.
+        _beater.unwatch(heartbeat)
+    if not connection.in_atomic_block and (outcome != "completed" or time.monotonic() - began >= 1.0):
+        # A long step may have outlived the server's idle timeout, a failed one may have broken the
+        # connection: re-check it first (a ``SELECT 1``, which a short step that completed is spared).
         close_old_connections()
     hold = task.queue if time.monotonic() < chain_until else None
     if outcome == "completed" and not notify.may_call_back(task.job_parameters):
@@ -417,8 +496,6 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
     For a job without callback URLs (no delivery to record with the step's end). Returns the next step
     when this worker claimed it, as ``_record`` does.
     """
-    from jobs.engine import monitor
-
     encoded = json.dumps(result)
     now = timezone.now()
     with prepared.cursor() as cursor:
@@ -442,7 +519,7 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
         row = cursor.fetchone()
     if row is None:
         return None  # the claim was lost (presumed dead and re-run): the other attempt reports
-    transaction.on_commit(lambda: monitor.count_processed(failed=False))
+    transaction.on_commit(_tally.completed)
     job_state, movable, ended, next_id, next_state, attempts, name, position, queue, parameters = row
     if ended:
         bus.publish_dispatch()  # the job's slot is free
@@ -488,8 +565,6 @@ def _record(
     too, and returned for this worker to run.
     """
     now = timezone.now()
-    from jobs.engine import monitor
-
     progress = controller.Progress()
     claimed: Claimed | None = None
     with transaction.atomic():
@@ -521,7 +596,7 @@ def _record(
                 progress = _move_on(task, hold_queue=hold_queue, parameters=parameters)
                 if progress.held is not None:
                     claimed = _start(progress.held)
-            transaction.on_commit(lambda: monitor.count_processed(failed=False))
+            transaction.on_commit(_tally.completed)
         elif outcome == "cancelled":
             broken = Job.objects.filter(pk=task.job_id, queue_state=JobState.BROKEN).exists()
             if _owned(task, attempt).update(
@@ -570,7 +645,7 @@ def _record(
                 notify.task_event(task.pk, "fail", error, parameters=parameters)
                 if job_state == JobState.STARTED:
                     progress = controller.move_on(Job.objects.get(pk=task.job_id))
-            transaction.on_commit(lambda: monitor.count_processed(failed=True))
+            transaction.on_commit(_tally.failed)
     if progress.ended:
         bus.publish_dispatch()  # the job's slot is free (one dispatch serves a burst of job ends)
     if progress.held is not None and claimed is None:
