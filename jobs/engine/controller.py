@@ -105,6 +105,91 @@ def start_job(job_id: int, *, definitions: dict[tuple[int, str], Resolved] | Non
     return True
 
 
+def start_jobs(job_ids: list[int], *, definitions: dict[tuple[int, str], Resolved]) -> list[int]:
+    """``start_job`` for jobs the dispatcher has just moved to started, all in a few statements.
+
+    Called in the dispatcher's transaction (a savepoint of it: on any error the dispatcher undoes this
+    and starts the same jobs one at a time, each in its own savepoint, so one job that cannot start
+    does not hold the others back). Returns the ids of the jobs that started; a job whose workflow no
+    longer resolves ended failed instead, and a resumed job (it had tasks) went through ``start_job``.
+    """
+    if not job_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT j.id, j.client_id, j.workflow, j.definition IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM jobs_task AS t WHERE t.job_id = j.id) "
+            "FROM jobs_job AS j WHERE j.id = ANY(%s) ORDER BY j.id FOR UPDATE",
+            [job_ids],
+        )
+        rows = cursor.fetchall()
+    started: list[int] = []
+    fresh: list[tuple[int, list[dict[str, Any]], str]] = []
+    for job_id, client_id, workflow, first_start in rows:
+        if not first_start:
+            if start_job(int(job_id), definitions=definitions):
+                started.append(int(job_id))
+            continue
+        key = (int(client_id), str(workflow))
+        if key not in definitions:
+            try:
+                definitions[key] = resolve_definition(*key)
+            except DomainError as exc:  # a client definition naming a step that no longer exists
+                definitions[key] = exc
+        resolved = definitions[key]
+        if resolved is None or isinstance(resolved, DomainError):
+            start_job(int(job_id), definitions=definitions)  # ends it failed, with the reason logged
+            continue
+        steps, own = resolved
+        fresh.append(
+            (int(job_id), steps, json.dumps({"source": "client" if own else "common", "steps": steps}))
+        )
+        started.append(int(job_id))
+    if fresh:
+        _give_tasks(fresh)
+    return started
+
+
+def _give_tasks(jobs: list[tuple[int, list[dict[str, Any]], str]]) -> None:
+    """Write the definition and the task rows of jobs starting for the first time (the first task of
+    each queued), two statements in all, and publish each job's first task after commit."""
+    now = timezone.now()
+    definitions: list[Any] = []
+    rows: list[Any] = []
+    count = 0
+    for job_id, steps, definition in jobs:
+        definitions += [job_id, definition]
+        for index, item in enumerate(steps, start=1):
+            state = TaskState.QUEUED if index == 1 else TaskState.PENDING
+            rows += [
+                job_id,
+                index,
+                item["step"],
+                item["queue"],
+                json.dumps(item["parameters"]),
+                int(state),
+                now,
+                now,
+            ]
+            count += 1
+    with connection.cursor() as cursor:
+        pairs = ", ".join(["(%s::bigint, %s)"] * len(jobs))
+        cursor.execute(
+            "UPDATE jobs_job AS j SET definition = v.definition::jsonb, updated_at = %s "  # noqa: S608 (placeholders only) # nosec B608
+            f"FROM (VALUES {pairs}) AS v(id, definition) WHERE j.id = v.id",
+            [now, *definitions],
+        )
+        values = ", ".join(["(%s, %s, %s, %s, %s::jsonb, %s, 0, '', '', %s, %s)"] * count)
+        cursor.execute(
+            "INSERT INTO jobs_task (job_id, position, name, queue, parameters, state, attempts, error, "  # noqa: S608 (placeholders only) # nosec B608
+            f"worker, created_at, updated_at) VALUES {values} RETURNING id, job_id, position, queue",
+            rows,
+        )
+        first = sorted((r for r in cursor.fetchall() if r[2] == 1), key=lambda r: r[1])
+    for task_id, _, _, queue in first:
+        bus.publish_run(int(task_id), queue)
+
+
 def fail_start(job_id: int, message: str) -> None:
     """End, as failed, a job the dispatcher moved to started but could not give its tasks."""
     job = Job.objects.filter(pk=job_id).first()

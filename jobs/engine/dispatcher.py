@@ -15,8 +15,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from jobs.engine import bus
-from jobs.engine.transitions import job_transition
+from jobs.engine import bus, controller
+from jobs.engine.transitions import job_transition, job_transition_many
 from jobs.models import Job
 from jobs.states import JobState
 from settings_app import effects
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 DISPATCH_LOCK_KEY = 0x544544495350
 SLOT_SETTINGS = ("max_jobs", "priority_slots", "priority_threshold")
 DISPATCH_ORDER = ("-top_of_queue", "priority", "position", "created_at", "id")
+# Jobs started by one set of statements (their task rows are one INSERT).
+START_CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,17 @@ def request_dispatch() -> None:
     bus.publish_dispatch()
 
 
+def dispatch_after_job_end() -> None:
+    """After a job's end has committed (its slot is free): enqueue a dispatch if a job is waiting.
+
+    Read after the commit, so this is race-free: a job queued before this read is seen here, and one
+    queued after it requested its own dispatch, which sees this slot free. Without a waiting job, a
+    dispatch message per job end (one each, when they come apart) only found nothing to start.
+    """
+    if Job.objects.filter(queue_state=JobState.QUEUED).exists():
+        request_dispatch()
+
+
 def dispatch() -> list[int]:
     """Start queued jobs, in dispatch order, while the slot rule allows; return the ids started.
 
@@ -92,8 +105,6 @@ def dispatch() -> list[int]:
 
 def _dispatch_locked() -> list[int] | None:
     """One dispatch under the advisory lock; None when another dispatcher holds it."""
-    from jobs.engine import controller
-
     started: list[int] = []
     definitions: dict[tuple[int, str], controller.Resolved] = {}
     with transaction.atomic():
@@ -117,36 +128,31 @@ def _dispatch_locked() -> list[int] | None:
             # The next candidates in dispatch order, as many as there are free slots: one query a batch.
             free = slots.max_jobs - started_priority - started_other
             batch = list(candidates.values_list("id", "priority")[:free])
-            moved = False
+            # Which of them the slot rule admits, in order, as if each one started.
+            admitted: list[tuple[int, int]] = []
+            would_p, would_n = started_priority, started_other
             for job_id, priority in batch:
                 if not can_start(
                     is_priority=slots.is_priority(priority),
-                    started_priority=started_priority,
-                    started_other=started_other,
+                    started_priority=would_p,
+                    started_other=would_n,
                     slots=slots,
                 ):
                     continue  # a job of the shared slots while only reserved ones are free
-                if not job_transition(
-                    job_id,
-                    source=[JobState.QUEUED],
-                    target=JobState.STARTED,
-                    started_at=timezone.now(),
-                    finished_at=None,
-                ):
-                    continue  # moved by someone else since the read
-                moved = True
-                try:
-                    # A savepoint: one job that cannot start must not undo (or block) the others.
-                    with transaction.atomic():
-                        ok = controller.start_job(job_id, definitions=definitions)
-                except Exception as exc:
-                    logger.exception("job %s could not start", job_id)
-                    controller.fail_start(job_id, f"could not start: {exc}")
-                    continue
-                if not ok:
-                    continue  # could not start (workflow gone): it ended failed and holds no slot
-                started.append(job_id)
+                admitted.append((job_id, priority))
                 if slots.is_priority(priority):
+                    would_p += 1
+                else:
+                    would_n += 1
+            moved, ok = False, []
+            for at in range(0, len(admitted), START_CHUNK):
+                chunk_moved, chunk_ok = _start(admitted[at : at + START_CHUNK], definitions)
+                moved = moved or chunk_moved
+                ok += chunk_ok
+            priorities = dict(admitted)
+            for job_id in ok:
+                started.append(job_id)
+                if slots.is_priority(priorities[job_id]):
                     started_priority += 1
                 else:
                     started_other += 1
@@ -155,6 +161,48 @@ def _dispatch_locked() -> list[int] | None:
     if started:
         logger.info("dispatch started jobs %s", started)
     return started
+
+
+def _start(
+    admitted: list[tuple[int, int]], definitions: dict[tuple[int, str], controller.Resolved]
+) -> tuple[bool, list[int]]:
+    """Start ``admitted`` jobs (in the dispatcher's transaction): (whether any moved, the ids started).
+
+    All at once first: one transition, one read, the definitions and the task rows of them all. If
+    that raises, its savepoint is rolled back and the jobs start one at a time, each in a savepoint of
+    its own, so one job that cannot start ends failed without undoing (or blocking) the others.
+    """
+    now = timezone.now()
+    ids = [job_id for job_id, _ in admitted]
+    try:
+        with transaction.atomic():
+            moved = job_transition_many(
+                ids, source=[JobState.QUEUED], target=JobState.STARTED, started_at=now, finished_at=None
+            )
+            return bool(moved), controller.start_jobs(moved, definitions=definitions)
+    except Exception:
+        logger.exception("jobs %s could not start together; starting them one at a time", ids)
+    any_moved, started = False, []
+    for job_id in ids:
+        if not job_transition(
+            job_id,
+            source=[JobState.QUEUED],
+            target=JobState.STARTED,
+            started_at=timezone.now(),
+            finished_at=None,
+        ):
+            continue  # moved by someone else since the read
+        any_moved = True
+        try:
+            with transaction.atomic():
+                ok = controller.start_job(job_id, definitions=definitions)
+        except Exception as exc:
+            logger.exception("job %s could not start", job_id)
+            controller.fail_start(job_id, f"could not start: {exc}")
+            continue
+        if ok:
+            started.append(job_id)
+    return any_moved, started
 
 
 @effects.register

@@ -24,6 +24,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from jobs.engine import bus, controller, notify, prepared, retry
+from jobs.engine.dispatcher import dispatch_after_job_end
+from jobs.engine.transitions import END_AFTER_LAST_STEP
 from jobs.models import Job, Task
 from jobs.states import JobState, TaskState
 from jobs.workflows.registry import PermanentError, StepCancelled, StepContext, get_step
@@ -460,13 +462,7 @@ nxt AS (
       AND t.state = {int(TaskState.PENDING)}
     RETURNING t.id, t.job_id, t.state, t.attempts, t.name, t.position, t.queue, t.parameters
 ),
-ended AS (
-    UPDATE jobs_job AS j SET queue_state = {int(JobState.COMPLETED)}, failed = false,
-        finished_at = %(now)s, message = %(end_message)s, updated_at = %(now)s
-    FROM done AS d
-    WHERE j.id = d.job_id AND d.movable AND d.last
-    RETURNING j.id
-),
+ended AS ({END_AFTER_LAST_STEP}),
 logged AS (
     INSERT INTO logs_logentry {_LOG_COLUMNS}
     SELECT e.job_id, e.task_id, {int(Severity.INFO)}, e.progname, e.message, true, %(now)s, %(now)s FROM (
@@ -522,7 +518,7 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
     transaction.on_commit(_tally.completed)
     job_state, movable, ended, next_id, next_state, attempts, name, position, queue, parameters = row
     if ended:
-        bus.publish_dispatch()  # the job's slot is free
+        transaction.on_commit(dispatch_after_job_end)  # the job's slot is free
         return None
     if next_id is None:
         if job_state == JobState.STARTED and not movable:
@@ -647,7 +643,7 @@ def _record(
                     progress = controller.move_on(Job.objects.get(pk=task.job_id))
             transaction.on_commit(_tally.failed)
     if progress.ended:
-        bus.publish_dispatch()  # the job's slot is free (one dispatch serves a burst of job ends)
+        transaction.on_commit(dispatch_after_job_end)  # the job's slot is free
     if progress.held is not None and claimed is None:
         # Not claimable after all (nothing can move a started, locked job's queued task meanwhile, but
         # if it happens, the broker runs it rather than the reconciler, 30 s later).

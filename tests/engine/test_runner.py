@@ -91,9 +91,25 @@ def test_without_chaining_every_step_is_a_message_and_none_is_a_hand_over(
     tasks = list(job.tasks.order_by("position"))
     runs = [m for m in broker.executed if m.task == "jobs.tasks.run_task"]
     assert [(m.queue, m.args) for m in runs] == [("work", [t.pk]) for t in tasks]
-    # A dispatch started the job and another ran when it ended (its slot freed); no hand-over message.
+    # A dispatch started the job; no hand-over message, and no dispatch when it ended: no job was waiting.
     others = [m.task for m in broker.executed if m.task != "jobs.tasks.run_task"]
-    assert others == ["jobs.tasks.dispatch", "jobs.tasks.dispatch"]
+    assert others == ["jobs.tasks.dispatch"]
+
+
+def test_a_job_end_dispatches_only_when_a_job_waits(
+    submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
+    setting(max_jobs=1)
+    first = submit("noop")
+    second = submit("noop")
+    broker.drain()
+    for job in (first, second):
+        job.refresh_from_db()
+        assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
+    # The submissions' dispatch started the first; its end found the second waiting and asked for one
+    # more; the second's end found nothing waiting.
+    tasks = [m.task.rsplit(".", 1)[1] for m in broker.executed]
+    assert tasks == ["dispatch", "run_task", "dispatch", "run_task"]
 
 
 def test_a_step_on_another_queue_goes_through_the_broker(
@@ -463,14 +479,22 @@ def test_a_job_that_cannot_start_does_not_block_the_others(
     setting(max_jobs=5)
     bad = submit("noop")
     good = submit("noop")
-    real_start = controller.start_job
+    real_start, real_start_jobs = controller.start_job, controller.start_jobs
 
     def start(job_id: int, **kw: Any) -> bool:
         if job_id == bad.pk:
             raise RuntimeError("database hiccup")
         return real_start(job_id, **kw)
 
+    def start_jobs(job_ids: list[int], **kw: Any) -> list[int]:
+        # The jobs start together first: the hiccup undoes that, and they start one at a time.
+        real_start_jobs(job_ids, **kw)
+        if bad.pk in job_ids:
+            raise RuntimeError("database hiccup")
+        return job_ids
+
     monkeypatch.setattr(controller, "start_job", start)
+    monkeypatch.setattr(controller, "start_jobs", start_jobs)
     broker.drain()
     bad.refresh_from_db()
     good.refresh_from_db()
@@ -481,6 +505,32 @@ def test_a_job_that_cannot_start_does_not_block_the_others(
     )
     assert bad.tasks.count() == 0
     assert (good.queue_state, good.failed) == (JobState.COMPLETED, False)
+
+
+def test_jobs_start_together_in_a_fixed_number_of_statements(
+    submit: Callable[..., Job], setting: Callable[..., None], broker: Broker
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    setting(max_jobs=50)
+    statements = []
+    for n in (2, 12):
+        jobs = [submit("noop5") for _ in range(n)]
+        with CaptureQueriesContext(connection) as captured, broker._capture(execute=True):
+            assert sorted(dispatch()) == sorted(job.pk for job in jobs)
+        statements.append(len(captured))
+        for job in jobs:
+            job.refresh_from_db()
+            assert job.queue_state == JobState.STARTED
+            assert job.definition is not None and len(job.definition["steps"]) == 5
+            tasks = list(job.tasks.order_by("position"))
+            assert [t.state for t in tasks] == [TaskState.QUEUED] + [TaskState.PENDING] * 4
+            assert [t.position for t in tasks] == [1, 2, 3, 4, 5]
+        # Each job's first task, and nothing else, is published.
+        runs = [m.args for m in broker.pop_all() if m.task == "jobs.tasks.run_task"]
+        assert sorted(runs) == sorted([job.tasks.get(position=1).pk] for job in jobs)
+    assert statements[0] == statements[1]
 
 
 @step("test_silent_wait")
