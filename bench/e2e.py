@@ -14,7 +14,10 @@ Sides, run one after the other in each round (only one side's processes are aliv
 Each side's clock runs from its first submission to its last completion. Postgres queries per job are
 counted in the engine's own processes (bench/counting.py: a Django execute_wrapper on every connection
 of the gunicorn and Celery processes, summed in Redis), so they are exact and include the API request.
-The step transition of a job is (started_at of step n+1) - (finished_at of step n), from the task rows.
+The step transition of a job is (finished_at of step n+1) - (finished_at of step n), from the task rows:
+the whole cycle of a no-op step (recording step n, claiming step n+1, running it), so an upper bound of
+the transition. (started_at of step n+1 minus finished_at of step n is 0 by construction now: a worker
+claims the next step in the statement that records the one before, with the same timestamp.)
 """
 
 from __future__ import annotations
@@ -143,22 +146,19 @@ def side_engine(
     rows = (
         Task.objects.filter(job_id__gte=first_id, job_id__in=ids)
         .order_by("job_id", "position")
-        .values_list("job_id", "started_at", "finished_at")
+        .values_list("job_id", "finished_at")
     )
     previous: tuple[int, Any] | None = None
-    for job_id, started_at, finished_at in rows:
+    for job_id, finished_at in rows:
         if previous is not None and previous[0] == job_id:
-            transitions.append((started_at - previous[1]).total_seconds() * 1000)
+            transitions.append((finished_at - previous[1]).total_seconds() * 1000)
         previous = (job_id, finished_at)
     lone: list[float] = []
     previous = None
-    for job_id, started_at, finished_at in (
-        Task.objects.filter(job_id__in=alone)
-        .order_by("job_id", "position")
-        .values_list("job_id", "started_at", "finished_at")
-    ):
-        if previous is not None and previous[0] == job_id and started_at and previous[1]:
-            lone.append((started_at - previous[1]).total_seconds() * 1000)
+    lone_rows = Task.objects.filter(job_id__in=alone).order_by("job_id", "position")
+    for job_id, finished_at in lone_rows.values_list("job_id", "finished_at"):
+        if previous is not None and previous[0] == job_id and finished_at and previous[1]:
+            lone.append((finished_at - previous[1]).total_seconds() * 1000)
         previous = (job_id, finished_at)
     return {
         "seconds": end - start,
