@@ -478,7 +478,7 @@ logged AS (
         SELECT 4, x.id, 0, %(controller)s, %(end_message)s FROM ended AS x
     ) AS e ORDER BY e.ord
 )
-SELECT d.queue_state, d.movable, EXISTS (SELECT 1 FROM ended), n.id, n.state, n.attempts, n.name,
+SELECT d.queue_state, EXISTS (SELECT 1 FROM ended), n.id, n.state, n.attempts, n.name,
     n.position, n.queue, n.parameters
 FROM done AS d LEFT JOIN nxt AS n ON true
 """  # noqa: S608 (only constants are formatted in) # nosec B608
@@ -516,15 +516,15 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
     if row is None:
         return None  # the claim was lost (presumed dead and re-run): the other attempt reports
     transaction.on_commit(_tally.completed)
-    job_state, movable, ended, next_id, next_state, attempts, name, position, queue, parameters = row
+    job_state, ended, next_id, next_state, attempts, name, position, queue, parameters = row
     if ended:
         transaction.on_commit(dispatch_after_job_end)  # the job's slot is free
         return None
     if next_id is None:
-        if job_state == JobState.STARTED and not movable:
-            return None  # an earlier step is not completed: whoever changed it moves the job on
         if job_state == JobState.STARTED:
-            controller.advance(task.job_id)  # not the simple case (the next step is not pending)
+            # Not the simple case (an earlier step not completed, the next one not pending): the
+            # general path decides, as ``_record`` would.
+            controller.advance(task.job_id)
         return None
     if next_state != TaskState.RUNNING:
         bus.publish_run(int(next_id), queue)
