@@ -12,7 +12,9 @@ from jobs.states import JobState, TaskState
 
 
 class Job(models.Model):
-    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="jobs")
+    # No index of its own: the (client, id) index (Meta) serves every lookup by client, and each
+    # index on this table is written on every insert and every state change.
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="jobs", db_index=False)
     workflow = models.CharField(max_length=100)
     priority = models.PositiveSmallIntegerField(default=5)
     position = models.IntegerField(default=1)
@@ -79,7 +81,8 @@ class Job(models.Model):
 class Task(models.Model):
     """One step of a job's workflow; rows are made when the job starts, their ids are stable."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="tasks")
+    # No index of its own: the unique (job, position) index (Meta) serves every lookup by job.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="tasks", db_index=False)
     position = models.PositiveSmallIntegerField()
     name = models.CharField(max_length=100)
     queue = models.CharField(max_length=50, default="work")
