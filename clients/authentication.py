@@ -13,6 +13,7 @@ from rest_framework.request import Request
 
 from clients import keys
 from clients.models import ApiKey, Client
+from taskengine_site import prepared
 
 # Writing last_used_at on every request would add a write to every read; a minute is precise enough.
 LAST_USED_GRANULARITY = timedelta(seconds=60)
@@ -65,7 +66,7 @@ def _key_with_client(prefix: str) -> ApiKey | None:
         )
         _lookup = (sql, keys_reader, clients_reader)
     sql, keys_reader, clients_reader = _lookup
-    with connection.cursor() as cursor:
+    with prepared.cursor() as cursor:
         cursor.execute(sql, [prefix])
         values = cursor.fetchone()
     if values is None:

@@ -27,7 +27,7 @@ from jobs.states import NAME_TO_STATE, TERMINAL, JobState, TaskState, can_transi
 from jobs.workflows.registry import workflow_exists
 from logs.models import LogEntry
 from logs.services import job_log
-from taskengine_site import outbound
+from taskengine_site import outbound, prepared
 from taskengine_site.errors import DomainError
 
 UPDATABLE = ("queue_state", "run_at", "priority", "semaphore_url", "persist", "top_of_queue")
@@ -205,7 +205,7 @@ def _insert_with_log_entry(job: Job, entry: LogEntry) -> None:
     sql, job_fields, entry_fields = _JOB_WITH_LOG_ENTRY
     params = [f.get_db_prep_save(f.pre_save(job, True), connection) for f in job_fields]
     params += [f.get_db_prep_save(f.pre_save(entry, True), connection) for f in entry_fields]
-    with connection.cursor() as cursor:
+    with prepared.cursor() as cursor:
         cursor.execute(sql, params)
         job.pk, entry.pk = cursor.fetchone()
     entry.job_id = job.pk

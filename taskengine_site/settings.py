@@ -176,8 +176,8 @@ TASKENGINE_HEARTBEAT_STALE_SECONDS = env_int("TASKENGINE_HEARTBEAT_STALE_SECONDS
 # A worker runs a job's next step on the same queue itself, without a broker round trip, while the
 # message it is working on is younger than this; 0 sends every step through the broker.
 TASKENGINE_CHAIN_SECONDS = env_int("TASKENGINE_CHAIN_SECONDS", 5, minimum=0)
-# The engine's per-step statements are prepared on the server (jobs/engine/prepared.py); false for a
-# connection pooler that does not support prepared statements.
+# The per-step and per-request hot statements are prepared on the server (taskengine_site/prepared.py);
+# false for a connection pooler that does not support prepared statements.
 TASKENGINE_PREPARED_STATEMENTS = env_bool("TASKENGINE_PREPARED_STATEMENTS", True)
 # When set, GET /metrics requires "Authorization: Bearer <token>".
 TASKENGINE_METRICS_TOKEN = env_str("TASKENGINE_METRICS_TOKEN", "")

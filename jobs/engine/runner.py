@@ -23,7 +23,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from jobs.engine import bus, controller, notify, prepared, retry
+from jobs.engine import bus, controller, notify, retry
 from jobs.engine.dispatcher import dispatch_after_job_end
 from jobs.engine.transitions import END_AFTER_LAST_STEP
 from jobs.models import Job, Task
@@ -31,6 +31,7 @@ from jobs.states import JobState, TaskState
 from jobs.workflows.registry import PermanentError, StepCancelled, StepContext, get_step
 from logs.models import Severity
 from logs.services import job_log
+from taskengine_site import prepared
 
 logger = logging.getLogger(__name__)
 

@@ -1,16 +1,18 @@
-"""The engine's hot statements as server-side prepared statements (DESIGN §5, bench/README.md item 1).
+"""Hot statements as server-side prepared statements (bench/README.md, items 1 and 2).
 
 Django binds parameters on the client and never prepares (its default keeps connection poolers working),
 so PostgreSQL parses and plans every statement again. For the few statements run once per step (the
-claim, the completion and the job's next move) planning cost twice the execution: 0.4 ms against
-0.2 ms for ``runner._STEP_SQL``. Run through ``cursor()``, they are bound on the server and prepared on
-their first use on a connection (psycopg keeps the prepared statements per connection, keyed by the
-query and its parameter types), then only executed.
+claim, the completion and the job's next move) or per request (the API key lookup, the job's insert),
+planning cost as much as the execution or more: 0.4 ms against 0.2 ms for ``runner._STEP_SQL``. Run
+through ``cursor()``, they are bound on the server and prepared on their first use on a connection
+(psycopg keeps the prepared statements per connection, keyed by the query and its parameter types),
+then only executed.
 
 The cursor is still Django's: its execute wrappers, its error translation and the connection's type
 adapters apply. ``TASKENGINE_PREPARED_STATEMENTS=false`` turns this off, for a pooler that does not
 carry prepared statements across server connections (PgBouncer before 1.21, or without
-``max_prepared_statements``).
+``max_prepared_statements``). Only SQL built once (from constants and model metadata) goes through it:
+each distinct text is a prepared statement kept for the connection's life.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ class _PreparingCursor(Cursor[Any]):
 def cursor() -> Iterator[CursorWrapper]:
     """Django's cursor on the default connection, with statements prepared on the server."""
     with connection.cursor() as wrapper:
-        if not getattr(settings, "TASKENGINE_PREPARED_STATEMENTS", True):
+        # Where queries are logged (DEBUG, or a test capturing them), the plain cursor: Django's log
+        # shows its statements with their values, where a prepared one would show nothing.
+        if not getattr(settings, "TASKENGINE_PREPARED_STATEMENTS", True) or connection.queries_logged:
             yield wrapper
             return
         client_side = wrapper.cursor
