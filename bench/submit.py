@@ -9,6 +9,11 @@
    POSTing a ``noop`` job over ``--connections`` keep-alive connections for ``--wrk-seconds``; the rate
    counts only when every response was 2xx. Same for GET /.
 
+3. Beside the paced POSTs, a commit probe: one connection of the benchmark's own INSERTs a row into a
+   scratch table and commits, 10 times a second, and its latency is reported beside POST's. Every
+   POST /job commits too, so a stall of the database's WAL flush (``fdatasync`` of this machine's disk)
+   shows in both, and the probe tells what the disk, rather than the code, made of a tail.
+
 gunicorn runs as the Procfile runs it (2 workers x 4 threads, sync worker class). No engine worker runs:
 the API alone is measured (the dispatch requests wait in Redis and are deleted at the end). The
 per-client rate limit (TASKENGINE_RATE_LIMIT, default 1200/minute, answering 429 beyond) is lifted
@@ -80,6 +85,28 @@ def paced(
     }
 
 
+def commit_probe(dbname: str, stop: threading.Event, rate: float = 10) -> dict[str, Any]:
+    """INSERT + COMMIT of one row, ``rate`` times a second until ``stop``: the latency of a bare commit."""
+    import psycopg
+
+    latencies: list[float] = []
+    with psycopg.connect(common.database_url(dbname), autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_commit_probe (id bigserial PRIMARY KEY, at timestamptz)"
+        )
+        while not stop.wait(1 / rate):
+            began = time.monotonic()
+            conn.execute("INSERT INTO bench_commit_probe (at) VALUES (now())")
+            latencies.append((time.monotonic() - began) * 1000)
+        conn.execute("DROP TABLE bench_commit_probe")
+    return {
+        "commits": len(latencies),
+        "p50_ms": round(common.pct(latencies, 50), 1),
+        "p99_ms": round(common.pct(latencies, 99), 1),
+        "max_ms": round(max(latencies), 1),
+    }
+
+
 LUA = """
 wrk.method = "{method}"
 wrk.headers["client"] = "{client}"
@@ -142,8 +169,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         procs.gunicorn(env, port, workers=args.web_workers, threads=args.web_threads)
         paced(port, client, key, "POST", "/job", args.rate, 2)  # warm-up (imports, connections)
+        stop = threading.Event()
+        probe: dict[str, Any] = {}
+        prober = threading.Thread(target=lambda: probe.update(commit_probe("te_bench_submit", stop)))
+        prober.start()
+        try:
+            post_paced = paced(port, client, key, "POST", "/job", args.rate, args.seconds)
+        finally:
+            stop.set()
+            prober.join()
         result: dict[str, Any] = {
-            "post_paced": paced(port, client, key, "POST", "/job", args.rate, args.seconds),
+            "post_paced": post_paced,
+            "commit_probe": probe,
             "root_paced": paced(port, client, key, "GET", "/", args.rate, args.seconds),
         }
         if shutil.which("wrk"):
@@ -159,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "post_p50_ms": result["post_paced"]["p50_ms"],
         "post_p99_ms": result["post_paced"]["p99_ms"],
         "post_errors": result["post_paced"]["errors"],
+        "commit_probe_p99_ms": result["commit_probe"]["p99_ms"],
+        "commit_probe_max_ms": result["commit_probe"]["max_ms"],
         "root_p50_ms": result["root_paced"]["p50_ms"],
         "root_p99_ms": result["root_paced"]["p99_ms"],
         "post_max_rps": result.get("post_max", {}).get("rps"),
