@@ -57,14 +57,7 @@ def start_job(job_id: int, *, definitions: dict[tuple[int, str], Resolved] | Non
     if not first_start:
         _progress(Job.objects.get(pk=job_id), resume=True)
         return True
-    key = (int(client_id), str(workflow))
-    memo = {} if definitions is None else definitions
-    if key not in memo:
-        try:
-            memo[key] = resolve_definition(*key)
-        except DomainError as exc:  # a client definition naming a step that no longer exists
-            memo[key] = exc
-    resolved = memo[key]
+    resolved = _resolve(int(client_id), str(workflow), {} if definitions is None else definitions)
     if isinstance(resolved, DomainError):
         job = Job.objects.get(pk=job_id)
         _end_job(job, failed=True, message=f"invalid workflow definition '{workflow}': {resolved.message}")
@@ -72,37 +65,19 @@ def start_job(job_id: int, *, definitions: dict[tuple[int, str], Resolved] | Non
     if resolved is None:
         _end_job(Job.objects.get(pk=job_id), failed=True, message=f"unknown workflow '{workflow}'")
         return False
-    steps, own = resolved
-    now = timezone.now()
-    definition = json.dumps({"source": "client" if own else "common", "steps": steps})
-    rows: list[Any] = []
-    for index, item in enumerate(steps, start=1):
-        # The first step is queued at once: nothing else can have happened to a new job's tasks.
-        state = TaskState.QUEUED if index == 1 else TaskState.PENDING
-        rows += [
-            job_id,
-            index,
-            item["step"],
-            item["queue"],
-            json.dumps(item["parameters"]),
-            int(state),
-            now,
-            now,
-        ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE jobs_job SET definition = %s::jsonb, updated_at = %s WHERE id = %s",
-            [definition, now, job_id],
-        )
-        values = ", ".join(["(%s, %s, %s, %s, %s::jsonb, %s, 0, '', '', %s, %s)"] * len(steps))
-        cursor.execute(
-            "INSERT INTO jobs_task (job_id, position, name, queue, parameters, state, attempts, error, "  # noqa: S608 (placeholders only) # nosec B608
-            f"worker, created_at, updated_at) VALUES {values} RETURNING id, position, queue",
-            rows,
-        )
-        first = min(cursor.fetchall(), key=lambda r: r[1])
-    bus.publish_run(int(first[0]), first[2])
+    _give_tasks([(job_id, *resolved)])
     return True
+
+
+def _resolve(client_id: int, workflow: str, memo: dict[tuple[int, str], Resolved]) -> Resolved:
+    """The definition a job of this client and workflow starts with, memoised across a dispatch."""
+    key = (client_id, workflow)
+    if key not in memo:
+        try:
+            memo[key] = resolve_definition(*key)
+        except DomainError as exc:  # a client definition naming a step that no longer exists
+            memo[key] = exc
+    return memo[key]
 
 
 def start_jobs(job_ids: list[int], *, definitions: dict[tuple[int, str], Resolved]) -> list[int]:
@@ -124,42 +99,35 @@ def start_jobs(job_ids: list[int], *, definitions: dict[tuple[int, str], Resolve
         )
         rows = cursor.fetchall()
     started: list[int] = []
-    fresh: list[tuple[int, list[dict[str, Any]], str]] = []
+    fresh: list[tuple[int, list[dict[str, Any]], bool]] = []
     for job_id, client_id, workflow, first_start in rows:
         if not first_start:
             if start_job(int(job_id), definitions=definitions):
                 started.append(int(job_id))
             continue
-        key = (int(client_id), str(workflow))
-        if key not in definitions:
-            try:
-                definitions[key] = resolve_definition(*key)
-            except DomainError as exc:  # a client definition naming a step that no longer exists
-                definitions[key] = exc
-        resolved = definitions[key]
+        resolved = _resolve(int(client_id), str(workflow), definitions)
         if resolved is None or isinstance(resolved, DomainError):
             start_job(int(job_id), definitions=definitions)  # ends it failed, with the reason logged
             continue
-        steps, own = resolved
-        fresh.append(
-            (int(job_id), steps, json.dumps({"source": "client" if own else "common", "steps": steps}))
-        )
+        fresh.append((int(job_id), *resolved))
         started.append(int(job_id))
     if fresh:
         _give_tasks(fresh)
     return started
 
 
-def _give_tasks(jobs: list[tuple[int, list[dict[str, Any]], str]]) -> None:
-    """Write the definition and the task rows of jobs starting for the first time (the first task of
-    each queued), two statements in all, and publish each job's first task after commit."""
+def _give_tasks(jobs: list[tuple[int, list[dict[str, Any]], bool]]) -> None:
+    """Write the definition and the task rows of jobs starting for the first time, two statements in
+    all, and publish each job's first task after commit. ``jobs``: (id, steps, is a client definition).
+    """
     now = timezone.now()
     definitions: list[Any] = []
     rows: list[Any] = []
     count = 0
-    for job_id, steps, definition in jobs:
-        definitions += [job_id, definition]
+    for job_id, steps, own in jobs:
+        definitions += [job_id, json.dumps({"source": "client" if own else "common", "steps": steps})]
         for index, item in enumerate(steps, start=1):
+            # The first step is queued at once: nothing else can have happened to a new job's tasks.
             state = TaskState.QUEUED if index == 1 else TaskState.PENDING
             rows += [
                 job_id,
