@@ -427,8 +427,8 @@ RETURNING id, queue
 #   else marked queued for the broker;
 # - with no step after this one, the job ends completed (as ``controller.end_if_all_completed``).
 # Log entries are one INSERT in their order: the completion, the next step's start (with the common
-# definitions notice, as ``_START_SQL`` writes it), the job's end. Any other case (a later step not
-# pending, a failed one) returns ``moved`` false and the general path decides.
+# definitions notice, as ``_START_SQL`` writes it), the job's end. In any other case (an earlier step
+# not completed, the next one not pending) nothing moves here and the general path decides.
 _STEP_SQL = f"""
 WITH job AS (
     SELECT j.id, j.queue_state, j.definition ->> 'source' AS source FROM jobs_job AS j
