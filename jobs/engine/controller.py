@@ -170,10 +170,9 @@ def fail_start(job_id: int, message: str) -> None:
 
 @dataclass(frozen=True)
 class Progress:
-    """What ``move_on`` did: the job ended, or its next task is queued and ``held`` for the caller."""
+    """What ``move_on`` did: whether the job ended (its slot is free)."""
 
     ended: bool = False
-    held: int | None = None
 
 
 def advance(job_id: int) -> None:
@@ -194,17 +193,17 @@ def advance(job_id: int) -> None:
         dispatch()
 
 
-def move_on(job: Job, *, hold_queue: str | None = None) -> Progress:
+def move_on(job: Job) -> Progress:
     """Move a started job, locked by the caller's transaction, on after one of its tasks ended.
 
-    The next task is marked queued and published after commit, unless it runs on ``hold_queue``: then
-    nothing is published and its id is returned as ``held``, for a worker of that queue that will run it
-    at once (the reconciler re-publishes it if that worker dies first).
+    The next task is marked queued and published after commit, or the job ends. A completed step's own
+    worker does this in the step's end statement (``runner._STEP_SQL``); this is the general path: a
+    failed step, the reconciler, a case that statement leaves.
     """
-    return _progress(job, resume=False, hold_queue=hold_queue)
+    return _progress(job, resume=False)
 
 
-def _progress(job: Job, *, resume: bool, hold_queue: str | None = None) -> Progress:
+def _progress(job: Job, *, resume: bool) -> Progress:
     """Decide the next move of a started, locked job.
 
     ``resume`` re-publishes a task already marked queued or retrying: after a pause its message may
@@ -223,8 +222,6 @@ def _progress(job: Job, *, resume: bool, hold_queue: str | None = None) -> Progr
         if Task.objects.filter(pk=current.pk, state=TaskState.PENDING).update(
             state=TaskState.QUEUED, updated_at=timezone.now()
         ):
-            if current.queue == hold_queue:
-                return Progress(held=current.pk)
             bus.publish_run(current.pk, current.queue)
     elif resume and current.state == TaskState.QUEUED:
         bus.publish_run(current.pk, current.queue)
@@ -237,33 +234,6 @@ def _progress(job: Job, *, resume: bool, hold_queue: str | None = None) -> Progr
         return Progress(ended=True)
     # RUNNING: its worker moves the job on when the step ends.
     return Progress()
-
-
-def end_if_all_completed(job_id: int, *, parameters: object) -> Progress | None:
-    """End a started, locked job as completed when every one of its tasks is; None when one is not.
-
-    The common end of a job, after its last step, without loading the job or its tasks.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT bool_and(state = %s) FROM jobs_task WHERE job_id = %s", [int(TaskState.COMPLETED), job_id]
-        )
-        row = cursor.fetchone()
-    if row is None or not row[0]:
-        return None
-    message = JOB_COMPLETED
-    if not job_transition(
-        job_id,
-        source=[JobState.STARTED],
-        target=JobState.COMPLETED,
-        failed=False,
-        finished_at=timezone.now(),
-        message=message,
-    ):
-        return Progress()
-    job_log(job_id, message, progname=PROGNAME)
-    notify.job_finished(job_id, parameters=parameters)
-    return Progress(ended=True)
 
 
 def _end_job(job: Job, *, failed: bool, message: str) -> None:

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -110,18 +111,6 @@ logged AS (
     ORDER BY m.ord
 )
 SELECT * FROM claimed
-"""  # noqa: S608 (only constants are formatted in) # nosec B608
-
-# A step's completion and its log entry in one statement; no row when the claim was lost.
-_COMPLETE_SQL = f"""
-WITH done AS (
-    UPDATE jobs_task SET state = {int(TaskState.COMPLETED)}, result = %(result)s::jsonb, progress = 100.0,
-        finished_at = %(now)s, updated_at = %(now)s
-    WHERE id = %(task)s AND state = {int(TaskState.RUNNING)} AND attempts = %(attempt)s
-    RETURNING id, job_id
-)
-INSERT INTO logs_logentry {_LOG_COLUMNS}
-SELECT job_id, id, {int(Severity.INFO)}, %(progname)s, %(message)s, true, %(now)s, %(now)s FROM done
 """  # noqa: S608 (only constants are formatted in) # nosec B608
 
 
@@ -384,11 +373,10 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
         # connection: re-check it first (a ``SELECT 1``, which a short step that completed is spared).
         close_old_connections()
     hold = task.queue if time.monotonic() < chain_until else None
-    if outcome == "completed" and not notify.may_call_back(task.job_parameters):
+    if outcome == "completed":
         return _complete(task, attempt, _jsonable(result), hold_queue=hold)
-    return _record(
-        task, attempt, outcome, error, _jsonable(result), parameters=task.job_parameters, hold_queue=hold
-    )
+    _record(task, attempt, outcome, error, parameters=task.job_parameters)
+    return None
 
 
 class _TaskLike(Protocol):
@@ -406,26 +394,14 @@ class _TaskLike(Protocol):
     def queue(self) -> str: ...
 
 
-# The next step of a job whose step ``position`` just completed, when every earlier one is completed:
-# marked queued here, else the general path (``controller.move_on``) decides (the job's end, a failure).
-_NEXT_SQL = f"""
-UPDATE jobs_task SET state = {int(TaskState.QUEUED)}, updated_at = %(now)s
-WHERE job_id = %(job)s AND position = %(position)s + 1 AND state = {int(TaskState.PENDING)}
-  AND NOT EXISTS (
-      SELECT 1 FROM jobs_task AS e
-      WHERE e.job_id = %(job)s AND e.position <= %(position)s AND e.state <> {int(TaskState.COMPLETED)})
-RETURNING id, queue
-"""  # noqa: S608 (only integer constants are formatted in) # nosec B608
-
-
-# A completed step of a job with no callback URLs, and the job's next move, in one statement run in
-# autocommit (one round trip instead of six: BEGIN, the job row's lock, the completion, the next step,
+# A completed step and the job's next move in one statement, run in autocommit for a job without
+# callback URLs (one round trip instead of six: BEGIN, the job row's lock, the completion, the next step,
 # its claim, COMMIT). The job row is locked first, as every writer does (a pause or break then waits for
 # this statement; the task rows are only touched once ``job`` has been read). Then, only while the job
 # is started and every earlier step is completed:
 # - the next step (position + 1, pending) is claimed for this worker when it runs on ``hold`` (a chain),
 #   else marked queued for the broker;
-# - with no step after this one, the job ends completed (as ``controller.end_if_all_completed``).
+# - with no step after this one, the job ends completed (what ``controller.move_on`` would do).
 # Log entries are one INSERT in their order: the completion, the next step's start (with the common
 # definitions notice, as ``_START_SQL`` writes it), the job's end. In any other case (an earlier step
 # not completed, the next one not pending) nothing moves here and the general path decides.
@@ -486,16 +462,18 @@ FROM done AS d LEFT JOIN nxt AS n ON true
 
 
 def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | None) -> Claimed | None:
-    """Record a completed step and move its job on with ``_STEP_SQL``: one round trip in autocommit (a
-    worker runs steps outside any transaction; inside one, the statement joins it and what it publishes
-    waits for the commit, as in ``_record``).
+    """Record a completed step and move its job on (``_STEP_SQL``); return the job's next step when
+    this worker claimed it (same queue, while ``hold_queue`` is given).
 
-    For a job without callback URLs (no delivery to record with the step's end). Returns the next step
-    when this worker claimed it, as ``_record`` does.
+    A job without callback URLs costs one round trip in autocommit. For one with them, the statement
+    and the callback deliveries it causes (this step's ``complete``, the next step's ``start``, the
+    job's end) are recorded in one transaction, so none is lost or sent for a step end that rolled back.
     """
     encoded = json.dumps(result)
     now = timezone.now()
-    with prepared.cursor() as cursor:
+    parameters = task.job_parameters
+    deliveries = transaction.atomic() if notify.may_call_back(parameters) else nullcontext()
+    with deliveries, prepared.cursor() as cursor:
         cursor.execute(
             _STEP_SQL,
             {
@@ -514,6 +492,12 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
             },
         )
         row = cursor.fetchone()
+        if row is not None:
+            notify.task_event(task.pk, "complete", parameters=parameters)
+            if row[3] == TaskState.RUNNING and row[4] == 1:
+                notify.task_event(int(row[2]), "start", parameters=parameters)
+            if row[1]:
+                notify.job_finished(task.job_id, parameters=parameters)
     if row is None:
         return None  # the claim was lost (presumed dead and re-run): the other attempt reports
     transaction.on_commit(_tally.completed)
@@ -548,22 +532,12 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
 
 
 def _record(
-    task: _TaskLike,
-    attempt: int,
-    outcome: str,
-    error: str,
-    result: Any,
-    *,
-    parameters: Any = notify.UNKNOWN,
-    hold_queue: str | None = None,
-) -> Claimed | None:
-    """Record the end of one attempt and, when the task completed or failed for good, move the job on in
-    the same transaction. When the next task runs on ``hold_queue`` it is claimed in that transaction
-    too, and returned for this worker to run.
-    """
+    task: _TaskLike, attempt: int, outcome: str, error: str, *, parameters: Any = notify.UNKNOWN
+) -> None:
+    """Record the end of an attempt that did not complete (``cancelled``, ``transient`` or ``permanent``)
+    and, when the task failed for good, move the job on in the same transaction."""
     now = timezone.now()
     progress = controller.Progress()
-    claimed: Claimed | None = None
     with transaction.atomic():
         job_state: int | None = None
         if outcome != "cancelled":
@@ -573,28 +547,7 @@ def _record(
                 cursor.execute("SELECT queue_state FROM jobs_job WHERE id = %s FOR UPDATE", [task.job_id])
                 row = cursor.fetchone()
             job_state = None if row is None else int(row[0])
-        if outcome == "completed":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    _COMPLETE_SQL,
-                    {
-                        "result": json.dumps(result),
-                        "now": now,
-                        "task": task.pk,
-                        "attempt": attempt,
-                        "progname": PROGNAME,
-                        "message": f"'{task.name}' completed successfully",
-                    },
-                )
-                if cursor.rowcount != 1:
-                    return None  # the claim was lost (presumed dead and re-run): the other attempt reports
-            notify.task_event(task.pk, "complete", parameters=parameters)
-            if job_state == JobState.STARTED:
-                progress = _move_on(task, hold_queue=hold_queue, parameters=parameters)
-                if progress.held is not None:
-                    claimed = _start(progress.held)
-            transaction.on_commit(_tally.completed)
-        elif outcome == "cancelled":
+        if outcome == "cancelled":
             broken = Job.objects.filter(pk=task.job_id, queue_state=JobState.BROKEN).exists()
             if _owned(task, attempt).update(
                 state=TaskState.CANCELLED if broken else TaskState.PENDING, finished_at=now, updated_at=now
@@ -606,7 +559,7 @@ def _record(
                     severity=Severity.WARN,
                     task_id=task.pk,
                 )
-            return None
+            return
         else:
             mine = _owned(task, attempt)
             decision = retry.decide(attempt=attempt, permanent=outcome == "permanent")
@@ -618,7 +571,7 @@ def _record(
                     finished_at=now,
                     updated_at=now,
                 ):
-                    return None
+                    return
                 job_log(
                     task.job_id,
                     f"'{task.name}' failed (attempt {attempt} of {decision.limit + 1}): {error}. "
@@ -631,7 +584,7 @@ def _record(
                     bus.publish_run(task.pk, task.queue, countdown=decision.delay)
             else:
                 if not mine.update(state=TaskState.FAILED, error=error, finished_at=now, updated_at=now):
-                    return None
+                    return
                 job_log(
                     task.job_id,
                     f"'{task.name}' failed: {error}",
@@ -645,30 +598,8 @@ def _record(
             transaction.on_commit(_tally.failed)
     if progress.ended:
         transaction.on_commit(dispatch_after_job_end)  # the job's slot is free
-    if progress.held is not None and claimed is None:
-        # Not claimable after all (nothing can move a started, locked job's queued task meanwhile, but
-        # if it happens, the broker runs it rather than the reconciler, 30 s later).
-        bus.publish_run(progress.held, hold_queue or "work")
-    return claimed
 
 
 def _owned(task: _TaskLike, attempt: int) -> QuerySet[Task]:
     """The task's row while this attempt still owns it (the fence of every write of an attempt)."""
     return Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
-
-
-def _move_on(task: _TaskLike, *, hold_queue: str | None, parameters: Any) -> controller.Progress:
-    """After ``task`` completed, in the same transaction, with the job row locked and started."""
-    with connection.cursor() as cursor:
-        cursor.execute(_NEXT_SQL, {"now": timezone.now(), "job": task.job_id, "position": task.position})
-        row = cursor.fetchone()
-    if row is None:
-        ended = controller.end_if_all_completed(task.job_id, parameters=parameters)
-        if ended is not None:
-            return ended
-        return controller.move_on(Job.objects.get(pk=task.job_id), hold_queue=hold_queue)
-    next_id, queue = int(row[0]), row[1]
-    if queue == hold_queue:
-        return controller.Progress(held=next_id)
-    bus.publish_run(next_id, queue)
-    return controller.Progress()

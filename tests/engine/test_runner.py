@@ -406,9 +406,10 @@ def test_reconcile_reruns_a_chained_step_whose_worker_died(
     run = next(m for m in broker.pop_all() if m.task == "jobs.tasks.run_task")
     first = job.tasks.get(position=1)
     assert run.args == [first.pk]
-    assert runner._claim(first.pk) is not None
+    mine = runner._claim(first.pk)
+    assert mine is not None
     with broker._capture(execute=True):
-        claimed = runner._record(first, 1, "completed", "", {"noop": True}, hold_queue="work")
+        claimed = runner._complete(mine, 1, {"noop": True}, hold_queue="work")
     second = job.tasks.get(position=2)
     assert claimed is not None and claimed.pk == second.pk
     assert (second.state, second.attempts) == (TaskState.RUNNING, 1)
@@ -441,7 +442,20 @@ def test_reconcile_reruns_a_task_whose_worker_died(submit: Callable[..., Job], b
     assert (task.state, task.attempts) == (TaskState.COMPLETED, 2)
     # The presumed-dead attempt finishing late changes nothing: its claim (attempt 1) was superseded.
     assert not fresh.exists()
-    runner._record(task, 1, "completed", "", {"late": True})
+    late = runner.Claimed(
+        pk=task.pk,
+        attempt=1,
+        job_id=job.pk,
+        name=task.name,
+        position=task.position,
+        queue=task.queue,
+        parameters={},
+        job_parameters={},
+        workflow="noop",
+        common_definition=True,
+        client_name="",
+    )
+    assert runner._complete(late, 1, {"late": True}, hold_queue="work") is None
     task.refresh_from_db()
     assert task.result == {"noop": True}
 
