@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import os
+from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskengine_site.settings")
@@ -31,3 +33,39 @@ def _freeze_heap(**_: object) -> None:
     from taskengine_site.warmup import freeze_heap
 
     freeze_heap()
+
+
+# How often a worker's event loop drops the time-limit timers of tasks that have ended.
+TIMER_PURGE_SECONDS = 60.0
+
+
+def purge_cancelled_timers(timer: Any) -> int:
+    """Remove the cancelled entries from a kombu timer's heap; return how many went.
+
+    The consumer arms a timer at the soft time limit of every task it hands to the pool, and cancels
+    it when the task ends; kombu only marks it cancelled and keeps it in its heap until it falls due.
+    With the default limit of 6 hours, every message stayed in the consumer's memory for 6 hours
+    (about 0.65 kB each: +10.5 % over 90,000 steps in ``bench.memory``, and gigabytes at a steady
+    50 messages a second). Celery issues #1129 and #5200 are this.
+    """
+    queue = timer._queue
+    alive = [event for event in queue if not event[2].canceled]
+    dropped = len(queue) - len(alive)
+    if dropped:
+        queue[:] = alive  # in place: the hub's running iterator holds this very list
+        heapq.heapify(queue)
+    return dropped
+
+
+class PurgeCancelledTimers(bootsteps.StartStopStep):
+    """A worker step: ``purge_cancelled_timers`` on the event loop's timer every minute."""
+
+    requires = ("celery.worker.components:Hub",)
+
+    def start(self, parent: Any) -> None:
+        hub = getattr(parent, "hub", None)
+        if hub is not None:  # a pool without the event loop (solo, threads) arms no such timers
+            hub.call_repeatedly(TIMER_PURGE_SECONDS, purge_cancelled_timers, hub.timer)
+
+
+app.steps["worker"].add(PurgeCancelledTimers)
