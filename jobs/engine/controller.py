@@ -43,30 +43,7 @@ def start_job(job_id: int, *, definitions: dict[tuple[int, str], Resolved] | Non
     ``definitions`` memoises resolved workflow definitions across the jobs of one dispatch. Returns False
     when the job could not start (its workflow no longer resolves) and was ended as failed instead.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT j.client_id, j.workflow, j.definition IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM jobs_task AS t WHERE t.job_id = j.id) "
-            "FROM jobs_job AS j WHERE j.id = %s FOR UPDATE",
-            [job_id],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return False
-    client_id, workflow, first_start = row
-    if not first_start:
-        _progress(Job.objects.get(pk=job_id), resume=True)
-        return True
-    resolved = _resolve(int(client_id), str(workflow), {} if definitions is None else definitions)
-    if isinstance(resolved, DomainError):
-        job = Job.objects.get(pk=job_id)
-        _end_job(job, failed=True, message=f"invalid workflow definition '{workflow}': {resolved.message}")
-        return False
-    if resolved is None:
-        _end_job(Job.objects.get(pk=job_id), failed=True, message=f"unknown workflow '{workflow}'")
-        return False
-    _give_tasks([(job_id, *resolved)])
-    return True
+    return bool(start_jobs([job_id], definitions={} if definitions is None else definitions))
 
 
 def _resolve(client_id: int, workflow: str, memo: dict[tuple[int, str], Resolved]) -> Resolved:
@@ -85,8 +62,9 @@ def start_jobs(job_ids: list[int], *, definitions: dict[tuple[int, str], Resolve
 
     Called in the dispatcher's transaction (a savepoint of it: on any error the dispatcher undoes this
     and starts the same jobs one at a time, each in its own savepoint, so one job that cannot start
-    does not hold the others back). Returns the ids of the jobs that started; a job whose workflow no
-    longer resolves ended failed instead, and a resumed job (it had tasks) went through ``start_job``.
+    does not hold the others back). Returns the ids of the jobs that started: a resumed job (it had
+    tasks) goes on from its first unfinished task, and a job whose workflow no longer resolves is ended
+    as failed instead.
     """
     if not job_ids:
         return []
@@ -102,15 +80,18 @@ def start_jobs(job_ids: list[int], *, definitions: dict[tuple[int, str], Resolve
     fresh: list[tuple[int, list[dict[str, Any]], bool]] = []
     for job_id, client_id, workflow, first_start in rows:
         if not first_start:
-            if start_job(int(job_id), definitions=definitions):
-                started.append(int(job_id))
+            _progress(Job.objects.get(pk=job_id), resume=True)
+            started.append(int(job_id))
             continue
         resolved = _resolve(int(client_id), str(workflow), definitions)
-        if resolved is None or isinstance(resolved, DomainError):
-            start_job(int(job_id), definitions=definitions)  # ends it failed, with the reason logged
-            continue
-        fresh.append((int(job_id), *resolved))
-        started.append(int(job_id))
+        if isinstance(resolved, DomainError):
+            message = f"invalid workflow definition '{workflow}': {resolved.message}"
+            _end_job(Job.objects.get(pk=job_id), failed=True, message=message)
+        elif resolved is None:
+            _end_job(Job.objects.get(pk=job_id), failed=True, message=f"unknown workflow '{workflow}'")
+        else:
+            fresh.append((int(job_id), *resolved))
+            started.append(int(job_id))
     if fresh:
         _give_tasks(fresh)
     return started

@@ -17,7 +17,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -375,23 +375,8 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
     hold = task.queue if time.monotonic() < chain_until else None
     if outcome == "completed":
         return _complete(task, attempt, _jsonable(result), hold_queue=hold)
-    _record(task, attempt, outcome, error, parameters=task.job_parameters)
+    _record(task, attempt, outcome, error)
     return None
-
-
-class _TaskLike(Protocol):
-    """A ``Task`` row or a ``Claimed`` one: what recording an attempt's end needs."""
-
-    @property
-    def pk(self) -> Any: ...
-    @property
-    def job_id(self) -> Any: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def position(self) -> Any: ...
-    @property
-    def queue(self) -> str: ...
 
 
 # A completed step and the job's next move in one statement, run in autocommit for a job without
@@ -492,23 +477,22 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
             },
         )
         row = cursor.fetchone()
-        if row is not None:
-            notify.task_event(task.pk, "complete", parameters=parameters)
-            if row[3] == TaskState.RUNNING and row[4] == 1:
-                notify.task_event(int(row[2]), "start", parameters=parameters)
-            if row[1]:
-                notify.job_finished(task.job_id, parameters=parameters)
-    if row is None:
-        return None  # the claim was lost (presumed dead and re-run): the other attempt reports
+        if row is None:
+            return None  # the claim was lost (presumed dead and re-run): the other attempt reports
+        job_state, ended, next_id, next_state, attempts, name, position, queue, step_parameters = row
+        notify.task_event(task.pk, "complete", parameters=parameters)
+        if next_state == TaskState.RUNNING and attempts == 1:
+            notify.task_event(int(next_id), "start", parameters=parameters)
+        if ended:
+            notify.job_finished(task.job_id, parameters=parameters)
     transaction.on_commit(_tally.completed)
-    job_state, ended, next_id, next_state, attempts, name, position, queue, parameters = row
     if ended:
         transaction.on_commit(dispatch_after_job_end)  # the job's slot is free
         return None
     if next_id is None:
         if job_state == JobState.STARTED:
             # Not the simple case (an earlier step not completed, the next one not pending): the
-            # general path decides, as ``_record`` would.
+            # general path decides.
             controller.advance(task.job_id)
         return None
     if next_state != TaskState.RUNNING:
@@ -521,7 +505,7 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
         name=name,
         position=int(position),
         queue=queue,
-        parameters=_json(parameters),
+        parameters=_json(step_parameters),
         job_parameters=task.job_parameters,
         workflow=task.workflow,
         common_definition=task.common_definition,
@@ -531,9 +515,7 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
     )
 
 
-def _record(
-    task: _TaskLike, attempt: int, outcome: str, error: str, *, parameters: Any = notify.UNKNOWN
-) -> None:
+def _record(task: Claimed, attempt: int, outcome: str, error: str) -> None:
     """Record the end of an attempt that did not complete (``cancelled``, ``transient`` or ``permanent``)
     and, when the task failed for good, move the job on in the same transaction."""
     now = timezone.now()
@@ -592,7 +574,7 @@ def _record(
                     severity=Severity.ERROR,
                     task_id=task.pk,
                 )
-                notify.task_event(task.pk, "fail", error, parameters=parameters)
+                notify.task_event(task.pk, "fail", error, parameters=task.job_parameters)
                 if job_state == JobState.STARTED:
                     progress = controller.move_on(Job.objects.get(pk=task.job_id))
             transaction.on_commit(_tally.failed)
@@ -600,6 +582,6 @@ def _record(
         transaction.on_commit(dispatch_after_job_end)  # the job's slot is free
 
 
-def _owned(task: _TaskLike, attempt: int) -> QuerySet[Task]:
+def _owned(task: Claimed, attempt: int) -> QuerySet[Task]:
     """The task's row while this attempt still owns it (the fence of every write of an attempt)."""
     return Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
