@@ -36,11 +36,11 @@ import django
 
 django.setup()
 
-from jobs.media import commands  # noqa: E402
-from jobs.media.ffmpeg import ffmpeg_exe  # noqa: E402
-from jobs.media.probe import probe  # noqa: E402
-from jobs.workflows.media_definitions import MEDIA_DEFINITIONS  # noqa: E402
 from jobs.workflows.registry import StepContext, get_step, load_steps  # noqa: E402
+from media import commands  # noqa: E402
+from media.definitions import MEDIA_DEFINITIONS  # noqa: E402
+from media.ffmpeg import ffmpeg_exe  # noqa: E402
+from media.probe import probe  # noqa: E402
 
 
 def make_source(path: Path, seconds: int) -> None:
@@ -158,8 +158,9 @@ def main() -> None:
     os.environ["TASKENGINE_WORK_DIR"] = str(work / "work")
     try:
         root = work / "storage"
-        (root / "incoming").mkdir(parents=True)
-        source = root / "incoming" / "source.mp4"
+        # The storage area of the client "bench" whose job this is.
+        (root / "bench" / "incoming").mkdir(parents=True)
+        source = root / "bench" / "incoming" / "source.mp4"
         made = time.monotonic()
         make_source(source, options.seconds)
         print(f"source: {options.seconds} s 1280x720 made in {time.monotonic() - made:.1f} s", flush=True)

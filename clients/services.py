@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from django.db import transaction
 from django.utils import timezone
@@ -11,6 +12,10 @@ from django.utils import timezone
 from clients import keys
 from clients.models import ApiKey, Client
 from taskengine_site.errors import DomainError
+
+# A client's name is a header value and the name of its storage area (one path component, or one
+# segment of an S3 key): letters, digits, '.', '_' and '-', starting with a letter or a digit.
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def webhook_secret_validate(secret: str) -> str:
@@ -32,8 +37,10 @@ def webhook_secret_validate(secret: str) -> str:
 def client_create(*, name: str, is_operator: bool = False, webhook_secret: str = "") -> tuple[Client, str]:
     """Create a client with one API key; return the client and the key (shown once, never stored)."""
     name = name.strip()
-    if not name or len(name) > 100 or any(ch.isspace() for ch in name):
-        raise DomainError("client name must be 1..100 characters without spaces")
+    if not CLIENT_NAME.fullmatch(name):
+        raise DomainError(
+            "client name must be 1..100 letters, digits, '.', '_' or '-', starting with a letter or a digit"
+        )
     webhook_secret = webhook_secret_validate(webhook_secret)
     with transaction.atomic():
         if Client.objects.filter(name=name).exists():

@@ -21,10 +21,9 @@ from clients.keys import mask
 from clients.models import Client
 from jobs.engine.dispatcher import request_dispatch
 from jobs.engine.transitions import job_transition
-from jobs.media import params as media_params
 from jobs.models import Job, Task
 from jobs.states import NAME_TO_STATE, TERMINAL, JobState, TaskState, can_transition
-from jobs.workflows.registry import workflow_exists
+from jobs.workflows.registry import validate_submission, workflow_exists
 from logs.models import LogEntry
 from logs.services import job_log
 from taskengine_site import outbound, prepared
@@ -124,16 +123,15 @@ def job_submit(
         raise DomainError(f"workflow: unknown workflow '{workflow}'")
     if not isinstance(parameters, dict):
         raise DomainError("parameters: must be a JSON object")
-    media_params.validate_parameters(workflow, parameters)
+    check = validate_submission(workflow, parameters, client)
     priority = _priority(priority)
     semaphore_url = _semaphore_url(semaphore_url)
     persist = _bool("persist", persist)
     now = timezone.now()
     run_at = now if run_at is None else _aware("run_at", run_at)
-    # A capture of a live stream cannot run before its latest clip has been broadcast.
-    clip_end = media_params.latest_future_clip_end(parameters, now)
-    if clip_end is not None and clip_end > run_at:
-        run_at = clip_end
+    # A workflow may need to wait (a capture of a live stream, for its latest clip to be broadcast).
+    if check.not_before is not None and check.not_before > run_at:
+        run_at = check.not_before
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200
     ):

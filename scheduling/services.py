@@ -23,9 +23,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs.engine.transitions import job_transition
-from jobs.media.storage import remove_job_work_dir
 from jobs.models import Job
 from jobs.states import TERMINAL, JobState
+from jobs.workflows.registry import cleanup_job
 from logs.models import Severity
 from logs.services import job_log
 from settings_app.services import setting_get_int
@@ -245,8 +245,8 @@ def jobs_cleanup(*, now: datetime | None = None) -> int:
             # Re-checked in the DELETE: an operator may have set persist since the SELECT.
             counts = Job.objects.filter(pk__in=ids, persist=False, queue_state__in=TERMINAL).delete()[1]
         for job_id in ids:
-            # Staged media of failed or broken jobs (completed ones remove their own when publishing).
-            remove_job_work_dir(job_id)
+            # What the apps keep per job outside the database (the media app's staged files).
+            cleanup_job(job_id)
         deleted += counts.get("jobs.Job", 0)
         if len(ids) < CLEANUP_BATCH:
             break

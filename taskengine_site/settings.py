@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "clients",
     "jobs",
+    "media",
     "logs",
     "scheduling",
     "settings_app",

@@ -3,6 +3,12 @@
 
 A step is ``fn(ctx: StepContext) -> JSON-able result``; it raises ``PermanentError`` to fail the job at
 once or ``TransientError`` (or any other exception) to be retried up to ``retry_limit`` times.
+
+Apps that bring workflows of their own (``media``) register them from their ``AppConfig.ready`` with
+``register_workflows``: their common definitions, and a validation hook that ``job_submit`` runs on the
+parameters of a job of one of those workflows. ``register_job_cleanup`` adds what the engine's clean-up
+must also remove for a deleted job (the media app's staged files). The engine and the job services call
+these hooks and never import the apps that register them.
 """
 
 from __future__ import annotations
@@ -11,10 +17,15 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from jobs.workflows.definitions import COMMON_DEFINITIONS
 from taskengine_site.errors import DomainError
+
+if TYPE_CHECKING:
+    from clients.models import Client
 
 QUEUES = ("work", "windows_capture")
 
@@ -47,6 +58,7 @@ class StepContext:
     # It raises ``StepCancelled`` when the job was broken, so long steps stop promptly; a paused job
     # lets its running step finish (DESIGN §1).
     heartbeat: Callable[..., None]
+    # The storage root of the whole engine; a step reaches only its client's area under it.
     storage_root: Path
     attempt: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
@@ -142,13 +154,58 @@ def validate_definition(steps: Any) -> list[dict[str, Any]]:
     return normalised
 
 
+@dataclass(frozen=True)
+class SubmissionCheck:
+    """What a workflow's validation hook tells ``job_submit`` beyond refusing (``DomainError``)."""
+
+    # The job cannot run before this moment (a capture of a live stream waits for its last clip).
+    not_before: datetime | None = None
+
+
+# ``validate(workflow, parameters, client)``: raises ``DomainError`` naming the parameter it refuses.
+Validator = Callable[[str, dict[str, Any], "Client"], SubmissionCheck | None]
+VALIDATORS: dict[str, Validator] = {}
+JOB_CLEANUPS: list[Callable[[int], None]] = []
+
+
+def register_workflows(definitions: dict[str, list[dict[str, Any]]], *, validate: Validator | None) -> None:
+    """Add common ``definitions`` and the hook that checks the parameters of a job of each of them."""
+    for name, steps in definitions.items():
+        if name in COMMON_DEFINITIONS and COMMON_DEFINITIONS[name] != steps:
+            raise ValueError(f"workflow {name!r} registered twice")
+        COMMON_DEFINITIONS[name] = steps
+        if validate is not None:
+            VALIDATORS[name] = validate
+
+
+def validate_submission(workflow: str, parameters: dict[str, Any], client: Client) -> SubmissionCheck:
+    """Run ``workflow``'s validation hook on a submission's ``parameters`` (``DomainError`` refuses it).
+
+    A client definition that reuses a common workflow's name is checked by that workflow's hook: its
+    steps read the same parameters.
+    """
+    validate = VALIDATORS.get(workflow)
+    checked = validate(workflow, parameters, client) if validate is not None else None
+    return checked or SubmissionCheck()
+
+
+def register_job_cleanup(fn: Callable[[int], None]) -> None:
+    """``fn(job_id)`` runs when the engine's clean-up deletes a job (after the rows are gone)."""
+    if fn not in JOB_CLEANUPS:
+        JOB_CLEANUPS.append(fn)
+
+
+def cleanup_job(job_id: int) -> None:
+    for fn in JOB_CLEANUPS:
+        fn(job_id)
+
+
 def resolve_definition(client_id: int, workflow: str) -> tuple[list[dict[str, Any]], bool] | None:
     """The definition ``workflow`` runs for this client: (steps, is_client_definition), or None if unknown.
 
     A client definition overrides the common one of the same name.
     """
     from jobs.models import WorkflowDefinition
-    from jobs.workflows.definitions import COMMON_DEFINITIONS
 
     own = (
         WorkflowDefinition.objects.filter(client_id=client_id, name=workflow)
@@ -164,7 +221,6 @@ def resolve_definition(client_id: int, workflow: str) -> tuple[list[dict[str, An
 
 def workflow_exists(client_id: int, workflow: str) -> bool:
     from jobs.models import WorkflowDefinition
-    from jobs.workflows.definitions import COMMON_DEFINITIONS
 
     return (
         workflow in COMMON_DEFINITIONS

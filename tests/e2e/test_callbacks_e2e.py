@@ -52,13 +52,13 @@ def log_of(job_id: int, *prognames: str) -> list[tuple[str, str]]:
 def test_a_drmswitch_job_from_submission_to_completed(engine_processes, make_client, receiver):
     engine_processes.start_worker(concurrency=3)
     engine_processes.start_beat()
-    folder = engine_processes.storage / "vod" / "c-42"
+    secret = webhooks.generate_secret()
+    client, _ = make_client(webhook_secret=secret)
+    folder = engine_processes.storage / client.name / "vod" / "c-42"
     folder.mkdir(parents=True)
     for ext in ("m3u8", "mpd"):
         (folder / f"index.{ext}").write_text(f"clear {ext}")
         (folder / f"index.drm.{ext}").write_text(f"drm {ext}")
-    secret = webhooks.generate_secret()
-    client, _ = make_client(webhook_secret=secret)
     job, _ = job_submit(
         client=client,
         workflow="drmswitch",

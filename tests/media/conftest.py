@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from jobs.media.ffmpeg import ffmpeg_exe
-from jobs.workflows.media_definitions import MEDIA_DEFINITIONS
 from jobs.workflows.registry import StepContext, get_step, load_steps
+from media.definitions import MEDIA_DEFINITIONS
+from media.ffmpeg import ffmpeg_exe
 
 # The engine tests' in-process broker and submission fixtures, for the engine-level media test.
 from tests.engine.conftest import broker, committed, submit, te_client  # noqa: F401
@@ -71,10 +71,14 @@ def media_env(monkeypatch, tmp_path):
     monkeypatch.setenv("TASKENGINE_WORK_DIR", str(tmp_path / "work"))
 
 
+CLIENT = "media-tests"
+
+
 @pytest.fixture
-def storage_root(tmp_path) -> Path:
-    root = tmp_path / "storage"
-    root.mkdir()
+def area(tmp_path) -> Path:
+    """The storage area of the client ``CLIENT`` whose jobs these tests run (``<root>/<client>``)."""
+    root = tmp_path / "storage" / CLIENT
+    root.mkdir(parents=True)
     return root
 
 
@@ -101,7 +105,7 @@ _job_ids = iter(range(1, 1_000_000))
 def make_ctx(
     workflow: str,
     parameters: dict[str, Any],
-    storage_root: Path,
+    area: Path,
     *,
     step_parameters: dict[str, Any] | None = None,
     results: dict[str, Any] | None = None,
@@ -112,19 +116,19 @@ def make_ctx(
     return StepContext(
         job_id=job_id or next(_job_ids),
         task_id=1,
-        client_name="media-tests",
+        client_name=area.name,
         workflow=workflow,
         job_parameters=parameters,
         step_parameters=step_parameters or {},
         results=results if results is not None else {},
         log=recorder.log,
         heartbeat=recorder.heartbeat,
-        storage_root=storage_root,
+        storage_root=area.parent,
     )
 
 
 def run_workflow(
-    workflow: str, parameters: dict[str, Any], storage_root: Path, recorder: Recorder | None = None
+    workflow: str, parameters: dict[str, Any], area: Path, recorder: Recorder | None = None
 ) -> dict[str, Any]:
     """Run every step of the common definition in order; the results by step name."""
     load_steps()
@@ -134,7 +138,7 @@ def run_workflow(
         ctx = make_ctx(
             workflow,
             parameters,
-            storage_root,
+            area,
             step_parameters=item.get("parameters"),
             results=dict(results),
             recorder=recorder,
@@ -144,8 +148,8 @@ def run_workflow(
     return results
 
 
-def put(storage_root: Path, source: Path, key: str) -> Path:
-    target = storage_root / key
+def put(area: Path, source: Path, key: str) -> Path:
+    target = area / key
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     return target

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.workflows.media_definitions import MEDIA_DEFINITIONS
 from jobs.workflows.registry import get_step, validate_definition
+from media.definitions import MEDIA_DEFINITIONS
 
 
 @pytest.mark.parametrize("workflow", sorted(MEDIA_DEFINITIONS))

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.callbacks import _collect_outputs
-from jobs.models import WorkflowDefinition
 from jobs.states import JobState, TaskState
-from jobs.workflows.media_definitions import MEDIA_DEFINITIONS
+from media.definitions import MEDIA_DEFINITIONS
 from tests.engine.conftest import json_log
 from tests.media.conftest import FPS, decode, put
 
@@ -18,11 +17,8 @@ def test_vodstream_job_completes_with_its_callback_outputs(
     submit, broker, te_client, settings, tmp_path, media_cache
 ):
     settings.TASKENGINE_STORAGE_ROOT = tmp_path / "storage"
-    put(settings.TASKENGINE_STORAGE_ROOT, media_cache(2, size="320x180"), "in/clip.mp4")
-    # Until the lead merges MEDIA_DEFINITIONS into the common ones, the client's own definition runs it.
-    WorkflowDefinition.objects.create(
-        client=te_client, name="vodstream", steps=MEDIA_DEFINITIONS["vodstream"]
-    )
+    area = settings.TASKENGINE_STORAGE_ROOT / te_client.name
+    put(area, media_cache(2, size="320x180"), "in/clip.mp4")
     job = submit(
         "vodstream",
         parameters={
@@ -51,5 +47,5 @@ def test_vodstream_job_completes_with_its_callback_outputs(
     assert abs(metadata["duration"] - 2) < 1 / FPS
     messages = [entry[2] for entry in json_log(job.pk)]
     assert any(m.startswith("HLS encode took") for m in messages)
-    (video,) = decode(settings.TASKENGINE_STORAGE_ROOT / "out/clip.m3u8", allowed_extensions="ALL")["video"]
+    (video,) = decode(area / "out/clip.m3u8", allowed_extensions="ALL")["video"]
     assert video["frames"] == 2 * FPS

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.media import ffmpeg
-from jobs.media.probe import probe
 from jobs.workflows.registry import PermanentError, StepCancelled
+from media import ffmpeg
+from media.probe import probe
 from tests.media.conftest import Recorder, make_ctx
 
 # A synthetic source read at its native rate: lasts its duration in real time, whatever the machine.

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobs.media.params import latest_future_clip_end, resolve_parameters, validate_parameters
+from media.params import latest_future_clip_end, resolve_parameters, validate_parameters
 from taskengine_site.errors import DomainError
 
 

@@ -1,4 +1,4 @@
-"""Storages: local paths stay under the storage root; S3 against a real S3-compatible server (moto's
+"""Storages: local paths stay in the client's area; S3 against a real S3-compatible server (moto's
 server mode, started here), with a whole workflow reading from and writing to it."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import socket
 import boto3
 import pytest
 
-from jobs.media import storage
 from jobs.workflows.registry import PermanentError
+from media import storage
 from tests.media.conftest import FPS, decode, make_ctx, run_workflow
 
 BUCKET = "media-tests"
@@ -27,9 +27,9 @@ def test_local_paths_cannot_leave_the_root(tmp_path):
             local.path(escaping)
     # A symlink inside the root that points out of it is refused too, for reading and listing.
     (root / "in/link").symlink_to(tmp_path / "secret.txt")
-    with pytest.raises(PermanentError, match="leaves the storage root"):
+    with pytest.raises(PermanentError, match=r"leads out of the client's storage area"):
         local.download("in/link", tmp_path / "copy")
-    with pytest.raises(PermanentError, match="leaves the storage root"):
+    with pytest.raises(PermanentError, match=r"leads out of the client's storage area"):
         local.list_files("in")
 
 
@@ -93,23 +93,42 @@ def s3(s3_server, monkeypatch):
 def test_s3_needs_a_bucket(monkeypatch):
     monkeypatch.delenv("TASKENGINE_S3_BUCKET", raising=False)
     with pytest.raises(PermanentError, match="TASKENGINE_S3_BUCKET"):
-        storage.S3MediaStorage()
+        storage.S3MediaStorage("acme")
 
 
 def test_s3_storage_operations(s3, tmp_path):
-    remote = storage.S3MediaStorage()
+    remote = storage.S3MediaStorage("acme")
     remote.write_bytes("/a/b.m3u8", b"#EXTM3U\n")
     (tmp_path / "seg.ts").write_bytes(b"x" * 100)
     remote.upload(tmp_path / "seg.ts", "a/c/seg.ts")
     assert remote.list_files("a") == ["b.m3u8", "c/seg.ts"]
     assert remote.size("a/c/seg.ts") == 100 and remote.size("a/none") is None
-    assert s3.head_object(Bucket=BUCKET, Key="a/b.m3u8")["ContentType"] == "application/vnd.apple.mpegurl"
+    # Every key lies in the client's area of the bucket.
+    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"])
+    assert keys == ["acme/a/b.m3u8", "acme/a/c/seg.ts"]
+    head = s3.head_object(Bucket=BUCKET, Key="acme/a/b.m3u8")
+    assert head["ContentType"] == "application/vnd.apple.mpegurl"
     with pytest.raises(PermanentError, match="does not exist"):
         storage.stage(remote, "a/none", tmp_path / "none")
 
 
+def test_s3_areas_lie_under_the_prefix_and_never_meet(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKENGINE_S3_PREFIX", "/tenants/")
+    acme, other = storage.S3MediaStorage("acme"), storage.S3MediaStorage("other")
+    acme.write_bytes("vod/a.txt", b"acme's")
+    other.write_bytes("vod/a.txt", b"other's")
+    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"])
+    assert keys == ["tenants/acme/vod/a.txt", "tenants/other/vod/a.txt"]
+    assert acme.read_bytes("vod/a.txt") == b"acme's" and acme.list_files("vod") == ["a.txt"]
+    for escaping in ("../other/vod/a.txt", "vod/../../other/vod/a.txt"):
+        with pytest.raises(PermanentError, match=r"'\.\.'"):
+            acme.read_bytes(escaping)
+    with pytest.raises(PermanentError, match="cannot name a storage area"):
+        storage.S3MediaStorage("../other")
+
+
 def test_vodstream_from_s3_to_s3(s3, media_cache, tmp_path):
-    s3.upload_file(str(media_cache(4)), BUCKET, "incoming/ep/source.mp4")
+    s3.upload_file(str(media_cache(4)), BUCKET, "media-tests/incoming/ep/source.mp4")
     results = run_workflow(
         "vodstream",
         {
@@ -124,10 +143,11 @@ def test_vodstream_from_s3_to_s3(s3, media_cache, tmp_path):
             "video_preset": "ultrafast",
             "thumbnail_time": 1,
         },
-        tmp_path / "unused-local-root",
+        tmp_path / "unused-local-root" / "media-tests",
     )
     final = results["publish_outputs"]
-    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix="vod/")["Contents"])
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="media-tests/vod/")["Contents"]
+    keys = sorted(item["Key"].removeprefix("media-tests/") for item in listing)
     assert sorted(final["files"]) == keys
     assert {"vod/ep/ep.m3u8", "vod/ep/ep.key", "vod/ep/ep.jpg", "vod/ep/ep_360p.m3u8"} <= set(keys)
     assert not (tmp_path / "unused-local-root").exists()
@@ -136,6 +156,20 @@ def test_vodstream_from_s3_to_s3(s3, media_cache, tmp_path):
     for key in keys:
         target = local / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(BUCKET, key, str(target))
+        s3.download_file(BUCKET, f"media-tests/{key}", str(target))
     (video,) = decode(local / "vod/ep/ep.m3u8", allowed_extensions="ALL")["video"]
     assert video["frames"] == 4 * FPS and video["size"] == (640, 360)
+
+
+@pytest.mark.django_db
+def test_the_shared_s3_layout_moves_into_the_clients_area(s3, make_client):
+    from django.core.management import call_command
+
+    make_client("acme")
+    make_client("other")
+    for key in ("vod/ep/ep.m3u8", "vod/ep/seg.ts", "other/theirs.mp4"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
+    call_command("storage_move_to_client", "acme", "--storage", "s3")
+    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"])
+    assert keys == ["acme/vod/ep/ep.m3u8", "acme/vod/ep/seg.ts", "other/theirs.mp4"]
+    assert s3.get_object(Bucket=BUCKET, Key="acme/vod/ep/seg.ts")["Body"].read() == b"vod/ep/seg.ts"

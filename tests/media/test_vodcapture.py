@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from jobs.media import hls
-from jobs.media.ffmpeg import ffmpeg_exe
 from jobs.workflows.registry import PermanentError, TransientError
-from jobs.workflows.steps import media as steps
+from media import hls
+from media.ffmpeg import ffmpeg_exe
+from media.steps import vod as steps
 from tests.media.conftest import FPS, decode, make_ctx, put, run_workflow
 
 SOURCE_SECONDS = 6
@@ -38,8 +38,8 @@ def make_hls(source, folder, *, program_date_time: bool = False, ended: bool = T
     return folder / "live.m3u8"
 
 
-def test_stream_copy_from_storage_paths(storage_root, media_cache):
-    put(storage_root, media_cache(SOURCE_SECONDS), "recordings/match.mp4")
+def test_stream_copy_from_storage_paths(area, media_cache):
+    put(area, media_cache(SOURCE_SECONDS), "recordings/match.mp4")
     results = run_workflow(
         "vodcapture",
         {
@@ -53,20 +53,20 @@ def test_stream_copy_from_storage_paths(storage_root, media_cache):
                 {"source": "recordings/match.mp4", "start": "00:00:04", "end": "5"},
             ],
         },
-        storage_root,
+        area,
     )
     assert results["capture_clips_accurate"]["skipped"]
     final = results["publish_outputs"]
     assert final["message"] == "vod/highlights/highlights.m3u8"
     assert abs(final["metadata"]["duration"] - 3) <= 1 / FPS
-    out = storage_root / "vod/highlights"
-    assert sorted(final["files"]) == sorted(p.relative_to(storage_root).as_posix() for p in out.iterdir())
+    out = area / "vod/highlights"
+    assert sorted(final["files"]) == sorted(p.relative_to(area).as_posix() for p in out.iterdir())
     frames, span = frames_and_span(out / "highlights.m3u8")
     assert frames == 3 * FPS and abs(span - 3) < 1 / FPS
     assert frames_and_span(out / "highlights.mp4")[0] == 3 * FPS
 
 
-def test_frame_accurate_from_hls_and_mp4_urls(storage_root, media_cache, http_server):
+def test_frame_accurate_from_hls_and_mp4_urls(area, media_cache, http_server):
     source = media_cache(SOURCE_SECONDS)
     make_hls(source, http_server.root / "live")
     (http_server.root / "match.mp4").write_bytes(source.read_bytes())
@@ -83,10 +83,10 @@ def test_frame_accurate_from_hls_and_mp4_urls(storage_root, media_cache, http_se
                 {"source": f"{http_server.url}/match.mp4", "start": 0.2, "end": "00:00:01"},
             ],
         },
-        storage_root,
+        area,
     )
     assert results["capture_clips"]["skipped"]
-    frames, span = frames_and_span(storage_root / "vod/cut/cut.m3u8")
+    frames, span = frames_and_span(area / "vod/cut/cut.m3u8")
     assert frames == 30 + 20 and abs(span - 2.0) <= 1 / FPS
     assert abs(results["publish_outputs"]["metadata"]["duration"] - 2.0) <= 1 / FPS
     # Only the segment holding the clip was fetched from the HLS stream.
@@ -94,7 +94,7 @@ def test_frame_accurate_from_hls_and_mp4_urls(storage_root, media_cache, http_se
     assert segments == ["/live/seg001.ts"]
 
 
-def test_date_time_clips_from_a_live_stream(storage_root, media_cache, http_server):
+def test_date_time_clips_from_a_live_stream(area, media_cache, http_server):
     playlist = make_hls(media_cache(SOURCE_SECONDS), http_server.root / "live", program_date_time=True)
     first = hls.parse_media(playlist.read_text()).segments[0].program_date_time
     assert first is not None
@@ -112,9 +112,9 @@ def test_date_time_clips_from_a_live_stream(storage_root, media_cache, http_serv
             "video_preset": "ultrafast",
             "clips": [clip],
         },
-        storage_root,
+        area,
     )
-    frames, span = frames_and_span(storage_root / "vod/live/live.m3u8")
+    frames, span = frames_and_span(area / "vod/live/live.m3u8")
     assert frames == FPS and abs(span - 1.0) <= 1 / FPS
     assert results["fetch_clips"]["clips"] == 1
 
@@ -129,12 +129,12 @@ def test_date_time_clips_from_a_live_stream(storage_root, media_cache, http_serv
         "start": (now + timedelta(seconds=1)).isoformat(),
         "end": (now + timedelta(seconds=SOURCE_SECONDS + 30)).isoformat(),
     }
-    ctx = make_ctx("vodcapture", {"content_id": "l", "output_folder": "o", "clips": [later]}, storage_root)
+    ctx = make_ctx("vodcapture", {"content_id": "l", "output_folder": "o", "clips": [later]}, area)
     with pytest.raises(TransientError, match="not reached the clip's end"):
         steps.fetch_clips(ctx)
 
 
-def test_private_addresses_are_refused_by_the_guard(storage_root, http_server, settings):
+def test_private_addresses_are_refused_by_the_guard(area, http_server, settings):
     settings.TASKENGINE_ALLOW_PRIVATE_URLS = False
     (http_server.root / "a.mp4").write_bytes(b"x")
     ctx = make_ctx(
@@ -144,14 +144,14 @@ def test_private_addresses_are_refused_by_the_guard(storage_root, http_server, s
             "output_folder": "o",
             "clips": [{"source": f"{http_server.url}/a.mp4", "start": 0, "end": 1}],
         },
-        storage_root,
+        area,
     )
     with pytest.raises(PermanentError, match="url not allowed"):
         steps.fetch_clips(ctx)
     assert http_server.requests == []
 
 
-def test_fetching_retries_as_many_times_as_asked(storage_root, http_server):
+def test_fetching_retries_as_many_times_as_asked(area, http_server):
     (http_server.root / "a.mp4").write_bytes(b"media bytes")
     clip = {"source": f"{http_server.url}/a.mp4", "start": 0, "end": 1}
     http_server.failures = 1
@@ -160,7 +160,7 @@ def test_fetching_retries_as_many_times_as_asked(storage_root, http_server):
             make_ctx(
                 "vodcapture",
                 {"content_id": "c", "output_folder": "o", "clips": [clip], "retries": 0},
-                storage_root,
+                area,
             )
         )
     http_server.failures = 1
@@ -168,15 +168,15 @@ def test_fetching_retries_as_many_times_as_asked(storage_root, http_server):
         make_ctx(
             "vodcapture",
             {"content_id": "c", "output_folder": "o", "clips": [clip], "retries": 1},
-            storage_root,
+            area,
         )
     )
     assert result == {"clips": 1, "media_duration": 1.0}
     assert len(http_server.requests) == 3
 
 
-def test_clip_from_an_hls_playlist_in_storage(storage_root, media_cache):
-    make_hls(media_cache(SOURCE_SECONDS), storage_root / "archive/match")
+def test_clip_from_an_hls_playlist_in_storage(area, media_cache):
+    make_hls(media_cache(SOURCE_SECONDS), area / "archive/match")
     results = run_workflow(
         "vodcapture",
         {
@@ -185,9 +185,9 @@ def test_clip_from_an_hls_playlist_in_storage(storage_root, media_cache):
             "segment_duration": 2,
             "clips": [{"source": "archive/match/live.m3u8", "start": 2, "end": 4}],
         },
-        storage_root,
+        area,
     )
-    frames, span = frames_and_span(storage_root / "vod/replay/replay.m3u8")
+    frames, span = frames_and_span(area / "vod/replay/replay.m3u8")
     assert frames == 2 * FPS and abs(span - 2) < 1 / FPS
     assert results["publish_outputs"]["message"] == "vod/replay/replay.m3u8"
 
@@ -195,8 +195,8 @@ def test_clip_from_an_hls_playlist_in_storage(storage_root, media_cache):
 @pytest.mark.parametrize(
     "uri", ["/etc/hostname", "../../outside.ts", "file:///etc/hostname", "{url}/seg000.ts"]
 )
-def test_a_stored_playlist_cannot_point_ffmpeg_elsewhere(storage_root, http_server, uri):
-    folder = storage_root / "uploads"
+def test_a_stored_playlist_cannot_point_ffmpeg_elsewhere(area, http_server, uri):
+    folder = area / "uploads"
     folder.mkdir()
     (http_server.root / "seg000.ts").write_bytes(b"\x47" * 188)
     (folder / "evil.m3u8").write_text(
@@ -211,7 +211,7 @@ def test_a_stored_playlist_cannot_point_ffmpeg_elsewhere(storage_root, http_serv
             "output_folder": "o",
             "clips": [{"source": "uploads/evil.m3u8", "start": 0, "end": 1}],
         },
-        storage_root,
+        area,
     )
     with pytest.raises(PermanentError, match=r"only relative paths|may not contain"):
         steps.fetch_clips(ctx)

@@ -9,7 +9,7 @@ import shutil
 import av
 import pytest
 
-from jobs.media.params import validate_parameters
+from media.params import validate_parameters
 from taskengine_site.errors import DomainError
 from tests.media.conftest import FPS, Recorder, decode, put, run_workflow
 
@@ -17,8 +17,8 @@ SECONDS = 4
 FRAMES = SECONDS * FPS
 
 
-def vodstream(storage_root, media_cache, drm: str, **extra):
-    put(storage_root, media_cache(SECONDS), "incoming/show/source.mp4")
+def vodstream(area, media_cache, drm: str, **extra):
+    put(area, media_cache(SECONDS), "incoming/show/source.mp4")
     parameters = {
         "content_id": "show",
         "source_folder": "incoming/show",
@@ -30,8 +30,8 @@ def vodstream(storage_root, media_cache, drm: str, **extra):
     }
     validate_parameters("vodstream", parameters)
     recorder = Recorder()
-    results = run_workflow("vodstream", parameters, storage_root, recorder)
-    return results, recorder, storage_root / "vod/show"
+    results = run_workflow("vodstream", parameters, area, recorder)
+    return results, recorder, area / "vod/show"
 
 
 def assert_every_rendition_plays(decoded, heights=(360, 240, 144)):
@@ -43,15 +43,13 @@ def assert_every_rendition_plays(decoded, heights=(360, 240, 144)):
     assert decoded["audio"] and all(abs(seconds - SECONDS) < 0.1 for seconds in decoded["audio"])
 
 
-def test_clear_ladder_thumbnail_and_mp4(storage_root, media_cache):
-    results, recorder, out = vodstream(
-        storage_root, media_cache, "clear", thumbnail_time=1.5, generate_mp4=True
-    )
+def test_clear_ladder_thumbnail_and_mp4(area, media_cache):
+    results, recorder, out = vodstream(area, media_cache, "clear", thumbnail_time=1.5, generate_mp4=True)
     final = results["publish_outputs"]
     assert final["message"] == "vod/show/show.m3u8"
     assert abs(final["metadata"]["duration"] - SECONDS) < 1 / FPS
     # ``files`` lists every file written, and only those.
-    on_disk = sorted(p.relative_to(storage_root).as_posix() for p in out.rglob("*") if p.is_file())
+    on_disk = sorted(p.relative_to(area).as_posix() for p in out.rglob("*") if p.is_file())
     assert sorted(final["files"]) == on_disk
     assert {"vod/show/show.jpg", "vod/show/show.mp4", "vod/show/show_360p.m3u8"} <= set(final["files"])
     # No intermediate step claims callback keys: the job callback would count their files twice.
@@ -76,22 +74,22 @@ def test_clear_ladder_thumbnail_and_mp4(storage_root, media_cache):
     assert recorder.progress and max(recorder.progress) == 100.0
 
 
-def test_renditions_are_capped_at_the_source_height(storage_root, media_cache):
-    put(storage_root, media_cache(2, size="320x180", audio=False), "small/a.mp4")
+def test_renditions_are_capped_at_the_source_height(area, media_cache):
+    put(area, media_cache(2, size="320x180", audio=False), "small/a.mp4")
     results = run_workflow(
         "vodstream",
         {"content_id": "small", "source_folder": "small", "segment_duration": 1, "video_preset": "ultrafast"},
-        storage_root,
+        area,
     )
     assert results["transcode_hls"]["renditions"] == ["144p"]
     # output_folder defaults to the source folder; the thumbnail and MP4 were not asked for.
-    decoded = decode(storage_root / "small/small.m3u8")
+    decoded = decode(area / "small/small.m3u8")
     assert [entry["size"] for entry in decoded["video"]] == [(256, 144)] and decoded["audio"] == []
     assert results["create_thumbnail"]["skipped"] and results["create_mp4"]["skipped"]
 
 
-def test_aes_128_needs_its_key(storage_root, media_cache):
-    results, _, out = vodstream(storage_root, media_cache, "aes")
+def test_aes_128_needs_its_key(area, media_cache):
+    results, _, out = vodstream(area, media_cache, "aes")
     key = (out / "show.key").read_bytes()
     assert len(key) == 16 and "vod/show/show.key" in results["publish_outputs"]["files"]
     variant = (out / "show_240p.m3u8").read_text()
@@ -109,8 +107,8 @@ def test_aes_128_needs_its_key(storage_root, media_cache):
         decode(out / "show.m3u8", allowed_extensions="ALL")
 
 
-def test_cenc_needs_its_key(storage_root, media_cache):
-    results, _, out = vodstream(storage_root, media_cache, "cenc")
+def test_cenc_needs_its_key(area, media_cache):
+    results, _, out = vodstream(area, media_cache, "cenc")
     clearkey = json.loads((out / "show.clearkey.json").read_text())
     assert clearkey["kid_hex"] == results["prepare_encryption"]["kid"]
     assert clearkey["keys"][0]["kty"] == "oct" and clearkey["scheme"] == "cenc-aes-ctr"

@@ -14,10 +14,11 @@ from jobs.workflows.registry import PermanentError, StepContext, get_step
 
 @pytest.fixture
 def root(tmp_path, settings):
+    """The storage area of the client ``acme`` whose jobs these tests run."""
     storage = tmp_path / "storage"
-    storage.mkdir()
+    (storage / "acme").mkdir(parents=True)
     settings.TASKENGINE_STORAGE_ROOT = storage
-    return storage
+    return storage / "acme"
 
 
 @pytest.fixture
@@ -159,8 +160,11 @@ def test_an_already_switched_folder_plans_nothing_to_rename(root, run):
         ({"drm": ["rot13"]}, "drm: unknown DRM systems ['rot13']"),
         ({"drm": "widevine", "folder": "vod/missing"}, "folder: 'missing' does not exist"),
         ({"drm": ["widevine"], "folder": "../outside"}, "folder: '../outside' must not contain '..'"),
-        ({"drm": ["widevine"], "folder": "/etc"}, "folder: '/etc' must be relative to the storage root"),
-        ({"drm": ["widevine"], "folder": "."}, "folder: the storage root itself cannot be used"),
+        (
+            {"drm": ["widevine"], "folder": "/etc"},
+            "folder: '/etc' must be relative to the client's storage area",
+        ),
+        ({"drm": ["widevine"], "folder": "."}, "folder: the storage area itself cannot be used"),
         ({"drm": ["widevine"], "source_storage": "S3"}, "storage 'S3' is not supported"),
     ],
 )
@@ -217,7 +221,7 @@ def test_a_symlink_escaping_the_root_is_refused(root, run, tmp_path):
     assert "symbolic link" in str(excinfo.value)
     with pytest.raises(PermanentError) as excinfo:
         run("get_filenames", folder="link/inner")
-    assert "outside the storage root" in str(excinfo.value)
+    assert "outside the client's storage area" in str(excinfo.value)
     assert (outside / "index.m3u8").read_text() == "clear m3u8"
 
 
@@ -239,7 +243,7 @@ def test_delete_folder_removes_the_folder_and_only_it(root, run):
         ("vod/../..", "must not contain '..'"),
         ("/tmp", "must be relative"),
         ("", "a relative path is required"),
-        (".", "the storage root itself"),
+        (".", "the storage area itself"),
         ("vod/file.txt", "is not a folder"),
     ],
 )

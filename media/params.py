@@ -87,8 +87,35 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
 
 
+MAX_PATH_CHARS = 1024
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: none belongs in a path, a URL,
+# a file name or a tool's argument, and each has been used to split a line someone else parses.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _fail(name: str, message: str) -> DomainError:
     return DomainError(f"parameters.{name}: {message}")
+
+
+def has_control(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
+def check_relative_path(name: str, value: Any) -> str:
+    """A path inside the client's storage area: relative, without ``..``, backslashes or controls."""
+    if not isinstance(value, str):
+        raise _fail(name, "must be a path (a string)")
+    if len(value) > MAX_PATH_CHARS:
+        raise _fail(name, f"must be at most {MAX_PATH_CHARS} characters")
+    if has_control(value):
+        raise _fail(name, "must not contain control characters")
+    if "\\" in value:
+        raise _fail(name, "must use '/' between folders, not '\\'")
+    if value.startswith("/"):
+        raise _fail(name, "must be relative to the client's storage area, not absolute")
+    if ".." in value.split("/"):
+        raise _fail(name, "may not contain '..'")
+    return value
 
 
 def _coerce(name: str, spec: Param, value: Any) -> Any:
@@ -265,6 +292,8 @@ def parse_clips(value: Any) -> list[Clip]:
             raise _fail(f"{where}.source", "must be an http(s) URL or a storage path")
         elif clip.wall_clock:
             raise _fail(where, "date-time bounds need an HLS URL source (with program date-times)")
+        else:
+            check_relative_path(f"{where}.source", clip.source)
         clips.append(clip)
     return clips
 
@@ -283,9 +312,9 @@ def validate_parameters(workflow: str, parameters: Any) -> dict[str, Any]:
             raise _fail(name, "is required")
     if not str(values["content_id"]).strip() or "/" in str(values["content_id"]):
         raise _fail("content_id", "must be a non-empty name without '/'")
-    for name in ("source_folder", "output_folder"):
-        if isinstance(values.get(name), str) and ".." in values[name].replace("\\", "/").split("/"):
-            raise _fail(name, "may not contain '..'")
+    for name in ("source_folder", "output_folder", "source_file"):
+        if values.get(name) is not None:
+            check_relative_path(name, values[name])
     if workflow == "vodcapture":
         parse_clips(values["clips"])
     if values["drm"] != "clear" and workflow != "vodstream":

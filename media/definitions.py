@@ -1,12 +1,19 @@
-"""The media workflows' common definitions (issue 8), to be merged into ``COMMON_DEFINITIONS``.
+"""The media app's common workflow definitions, registered by ``media.apps`` at start-up.
 
-Every one ends with ``publish_outputs``, whose result carries the job callback's ``message``, ``files``
-and ``metadata.duration``.
+Every VOD workflow ends with ``publish_outputs``, whose result carries the job callback's ``message``,
+``files`` and ``metadata.duration``. The storage workflows act on files already in the client's area
+(reference: workflows-and-callbacks.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+STORAGE_DEFINITIONS: dict[str, list[dict[str, Any]]] = {
+    "drmswitch": [{"step": "get_filenames"}, {"step": "prepare_switch"}, {"step": "rename_manifests"}],
+    "voddelete": [{"step": "delete_folder"}],
+    "asset_delete": [{"step": "delete_files"}],
+}
 
 MEDIA_DEFINITIONS: dict[str, list[dict[str, Any]]] = {
     "vodstream": [

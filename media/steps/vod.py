@@ -21,11 +21,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jobs.media import commands, hls, storage
-from jobs.media.ffmpeg import encoder_threads, run_ffmpeg
-from jobs.media.params import Clip, parse_clips, resolve_parameters
-from jobs.media.probe import MediaInfo, probe
 from jobs.workflows.registry import PermanentError, StepContext, TransientError, step
+from media import commands, hls, storage
+from media.ffmpeg import encoder_threads, run_ffmpeg
+from media.params import Clip, parse_clips, resolve_parameters
+from media.probe import MediaInfo, probe
 from taskengine_site.errors import DomainError
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.media.ffmpeg import encoder_threads
-from jobs.media.probe import MediaInfo
+from media.ffmpeg import encoder_threads
+from media.probe import MediaInfo
 
 # (height, video kbps) from the top; a source gets the rungs at or below its own height.
 LADDER: tuple[tuple[int, int], ...] = (

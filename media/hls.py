@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urljoin
 
-from jobs.media import storage as media_storage
 from jobs.workflows.registry import PermanentError, StepContext, TransientError
+from media import storage as media_storage
 from taskengine_site.outbound import OutboundResponse
 
 # Bytes asked for per ranged request, and the most a single source file may have.

@@ -1,13 +1,19 @@
 """Where media steps read sources and write outputs, and the local work directory between them.
 
-``source_storage`` / ``destination_storage`` name a storage per job:
+Storage is per client (DESIGN §7): every path a job names is relative to its client's own **area**,
+and nothing it names can leave that area.
 
-- ``local``: files under the step's ``storage_root`` (``settings.TASKENGINE_STORAGE_ROOT``). A path is
-  always relative to that root; one that would leave it (``..``, a symlink pointing out) is refused.
-- ``S3``: any S3-compatible service through django-storages' ``S3Storage`` (boto3), configured by the
-  environment: ``TASKENGINE_S3_BUCKET`` (required), ``TASKENGINE_S3_ENDPOINT_URL`` (for non-AWS
+- ``local``: the area is ``<TASKENGINE_STORAGE_ROOT>/<client>/``. A path that would leave it (absolute,
+  ``..``, a symbolic link pointing out, into another client's area or anywhere else) is refused.
+- ``S3``: the area is every key under ``<TASKENGINE_S3_PREFIX><client>/`` in the bucket, through
+  django-storages' ``S3Storage`` (boto3), configured by the environment: ``TASKENGINE_S3_BUCKET``
+  (required), ``TASKENGINE_S3_PREFIX`` (default empty), ``TASKENGINE_S3_ENDPOINT_URL`` (for non-AWS
   services), ``TASKENGINE_S3_ACCESS_KEY_ID``, ``TASKENGINE_S3_SECRET_ACCESS_KEY``,
   ``TASKENGINE_S3_REGION``. Without keys, boto3's usual credential chain applies.
+
+An operator client acts on another client's area only by naming it: the ``storage_client`` parameter,
+which only an operator's job may set (refused at submission otherwise, and checked again when a step
+runs). Without it an operator's job uses the operator's own area like any other client's.
 
 ffmpeg works on local files, so sources are staged into a per-job work directory
 (``TASKENGINE_WORK_DIR``, default the system temp directory) and outputs are uploaded from there. A
@@ -24,6 +30,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from clients.services import CLIENT_NAME
 from jobs.workflows.registry import PermanentError, StepContext, TransientError
 
 STORAGE_KINDS = ("local", "s3")
@@ -46,6 +53,38 @@ def normalise_key(path: str) -> str:
 
 def join_key(folder: str, name: str) -> str:
     return normalise_key(f"{folder}/{name}" if folder else name)
+
+
+def area_name(client_name: str) -> str:
+    """``client_name`` as its storage area's folder (or key prefix) name; refuses a name that could not
+    be one path component (such clients cannot be created any more; an older one must be renamed)."""
+    if not isinstance(client_name, str) or not CLIENT_NAME.fullmatch(client_name):
+        raise PermanentError(
+            f"client name {client_name!r} cannot name a storage area (letters, digits, '.', '_', '-')"
+        )
+    return client_name
+
+
+def storage_client(ctx: StepContext) -> str:
+    """Whose area this step works in: the job's client, or the client an operator's job names in
+    ``storage_client`` (refused for any other job)."""
+    chosen = ctx.param("storage_client")
+    if chosen is None or chosen == ctx.client_name:
+        return ctx.client_name
+    from clients.models import Client
+
+    if not Client.objects.filter(name=ctx.client_name, is_operator=True).exists():
+        raise PermanentError("parameters.storage_client: only an operator's job may name another client")
+    if not isinstance(chosen, str) or not Client.objects.filter(name=chosen).exists():
+        raise PermanentError(f"parameters.storage_client: no client named {chosen!r}")
+    return chosen
+
+
+def client_root(ctx: StepContext) -> Path:
+    """The local area of this step's client (created): ``<storage root>/<client>``."""
+    root = Path(ctx.storage_root).resolve() / area_name(storage_client(ctx))
+    root.mkdir(parents=True, exist_ok=True)
+    return root.resolve()
 
 
 class Storage(ABC):
@@ -93,10 +132,10 @@ class LocalStorage(Storage):
         self.root = Path(root).resolve()
 
     def path(self, key: str) -> Path:
-        """The local path of ``key``; refuses one that resolves outside the root (through a symlink)."""
+        """The local path of ``key``; refuses one that resolves outside the area (through a symlink)."""
         path = (self.root / normalise_key(key)).resolve()
         if path != self.root and not path.is_relative_to(self.root):
-            raise PermanentError(f"storage path {key!r} leaves the storage root")
+            raise PermanentError(f"storage path {key!r} leads out of the client's storage area")
         return path
 
     def list_files(self, folder: str) -> list[str]:
@@ -163,13 +202,25 @@ def s3_settings() -> dict[str, Any]:
     return options
 
 
+def s3_prefix() -> str:
+    """``TASKENGINE_S3_PREFIX``: the key prefix under which every client's area lies (may be empty)."""
+    prefix = os.environ.get("TASKENGINE_S3_PREFIX", "").strip()
+    return normalise_key(prefix) + "/" if normalise_key(prefix) else ""
+
+
 class S3MediaStorage(Storage):
+    """Keys under ``<prefix><client>/`` of the bucket; every key a step names is relative to that."""
+
     kind = "s3"
 
-    def __init__(self) -> None:
+    def __init__(self, area: str) -> None:
         from storages.backends.s3 import S3Storage
 
         self.backend = S3Storage(**s3_settings())
+        self.prefix = f"{s3_prefix()}{area_name(area)}/"
+
+    def _key(self, key: str) -> str:
+        return self.prefix + normalise_key(key)
 
     @property
     def bucket(self) -> Any:
@@ -190,7 +241,7 @@ class S3MediaStorage(Storage):
 
     def list_files(self, folder: str) -> list[str]:
         prefix = normalise_key(folder)
-        prefix = f"{prefix}/" if prefix else ""
+        prefix = self.prefix + (f"{prefix}/" if prefix else "")
         objects = self._call("list", lambda: list(self.bucket.objects.filter(Prefix=prefix)))
         return sorted(obj.key[len(prefix) :] for obj in objects if not obj.key.endswith("/"))
 
@@ -198,7 +249,7 @@ class S3MediaStorage(Storage):
         from botocore.exceptions import ClientError
 
         try:
-            return int(self.bucket.Object(normalise_key(key)).content_length)
+            return int(self.bucket.Object(self._key(key)).content_length)
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -206,7 +257,7 @@ class S3MediaStorage(Storage):
 
     def download(self, key: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        self._call(f"download {key}", self.bucket.download_file, normalise_key(key), str(target))
+        self._call(f"download {key}", self.bucket.download_file, self._key(key), str(target))
 
     def upload(self, source: Path, key: str) -> None:
         content_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
@@ -214,18 +265,18 @@ class S3MediaStorage(Storage):
             f"upload {key}",
             self.bucket.upload_file,
             str(source),
-            normalise_key(key),
+            self._key(key),
             ExtraArgs={"ContentType": content_type},
         )
 
 
 def get_storage(kind: Any, ctx: StepContext) -> Storage:
-    """The storage named ``kind`` (``local`` or ``S3``, any case) for this step."""
+    """The storage named ``kind`` (``local`` or ``S3``, any case): this step's client's area in it."""
     name = str(kind or "local").lower()
     if name == "local":
-        return LocalStorage(ctx.storage_root)
+        return LocalStorage(client_root(ctx))
     if name == "s3":
-        return S3MediaStorage()
+        return S3MediaStorage(storage_client(ctx))
     raise PermanentError(f"storage {kind!r} is not supported (one of: local, S3)")
 
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.media.ffmpeg import ffmpeg_exe
 from jobs.workflows.registry import PermanentError
+from media.ffmpeg import ffmpeg_exe
 
 PROBE_TIMEOUT_SECONDS = 60
 

@@ -1,8 +1,8 @@
-"""Steps on the local storage root (``settings.TASKENGINE_STORAGE_ROOT``): ``drmswitch``, ``voddelete``
-and ``asset_delete``.
+"""Steps on the client's local storage area (``<TASKENGINE_STORAGE_ROOT>/<client>``, ``media.storage``):
+``drmswitch``, ``voddelete`` and ``asset_delete``.
 
-Every path a job names is relative to the storage root; a path that is absolute, or that resolves
-(symbolic links included) outside the root, is refused with a permanent error.
+Every path a job names is relative to its client's area; a path that is absolute, or that resolves
+(symbolic links included) outside the area, is refused with a permanent error.
 
 DRM switch convention
 ---------------------
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.workflows.registry import PermanentError, StepContext, TransientError, step
+from media import storage as media_storage
 
 MANIFEST_SUFFIXES = (".m3u8", ".mpd")
 VARIANTS = ("clear", "drm")
@@ -44,7 +45,7 @@ def _root(ctx: StepContext) -> Path:
     storage = ctx.param("source_storage") or ctx.param("destination_storage") or "local"
     if str(storage).lower() != "local":
         raise PermanentError(f"storage {storage!r} is not supported by this engine (only local)")
-    return Path(ctx.storage_root).resolve()
+    return media_storage.client_root(ctx)
 
 
 def resolve_path(root: Path, relative: Any, *, what: str) -> Path:
@@ -57,14 +58,14 @@ def resolve_path(root: Path, relative: Any, *, what: str) -> Path:
         raise PermanentError(f"{what}: invalid path")
     candidate = Path(relative)
     if candidate.is_absolute():
-        raise PermanentError(f"{what}: {relative!r} must be relative to the storage root")
+        raise PermanentError(f"{what}: {relative!r} must be relative to the client's storage area")
     if ".." in candidate.parts:
         raise PermanentError(f"{what}: {relative!r} must not contain '..'")
     if not candidate.parts:
         return root
     parent = (root / candidate).parent.resolve()
     if not parent.is_relative_to(root):
-        raise PermanentError(f"{what}: {relative!r} is outside the storage root")
+        raise PermanentError(f"{what}: {relative!r} is outside the client's storage area")
     return parent / candidate.name
 
 
@@ -72,7 +73,7 @@ def _folder(ctx: StepContext) -> tuple[Path, Path]:
     root = _root(ctx)
     folder = resolve_path(root, ctx.param("folder"), what="folder")
     if folder == root:
-        raise PermanentError("folder: the storage root itself cannot be used")
+        raise PermanentError("folder: the storage area itself cannot be used")
     if folder.is_symlink():
         raise PermanentError(f"folder: {folder.relative_to(root).as_posix()!r} is a symbolic link")
     return root, folder
@@ -275,7 +276,7 @@ def delete_folder(ctx: StepContext) -> dict[str, Any]:
 
 @step("delete_files")
 def delete_files(ctx: StepContext) -> dict[str, Any]:
-    """Delete each of ``files`` (paths under the storage root); files already absent are reported."""
+    """Delete each of ``files`` (paths in the client's storage area); files already absent are reported."""
     root = _root(ctx)
     files = ctx.param("files")
     if isinstance(files, str):

@@ -1,0 +1,77 @@
+"""Media services: what operators do to the storage outside a job."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from clients.models import Client
+from media import storage
+from taskengine_site.errors import DomainError
+
+
+@dataclass
+class StorageMove:
+    """What ``storage_move_to_client`` moved (or would move), and what it left where it was."""
+
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+
+def storage_move_to_client(*, client: Client, kind: str = "local", dry_run: bool = False) -> StorageMove:
+    """Move a shared storage layout into ``client``'s area (for a deployment that predates areas).
+
+    Everything at the top of the storage (the local root, or the S3 prefix) that is not already some
+    client's area moves into ``client``'s: ``vod/x`` becomes ``<client>/vod/x``. An entry whose target
+    already exists is left in place and reported as a conflict. Local moves are renames (the root is
+    one file system); S3 objects are copied, then deleted.
+    """
+    area = storage.area_name(client.name)
+    areas = set(Client.objects.values_list("name", flat=True))
+    if kind == "local":
+        return _move_local(Path(settings.TASKENGINE_STORAGE_ROOT), area, areas, dry_run)
+    if kind == "s3":
+        return _move_s3(area, areas, dry_run)
+    raise DomainError(f"storage {kind!r} is not supported (one of: local, s3)")
+
+
+def _move_local(root: Path, area: str, areas: set[str], dry_run: bool) -> StorageMove:
+    outcome = StorageMove()
+    if not root.is_dir():
+        return outcome
+    target_area = root / area
+    for entry in sorted(root.iterdir()):
+        if entry.name in areas:
+            continue
+        target = target_area / entry.name
+        if target.exists() or target.is_symlink():
+            outcome.conflicts.append(entry.name)
+            continue
+        outcome.moved.append((entry.name, f"{area}/{entry.name}"))
+        if not dry_run:
+            target_area.mkdir(exist_ok=True)
+            os.rename(entry, target)
+    return outcome
+
+
+def _move_s3(area: str, areas: set[str], dry_run: bool) -> StorageMove:
+    outcome = StorageMove()
+    remote = storage.S3MediaStorage(area)
+    prefix = storage.s3_prefix()
+    bucket = remote.bucket
+    for obj in sorted(bucket.objects.filter(Prefix=prefix), key=lambda o: o.key):
+        relative = obj.key[len(prefix) :]
+        if relative.split("/", 1)[0] in areas or obj.key.endswith("/"):
+            continue
+        target = f"{prefix}{area}/{relative}"
+        if remote.exists(relative):
+            outcome.conflicts.append(relative)
+            continue
+        outcome.moved.append((relative, f"{area}/{relative}"))
+        if not dry_run:
+            bucket.Object(target).copy_from(CopySource={"Bucket": bucket.name, "Key": obj.key})
+            obj.delete()
+    return outcome
