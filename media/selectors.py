@@ -24,3 +24,9 @@ def job_key_documents(*, job_id: int) -> list[dict[str, Any]]:
     """The keys as the owning client is given them; raises ``SecretUnreadable`` when a stored key
     cannot be decrypted with the configured keys."""
     return [key.document() for key in job_content_keys(job_id=job_id)]
+
+
+def job_callback_keys(job_id: int) -> dict[str, Any]:
+    """The fields a signed job callback adds for job ``job_id``: ``keys``, when it has any."""
+    documents = job_key_documents(job_id=job_id)
+    return {"keys": documents} if documents else {}

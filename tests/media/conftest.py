@@ -19,6 +19,9 @@ from jobs.workflows.registry import StepContext, get_step, load_steps
 from media.definitions import MEDIA_DEFINITIONS
 from media.ffmpeg import ffmpeg_exe
 
+# The callback receiver, for the signed job callbacks that carry content keys.
+from tests.callbacks.support import allow_loopback, receiver  # noqa: F401
+
 # The engine tests' in-process broker and submission fixtures, for the engine-level media test.
 from tests.engine.conftest import broker, committed, submit, te_client  # noqa: F401
 

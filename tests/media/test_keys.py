@@ -14,13 +14,19 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
+from standardwebhooks.webhooks import Webhook
 
 from clients import crypto
 from clients.models import Client
-from jobs.models import Job
+from jobs import callbacks
+from jobs.models import Job, Task
+from jobs.states import JobState
 from jobs.workflows.registry import PermanentError, get_step, load_steps
+from logs.models import LogEntry
 from media.models import ContentKey
 from media.services import content_key_make
+from scheduling.models import CallbackDelivery
+from taskengine_site import webhooks
 from tests.media.conftest import FPS, Recorder, decode, make_ctx, put, run_workflow, with_local_key
 
 KEY_URI = "https://keys.example.com/show/key"
@@ -235,3 +241,72 @@ def test_a_key_uri_with_a_line_break_never_reaches_the_key_info_file(area, area_
     with pytest.raises(PermanentError, match="key_uri"):
         prepare(job, area, 1, drm=["aes"], key_uri=f"{KEY_URI}\n/etc/passwd")
     assert not ContentKey.objects.filter(job=job).exists()
+
+
+@pytest.fixture
+def keyed_job(make_client, receiver, allow_loopback):
+    """``keyed_job(signed) -> (job, key document, secret)``: a finished vodstream job with a CENC key
+    and one callback endpoint on the test receiver."""
+
+    def factory(signed: bool) -> tuple[Job, dict[str, Any], str]:
+        secret = webhooks.generate_secret() if signed else ""
+        client, _ = make_client(webhook_secret=secret)
+        job = Job.objects.create(
+            client=client,
+            workflow="vodstream",
+            run_at=timezone.now(),
+            queue_state=JobState.COMPLETED,
+            parameters={"content_id": "show", "rest_endpoints": [receiver.url("/cb")]},
+        )
+        Task.objects.create(job=job, position=0, name="prepare_encryption")
+        key = content_key_make(job_id=job.pk, kind="cenc")
+        return job, key.document(), secret
+
+    return factory
+
+
+def send_callbacks(job: Job) -> None:
+    for row in CallbackDelivery.objects.filter(job=job).order_by("id"):
+        assert callbacks.callback_deliver(delivery_id=row.pk) == "sent"
+
+
+@pytest.mark.django_db
+def test_the_signed_job_callback_carries_the_keys_and_verifies(keyed_job, receiver):
+    job, document, secret = keyed_job(signed=True)
+    callbacks.task_event(Task.objects.get(job=job).pk, "start")
+    callbacks.job_finished(job.pk)
+    send_callbacks(job)
+    task_event, job_callback = receiver.received("/cb")
+    payload = Webhook(secret).verify(job_callback.body.decode(), job_callback.headers)
+    assert payload["keys"] == [document]
+    # Task callbacks carry no key; the stored bodies (and so the admin's deliveries list) hold none.
+    assert "keys" not in Webhook(secret).verify(task_event.body.decode(), task_event.headers)
+    stored = list(CallbackDelivery.objects.filter(job=job).values_list("body", flat=True))
+    assert all(document["key_hex"] not in body and '"keys"' not in body for body in stored)
+    assert document["key_hex"] not in json.dumps(list(LogEntry.objects.values_list("message", flat=True)))
+
+
+@pytest.mark.django_db
+def test_an_unsigned_job_callback_carries_no_keys(keyed_job, receiver):
+    job, document, _ = keyed_job(signed=False)
+    callbacks.job_finished(job.pk)
+    send_callbacks(job)
+    (sent,) = receiver.received("/cb")
+    assert "webhook-signature" not in {name.lower() for name in sent.headers}
+    assert "keys" not in sent.json() and document["key_hex"] not in sent.body.decode()
+    assert sent.body == CallbackDelivery.objects.get(job=job).body.encode()
+
+
+@pytest.mark.django_db
+def test_a_signed_callback_whose_keys_cannot_be_decrypted_is_not_sent(keyed_job, receiver, settings):
+    job, document, _ = keyed_job(signed=True)
+    # The key re-encrypted under a key the configuration then loses; the webhook secret stays readable.
+    settings.TASKENGINE_SECRETS_KEY = "a-key-that-is-gone-afterwards"
+    ContentKey.objects.filter(job=job).update(key=document["key_hex"])
+    settings.TASKENGINE_SECRETS_KEY = ""
+    callbacks.job_finished(job.pk)
+    (row,) = CallbackDelivery.objects.filter(job=job)
+    assert callbacks.callback_deliver(delivery_id=row.pk) == "failed"
+    row.refresh_from_db()
+    assert row.last_error == "the job's content keys cannot be decrypted with the configured keys"
+    assert receiver.received("/cb") == []
