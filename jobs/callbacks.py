@@ -15,6 +15,11 @@ still pending, and each finished delivery publishes the next. A beat schedule
 
 The job callback's ``files`` and ``metadata`` come from the results of the job's completed tasks: a
 step that returns ``{"files": [...]}`` or ``{"metadata": {...}}`` (or a ``duration``) contributes them.
+
+Secret fields (the media app's content ``keys``, through ``registry.register_job_callback_fields``) go
+only into a signed job callback, and only as it is sent: the stored body never holds them, so the
+deliveries table (and its admin page) holds no plaintext secret, and a client without a webhook secret
+gets none. They are the same on every attempt, so a retried delivery sends the same body.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from django.utils import timezone
 
 from clients.crypto import SecretUnreadable
 from jobs.models import Job, Task, WorkflowDefinition
+from jobs.workflows import registry
 from logs.models import Severity
 from logs.services import job_log
 from scheduling.models import CallbackDelivery
@@ -164,7 +170,7 @@ def _collect_outputs(job: Job) -> tuple[list[Any], dict[str, Any], str]:
 def _record(
     job: Job, *, task_id: int, kind: str, event: str, payload: dict[str, Any], endpoints: list[str]
 ) -> None:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
+    body = _serialise(payload)
     rows = CallbackDelivery.objects.bulk_create(
         CallbackDelivery(
             job_id=job.pk,
@@ -200,6 +206,20 @@ def retry_delays() -> tuple[int, ...]:
     visibility = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600))  # type: ignore[call-overload]
     ceiling = max(1, int(visibility * 0.8))
     return tuple(min(int(delay), ceiling) for delay in delays)
+
+
+def _with_secret_fields(body: str, job_id: int) -> str:
+    """The stored job callback ``body`` with the registered secret fields of job ``job_id`` added."""
+    extra = registry.job_callback_fields(job_id)
+    if not extra:
+        return body
+    payload = json.loads(body)
+    payload.update(extra)
+    return _serialise(payload)
+
+
+def _serialise(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def _describe(row: CallbackDelivery, task_name: str | None) -> str:
@@ -265,9 +285,22 @@ def callback_deliver(*, delivery_id: int) -> str:
             ),
             outcome="failed",
         )
+    body = row.body
+    if secret and row.kind == "job":
+        try:
+            body = _with_secret_fields(row.body, job.pk)
+        except SecretUnreadable:
+            return _finish(
+                row,
+                lease_until,
+                state=CallbackDelivery.State.FAILED,
+                error="the job's content keys cannot be decrypted with the configured keys",
+                log=(f"{what} to {url} not sent: the job's content keys cannot be decrypted", Severity.ERROR),
+                outcome="failed",
+            )
     if secret:
         try:
-            headers.update(webhooks.headers(secret, row.webhook_id, row.body))
+            headers.update(webhooks.headers(secret, row.webhook_id, body))
         except Exception:
             # Sending unsigned would let a receiver that checks signatures accept nothing, or worse,
             # one that does not check learn nothing is wrong: refuse, and say why.
@@ -284,7 +317,7 @@ def callback_deliver(*, delivery_id: int) -> str:
         response = outbound.request(
             "POST",
             row.url,
-            data=row.body.encode(),
+            data=body.encode(),
             headers=headers,
             timeout=TIMEOUT,
             max_bytes=MAX_RESPONSE_BYTES,

@@ -1,15 +1,19 @@
-"""Media services: what operators do to the storage outside a job."""
+"""Media services: the content keys a job's steps make, and what operators do to the storage outside
+a job."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 
 from clients.models import Client
 from media import storage
+from media.models import ContentKey
 from taskengine_site.errors import DomainError
 
 
@@ -75,3 +79,35 @@ def _move_s3(area: str, areas: set[str], dry_run: bool) -> StorageMove:
             bucket.Object(target).copy_from(CopySource={"Bucket": bucket.name, "Key": obj.key})
             obj.delete()
     return outcome
+
+
+def content_key_make(*, job_id: int, kind: str, key_uri: str = "") -> ContentKey:
+    """The content key of job ``job_id``: made by the first call, the same row on every later one.
+
+    A retried step, or two attempts racing, must never encrypt one job's output under two keys: the
+    row is unique per job, and the attempt that loses the insert reads the winner's. ``kind`` is
+    ``aes`` (a random IV too, named with ``key_uri`` in the playlists) or ``cenc`` (a random key id).
+    A job whose key was made for another kind is refused: its output would not match its key.
+    """
+    if kind not in ContentKey.Kind.values:
+        raise DomainError(f"no content key of kind {kind!r}")
+    existing = ContentKey.objects.filter(job_id=job_id).first()
+    if existing is None:
+        aes = kind == ContentKey.Kind.AES
+        try:
+            # A savepoint: the caller's transaction (if any) survives losing the race.
+            with transaction.atomic():
+                return ContentKey.objects.create(
+                    job_id=job_id,
+                    kind=kind,
+                    key=secrets.token_bytes(16).hex(),
+                    # Without an IV ffmpeg encrypts every segment with IV 0; a random one is unpredictable.
+                    iv=secrets.token_bytes(16).hex() if aes else "",
+                    key_id="" if aes else secrets.token_bytes(16).hex(),
+                    key_uri=key_uri if aes else "",
+                )
+        except IntegrityError:
+            existing = ContentKey.objects.get(job_id=job_id)
+    if existing.kind != kind:
+        raise DomainError(f"job {job_id} already has a {existing.kind} key, not {kind}")
+    return existing

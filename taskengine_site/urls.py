@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from jobs.api.views import DashboardView, JobViewSet
 from logs.api.views import JobLogView
+from media.api.views import JobKeysView
 from scheduling.api.views import SchedulerView, SchedulesView
 from settings_app.api.views import SettingsView
 from taskengine_site.console import queue_data, queue_page
@@ -24,6 +25,7 @@ urlpatterns = [
         name="job-detail",
     ),
     path("jobs/<int:pk>/rerun", JobViewSet.as_view({"post": "rerun"}), name="job-rerun"),
+    path("jobs/<int:pk>/keys", JobKeysView.as_view(), name="job-keys"),
     path("logs/<int:pk>", JobLogView.as_view(), name="job-logs"),
     path("schedules", SchedulesView.as_view(), name="schedules"),
     path("scheduler", SchedulerView.as_view(), name="scheduler"),

@@ -7,8 +7,9 @@ once or ``TransientError`` (or any other exception) to be retried up to ``retry_
 Apps that bring workflows of their own (``media``) register them from their ``AppConfig.ready`` with
 ``register_workflows``: their common definitions, and a validation hook that ``job_submit`` runs on the
 parameters of a job of one of those workflows. ``register_job_cleanup`` adds what the engine's clean-up
-must also remove for a deleted job (the media app's staged files). The engine and the job services call
-these hooks and never import the apps that register them.
+must also remove for a deleted job (the media app's staged files); ``register_job_callback_fields`` adds
+secret fields to a signed job callback (the media app's content keys). The engine, the job services and
+the callbacks call these hooks and never import the apps that register them.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ class SubmissionCheck:
 Validator = Callable[[str, dict[str, Any], "Client"], SubmissionCheck | None]
 VALIDATORS: dict[str, Validator] = {}
 JOB_CLEANUPS: list[Callable[[int], None]] = []
+JOB_CALLBACK_FIELDS: list[Callable[[int], dict[str, Any]]] = []
 
 
 def register_workflows(definitions: dict[str, list[dict[str, Any]]], *, validate: Validator | None) -> None:
@@ -198,6 +200,25 @@ def register_job_cleanup(fn: Callable[[int], None]) -> None:
 def cleanup_job(job_id: int) -> None:
     for fn in JOB_CLEANUPS:
         fn(job_id)
+
+
+def register_job_callback_fields(fn: Callable[[int], dict[str, Any]]) -> None:
+    """``fn(job_id)`` returns secret fields that a **signed** job callback of that job carries.
+
+    They are added to the body only as it is signed and sent, never to the body stored with the
+    delivery, and never to an unsigned callback: a secret must not rest in plaintext in the database
+    nor travel to an endpoint that cannot tell the engine's requests from anyone else's.
+    """
+    if fn not in JOB_CALLBACK_FIELDS:
+        JOB_CALLBACK_FIELDS.append(fn)
+
+
+def job_callback_fields(job_id: int) -> dict[str, Any]:
+    """Every registered hook's fields for job ``job_id``'s signed job callback, merged in order."""
+    fields: dict[str, Any] = {}
+    for fn in JOB_CALLBACK_FIELDS:
+        fields.update(fn(job_id))
+    return fields
 
 
 def resolve_definition(client_id: int, workflow: str) -> tuple[list[dict[str, Any]], bool] | None:

@@ -12,20 +12,23 @@ workflow, ``publish_outputs``, checks those files exist and returns
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from clients.crypto import SecretUnreadable
 from jobs.workflows.registry import PermanentError, StepContext, TransientError, step
 from media import commands, hls, storage
 from media.ffmpeg import encoder_threads, run_ffmpeg
+from media.models import ContentKey
 from media.params import Clip, parse_clips, resolve_parameters
 from media.probe import MediaInfo, probe
+from media.selectors import content_key_get
+from media.services import content_key_make
 from taskengine_site.errors import DomainError
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
@@ -193,51 +196,31 @@ def publish_outputs(ctx: StepContext) -> dict[str, Any]:
 
 @step("prepare_encryption")
 def prepare_encryption(ctx: StepContext) -> dict[str, Any]:
-    """Makes the content key for ``drm`` ``aes`` (HLS AES-128) or ``cenc`` (clear-key CENC).
+    """Makes the job's content key for ``drm`` ``aes`` (HLS AES-128) or ``cenc`` (clear-key CENC).
 
-    The key is written to the destination beside the VOD (``{content_id}.key`` and ``.keyinfo`` for
-    AES-128; ``{content_id}.clearkey.json`` for CENC, in the W3C Clear Key format), never to the job's
-    results, which the API shows.
+    The key is a secret: it is stored encrypted in the database (``ContentKey``), given to the owning
+    client only by ``GET /jobs/<id>/keys`` and the signed job callback, and never written to storage
+    nor to a step's result (the API shows results). AES-128 playlists name the client's ``key_uri``.
+    A retried attempt gets the key the first one made.
     """
     p = params(ctx)
     mode = p["drm"]
     if mode == "clear":
         return {"drm": "clear"}
-    dest = storage.destination_storage(ctx)
-    key = secrets.token_bytes(16)
-    content_id = p["content_id"]
+    key_uri = str(p.get("key_uri") or "") if mode == "aes" else ""
+    if mode == "aes" and (not key_uri or not key_uri.isprintable()):
+        # The URI is one line of ffmpeg's key-info file: a line break would make the next line name
+        # another file as the key.
+        raise PermanentError("drm aes needs a key_uri without control characters")
+    try:
+        key = content_key_make(job_id=ctx.job_id, kind=mode, key_uri=key_uri)
+    except DomainError as exc:
+        raise PermanentError(exc.message) from None
     if mode == "aes":
-        key_name = f"{content_id}.key"
-        key_key = _output_key(p, key_name)
-        info_key = _output_key(p, f"{content_id}.keyinfo")
-        # Without an IV ffmpeg encrypts every segment with IV 0; a random one is not predictable.
-        iv = secrets.token_bytes(16).hex()
-        dest.write_bytes(key_key, key)
-        dest.write_bytes(info_key, f"{p['key_uri']}\n{key_name}\n{iv}\n".encode())
-        ctx.log(f"AES-128 key made; playlists will name it as {p['key_uri']}")
-        return {
-            "drm": "aes",
-            "key_file": key_key,
-            "key_uri": p["key_uri"],
-            "iv": iv,
-            "written": [key_key, info_key],
-        }
-    kid = secrets.token_bytes(16)
-    clearkey = {
-        "keys": [{"kty": "oct", "kid": _b64url(kid), "k": _b64url(key)}],
-        "type": "temporary",
-        "kid_hex": kid.hex(),
-        "key_hex": key.hex(),
-        "scheme": "cenc-aes-ctr",
-    }
-    key_key = _output_key(p, f"{content_id}.clearkey.json")
-    dest.write_bytes(key_key, json.dumps(clearkey, indent=2).encode())
-    ctx.log(f"CENC key made, key id {kid.hex()}")
-    return {"drm": "cenc", "key_file": key_key, "kid": kid.hex(), "written": [key_key]}
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+        ctx.log(f"AES-128 key ready; playlists will name it as {key.key_uri}")
+        return {"drm": "aes", "key_uri": key.key_uri}
+    ctx.log(f"CENC key ready, key id {key.key_id}")
+    return {"drm": "cenc", "kid": key.key_id}
 
 
 @step("transcode_hls")
@@ -253,17 +236,17 @@ def transcode_hls(ctx: StepContext) -> dict[str, Any]:
     keyinfo = None
     cenc_key = cenc_kid = None
     dest = storage.destination_storage(ctx)
-    encryption = ctx.results.get("prepare_encryption") or {}
-    if p["drm"] != "clear" and encryption.get("drm") != p["drm"]:
-        raise PermanentError(f"drm {p['drm']} needs the prepare_encryption step before transcode_hls")
-    if p["drm"] == "aes":
-        key_path = storage.work_dir(ctx, "keys") / "aes.key"
-        key_path.write_bytes(dest.read_bytes(encryption["key_file"]))
-        keyinfo = storage.work_dir(ctx, "keys") / "aes.keyinfo"
-        keyinfo.write_text(f"{encryption['key_uri']}\n{key_path}\n{encryption['iv']}\n")
-    elif p["drm"] == "cenc":
-        clearkey = json.loads(dest.read_bytes(encryption["key_file"]))
-        cenc_key, cenc_kid = clearkey["key_hex"], clearkey["kid_hex"]
+    content_key = _content_key(ctx, p["drm"])
+    # ffmpeg reads an AES-128 key through a key-info file; both live in the job's work dir (never in
+    # ``out``, which is published) and go as soon as the encode is over.
+    keys = _fresh_dir(ctx, "keys")
+    if content_key is not None and content_key.kind == ContentKey.Kind.AES:
+        key_path = _private_file(keys / "aes.key", bytes.fromhex(content_key.key_hex()))
+        keyinfo = _private_file(
+            keys / "aes.keyinfo", f"{content_key.key_uri}\n{key_path}\n{content_key.iv}\n".encode()
+        )
+    elif content_key is not None:
+        cenc_key, cenc_kid = content_key.key_hex(), content_key.key_id
     args = commands.hls_ladder_args(
         sources.input_args,
         info,
@@ -280,7 +263,12 @@ def transcode_hls(ctx: StepContext) -> dict[str, Any]:
         f"Encoding {info.duration:.1f} s into {len(ladder)} rendition(s): "
         f"{', '.join(r.name for r in ladder)} (drm {p['drm']})"
     )
-    run = run_ffmpeg(args, ctx, duration=info.duration, label="HLS encode", progress_span=(0, 95), cwd=out)
+    try:
+        run = run_ffmpeg(
+            args, ctx, duration=info.duration, label="HLS encode", progress_span=(0, 95), cwd=out
+        )
+    finally:
+        shutil.rmtree(keys, ignore_errors=True)
     master_file = out / commands.MASTER_FROM_FFMPEG
     variants = hls.parse_master(master_file.read_text())
     master_file.unlink()
@@ -299,6 +287,32 @@ def transcode_hls(ctx: StepContext) -> dict[str, Any]:
         "written": written,
         "media_duration": info.duration,
     }
+
+
+def _content_key(ctx: StepContext, drm: str) -> ContentKey | None:
+    """The key ``prepare_encryption`` made for this job (None for clear output)."""
+    if drm == "clear":
+        return None
+    encryption = ctx.results.get("prepare_encryption") or {}
+    content_key = content_key_get(job_id=ctx.job_id)
+    if encryption.get("drm") != drm or content_key is None or content_key.kind != drm:
+        raise PermanentError(f"drm {drm} needs the prepare_encryption step before transcode_hls")
+    if drm == ContentKey.Kind.AES and not content_key.key_uri.isprintable():
+        raise PermanentError("the job's key_uri holds control characters")
+    try:
+        content_key.key_hex()
+    except SecretUnreadable:
+        # Retrying cannot help: the key it was made with is gone from the configuration.
+        raise PermanentError("the job's content key cannot be decrypted with the configured keys") from None
+    return content_key
+
+
+def _private_file(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` readable by this user only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    return path
 
 
 def _peak_bandwidth(out: Path, prefix: str) -> int:

@@ -14,6 +14,7 @@ EXPECTED = {
     "/jobs": {"get"},
     "/jobs/{id}": {"get", "put", "patch"},
     "/jobs/{id}/rerun": {"post"},
+    "/jobs/{id}/keys": {"get"},
     "/logs/{id}": {"get"},
     "/schedules": {"get"},
     "/scheduler": {"put"},
@@ -78,8 +79,24 @@ def test_documented_responses_and_parameters(db: Any) -> None:
     assert set(paths["/settings"]["post"]["responses"]) >= {"200", "400", "403"}
     job = paths["/jobs/{id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert job == {"$ref": "#/components/schemas/JobDetail"}
+    assert set(paths["/jobs/{id}/keys"]["get"]["responses"]) >= {"200", "401", "404"}
     submit = paths["/job"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert submit == {"$ref": "#/components/schemas/JobSubmit"}
+
+
+def test_the_keys_route_documents_both_kinds_of_key(db: Any) -> None:
+    document = schema()
+    answer = document["paths"]["/jobs/{id}/keys"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert answer["schema"] == {"$ref": "#/components/schemas/JobKeys"}
+    components = document["components"]["schemas"]
+    keys = components["JobKeys"]["properties"]["keys"]
+    assert keys["type"] == "array"
+    assert keys["items"]["$ref"] == "#/components/schemas/ContentKey"
+    content_key = components["ContentKey"]
+    assert content_key["discriminator"]["propertyName"] == "kind"
+    assert set(content_key["discriminator"]["mapping"]) == {"aes", "cenc"}
+    assert set(components["AesKey"]["required"]) == {"kind", "key_hex", "iv_hex", "key_uri"}
+    assert set(components["CencKey"]["required"]) == {"kind", "kid_hex", "key_hex", "clearkey"}
 
 
 def test_request_schemas_refuse_unknown_fields(db: Any) -> None:

@@ -19,6 +19,9 @@ from jobs.workflows.registry import StepContext, get_step, load_steps
 from media.definitions import MEDIA_DEFINITIONS
 from media.ffmpeg import ffmpeg_exe
 
+# The callback receiver, for the signed job callbacks that carry content keys.
+from tests.callbacks.support import allow_loopback, receiver  # noqa: F401
+
 # The engine tests' in-process broker and submission fixtures, for the engine-level media test.
 from tests.engine.conftest import broker, committed, submit, te_client  # noqa: F401
 
@@ -128,11 +131,18 @@ def make_ctx(
 
 
 def run_workflow(
-    workflow: str, parameters: dict[str, Any], area: Path, recorder: Recorder | None = None
+    workflow: str,
+    parameters: dict[str, Any],
+    area: Path,
+    recorder: Recorder | None = None,
+    *,
+    job_id: int | None = None,
 ) -> dict[str, Any]:
-    """Run every step of the common definition in order; the results by step name."""
+    """Run every step of the common definition in order; the results by step name.
+
+    ``job_id`` is a real job's (``area_job``) when a step keeps rows of its own (content keys)."""
     load_steps()
-    job_id = next(_job_ids)
+    job_id = job_id or next(_job_ids)
     results: dict[str, Any] = {}
     for item in MEDIA_DEFINITIONS[workflow]:
         ctx = make_ctx(
@@ -146,6 +156,35 @@ def run_workflow(
         )
         results[item["step"]] = get_step(item["step"]).fn(ctx)
     return results
+
+
+@pytest.fixture
+def area_job(make_client):
+    """``area_job(area, parameters, workflow="vodstream") -> Job``: a job row of the client that owns
+    ``area``, for the steps that keep rows of their own (``prepare_encryption``'s content key)."""
+    from django.utils import timezone
+
+    from clients.models import Client
+    from jobs.models import Job
+
+    def factory(area: Path, parameters: dict[str, Any], workflow: str = "vodstream") -> Job:
+        client = Client.objects.filter(name=area.name).first() or make_client(area.name)[0]
+        return Job.objects.create(
+            client=client, workflow=workflow, run_at=timezone.now(), parameters=parameters
+        )
+
+    return factory
+
+
+def with_local_key(folder: Path, key_uri: str, key: bytes, target: Path) -> Path:
+    """A copy of a published AES-128 HLS ``folder`` in ``target`` whose playlists name a local copy of
+    ``key`` instead of the client's ``key_uri``: what a player gets from the client's key server."""
+    shutil.copytree(folder, target)
+    (target / "local.key").write_bytes(key)
+    for playlist in target.rglob("*.m3u8"):
+        text = playlist.read_text()
+        playlist.write_text(text.replace(f'URI="{key_uri}"', 'URI="local.key"'))
+    return target
 
 
 def put(area: Path, source: Path, key: str) -> Path:

@@ -11,7 +11,8 @@ import pytest
 
 from jobs.workflows.registry import PermanentError
 from media import storage
-from tests.media.conftest import FPS, decode, make_ctx, run_workflow
+from media.selectors import job_key_documents
+from tests.media.conftest import FPS, decode, make_ctx, run_workflow, with_local_key
 
 BUCKET = "media-tests"
 
@@ -127,37 +128,44 @@ def test_s3_areas_lie_under_the_prefix_and_never_meet(s3, tmp_path, monkeypatch)
         storage.S3MediaStorage("../other")
 
 
-def test_vodstream_from_s3_to_s3(s3, media_cache, tmp_path):
+@pytest.mark.django_db
+def test_vodstream_from_s3_to_s3(s3, media_cache, tmp_path, area_job):
     s3.upload_file(str(media_cache(4)), BUCKET, "media-tests/incoming/ep/source.mp4")
-    results = run_workflow(
-        "vodstream",
-        {
-            "content_id": "ep",
-            "source_folder": "incoming/ep",
-            "output_folder": "vod/ep",
-            "source_storage": "S3",
-            "destination_storage": "S3",
-            "drm": "aes",
-            "renditions": 1,
-            "segment_duration": 1,
-            "video_preset": "ultrafast",
-            "thumbnail_time": 1,
-        },
-        tmp_path / "unused-local-root" / "media-tests",
-    )
+    parameters = {
+        "content_id": "ep",
+        "source_folder": "incoming/ep",
+        "output_folder": "vod/ep",
+        "source_storage": "S3",
+        "destination_storage": "S3",
+        "drm": "aes",
+        "key_uri": "https://keys.example.com/ep",
+        "renditions": 1,
+        "segment_duration": 1,
+        "video_preset": "ultrafast",
+        "thumbnail_time": 1,
+    }
+    unused_area = tmp_path / "unused-local-root" / "media-tests"
+    job = area_job(unused_area, parameters)
+    results = run_workflow("vodstream", parameters, unused_area, job_id=job.pk)
     final = results["publish_outputs"]
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="media-tests/vod/")["Contents"]
     keys = sorted(item["Key"].removeprefix("media-tests/") for item in listing)
     assert sorted(final["files"]) == keys
-    assert {"vod/ep/ep.m3u8", "vod/ep/ep.key", "vod/ep/ep.jpg", "vod/ep/ep_360p.m3u8"} <= set(keys)
+    assert {"vod/ep/ep.m3u8", "vod/ep/ep.jpg", "vod/ep/ep_360p.m3u8"} <= set(keys)
+    # The content key is not published with the content: no key or key-info object in the bucket.
+    assert not [key for key in keys if key.endswith((".key", ".keyinfo", ".json"))]
     assert not (tmp_path / "unused-local-root").exists()
-    # What a player would fetch from the bucket plays from start to end with the key.
+    # What a player would fetch from the bucket plays from start to end with the key the client is given.
     local = tmp_path / "download"
     for key in keys:
         target = local / key
         target.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(BUCKET, f"media-tests/{key}", str(target))
-    (video,) = decode(local / "vod/ep/ep.m3u8", allowed_extensions="ALL")["video"]
+    (document,) = job_key_documents(job_id=job.pk)
+    content_key = bytes.fromhex(document["key_hex"])
+    assert all(content_key not in path.read_bytes() for path in local.rglob("*") if path.is_file())
+    player = with_local_key(local / "vod/ep", parameters["key_uri"], content_key, tmp_path / "player")
+    (video,) = decode(player / "ep.m3u8", allowed_extensions="ALL")["video"]
     assert video["frames"] == 4 * FPS and video["size"] == (640, 360)
 
 

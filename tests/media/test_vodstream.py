@@ -4,20 +4,20 @@ decoding every rendition through the master playlist, clear and encrypted."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import av
 import pytest
 
 from media.params import validate_parameters
+from media.selectors import job_key_documents
 from taskengine_site.errors import DomainError
-from tests.media.conftest import FPS, Recorder, decode, put, run_workflow
+from tests.media.conftest import FPS, Recorder, decode, put, run_workflow, with_local_key
 
 SECONDS = 4
 FRAMES = SECONDS * FPS
 
 
-def vodstream(area, media_cache, drm: str, **extra):
+def vodstream(area, media_cache, drm: str, job_id=None, **extra):
     put(area, media_cache(SECONDS), "incoming/show/source.mp4")
     parameters = {
         "content_id": "show",
@@ -30,7 +30,7 @@ def vodstream(area, media_cache, drm: str, **extra):
     }
     validate_parameters("vodstream", parameters)
     recorder = Recorder()
-    results = run_workflow("vodstream", parameters, area, recorder)
+    results = run_workflow("vodstream", parameters, area, recorder, job_id=job_id)
     return results, recorder, area / "vod/show"
 
 
@@ -88,35 +88,47 @@ def test_renditions_are_capped_at_the_source_height(area, media_cache):
     assert results["create_thumbnail"]["skipped"] and results["create_mp4"]["skipped"]
 
 
-def test_aes_128_needs_its_key(area, media_cache):
-    results, _, out = vodstream(area, media_cache, "aes")
-    key = (out / "show.key").read_bytes()
-    assert len(key) == 16 and "vod/show/show.key" in results["publish_outputs"]["files"]
-    variant = (out / "show_240p.m3u8").read_text()
-    assert '#EXT-X-KEY:METHOD=AES-128,URI="show.key",IV=0x' in variant
-    assert f"IV=0x{results['prepare_encryption']['iv']}" in variant
-    # The key is in the output folder but never in a step's result (the API shows results).
-    assert key.hex() not in json.dumps(results)
+KEY_URI = "https://keys.example.com/show/key"
 
-    # The key file has an extension the HLS demuxer does not fetch by default.
-    assert_every_rendition_plays(decode(out / "show.m3u8", allowed_extensions="ALL"))
+
+@pytest.mark.django_db
+def test_aes_128_needs_its_key(area, media_cache, area_job, tmp_path):
+    job = area_job(area, {"content_id": "show"})
+    results, recorder, out = vodstream(area, media_cache, "aes", job_id=job.pk, key_uri=KEY_URI)
+    (document,) = job_key_documents(job_id=job.pk)
+    key = bytes.fromhex(document["key_hex"])
+    # The key is a secret: nowhere in the published folder, its files, the steps' results or the log.
+    assert not [p for p in out.rglob("*") if p.suffix in (".key", ".keyinfo") or "clearkey" in p.name]
+    assert all(key not in p.read_bytes() for p in out.rglob("*") if p.is_file())
+    assert not [f for f in results["publish_outputs"]["files"] if f.endswith((".key", ".keyinfo"))]
+    assert document["key_hex"] not in json.dumps(results) + "\n".join(recorder.lines)
+    variant = (out / "show_240p.m3u8").read_text()
+    assert f'#EXT-X-KEY:METHOD=AES-128,URI="{KEY_URI}",IV=0x{document["iv_hex"]}' in variant
+
+    # A player given the key by the client's key server plays every rendition.
+    player = with_local_key(out, KEY_URI, key, tmp_path / "player")
+    assert_every_rendition_plays(decode(player / "show.m3u8", allowed_extensions="ALL"))
     with pytest.raises(av.error.InvalidDataError):
         decode(out / "show_360p_00001.ts")
-    shutil.move(out / "show.key", out / "elsewhere.key")
+    (player / "local.key").write_bytes(bytes(b ^ 1 for b in key))
     with pytest.raises(av.error.FFmpegError):
-        decode(out / "show.m3u8", allowed_extensions="ALL")
+        decode(player / "show.m3u8", allowed_extensions="ALL")
 
 
-def test_cenc_needs_its_key(area, media_cache):
-    results, _, out = vodstream(area, media_cache, "cenc")
-    clearkey = json.loads((out / "show.clearkey.json").read_text())
-    assert clearkey["kid_hex"] == results["prepare_encryption"]["kid"]
-    assert clearkey["keys"][0]["kty"] == "oct" and clearkey["scheme"] == "cenc-aes-ctr"
+@pytest.mark.django_db
+def test_cenc_needs_its_key(area, media_cache, area_job):
+    job = area_job(area, {"content_id": "show"})
+    results, _, out = vodstream(area, media_cache, "cenc", job_id=job.pk)
+    (document,) = job_key_documents(job_id=job.pk)
+    assert document["kid_hex"] == results["prepare_encryption"]["kid"]
+    assert document["clearkey"]["keys"][0]["kty"] == "oct"
+    assert not [p for p in out.rglob("*") if "clearkey" in p.name or p.suffix == ".key"]
     master = (out / "show.m3u8").read_text()
     assert "#EXT-X-MEDIA:TYPE=AUDIO" in master and 'AUDIO="audio"' in master
     assert "#EXT-X-MAP:URI=" in (out / "show_360p.m3u8").read_text()
 
-    key = clearkey["key_hex"]
+    key = document["key_hex"]
+    assert key not in json.dumps(results)
     assert_every_rendition_plays(decode(out / "show.m3u8", seg_format_options=f"decryption_key={key}"))
     with pytest.raises(av.error.InvalidDataError):
         decode(out / "show.m3u8")
