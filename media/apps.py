@@ -14,3 +14,15 @@ class MediaConfig(AppConfig):
         register_workflows(definitions.STORAGE_DEFINITIONS, validate=validation.validate_storage_job)
         register_workflows(definitions.MEDIA_DEFINITIONS, validate=validation.validate_media_job)
         register_job_cleanup(storage.remove_job_work_dir)
+
+        # Which confinement ffmpeg gets is learnt before the pool forks and said once the worker is up.
+        from celery.signals import worker_init, worker_ready
+
+        from media import sandbox
+
+        worker_init.connect(
+            sandbox.on_worker_init, weak=False, dispatch_uid="taskengine-ffmpeg-sandbox-check"
+        )
+        worker_ready.connect(
+            sandbox.on_worker_ready, weak=False, dispatch_uid="taskengine-ffmpeg-sandbox-log"
+        )
