@@ -76,7 +76,7 @@ def make_source(path: Path, seconds: int) -> None:
 
 
 def run_plain(source: Path, out: Path, preset: str, segment: float) -> float:
-    info = probe(source)
+    info = probe(source, work_dir=source.parent)
     args = commands.hls_ladder_args(
         ["-i", str(source)],
         info,

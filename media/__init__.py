@@ -6,6 +6,9 @@
 - ``hls``: reading HLS playlists, and fetching HLS/MP4 sources through the outbound guard or from storage.
 - ``ffmpeg``: finds the binary and runs it with progress, heartbeat and prompt termination.
 - ``probe``: duration, size and streams of a media file, from ffmpeg's own description of its input.
+- ``sandbox``: how every ffmpeg is confined (scrubbed environment, the work dir, Landlock where the
+  host enforces it), and the worker's start line saying which; ``confine``: the wrapper that applies
+  the sandbox in the child and then becomes ffmpeg.
 - ``commands``: the ffmpeg argument lists (shared with ``bench/vodstream.py``).
 - ``steps/``: the steps (``vod``: the VOD workflows; ``files``: drmswitch, voddelete, asset_delete).
 - ``definitions``: the common definitions of these workflows, registered at start-up (``apps``).

@@ -20,3 +20,15 @@ class MediaConfig(AppConfig):
         register_job_cleanup(storage.remove_job_work_dir)
         # A job's content keys reach its client in the signed job callback (and GET /jobs/<id>/keys).
         register_job_callback_fields(selectors.job_callback_keys)
+
+        # Which confinement ffmpeg gets is learnt before the pool forks and said once the worker is up.
+        from celery.signals import worker_init, worker_ready
+
+        from media import sandbox
+
+        worker_init.connect(
+            sandbox.on_worker_init, weak=False, dispatch_uid="taskengine-ffmpeg-sandbox-check"
+        )
+        worker_ready.connect(
+            sandbox.on_worker_ready, weak=False, dispatch_uid="taskengine-ffmpeg-sandbox-log"
+        )

@@ -9,6 +9,9 @@ works. The heartbeat raises ``StepCancelled`` when the job is broken; ffmpeg is 
 (SIGTERM, then SIGKILL after a grace period) before the exception goes on, so a broken job never leaves
 an encoder running. A timeout or any other exception in the step's thread (Celery's soft time limit)
 terminates it the same way.
+
+Every run is confined to the job's work dir (``media.sandbox``): a scrubbed environment, the work dir
+(or a folder inside it) as working directory, and Landlock where the host enforces it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.workflows.registry import PermanentError, StepContext, TransientError
+from media import sandbox, storage
 
 # How long ffmpeg gets to exit after SIGTERM before it is killed.
 TERMINATE_GRACE_SECONDS = 3.0
@@ -128,6 +132,22 @@ def build_command(args: Sequence[str]) -> list[str]:
     ]
 
 
+def confinement_root(ctx: StepContext | None, work_dir: Path | None) -> Path:
+    """The folder ffmpeg is confined to: ``work_dir`` if given, else ``ctx``'s job's work dir (made)."""
+    if work_dir is not None:
+        return Path(work_dir)
+    if ctx is None:
+        raise ValueError("ffmpeg runs inside a job's work dir: pass a step context or a work_dir")
+    return storage.work_dir(ctx)
+
+
+def inside(path: Path, root: Path) -> Path:
+    """``path`` when it is ``root`` or a folder beneath it; a programming error otherwise."""
+    if not Path(path).resolve().is_relative_to(Path(root).resolve()):
+        raise ValueError(f"{path} is outside the work dir {root}")
+    return Path(path)
+
+
 def run_ffmpeg(
     args: Sequence[str],
     ctx: StepContext | None = None,
@@ -137,22 +157,34 @@ def run_ffmpeg(
     timeout: float | None = None,
     progress_span: tuple[float, float] = (0.0, 100.0),
     cwd: Path | None = None,
+    work_dir: Path | None = None,
 ) -> FfmpegRun:
     """Run ffmpeg with ``args`` (inputs, filters, outputs) and wait for it, beating ``ctx``'s heartbeat.
 
-    ``duration`` (seconds of output expected) turns ffmpeg's position into a percentage, mapped into
-    ``progress_span`` so a step running several commands reports one rising figure. Raises
-    ``FfmpegFailed`` on a non-zero exit, ``FfmpegTimeout`` after ``timeout`` seconds, and lets
-    ``StepCancelled`` from the heartbeat through, in every case after ffmpeg has been stopped.
+    ffmpeg is confined to ``work_dir`` (default: ``ctx``'s job's work dir), so every file it reads or
+    writes must lie inside it; ``cwd`` (a folder inside it, default the work dir itself) is where
+    relative output names land. ``duration`` (seconds of output expected) turns ffmpeg's position into
+    a percentage, mapped into ``progress_span`` so a step running several commands reports one rising
+    figure. Raises ``FfmpegFailed`` on a non-zero exit, ``FfmpegTimeout`` after ``timeout`` seconds,
+    ``PermanentError`` when the sandbox is required and unavailable (ffmpeg is then not started), and
+    lets ``StepCancelled`` from the heartbeat through, in every case after ffmpeg has been stopped.
     """
+    root = confinement_root(ctx, work_dir)
+    run_in = inside(cwd, root) if cwd is not None else root
     command = build_command(args)
+    argv, env = sandbox.child_command(command, root)
     low, high = progress_span
     progress = _Progress()
     started = time.monotonic()
     # stderr goes to a file, not a pipe: a chatty ffmpeg must never block on a pipe nobody reads.
     with tempfile.TemporaryFile() as stderr_file:
         process = subprocess.Popen(  # noqa: S603  (argument list, no shell; the binary is located above)
-            command, stdout=subprocess.PIPE, stderr=stderr_file, stdin=subprocess.DEVNULL, cwd=cwd
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            stdin=subprocess.DEVNULL,
+            cwd=run_in,
+            env=env,
         )
         reader = threading.Thread(target=_read_progress, args=(process.stdout, progress), daemon=True)
         reader.start()

@@ -2,6 +2,7 @@
 
 imageio-ffmpeg ships no ffprobe, so this reads the description ffmpeg prints of its input
 (``ffmpeg -i file``, which exits with an error because no output is named, after describing the input).
+That ffmpeg is confined to the work dir the file lies in, like every other (``media.sandbox``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from jobs.workflows.registry import PermanentError
+from media import sandbox
+from media.confine import CANNOT_CONFINE
 from media.ffmpeg import ffmpeg_exe
 
 PROBE_TIMEOUT_SECONDS = 60
@@ -62,18 +65,27 @@ def parse_description(text: str) -> MediaInfo:
     )
 
 
-def probe(path: Path | str, *, input_options: tuple[str, ...] = ()) -> MediaInfo:
-    """Describe the media file (or playlist) at ``path``."""
+def probe(path: Path | str, *, work_dir: Path, input_options: tuple[str, ...] = ()) -> MediaInfo:
+    """Describe the media file (or playlist) at ``path``, which lies inside ``work_dir``: ffmpeg runs
+    there, confined to it, so it reads nothing outside (a playlist's segments and keys included)."""
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", *input_options, "-i", str(path)]
+    argv, env = sandbox.child_command(command, work_dir)
     try:
         completed = subprocess.run(  # noqa: S603  (argument list, no shell)
-            command, capture_output=True, timeout=PROBE_TIMEOUT_SECONDS, check=False
+            argv,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_SECONDS,
+            check=False,
+            cwd=work_dir,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         raise PermanentError(
             f"probing {Path(path).name} took longer than {PROBE_TIMEOUT_SECONDS} s"
         ) from None
     text = completed.stderr.decode("utf-8", errors="replace")
+    if completed.returncode == CANNOT_CONFINE and text.startswith("confine:"):
+        raise PermanentError(f"probing {Path(path).name}: {text.strip()}")
     if "Duration:" not in text:
         last = text.strip().splitlines()[-1] if text.strip() else "no output"
         raise PermanentError(f"{Path(path).name} is not a readable media file: {last}")

@@ -37,6 +37,19 @@ def env_bool(name: str, default: bool, environ_: dict[str, str] | None = None) -
     raise ImproperlyConfigured(f"{name}: expected true or false, got {value!r}")
 
 
+def env_choice(
+    name: str, default: str, choices: tuple[str, ...], environ_: dict[str, str] | None = None
+) -> str:
+    """Read one word of a fixed set (any case), returned in lower case."""
+    value = _raw(name, environ_)
+    if not value:
+        return default
+    lowered = value.lower()
+    if lowered not in choices:
+        raise ImproperlyConfigured(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return lowered
+
+
 def env_int(
     name: str,
     default: int,

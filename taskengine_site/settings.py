@@ -12,6 +12,7 @@ import django_stubs_ext
 from taskengine_site.env import (
     celery_broker_url,
     env_bool,
+    env_choice,
     env_database,
     env_int,
     env_list,
@@ -185,6 +186,9 @@ TASKENGINE_METRICS_TOKEN = env_str("TASKENGINE_METRICS_TOKEN", "")
 # Requests per client and window; "0/minute" turns the limit off.
 TASKENGINE_RATE_LIMIT = env_rate("TASKENGINE_RATE_LIMIT", "1200/minute")
 TASKENGINE_STORAGE_ROOT = env_path("TASKENGINE_STORAGE_ROOT", BASE_DIR / ".data" / "storage")
+# ffmpeg's file-system sandbox (media/sandbox.py): "auto" uses Landlock where the host enforces it,
+# "off" never does, "required" fails a media step rather than run ffmpeg without it.
+TASKENGINE_FFMPEG_SANDBOX = env_choice("TASKENGINE_FFMPEG_SANDBOX", "auto", ("auto", "off", "required"))
 # Webhook secrets are encrypted at rest (clients.crypto) under a key derived from this, else from
 # SECRET_KEY; older SECRET_KEYs listed in SECRET_KEY_FALLBACKS (comma-separated) still decrypt.
 TASKENGINE_SECRETS_KEY = env_str("TASKENGINE_SECRETS_KEY", "")

@@ -96,12 +96,16 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
             master = _pick_master(src, folder, playlists)
             fetched = hls.fetch_hls(storage.join_key(folder, master), local / "hls", hls.StorageFetcher(src))
             args = [*PLAYLIST_INPUT, "-i", str(fetched.playlist)]
-            return Sources(args, probe(fetched.playlist, input_options=PLAYLIST_INPUT), [master])
+            return Sources(
+                args,
+                probe(fetched.playlist, work_dir=storage.work_dir(ctx), input_options=PLAYLIST_INPUT),
+                [master],
+            )
     paths = []
     for name in names:
         ctx.heartbeat()
         paths.append(storage.stage(src, storage.join_key(folder, name), local / name))
-    infos = [probe(path) for path in paths]
+    infos = [probe(path, work_dir=storage.work_dir(ctx)) for path in paths]
     info = infos[0]
     if len(paths) == 1:
         return Sources([*FILE_INPUT, "-i", str(paths[0])], info, names)
@@ -393,7 +397,11 @@ def create_mp4(ctx: StepContext) -> dict[str, Any]:
     run_ffmpeg(args, ctx, duration=sources.info.duration, label="MP4")
     key = _output_key(p, p["mp4_filename"])
     storage.destination_storage(ctx).upload(out, key)
-    return {"written": [key], "primary": key, "media_duration": probe(out).duration}
+    return {
+        "written": [key],
+        "primary": key,
+        "media_duration": probe(out, work_dir=storage.work_dir(ctx)).duration,
+    }
 
 
 # --- small workflows ----------------------------------------------------------------------------------
@@ -580,7 +588,7 @@ def _capture(ctx: StepContext, *, accurate: bool) -> dict[str, Any]:
         span = (80.0 * done / total, 80.0 * (done + clip.duration) / total)
         input_options = clip.input_args[:-2]
         source = clip.input_args[-1]
-        info = probe(source, input_options=tuple(input_options))
+        info = probe(source, work_dir=storage.work_dir(ctx), input_options=tuple(input_options))
         first = first or info
         args = [*input_options, "-ss", f"{clip.start:.3f}", "-i", source, "-t", f"{clip.duration:.3f}"]
         args += ["-map", "0:v:0"] + (["-map", "0:a:0"] if first.has_audio and info.has_audio else [])
@@ -616,7 +624,7 @@ def _capture(ctx: StepContext, *, accurate: bool) -> dict[str, Any]:
     if p.get("generate_mp4"):
         args += ["-map", "0", "-c", "copy", "-movflags", "+faststart", Path(p["mp4_filename"]).name]
     run_ffmpeg(args, ctx, duration=total, label="stitch", progress_span=(80, 95), cwd=out)
-    duration = probe(out / manifest_name).duration
+    duration = probe(out / manifest_name, work_dir=storage.work_dir(ctx)).duration
     written = storage.publish_folder(storage.destination_storage(ctx), out, p["output_folder"])
     ctx.log(
         f"Captured {len(clips)} clip(s) into {duration:.2f} s ({'re-encoded' if accurate else 'stream copy'})"

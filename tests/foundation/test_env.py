@@ -26,6 +26,14 @@ def test_bool_refuses_anything_else_and_names_the_variable():
         env.env_bool("DEBUG", False, {"DEBUG": "maybe"})
 
 
+def test_choice_is_one_word_of_its_set_in_any_case():
+    modes = ("auto", "off", "required")
+    assert env.env_choice("X", "auto", modes, {}) == "auto"
+    assert env.env_choice("X", "auto", modes, {"X": " Required "}) == "required"
+    with pytest.raises(ImproperlyConfigured, match="TASKENGINE_FFMPEG_SANDBOX: expected one of auto, off"):
+        env.env_choice("TASKENGINE_FFMPEG_SANDBOX", "auto", modes, {"TASKENGINE_FFMPEG_SANDBOX": "on"})
+
+
 def test_int_bounds_and_garbage():
     assert env.env_int("PORT", 8000, environ_={"PORT": "9000"}) == 9000
     assert env.env_int("PORT", 8000, environ_={}) == 8000
@@ -130,6 +138,7 @@ def _start(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("SECRET_KEY", ""),
         ("TASKENGINE_RATE_LIMIT", "lots/minute"),
         ("TASKENGINE_NUM_PROXIES", "-1"),
+        ("TASKENGINE_FFMPEG_SANDBOX", "sometimes"),
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it(variable, value):

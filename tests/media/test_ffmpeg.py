@@ -126,7 +126,8 @@ def test_a_failure_reports_ffmpeg_own_words(tmp_path):
 
 
 def test_probe_reads_duration_size_and_streams(media_cache, tmp_path):
-    info = probe(media_cache(4))
+    source = media_cache(4)
+    info = probe(source, work_dir=source.parent)
     assert (info.width, info.height, info.fps, info.video_codec, info.audio_codec) == (
         640,
         360,
@@ -135,8 +136,9 @@ def test_probe_reads_duration_size_and_streams(media_cache, tmp_path):
         "aac",
     )
     assert abs(info.duration - 4) < 0.05
-    silent = probe(media_cache(2, size="320x180", audio=False))
+    silent_source = media_cache(2, size="320x180", audio=False)
+    silent = probe(silent_source, work_dir=silent_source.parent)
     assert not silent.has_audio and silent.height == 180
     (tmp_path / "text.mp4").write_text("not media")
     with pytest.raises(PermanentError, match="not a readable media file"):
-        probe(tmp_path / "text.mp4")
+        probe(tmp_path / "text.mp4", work_dir=tmp_path)
