@@ -57,11 +57,12 @@ def main() -> None:
     from django.db import connection
 
     from clients.models import Client
-    from jobs.engine import bus, controller, dispatcher, monitor, runner
+    from jobs.engine import bus, controller, dispatcher, runner
     from jobs.engine import reconcile as reconciler
     from jobs.models import Job
     from jobs.services import job_submit
     from jobs.states import JobState
+    from monitoring import broker as redis_queues
 
     runner.heartbeat_seconds = lambda: 3600.0  # no heartbeat thread writes
     handlers: dict[str, Callable[..., Any]] = {
@@ -70,20 +71,20 @@ def main() -> None:
         bus.DISPATCH: dispatcher.dispatch,
         bus.RECONCILE: reconciler.reconcile,
     }
-    redis = monitor.redis_client()
+    redis = redis_queues.redis_client()
 
     def pop_all() -> list[tuple[str, list[Any]]]:
         messages = []
-        for queue in monitor.QUEUES:
-            for key in monitor.queue_keys(queue):
+        for queue in redis_queues.QUEUES:
+            for key in redis_queues.queue_keys(queue):
                 while (raw := redis.rpop(key)) is not None:
                     payload = json.loads(str(raw))
                     body = json.loads(base64.b64decode(payload["body"]))
                     messages.append((payload["headers"]["task"], list(body[0])))
         return messages
 
-    for queue in monitor.QUEUES:
-        redis.delete(*monitor.queue_keys(queue))
+    for queue in redis_queues.QUEUES:
+        redis.delete(*redis_queues.queue_keys(queue))
     bus.dispatch_starting()  # the settings change above published a dispatch, deleted with the queues
     client = Client.objects.get_or_create(name="cpu-bench")[0]
     statements = 0

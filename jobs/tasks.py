@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from jobs.engine import controller, dispatcher, monitor, runner
+from jobs.engine import controller, dispatcher, runner
 from jobs.engine import reconcile as reconciler
-
-monitor.install_worker_heartbeat()
 
 
 @shared_task(name="jobs.tasks.run_task")

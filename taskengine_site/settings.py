@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "jobs",
     "media",
     "logs",
+    "monitoring",
     "scheduling",
     "settings_app",
 ]

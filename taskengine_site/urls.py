@@ -7,11 +7,11 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from jobs.api.views import DashboardView, JobViewSet
 from logs.api.views import JobLogView
 from media.api.views import JobKeysView
+from monitoring.metrics import metrics_view
+from monitoring.views import HealthView, queue_data, queue_page
 from scheduling.api.views import SchedulerView, SchedulesView
 from settings_app.api.views import SettingsView
-from taskengine_site.console import queue_data, queue_page
-from taskengine_site.metrics import metrics_view
-from taskengine_site.views import AliveView, HealthView
+from taskengine_site.views import AliveView
 
 urlpatterns = [
     path("", AliveView.as_view(), name="alive"),

@@ -11,10 +11,15 @@ import logging
 from django.core.cache import cache
 from django.db import transaction
 
+from jobs.workflows.registry import QUEUES as STEP_QUEUES
+
 logger = logging.getLogger(__name__)
 
 CONTROLLER_QUEUE = "controller"
+CALLBACK_QUEUE = "callback"
 SCHEDULER_QUEUE = "scheduler"
+# Every queue a worker of this engine consumes (the Procfile's worker, the queue page, /metrics).
+QUEUES = (CONTROLLER_QUEUE, *STEP_QUEUES, CALLBACK_QUEUE, SCHEDULER_QUEUE)
 
 RUN_TASK = "jobs.tasks.run_task"
 ADVANCE_JOB = "jobs.tasks.advance_job"

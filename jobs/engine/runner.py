@@ -24,7 +24,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from jobs.engine import bus, controller, notify, retry
+from jobs.engine import bus, controller, notify, retry, signals
 from jobs.engine.dispatcher import dispatch_after_job_end
 from jobs.engine.transitions import END_AFTER_LAST_STEP
 from jobs.models import Job, Task
@@ -285,11 +285,10 @@ class _Tally:
         self.failures += 1
 
     def flush(self) -> None:
-        from jobs.engine import monitor
-
         processed, failures = self.processed, self.failures
         self.processed = self.failures = 0
-        monitor.count_processed(processed, failures)
+        if processed or failures:
+            signals.steps_finished.send(sender=None, processed=processed, failed=failures)
 
 
 _tally = _Tally()

@@ -81,10 +81,10 @@ def test_health_needs_a_key(db: Any) -> None:
 
 
 def test_health_answers_503_naming_redis_when_it_is_down(api: Any, monkeypatch: Any) -> None:
-    from jobs.engine import monitor
+    from monitoring import broker
 
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1, socket_timeout=1)
-    monkeypatch.setattr(monitor, "_client", dead)
+    monkeypatch.setattr(broker, "_client", dead)
 
     response = api.get("/health")
 

@@ -148,19 +148,19 @@ class Queues:
         self._capture = capture
 
     def clear(self) -> None:
-        from jobs.engine import monitor
+        from monitoring import broker as redis_queues
 
-        client = monitor.redis_client()
-        for queue in monitor.QUEUES:
-            client.delete(*monitor.queue_keys(queue))
+        client = redis_queues.redis_client()
+        for queue in redis_queues.QUEUES:
+            client.delete(*redis_queues.queue_keys(queue))
 
     def pop_all(self, queue: str | None = None) -> list[Message]:
-        from jobs.engine import monitor
+        from monitoring import broker as redis_queues
 
-        client = monitor.redis_client()
+        client = redis_queues.redis_client()
         messages: list[Message] = []
-        for name in [queue] if queue else list(monitor.QUEUES):
-            for key in monitor.queue_keys(name):
+        for name in [queue] if queue else list(redis_queues.QUEUES):
+            for key in redis_queues.queue_keys(name):
                 while (raw := client.rpop(key)) is not None:
                     payload = json.loads(str(raw))
                     body = json.loads(base64.b64decode(payload["body"]))

@@ -18,7 +18,7 @@ settings for the test process), and a short heartbeat (``TASKENGINE_HEARTBEAT_SE
 ``TASKENGINE_HEARTBEAT_STALE_SECONDS=5``: a task is presumed dead after 5 s without one).
 ``extra_env`` adds or overrides variables per process.
 
-``start_worker`` returns once the worker published its first heartbeat (``jobs.engine.monitor``), so it
+``start_worker`` returns once the worker published its first heartbeat (``monitoring.workers``), so it
 consumes its queues when it returns. At teardown the processes get SIGTERM (SIGKILL after 15 s) and
 the run's queues are emptied, so no message leaks into the next test. ``wait_until(predicate)``
 polls until the predicate returns something truthy and returns it.
@@ -102,7 +102,7 @@ class EngineProcesses:
         ready_timeout: float = 15.0,
     ) -> CeleryProcess:
         """Start ``celery worker -Q <queues>`` and wait until its heartbeat is in Redis."""
-        from jobs.engine import monitor
+        from monitoring import workers
 
         name = name or f"worker{len([p for p in self.processes if p.kind == 'worker']) + 1}"
         hostname = f"{name}-{uuid.uuid4().hex[:8]}@e2e"
@@ -131,7 +131,7 @@ class EngineProcesses:
         def ready() -> bool:
             if process.popen.poll() is not None:
                 raise AssertionError(f"celery worker {name} exited:\n{self.log(process)[-3000:]}")
-            return any(w.get("hostname") == hostname for w in monitor.live_workers())
+            return any(w.get("hostname") == hostname for w in workers.live_workers())
 
         try:
             wait_until(ready, timeout=ready_timeout, interval=0.1)
@@ -186,12 +186,12 @@ class EngineProcesses:
 
 def empty_queues() -> None:
     """Empty this run's queues in Redis, unacknowledged messages included (as a flushed Redis would)."""
-    from jobs.engine import monitor
+    from monitoring import broker as redis_queues
 
-    client = monitor.redis_client()
-    keys = [key for queue in ALL_QUEUES for key in monitor.queue_keys(queue)]
+    client = redis_queues.redis_client()
+    keys = [key for queue in ALL_QUEUES for key in redis_queues.queue_keys(queue)]
     # kombu keeps unacknowledged messages here; they would be restored into the next test's queues.
-    prefix = monitor.key_prefix()
+    prefix = redis_queues.key_prefix()
     keys += [f"{prefix}unacked", f"{prefix}unacked_index", f"{prefix}unacked_mutex"]
     client.delete(*keys)
     # The engine's dispatch flags live in the cache (jobs.engine.bus); a flushed Redis loses them too.

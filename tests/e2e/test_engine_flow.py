@@ -9,11 +9,11 @@ from collections.abc import Callable
 import pytest
 
 from clients.models import Client
-from jobs.engine import monitor
 from jobs.models import Job
 from jobs.services import job_rerun, job_submit
 from jobs.states import JobState, TaskState
 from logs.models import LogEntry
+from monitoring import selectors
 from tests.e2e.conftest import EngineProcesses
 
 from .conftest import wait_until
@@ -81,7 +81,7 @@ def test_worker_heartbeats_reach_the_health_numbers(
 ) -> None:
     engine_processes.start_worker(queues=["controller", "work"], concurrency=1)
     engine_processes.start_worker(queues=["work", "callback", "scheduler"], concurrency=1)
-    numbers = monitor.health_numbers()["queues"]
+    numbers = selectors.health_numbers()["queues"]
     assert {q: n["workers"] for q, n in numbers.items()} == {
         "controller": 1,
         "work": 2,
@@ -92,10 +92,10 @@ def test_worker_heartbeats_reach_the_health_numbers(
     # A running step shows as working on its queue, from the workers' own heartbeats.
     client, _ = make_client()
     job, _ = job_submit(client=client, workflow="sleep", parameters={"seconds": 4})
-    wait_until(lambda: monitor.health_numbers()["queues"]["work"]["working"] == 1, timeout=10)
-    assert monitor.health_numbers()["tasks"]["pending"] == 0
+    wait_until(lambda: selectors.health_numbers()["queues"]["work"]["working"] == 1, timeout=10)
+    assert selectors.health_numbers()["tasks"]["pending"] == 0
     wait_until(lambda: finished(job.pk), timeout=15)
-    wait_until(lambda: monitor.health_numbers()["queues"]["work"]["working"] == 0, timeout=10)
+    wait_until(lambda: selectors.health_numbers()["queues"]["work"]["working"] == 0, timeout=10)
     # A stopped worker withdraws its heartbeat.
     engine_processes.stop(engine_processes.processes[0])
-    assert monitor.health_numbers()["queues"]["controller"]["workers"] == 0
+    assert selectors.health_numbers()["queues"]["controller"]["workers"] == 0

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from clients.models import Client
-from jobs.engine import bus, controller, dispatcher, monitor, reconcile, runner
+from jobs.engine import bus, controller, dispatcher, reconcile, runner
 from jobs.engine.bus import ADVANCE_JOB, DISPATCH, RECONCILE, RUN_TASK
 from jobs.models import Job
+from monitoring import broker as redis_queues
 
 
 @dataclass
@@ -38,17 +39,17 @@ class Broker:
         self.held: list[Message] = []
 
     def clear(self) -> None:
-        client = monitor.redis_client()
-        for queue in monitor.QUEUES:
-            client.delete(*monitor.queue_keys(queue))
+        client = redis_queues.redis_client()
+        for queue in redis_queues.QUEUES:
+            client.delete(*redis_queues.queue_keys(queue))
         bus.dispatch_starting()  # a cleared dispatch message no longer holds back the next one
 
     def pop_all(self) -> list[Message]:
         """Take every waiting message, oldest first."""
-        client = monitor.redis_client()
+        client = redis_queues.redis_client()
         messages: list[Message] = []
-        for queue in monitor.QUEUES:
-            for key in monitor.queue_keys(queue):
+        for queue in redis_queues.QUEUES:
+            for key in redis_queues.queue_keys(queue):
                 while (raw := client.rpop(key)) is not None:
                     payload = json.loads(str(raw))
                     body = json.loads(base64.b64decode(payload["body"]))

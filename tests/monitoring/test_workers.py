@@ -8,31 +8,32 @@ from typing import Any
 
 import pytest
 
-from jobs.engine import monitor
 from jobs.models import Job, Task
 from jobs.states import TaskState
+from monitoring import broker as redis_queues
+from monitoring import selectors, workers
 from tests.engine.conftest import Broker
 
 
 @pytest.fixture
 def clean_monitor(broker: Broker) -> Iterator[None]:
-    client = monitor.redis_client()
-    keys = [monitor._workers_key(), monitor._stat_key("processed"), monitor._stat_key("failed")]
+    client = redis_queues.redis_client()
+    keys = [workers._workers_key(), workers._stat_key("processed"), workers._stat_key("failed")]
     client.delete(*keys)
     yield
-    for hostname in client.zrange(monitor._workers_key(), 0, -1):
-        monitor.withdraw_worker(str(hostname))
+    for hostname in client.zrange(workers._workers_key(), 0, -1):
+        workers.withdraw_worker(str(hostname))
     client.delete(*keys)
 
 
 def test_queue_numbers_from_heartbeats_and_queue_lengths(
     clean_monitor: None, submit: Callable[..., Job], broker: Broker
 ) -> None:
-    monitor.publish_worker_heartbeat("w1@host", ["controller", "work"], {"work": 2})
-    monitor.publish_worker_heartbeat("w2@host", ["work", "callback", "scheduler"], {"callback": 1})
+    workers.publish_worker_heartbeat("w1@host", ["controller", "work"], {"work": 2})
+    workers.publish_worker_heartbeat("w2@host", ["work", "callback", "scheduler"], {"callback": 1})
     submit("noop")
     submit("noop")  # one dispatch request waits on the controller queue for both (jobs.engine.bus)
-    numbers = monitor.queue_numbers()
+    numbers = selectors.queue_numbers()
     assert numbers == {
         "controller": {"workers": 1, "working": 0, "pending": 1},
         "work": {"workers": 2, "working": 2, "pending": 0},
@@ -43,18 +44,18 @@ def test_queue_numbers_from_heartbeats_and_queue_lengths(
 
 
 def test_a_silent_worker_stops_counting(clean_monitor: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(monitor, "WORKER_TTL_SECONDS", 1)
-    monitor.publish_worker_heartbeat("w1@host", ["work"], {})
-    assert monitor.queue_numbers()["work"]["workers"] == 1
+    monkeypatch.setattr(workers, "WORKER_TTL_SECONDS", 1)
+    workers.publish_worker_heartbeat("w1@host", ["work"], {})
+    assert selectors.queue_numbers()["work"]["workers"] == 1
     time.sleep(1.1)
-    assert monitor.queue_numbers()["work"]["workers"] == 0
-    assert monitor.live_workers() == []
+    assert selectors.queue_numbers()["work"]["workers"] == 0
+    assert workers.live_workers() == []
 
 
 def test_withdrawn_worker_is_gone_at_once(clean_monitor: None) -> None:
-    monitor.publish_worker_heartbeat("w1@host", ["work"], {})
-    monitor.withdraw_worker("w1@host")
-    assert monitor.queue_numbers()["work"]["workers"] == 0
+    workers.publish_worker_heartbeat("w1@host", ["work"], {})
+    workers.withdraw_worker("w1@host")
+    assert selectors.queue_numbers()["work"]["workers"] == 0
 
 
 def test_task_numbers(
@@ -64,26 +65,26 @@ def test_task_numbers(
     submit("noop5")
     submit("fail")
     broker.drain()
-    numbers = monitor.health_numbers()
+    numbers = selectors.health_numbers()
     # noop5: 5 processed; fail: 1 processed and failed, now waiting to retry (pending).
     assert numbers["tasks"] == {"failed": 1, "pending": 1, "processed": 6}
     assert Task.objects.filter(state=TaskState.RETRYING).count() == 1
-    assert set(numbers["queues"]) == set(monitor.QUEUES)
+    assert set(numbers["queues"]) == set(redis_queues.QUEUES)
 
 
 def test_priority_lists_are_counted(clean_monitor: None, broker: Broker) -> None:
-    client = monitor.redis_client()
-    client.lpush(monitor.queue_keys("work")[0], "a")
-    client.lpush(monitor.queue_keys("work")[2], "b", "c")
-    assert monitor.messages_waiting()["work"] == 3
+    client = redis_queues.redis_client()
+    client.lpush(redis_queues.queue_keys("work")[0], "a")
+    client.lpush(redis_queues.queue_keys("work")[2], "b", "c")
+    assert redis_queues.messages_waiting()["work"] == 3
     broker.clear()
 
 
 def test_redis_down_raises_cleanly(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(monitor, "_client", None)
+    monkeypatch.setattr(redis_queues, "_client", None)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     started = time.monotonic()
-    with pytest.raises(monitor.MonitorUnavailable, match="redis"):
-        monitor.queue_numbers()
+    with pytest.raises(redis_queues.MonitorUnavailable, match="redis"):
+        selectors.queue_numbers()
     assert time.monotonic() - started < 5
-    monkeypatch.setattr(monitor, "_client", None)
+    monkeypatch.setattr(redis_queues, "_client", None)

@@ -10,9 +10,9 @@ the rows are there. So:
   jobs and tasks that *finished in the last* ``DURATION_WINDOW`` (a sliding window, not a cumulative
   counter): ``histogram_quantile(0.95, taskengine_job_duration_seconds_bucket)`` is the p95 of the last
   hour; do not wrap them in ``rate()``;
-- queue depth, workers and running steps come from ``jobs.engine.monitor`` (Redis); when Redis is down
+- queue depth, workers and running steps come from Redis (``monitoring.selectors``); when Redis is down
   ``taskengine_redis_up`` is 0 and those series are absent, the Postgres ones are still served;
-- ``taskengine_step_attempts_total`` / ``taskengine_step_attempts_failed_total`` are the monitor's Redis
+- ``taskengine_step_attempts_total`` / ``taskengine_step_attempts_failed_total`` are the workers' Redis
   counters (they restart at 0 when Redis is emptied, which Prometheus treats as a counter reset).
 
 When ``TASKENGINE_METRICS_TOKEN`` is set the endpoint requires ``Authorization: Bearer <token>``;
@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -35,6 +35,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
+
+from jobs.selectors import job_counts
+from jobs.states import JobState, TaskState
+from monitoring import selectors
+from monitoring.broker import MonitorUnavailable
+from scheduling.models import CallbackDelivery
+from settings_app.services import settings_get_ints
 
 DURATION_WINDOW = timedelta(hours=1)
 # Seconds. Jobs run from sub-second no-op chains to hour-long media captures.
@@ -68,19 +75,7 @@ def _duration_histogram(
 ) -> HistogramMetricFamily:
     """One histogram family from finished rows, bucketed by Postgres in a single grouped query."""
     family = HistogramMetricFamily(name, documentation, labels=list(label_names))
-    duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-    counts = {
-        f"le_{index}": Count("id", filter=Q(duration__lte=timedelta(seconds=bound)))
-        for index, bound in enumerate(buckets)
-    }
-    rows = (
-        queryset.filter(started_at__isnull=False, finished_at__isnull=False)
-        .annotate(duration=duration)
-        .order_by()
-        .values(*label_fields)
-        .annotate(total=Count("id"), seconds=Sum("duration"), **counts)
-    )
-    for row in rows:
+    for row in selectors.duration_rows(queryset, label_fields, buckets):
         labels = [rename.get(field, {}).get(row[field], str(row[field])) for field in label_fields]
         cumulative = [(str(float(bound)), float(row[f"le_{i}"])) for i, bound in enumerate(buckets)]
         cumulative.append(("+Inf", float(row["total"])))
@@ -93,12 +88,6 @@ class EngineCollector(Collector):
     """Reads the figures at collection time (see the module docstring)."""
 
     def collect(self) -> Iterator[Any]:
-        from jobs.models import Job, Task
-        from jobs.selectors import job_counts
-        from jobs.states import JobState, TaskState
-        from scheduling.models import CallbackDelivery
-        from settings_app.services import settings_get_ints
-
         jobs = GaugeMetricFamily("taskengine_jobs", "Jobs per queue_state.", labels=["state"])
         counts = job_counts()
         for state in JobState:
@@ -111,7 +100,7 @@ class EngineCollector(Collector):
         tasks = GaugeMetricFamily(
             "taskengine_tasks", "Tasks (steps of started jobs) per state.", labels=["state"]
         )
-        by_state = dict(Task.objects.order_by().values_list("state").annotate(n=Count("id")))
+        by_state = selectors.task_state_counts()
         for task_state in TaskState:
             tasks.add_metric([task_state.label], by_state.get(task_state.value, 0))
         yield tasks
@@ -126,7 +115,7 @@ class EngineCollector(Collector):
         yield _duration_histogram(
             "taskengine_job_duration_seconds",
             "Start-to-end time of the jobs that completed in the last hour (sliding window).",
-            Job.objects.filter(queue_state=JobState.COMPLETED, finished_at__gte=since),
+            selectors.jobs_finished_since(since),
             ("workflow", "failed"),
             ("workflow", "outcome"),
             JOB_BUCKETS,
@@ -135,25 +124,23 @@ class EngineCollector(Collector):
         yield _duration_histogram(
             "taskengine_step_duration_seconds",
             "Run time of the last attempt of the steps that ended in the last hour (sliding window).",
-            Task.objects.filter(state__in=[TaskState.COMPLETED, TaskState.FAILED], finished_at__gte=since),
+            selectors.steps_finished_since(since),
             ("name", "state"),
             ("step", "outcome"),
             STEP_BUCKETS,
             {"state": {TaskState.COMPLETED.value: "completed", TaskState.FAILED.value: "failed"}},
         )
 
-        retried = Task.objects.filter(attempts__gt=1).aggregate(
-            tasks=Count("id"), retries=Sum(F("attempts") - 1)
-        )
+        retried = selectors.retry_counts()
         yield GaugeMetricFamily(
             "taskengine_task_retries",
             "Retry attempts (attempts beyond the first) of the tasks in the database.",
-            value=retried["retries"] or 0,
+            value=retried["retries"],
         )
         yield GaugeMetricFamily(
             "taskengine_tasks_retried",
             "Tasks in the database that needed more than one attempt.",
-            value=retried["tasks"] or 0,
+            value=retried["tasks"],
         )
 
         callbacks = GaugeMetricFamily(
@@ -161,7 +148,7 @@ class EngineCollector(Collector):
             "Callback deliveries in the database per state (failed: retries exhausted or URL refused).",
             labels=["state"],
         )
-        by_delivery = dict(CallbackDelivery.objects.order_by().values_list("state").annotate(n=Count("id")))
+        by_delivery = selectors.delivery_state_counts()
         for delivery_state in CallbackDelivery.State:
             callbacks.add_metric([delivery_state.label], by_delivery.get(delivery_state.value, 0))
         yield callbacks
@@ -169,10 +156,8 @@ class EngineCollector(Collector):
         yield from self._redis_figures()
 
     def _redis_figures(self) -> Iterator[Any]:
-        from jobs.engine.monitor import MonitorUnavailable, health_numbers
-
         try:
-            numbers = health_numbers()
+            numbers = selectors.health_numbers()
         except MonitorUnavailable:
             yield GaugeMetricFamily("taskengine_redis_up", "1 when Redis answered this scrape.", value=0)
             return

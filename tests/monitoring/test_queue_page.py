@@ -11,9 +11,10 @@ import redis
 from django.contrib.auth.models import User
 from django.test import Client as HttpClient
 
-from jobs.engine import monitor
 from jobs.engine.bus import RUN_TASK
 from jobs.models import Job
+from monitoring import broker as redis_queues
+from monitoring import workers
 from tests.engine.conftest import Broker
 
 
@@ -29,9 +30,9 @@ def staff_http(db: None) -> HttpClient:
 def worker_heartbeat() -> Iterator[str]:
     """A worker heartbeat in Redis, as a live worker consuming ``work`` publishes it."""
     hostname = "console-test@host"
-    monitor.publish_worker_heartbeat(hostname, ["work", "controller"], {"work": 1})
+    workers.publish_worker_heartbeat(hostname, ["work", "controller"], {"work": 1})
     yield hostname
-    monitor.withdraw_worker(hostname)
+    workers.withdraw_worker(hostname)
 
 
 def test_only_staff_see_it(db: None, te_client: Any) -> None:
@@ -105,7 +106,7 @@ def test_redis_down_is_a_notice_not_an_error(
     # A real client to a port nothing listens on: connection refused, like a stopped Redis.
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, decode_responses=True)
     with monkeypatch.context() as patch:  # undone before the broker fixture empties the queues
-        patch.setattr(monitor, "_client", dead)
+        patch.setattr(redis_queues, "_client", dead)
         data = staff_http.get("/queue/data").json()
         html = staff_http.get("/queue/").content.decode()
     assert data["redis"].startswith("redis: ")

@@ -1,9 +1,10 @@
-"""Numbers for ``GET /health`` (issue 4 item 8), read without ever asking workers over the broker.
+"""Workers' own view of themselves, kept in Redis: heartbeats and step-attempt counters.
 
-Workers publish their own heartbeat into Redis (a thread in each worker's main process, see
-``install_worker_heartbeat``): which queues they consume and how many tasks of each they run now. The
-API reads those heartbeats, the length of each queue's Redis list, and a few counters. Everything here
-answers in milliseconds or raises ``MonitorUnavailable`` when Redis cannot be reached.
+Each worker's main process publishes a heartbeat (a thread started by a Celery signal, connected in
+``monitoring.apps``): which queues it consumes and how many tasks of each it runs now. The engine
+announces the step attempts each message finished (``jobs.engine.signals.steps_finished``); this module
+counts them in Redis. The reading side (``monitoring.selectors``) answers in milliseconds or raises
+``MonitorUnavailable`` when Redis cannot be reached.
 """
 
 from __future__ import annotations
@@ -16,42 +17,14 @@ import time
 from typing import Any
 
 import redis
-from django.conf import settings
 
-from jobs.states import TaskState
+from monitoring.broker import MonitorUnavailable, key_prefix, redis_client
 
 logger = logging.getLogger(__name__)
 
-QUEUES = ("controller", "work", "windows_capture", "callback", "scheduler")
 WORKER_HEARTBEAT_SECONDS = 2.0
 # A worker that missed a few heartbeats no longer counts as live.
 WORKER_TTL_SECONDS = 10
-# kombu's Redis transport keeps one list per priority step: "<queue>" and "<queue>\x06\x16<step>".
-KOMBU_PRIORITY_SEP = "\x06\x16"
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-
-_client: redis.Redis | None = None
-_client_lock = threading.Lock()
-
-
-class MonitorUnavailable(Exception):
-    """Redis could not be reached; the message names the cause."""
-
-
-def key_prefix() -> str:
-    """The broker's ``global_keyprefix`` (TASKENGINE_BROKER_PREFIX), which kombu puts before its keys."""
-    options: dict[str, Any] = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
-    return str(options.get("global_keyprefix", ""))
-
-
-def redis_client() -> redis.Redis:
-    global _client
-    with _client_lock:
-        if _client is None:
-            _client = redis.Redis.from_url(
-                settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2, decode_responses=True
-            )
-        return _client
 
 
 def _workers_key() -> str:
@@ -64,15 +37,6 @@ def _worker_key(hostname: str) -> str:
 
 def _stat_key(name: str) -> str:
     return f"{key_prefix()}taskengine:stats:{name}"
-
-
-def queue_keys(queue: str) -> list[str]:
-    """The Redis lists kombu uses for ``queue``, prefixed like kombu prefixes them."""
-    prefix = key_prefix()
-    return [
-        f"{prefix}{queue}" if step == 0 else f"{prefix}{queue}{KOMBU_PRIORITY_SEP}{step}"
-        for step in KOMBU_PRIORITY_STEPS
-    ]
 
 
 # --- worker side -----------------------------------------------------------------------------------
@@ -154,8 +118,10 @@ def _on_worker_shutdown(**_: Any) -> None:
             logger.warning("worker heartbeat not withdrawn: %s", exc)
 
 
-def count_processed(processed: int = 1, failed: int = 0) -> None:
-    """Count finished step attempts (``failed`` of them failed) in one round trip. Never raises."""
+def count_processed(processed: int = 1, failed: int = 0, **_: Any) -> None:
+    """Count finished step attempts (``failed`` of them failed) in one round trip. Never raises.
+
+    The receiver of ``jobs.engine.signals.steps_finished``."""
     if processed <= 0 and failed <= 0:
         return
     try:
@@ -184,54 +150,10 @@ def live_workers() -> list[dict[str, Any]]:
     return [json.loads(p) for p in payloads if p]
 
 
-def messages_waiting() -> dict[str, int]:
-    """Messages waiting in each queue's Redis lists (published, not yet taken by a worker)."""
-    client = redis_client()
+def step_counters() -> tuple[int, int]:
+    """``(processed, failed)`` step attempts counted since Redis last started empty."""
     try:
-        pipe = client.pipeline(transaction=False)
-        for queue in QUEUES:
-            for key in queue_keys(queue):
-                pipe.llen(key)
-        lengths = pipe.execute()
+        processed, failed = redis_client().mget([_stat_key("processed"), _stat_key("failed")])
     except redis.RedisError as exc:
         raise MonitorUnavailable(f"redis: {exc}") from exc
-    per_queue = len(KOMBU_PRIORITY_STEPS)
-    return {queue: sum(lengths[i * per_queue : (i + 1) * per_queue]) for i, queue in enumerate(QUEUES)}
-
-
-def queue_numbers() -> dict[str, dict[str, int]]:
-    """Per queue: ``workers`` alive consuming it, tasks ``working`` now, messages ``pending``."""
-    numbers = {queue: {"workers": 0, "working": 0, "pending": 0} for queue in QUEUES}
-    for worker in live_workers():
-        for queue in worker.get("queues", []):
-            if queue in numbers:
-                numbers[queue]["workers"] += 1
-        for queue, count in (worker.get("working") or {}).items():
-            if queue in numbers:
-                numbers[queue]["working"] += int(count)
-    for queue, waiting in messages_waiting().items():
-        numbers[queue]["pending"] = waiting
-    return numbers
-
-
-def task_numbers() -> dict[str, int]:
-    """``processed`` and ``failed`` step attempts (Redis counters, since Redis last started empty) and
-    ``pending`` tasks (Postgres: queued or waiting to retry)."""
-    from jobs.models import Task
-
-    client = redis_client()
-    try:
-        processed, failed = client.mget([_stat_key("processed"), _stat_key("failed")])
-    except redis.RedisError as exc:
-        raise MonitorUnavailable(f"redis: {exc}") from exc
-    pending = Task.objects.filter(state__in=[TaskState.QUEUED, TaskState.RETRYING]).count()
-    return {"failed": int(failed or 0), "pending": pending, "processed": int(processed or 0)}
-
-
-def health_numbers() -> dict[str, Any]:
-    """``{"queues": {queue: {workers, working, pending}}, "tasks": {failed, pending, processed}}``.
-
-    Raises ``MonitorUnavailable`` when Redis is unreachable and Django's ``DatabaseError`` when
-    Postgres is.
-    """
-    return {"queues": queue_numbers(), "tasks": task_numbers()}
+    return int(processed or 0), int(failed or 0)
