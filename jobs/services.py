@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from clients.keys import mask
 from clients.models import Client
-from jobs.engine.dispatcher import request_dispatch
+from jobs.engine.bus import request_dispatch
 from jobs.engine.transitions import job_transition
 from jobs.models import Job, Task
 from jobs.states import NAME_TO_STATE, TERMINAL, JobState, TaskState, can_transition

@@ -36,11 +36,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
+from callbacks.models import CallbackDelivery
 from jobs.selectors import job_counts
 from jobs.states import JobState, TaskState
 from monitoring import selectors
 from monitoring.broker import MonitorUnavailable
-from scheduling.models import CallbackDelivery
 from settings_app.services import settings_get_ints
 
 DURATION_WINDOW = timedelta(hours=1)

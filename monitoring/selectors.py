@@ -13,6 +13,7 @@ from typing import Any
 from django.db import DatabaseError, connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
 
+from callbacks.models import CallbackDelivery
 from clients.models import Client
 from jobs.engine.bus import QUEUES
 from jobs.models import Job, Task
@@ -20,7 +21,6 @@ from jobs.selectors import dashboard_lists, job_counts
 from jobs.states import JobState, TaskState
 from monitoring.broker import MonitorUnavailable, messages_waiting, redis_client
 from monitoring.workers import live_workers, step_counters
-from scheduling.models import CallbackDelivery
 from settings_app.services import settings_get_ints
 from taskengine_site.errors import first_line
 from taskengine_site.version import VERSION

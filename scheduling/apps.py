@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.db.models.signals import post_migrate
 
 
@@ -32,6 +32,10 @@ class SchedulingConfig(AppConfig):
     def ready(self) -> None:
         from settings_app import effects
 
-        # Sent once per migrate for this app, after every app's migrations (beat's tables included).
-        post_migrate.connect(_sync_after_migrate, sender=self, dispatch_uid="scheduling.schedules_sync")
+        # Sent once per migrate for beat's own app, after every app's migrations: its tables exist then.
+        post_migrate.connect(
+            _sync_after_migrate,
+            sender=apps.get_app_config("django_celery_beat"),
+            dispatch_uid="scheduling.schedules_sync",
+        )
         effects.register(_on_setting_changed)

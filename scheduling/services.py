@@ -49,7 +49,7 @@ def _sweep_window() -> timedelta:
 
 def _request_dispatch() -> None:
     """Ask the controller to start what was just queued (it publishes after the commit)."""
-    from jobs.engine.dispatcher import request_dispatch
+    from jobs.engine.bus import request_dispatch
 
     request_dispatch()
 

@@ -1,4 +1,4 @@
-"""Celery tasks of the scheduler and callback queues: thin adapters around one service each.
+"""Celery tasks of the scheduler queue: thin adapters around one service each.
 
 Publishers name the queue (``publish``); the beat schedules carry it in their rows.
 """
@@ -9,17 +9,15 @@ from typing import Any
 
 from celery import Task, shared_task
 
-SCHEDULER_QUEUE = "scheduler"
-CALLBACK_QUEUE = "callback"
+from jobs.engine.bus import SCHEDULER_QUEUE
 
 
 def publish(task: Task[Any, Any], *args: int, countdown: float | None = None) -> None:
-    """Publish ``task`` with primary-key ``args`` on its queue (callback for deliveries, else scheduler)."""
-    queue = CALLBACK_QUEUE if task.name.startswith("callbacks.") else SCHEDULER_QUEUE
+    """Publish ``task`` with primary-key ``args`` on the scheduler queue."""
     if countdown is None:
-        task.apply_async(args, queue=queue)
+        task.apply_async(args, queue=SCHEDULER_QUEUE)
     else:
-        task.apply_async(args, queue=queue, countdown=countdown)
+        task.apply_async(args, queue=SCHEDULER_QUEUE, countdown=countdown)
 
 
 @shared_task(name="scheduling.queue_jobs")
@@ -55,17 +53,3 @@ def cleanup() -> None:
     from scheduling.services import jobs_cleanup
 
     jobs_cleanup()
-
-
-@shared_task(name="scheduling.redeliver_callbacks")
-def redeliver_callbacks() -> None:
-    from jobs.callbacks import callbacks_redeliver
-
-    callbacks_redeliver()
-
-
-@shared_task(name="callbacks.deliver")
-def callback_deliver(delivery_id: int) -> None:
-    from jobs.callbacks import callback_deliver as deliver
-
-    deliver(delivery_id=delivery_id)

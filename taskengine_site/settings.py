@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "clients",
     "jobs",
+    "callbacks",
     "media",
     "logs",
     "monitoring",

@@ -11,6 +11,8 @@ import logging
 from django.core.cache import cache
 from django.db import transaction
 
+from jobs.models import Job
+from jobs.states import JobState
 from jobs.workflows.registry import QUEUES as STEP_QUEUES
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ RUN_TASK = "jobs.tasks.run_task"
 ADVANCE_JOB = "jobs.tasks.advance_job"
 DISPATCH = "jobs.tasks.dispatch"
 RECONCILE = "jobs.tasks.reconcile"
+DELIVER_CALLBACK = "callbacks.deliver"
 
 # Set while a dispatch message is on its way and its dispatcher has not started: one such message serves
 # every submission until then. The expiry only bounds a flag whose message was lost (a flushed Redis).
@@ -46,6 +49,27 @@ def publish_run(task_id: int, queue: str, countdown: float | None = None) -> Non
 def publish_advance(job_id: int) -> None:
     """Ask the controller to move job ``job_id`` on (next task, or the end) after commit."""
     transaction.on_commit(lambda: _send(ADVANCE_JOB, [job_id], CONTROLLER_QUEUE))
+
+
+def send_delivery(delivery_id: int, countdown: float | None = None) -> None:
+    """Ask the callback sender to deliver ``delivery_id`` now (the caller publishes after its commit)."""
+    _send(DELIVER_CALLBACK, [delivery_id], CALLBACK_QUEUE, countdown)
+
+
+def request_dispatch() -> None:
+    """Enqueue a dispatch on the controller queue once the current transaction commits."""
+    publish_dispatch()
+
+
+def dispatch_after_job_end() -> None:
+    """After a job's end has committed (its slot is free): enqueue a dispatch if a job is waiting.
+
+    Read after the commit, so this is race-free: a job queued before this read is seen here, and one
+    queued after it requested its own dispatch, which sees this slot free. Without a waiting job, a
+    dispatch message per job end (one each, when they come apart) only found nothing to start.
+    """
+    if Job.objects.filter(queue_state=JobState.QUEUED).exists():
+        request_dispatch()
 
 
 def publish_dispatch() -> None:

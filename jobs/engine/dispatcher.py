@@ -62,22 +62,6 @@ def current_slots() -> Slots:
     return Slots(values["max_jobs"], values["priority_slots"], values["priority_threshold"])
 
 
-def request_dispatch() -> None:
-    """Enqueue a dispatch on the controller queue once the current transaction commits."""
-    bus.publish_dispatch()
-
-
-def dispatch_after_job_end() -> None:
-    """After a job's end has committed (its slot is free): enqueue a dispatch if a job is waiting.
-
-    Read after the commit, so this is race-free: a job queued before this read is seen here, and one
-    queued after it requested its own dispatch, which sees this slot free. Without a waiting job, a
-    dispatch message per job end (one each, when they come apart) only found nothing to start.
-    """
-    if Job.objects.filter(queue_state=JobState.QUEUED).exists():
-        request_dispatch()
-
-
 def dispatch() -> list[int]:
     """Start queued jobs, in dispatch order, while the slot rule allows; return the ids started.
 
@@ -209,4 +193,4 @@ def _start(
 def _on_setting_changed(name: str) -> None:
     if name in SLOT_SETTINGS:
         # Runs after the setting's commit (effects defers hooks), so on_commit fires at once.
-        request_dispatch()
+        bus.request_dispatch()

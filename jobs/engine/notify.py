@@ -1,6 +1,6 @@
-"""Hand-off to the callback sender (``jobs.callbacks``, DESIGN §6).
+"""Hand-off to the callback sender (``callbacks.services``, DESIGN §6).
 
-``jobs.callbacks`` records the deliveries in the caller's transaction and sends them after commit on the
+``callbacks.services`` records the deliveries in the caller's transaction and sends them after commit on the
 ``callback`` queue; it never raises, so a callback problem can never fail or delay a job.
 
 A caller that already holds the job's ``parameters`` passes them: a job without ``rest_endpoints`` (most
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs import callbacks
+from callbacks import services as callbacks
 
 UNKNOWN: Any = object()
 
 
 def may_call_back(parameters: Any) -> bool:
-    """False only when ``parameters`` certainly name no callback URL (``jobs.callbacks`` decides the rest)."""
+    """False only when ``parameters`` certainly name no callback URL (``callbacks.services`` decides
+    the rest)."""
     if parameters is UNKNOWN:
         return True
     if parameters is None:

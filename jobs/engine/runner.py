@@ -25,7 +25,6 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from jobs.engine import bus, controller, notify, retry, signals
-from jobs.engine.dispatcher import dispatch_after_job_end
 from jobs.engine.transitions import END_AFTER_LAST_STEP
 from jobs.models import Job, Task
 from jobs.states import JobState, TaskState
@@ -486,7 +485,7 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
             notify.job_finished(task.job_id, parameters=parameters)
     transaction.on_commit(_tally.completed)
     if ended:
-        transaction.on_commit(dispatch_after_job_end)  # the job's slot is free
+        transaction.on_commit(bus.dispatch_after_job_end)  # the job's slot is free
         return None
     if next_id is None:
         if job_state == JobState.STARTED:
@@ -578,7 +577,7 @@ def _record(task: Claimed, attempt: int, outcome: str, error: str) -> None:
                     progress = controller.move_on(Job.objects.get(pk=task.job_id))
             transaction.on_commit(_tally.failed)
     if progress.ended:
-        transaction.on_commit(dispatch_after_job_end)  # the job's slot is free
+        transaction.on_commit(bus.dispatch_after_job_end)  # the job's slot is free
 
 
 def _owned(task: Claimed, attempt: int) -> QuerySet[Task]:

@@ -191,7 +191,10 @@ class Queues:
 
 @pytest.fixture
 def queues(db, django_capture_on_commit_callbacks) -> Iterator[Queues]:
-    import taskengine_site.celery  # noqa: F401  (registers the tasks)
+    # Workers find the task modules by autodiscovery; this process imports them to run their messages.
+    import callbacks.tasks  # noqa: F401
+    import jobs.tasks  # noqa: F401
+    import scheduling.tasks  # noqa: F401
 
     q = Queues(django_capture_on_commit_callbacks)
     q.clear()

@@ -13,12 +13,12 @@ import pytest
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from callbacks import services as callbacks
+from callbacks.models import CallbackDelivery
 from clients.models import Client
-from jobs import callbacks
 from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import JobState, TaskState
 from logs.models import LogEntry, Severity
-from scheduling.models import CallbackDelivery
 from taskengine_site import webhooks
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -408,12 +408,12 @@ def test_deliveries_are_listed_read_only_in_the_admin(make_job, admin_client, co
     with committed():
         callbacks.task_event(tasks_of(job)[0].pk, "start")
     row = CallbackDelivery.objects.get()
-    listing = admin_client.get("/admin/scheduling/callbackdelivery/")
+    listing = admin_client.get("/admin/callbacks/callbackdelivery/")
     assert listing.status_code == 200
     assert str(row.webhook_id) not in listing.content.decode()  # ids are searchable, not listed
-    assert admin_client.get(f"/admin/scheduling/callbackdelivery/{row.pk}/change/").status_code == 200
+    assert admin_client.get(f"/admin/callbacks/callbackdelivery/{row.pk}/change/").status_code == 200
     assert (
-        admin_client.post(f"/admin/scheduling/callbackdelivery/{row.pk}/delete/", {"post": "yes"}).status_code
+        admin_client.post(f"/admin/callbacks/callbackdelivery/{row.pk}/delete/", {"post": "yes"}).status_code
         == 403
     )
     assert CallbackDelivery.objects.filter(pk=row.pk).exists()

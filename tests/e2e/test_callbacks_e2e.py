@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from callbacks.models import CallbackDelivery
 from jobs.models import Job, Task
 from jobs.services import job_submit
 from jobs.states import JobState
 from logs.models import LogEntry, Severity
-from scheduling.models import CallbackDelivery
 from settings_app.services import setting_set
 from taskengine_site import webhooks
 from tests.callbacks import support

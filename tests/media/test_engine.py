@@ -9,13 +9,13 @@ import json
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from callbacks import services as callbacks
+from callbacks.models import CallbackDelivery
+from callbacks.services import _collect_outputs
 from clients.models import Client
-from jobs import callbacks
-from jobs.callbacks import _collect_outputs
 from jobs.states import JobState, TaskState
 from logs.models import LogEntry
 from media.definitions import MEDIA_DEFINITIONS
-from scheduling.models import CallbackDelivery
 from taskengine_site import webhooks
 from tests.engine.conftest import json_log
 from tests.media.conftest import FPS, decode, put, with_local_key

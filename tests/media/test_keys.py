@@ -16,16 +16,16 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from standardwebhooks.webhooks import Webhook
 
+from callbacks import services as callbacks
+from callbacks.models import CallbackDelivery
 from clients import crypto
 from clients.models import Client
-from jobs import callbacks
 from jobs.models import Job, Task
 from jobs.states import JobState
 from jobs.workflows.registry import PermanentError, get_step, load_steps
 from logs.models import LogEntry
 from media.models import ContentKey
 from media.services import content_key_make
-from scheduling.models import CallbackDelivery
 from taskengine_site import webhooks
 from tests.media.conftest import FPS, Recorder, decode, make_ctx, put, run_workflow, with_local_key
 

@@ -9,9 +9,9 @@ import pytest
 from django.test import Client as HttpClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from callbacks.models import CallbackDelivery
 from jobs.models import Job, Task
 from jobs.states import JobState
-from scheduling.models import CallbackDelivery
 from tests.engine.conftest import Broker
 
 

@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from callbacks.models import CallbackDelivery
 from jobs.models import Job, Task
 from jobs.states import JobState
 from logs.models import LogEntry
 from logs.services import job_log
 from scheduling import services
-from scheduling.models import CallbackDelivery
 from settings_app.services import setting_set
 
 

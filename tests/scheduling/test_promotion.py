@@ -185,11 +185,12 @@ def test_two_sweeps_at_once_promote_each_job_once(make_job):
 
 
 def test_tasks_are_published_on_the_scheduler_and_callback_queues(queues):
+    from jobs.engine import bus
     from scheduling import tasks
 
     tasks.publish(tasks.queue_jobs)
     tasks.publish(tasks.promote_job, 1)
-    tasks.publish(tasks.callback_deliver, 1)
+    bus.send_delivery(1)
     assert sorted((m.queue, m.task) for m in queues.pop_all()) == [
         ("callback", "callbacks.deliver"),
         ("scheduler", "scheduling.promote_job"),

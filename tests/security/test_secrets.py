@@ -15,13 +15,13 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from callbacks.models import CallbackDelivery
+from callbacks.services import callback_deliver
 from clients import crypto, keys
 from clients.models import Client
-from jobs.callbacks import callback_deliver
 from jobs.models import Job
 from jobs.states import JobState
 from logs.models import LogEntry
-from scheduling.models import CallbackDelivery
 from taskengine_site import webhooks
 from tests.callbacks.support import Receiver
 from tests.security.secrets_audit import SecretsAudit, database_conninfo

@@ -35,6 +35,9 @@ class CallbackDelivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        # The table keeps the name it had when deliveries belonged to the scheduling app: renaming it
+        # would only cost a lock and break the previous release's workers during a rolling deploy.
+        db_table = "scheduling_callbackdelivery"
         ordering = ["id"]
         verbose_name_plural = "callback deliveries"
         indexes = [

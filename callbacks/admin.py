@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from scheduling.models import CallbackDelivery
+from callbacks.models import CallbackDelivery
 
 
 @admin.register(CallbackDelivery)

@@ -34,12 +34,13 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from callbacks.models import CallbackDelivery
 from clients.crypto import SecretUnreadable
+from jobs.engine import bus
 from jobs.models import Job, Task, WorkflowDefinition
 from jobs.workflows import registry
 from logs.models import Severity
 from logs.services import job_log
-from scheduling.models import CallbackDelivery
 from taskengine_site import outbound, webhooks
 
 logger = logging.getLogger(__name__)
@@ -190,10 +191,8 @@ def _record(
 
 
 def _publish(delivery_ids: list[int], countdown: float | None = None) -> None:
-    from scheduling.tasks import callback_deliver, publish
-
     for delivery_id in delivery_ids:
-        publish(callback_deliver, delivery_id, countdown=countdown)
+        bus.send_delivery(delivery_id, countdown=countdown)
 
 
 def retry_delays() -> tuple[int, ...]:
