@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.workflows.registry import PermanentError, StepContext, TransientError, step
-from media import commands, hls, storage
+from media import commands, containers, hls, storage
 from media.ffmpeg import encoder_threads, run_ffmpeg
 from media.params import Clip, parse_clips, resolve_parameters
 from media.probe import MediaInfo, probe
@@ -31,8 +31,26 @@ from taskengine_site.errors import DomainError
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
 # ffmpeg may open local files only (and decrypt them): a source can never make it reach the network.
 FILE_INPUT = ("-protocol_whitelist", "file")
-# Our own rewritten playlists: their keys have a .key extension the HLS demuxer refuses by default.
-PLAYLIST_INPUT = ("-protocol_whitelist", "file,crypto", "-allowed_extensions", "ALL")
+# How ffmpeg opens what the engine staged. Every input has its demuxer forced and lists the only
+# demuxers allowed inside it (ffmpeg passes the list on to a playlist's segments and a list's files),
+# so no content chooses how ffmpeg reads it; ffmpeg may open local files only, never the network.
+# A playlist the engine wrote (``hls.fetch_hls``) names segments it sniffed, decrypted, in the clear:
+# no key, no crypto protocol, and only the segment suffixes it gives them.
+_SEGMENT_SUFFIXES = ",".join(sorted({c.suffix.lstrip(".") for c in containers.SEGMENT_CONTAINERS}))
+PLAYLIST_INPUT = (
+    "-f",
+    "hls",
+    "-protocol_whitelist",
+    "file",
+    "-format_whitelist",
+    ",".join(["hls", *sorted({c.demuxer for c in containers.SEGMENT_CONTAINERS})]),
+    "-allowed_extensions",
+    _SEGMENT_SUFFIXES,
+    "-allowed_segment_extensions",
+    _SEGMENT_SUFFIXES,
+    "-seg_format_options",
+    "enable_drefs=0",
+)
 
 
 def params(ctx: StepContext) -> dict[str, Any]:
@@ -69,8 +87,9 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
 
     The sources are the folder's video files in name order (several are joined, so they must share
     their encoding), or ``source_file`` alone; a folder without video files but with an HLS playlist
-    (for ``createmp4`` and the small workflows) is staged whole and read through its master playlist.
-    An MP4 this job writes into the same folder (``generate_mp4``) is not taken for a source on a rerun.
+    (for ``createmp4`` and the small workflows) is read through its master playlist, staged by
+    ``hls.fetch_hls``. An MP4 this job writes into the same folder (``generate_mp4``) is not taken for
+    a source on a rerun.
     """
     src = storage.source_storage(ctx)
     folder = p["source_folder"]
@@ -90,8 +109,9 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
             playlists = [n for n in listing if n.lower().endswith(".m3u8")]
             if not playlists:
                 raise PermanentError(f"no MP4 source or HLS playlist in {folder or 'the storage root'}")
-            master = _pick_master(src, folder, playlists)
-            fetched = hls.fetch_hls(storage.join_key(folder, master), local / "hls", hls.StorageFetcher(src))
+            fetcher = hls.StorageFetcher(src)
+            master = _pick_master(fetcher, folder, playlists)
+            fetched = hls.fetch_hls(storage.join_key(folder, master), local / "hls", fetcher)
             args = [*PLAYLIST_INPUT, "-i", str(fetched.playlist)]
             return Sources(args, probe(fetched.playlist, input_options=PLAYLIST_INPUT), [master])
     paths = []
@@ -115,10 +135,19 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
     return Sources([*FILE_INPUT, "-f", "concat", "-safe", "0", "-i", str(listing_file)], total, names)
 
 
-def _pick_master(src: storage.Storage, folder: str, playlists: list[str]) -> str:
-    """The folder's master playlist, else its first media playlist."""
+# A folder holding more playlists than this is not one HLS stream.
+MAX_FOLDER_PLAYLISTS = 64
+
+
+def _pick_master(fetcher: hls.StorageFetcher, folder: str, playlists: list[str]) -> str:
+    """The folder's master playlist, else its first media playlist (each read bounded and vetted)."""
+    if len(playlists) > MAX_FOLDER_PLAYLISTS:
+        raise PermanentError(
+            f"{folder or 'the storage root'} holds {len(playlists)} playlists, more than "
+            f"{MAX_FOLDER_PLAYLISTS}: not one HLS stream"
+        )
     for name in playlists:
-        if b"#EXT-X-STREAM-INF" in src.read_bytes(storage.join_key(folder, name)):
+        if isinstance(hls.read_playlist(fetcher, storage.join_key(folder, name)), list):
             return name
     return playlists[0]
 
