@@ -153,7 +153,8 @@ def vet_text(data: bytes | str, origin: str) -> str:
 
     UTF-8 (a leading byte-order mark is dropped), at most ``PLAYLIST_MAX_BYTES`` and
     ``PLAYLIST_MAX_LINES``, no control character anywhere (CRLF line ends become LF), starting with
-    ``#EXTM3U``, at most ``PLAYLIST_MAX_KEYS`` distinct ``EXT-X-KEY`` tags. Every check is linear in
+    ``#EXTM3U``, at most ``PLAYLIST_MAX_SEGMENTS`` segments and ``PLAYLIST_MAX_KEYS`` distinct
+    ``EXT-X-KEY`` tags. Every check is linear in
     the size, so a hostile playlist is refused as fast as it is read.
     """
     if isinstance(data, str):
@@ -177,7 +178,13 @@ def vet_text(data: bytes | str, origin: str) -> str:
         )
     if not text.lstrip().startswith("#EXTM3U"):
         raise PermanentError(f"playlist {origin} is not an HLS playlist (no #EXTM3U): refused")
-    keys = {line.strip() for line in text.split("\n") if line.lstrip().startswith("#EXT-X-KEY")}
+    tags = [line.strip() for line in text.split("\n") if line.lstrip().startswith("#EXT")]
+    segments = sum(1 for tag in tags if tag.startswith("#EXTINF"))
+    if segments > PLAYLIST_MAX_SEGMENTS:
+        raise PermanentError(
+            f"playlist {origin} has {segments} segments, more than {PLAYLIST_MAX_SEGMENTS}: refused"
+        )
+    keys = {tag for tag in tags if tag.startswith("#EXT-X-KEY")}
     if len(keys) > PLAYLIST_MAX_KEYS:
         raise PermanentError(
             f"playlist {origin} has {len(keys)} different EXT-X-KEY tags, more than "
@@ -214,6 +221,9 @@ class _Reader:
 
     def __init__(self, base: str, resolve: Resolver, origin: str) -> None:
         self.base, self.resolve, self.origin = base, resolve, origin
+        # A key URI is usually repeated with every key tag: each distinct one is resolved once.
+        self.resolved: dict[str, str] = {}
+        self.keys: dict[tuple[tuple[str, Any], ...], Key | None] = {}
 
     def refuse(self, reason: str) -> PermanentError:
         return PermanentError(f"playlist {self.origin}: {reason}: refused")
@@ -223,7 +233,9 @@ class _Reader:
             raise self.refuse(f"{what} has no URI")
         if len(raw) > MAX_URI_CHARS:
             raise self.refuse(f"{what} has a URI longer than {MAX_URI_CHARS} characters")
-        return self.resolve(self.base, raw.strip())
+        if raw not in self.resolved:
+            self.resolved[raw] = self.resolve(self.base, raw.strip())
+        return self.resolved[raw]
 
     def byterange(self, raw: Any, previous_end: int | None) -> ByteRange:
         """``n[@o]``; without ``o`` the range follows the previous one of the same resource."""
@@ -242,6 +254,13 @@ class _Reader:
         return ByteRange(length, offset)
 
     def key(self, raw: dict[str, Any]) -> Key | None:
+        """The key a tag names (None for METHOD=NONE); the same attributes are vetted once."""
+        attributes = tuple(sorted(raw.items()))
+        if attributes not in self.keys:
+            self.keys[attributes] = self._key(raw)
+        return self.keys[attributes]
+
+    def _key(self, raw: dict[str, Any]) -> Key | None:
         method = raw.get("method")
         if method not in KEY_METHODS:
             shown = str(method)[:40] if method is not None else "(none)"
@@ -302,12 +321,11 @@ class _Reader:
         sequence = int(data.get("media_sequence") or 0)
         if sequence < 0:
             raise self.refuse("the media sequence is negative")
-        # The parser shares one dict between the segments a tag applies to: each is vetted once. Every
-        # key tag is vetted, also one that applies to no segment.
-        keys: dict[int, Key | None] = {}
+        # Every key tag is vetted, also one that applies to no segment.
         for raw_key in data.get("keys") or []:
             if raw_key:
-                keys[id(raw_key)] = self.key(raw_key)
+                self.key(raw_key)
+        # The parser shares one dict between the segments an EXT-X-MAP applies to: each is read once.
         inits: dict[int, InitSection] = {}
         range_ends: dict[str, int] = {}
         offset = 0.0
@@ -320,12 +338,8 @@ class _Reader:
             if raw.get("byterange") is not None:
                 byterange = self.byterange(raw["byterange"], range_ends.get(uri))
                 range_ends[uri] = byterange.end
-            key = None
             raw_key = raw.get("key")
-            if raw_key:
-                if id(raw_key) not in keys:
-                    keys[id(raw_key)] = self.key(raw_key)
-                key = keys[id(raw_key)]
+            key = self.key(raw_key) if raw_key else None
             init = None
             raw_init = raw.get("init_section")
             if raw_init:
