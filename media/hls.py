@@ -577,7 +577,12 @@ class StorageFetcher:
     def resolve(self, base: str, uri: str) -> str:
         if not uri or ":" in uri or uri.startswith(("/", "\\")):
             raise PermanentError(f"playlist {base} names {uri[:80]!r}: only relative paths are allowed")
-        return media_storage.normalise_key(posixpath.normpath(posixpath.join(posixpath.dirname(base), uri)))
+        try:
+            return media_storage.normalise_key(
+                posixpath.normpath(posixpath.join(posixpath.dirname(base), uri))
+            )
+        except PermanentError as exc:
+            raise PermanentError(f"playlist {base} names {uri[:80]!r}: {exc}") from None
 
     def describe(self, uri: str) -> str:
         return uri
