@@ -365,3 +365,19 @@ def test_an_external_data_reference_is_never_followed(area, dref_mp4, tmp_path):
         run_steps("vodcapture", {"content_id": "v", "output_folder": "v", "clips": [clip]}, area, job_id=708)
     for path in [*files_under(area), *files_under(storage.job_work_dir(708))]:
         assert path.name == "loot.bin" or secret not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(("container", "suffix"), [("mpegts", ".ts"), ("matroska", ".mkv")])
+def test_a_clip_file_is_opened_as_what_it_holds(area, media_cache, container, suffix):
+    """Whatever a clip's file is called, the engine names it, and ffmpeg opens it, after its content."""
+    (area / "rec").mkdir()
+    ffmpeg("-i", str(media_cache(SECONDS)), "-c", "copy", "-f", container, str(area / "rec/take.bin"))
+    work = storage.job_work_dir(709)
+
+    def check() -> None:
+        assert (work / "clips/0" / f"source{suffix}").is_file()
+
+    clip = {"source": "rec/take.bin", "start": 1, "end": 3}
+    parameters = {"content_id": "t", "output_folder": "o", "segment_duration": 1, "clips": [clip]}
+    run_steps("vodcapture", parameters, area, job_id=709, before="publish_outputs", check=check)
+    assert decode(area / "o/t.m3u8")["video"][0]["frames"] == 2 * FPS
