@@ -154,8 +154,8 @@ def vet_text(data: bytes | str, origin: str) -> str:
     UTF-8 (a leading byte-order mark is dropped), at most ``PLAYLIST_MAX_BYTES`` and
     ``PLAYLIST_MAX_LINES``, no control character anywhere (CRLF line ends become LF), starting with
     ``#EXTM3U``, at most ``PLAYLIST_MAX_SEGMENTS`` segments and ``PLAYLIST_MAX_KEYS`` distinct
-    ``EXT-X-KEY`` tags. Every check is linear in
-    the size, so a hostile playlist is refused as fast as it is read.
+    ``EXT-X-KEY`` tags. Every check is linear in the size, so a hostile playlist is refused as fast
+    as it is read.
     """
     if isinstance(data, str):
         data = data.encode("utf-8", errors="surrogatepass")
