@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +23,7 @@ from typing import Any
 
 from clients.crypto import SecretUnreadable
 from jobs.workflows.registry import PermanentError, StepContext, TransientError, step
-from media import commands, hls, storage
+from media import commands, containers, hls, storage
 from media.ffmpeg import encoder_threads, run_ffmpeg
 from media.models import ContentKey
 from media.params import Clip, parse_clips, resolve_parameters
@@ -32,10 +33,41 @@ from media.services import content_key_make
 from taskengine_site.errors import DomainError
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
-# ffmpeg may open local files only (and decrypt them): a source can never make it reach the network.
-FILE_INPUT = ("-protocol_whitelist", "file")
-# Our own rewritten playlists: their keys have a .key extension the HLS demuxer refuses by default.
-PLAYLIST_INPUT = ("-protocol_whitelist", "file,crypto", "-allowed_extensions", "ALL")
+# How ffmpeg opens what the engine staged. Every input has its demuxer forced and lists the only
+# demuxers allowed inside it (ffmpeg passes the list on to a playlist's segments and a list's files),
+# so no content chooses how ffmpeg reads it; ffmpeg may open local files only, never the network.
+# A playlist the engine wrote (``hls.fetch_hls``) names segments it sniffed, decrypted, in the clear:
+# no key, no crypto protocol, and only the segment suffixes it gives them.
+_SEGMENT_SUFFIXES = ",".join(sorted({c.suffix.lstrip(".") for c in containers.SEGMENT_CONTAINERS}))
+PLAYLIST_INPUT = (
+    "-f",
+    "hls",
+    "-protocol_whitelist",
+    "file",
+    "-format_whitelist",
+    ",".join(["hls", *sorted({c.demuxer for c in containers.SEGMENT_CONTAINERS})]),
+    "-allowed_extensions",
+    _SEGMENT_SUFFIXES,
+    "-allowed_segment_extensions",
+    _SEGMENT_SUFFIXES,
+    "-seg_format_options",
+    "enable_drefs=0",
+)
+
+
+def concat_input(container: containers.Container) -> tuple[str, ...]:
+    """ffmpeg options for an ffconcat list the engine wrote, naming files of ``container`` by the
+    names the engine gave them, relative to the list (the concat demuxer's safe mode checks that)."""
+    whitelist = f"concat,{container.demuxer}"
+    return ("-f", "concat", "-safe", "1", "-protocol_whitelist", "file", "-format_whitelist", whitelist)
+
+
+def _write_ffconcat(path: Path, files: list[Path]) -> None:
+    """An ffconcat list of files in its own folder; only names the engine made (``[a-z0-9_.]``)."""
+    for file in files:
+        if file.parent != path.parent or not re.fullmatch(r"[a-z0-9_]+\.[a-z0-9]+", file.name):
+            raise PermanentError(f"internal: {file.name!r} is not an engine-made name beside {path.name}")
+    path.write_text("ffconcat version 1.0\n" + "".join(f"file {file.name}\n" for file in files))
 
 
 def params(ctx: StepContext) -> dict[str, Any]:
@@ -72,8 +104,13 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
 
     The sources are the folder's video files in name order (several are joined, so they must share
     their encoding), or ``source_file`` alone; a folder without video files but with an HLS playlist
-    (for ``createmp4`` and the small workflows) is staged whole and read through its master playlist.
-    An MP4 this job writes into the same folder (``generate_mp4``) is not taken for a source on a rerun.
+    (for ``createmp4`` and the small workflows) is read through its master playlist, staged by
+    ``hls.fetch_hls``. An MP4 this job writes into the same folder (``generate_mp4``) is not taken for
+    a source on a rerun.
+
+    Video files are staged as ``source000.mp4``, ``source001.mov``, … (the client's names never reach
+    ffmpeg, nor an ffconcat list) and each must really be an MP4 (ISO-BMFF); several are joined by an
+    ffconcat list naming only those files.
     """
     src = storage.source_storage(ctx)
     folder = p["source_folder"]
@@ -93,8 +130,9 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
             playlists = [n for n in listing if n.lower().endswith(".m3u8")]
             if not playlists:
                 raise PermanentError(f"no MP4 source or HLS playlist in {folder or 'the storage root'}")
-            master = _pick_master(src, folder, playlists)
-            fetched = hls.fetch_hls(storage.join_key(folder, master), local / "hls", hls.StorageFetcher(src))
+            fetcher = hls.StorageFetcher(src)
+            master = _pick_master(fetcher, folder, playlists)
+            fetched = hls.fetch_hls(storage.join_key(folder, master), local / "hls", fetcher)
             args = [*PLAYLIST_INPUT, "-i", str(fetched.playlist)]
             return Sources(
                 args,
@@ -102,15 +140,19 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
                 [master],
             )
     paths = []
-    for name in names:
+    for index, name in enumerate(names):
         ctx.heartbeat()
-        paths.append(storage.stage(src, storage.join_key(folder, name), local / name))
-    infos = [probe(path, work_dir=storage.work_dir(ctx)) for path in paths]
+        suffix = Path(name).suffix.lower() if name.lower().endswith(VIDEO_SUFFIXES) else ".mp4"
+        staged = storage.stage(src, storage.join_key(folder, name), local / f"source{index:03d}{suffix}")
+        containers.require(staged, (containers.ISOBMFF,), f"source {name!r}")
+        paths.append(staged)
+    options = containers.input_options(containers.ISOBMFF)
+    infos = [probe(path, work_dir=storage.work_dir(ctx), input_options=options) for path in paths]
     info = infos[0]
     if len(paths) == 1:
-        return Sources([*FILE_INPUT, "-i", str(paths[0])], info, names)
+        return Sources([*options, "-i", str(paths[0])], info, names)
     listing_file = local / "sources.ffconcat"
-    listing_file.write_text("ffconcat version 1.0\n" + "".join(f"file '{path.name}'\n" for path in paths))
+    _write_ffconcat(listing_file, paths)
     total = MediaInfo(
         duration=sum(i.duration for i in infos),
         width=info.width,
@@ -119,13 +161,22 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
         video_codec=info.video_codec,
         audio_codec=info.audio_codec,
     )
-    return Sources([*FILE_INPUT, "-f", "concat", "-safe", "0", "-i", str(listing_file)], total, names)
+    return Sources([*concat_input(containers.ISOBMFF), "-i", str(listing_file)], total, names)
 
 
-def _pick_master(src: storage.Storage, folder: str, playlists: list[str]) -> str:
-    """The folder's master playlist, else its first media playlist."""
+# A folder holding more playlists than this is not one HLS stream.
+MAX_FOLDER_PLAYLISTS = 64
+
+
+def _pick_master(fetcher: hls.StorageFetcher, folder: str, playlists: list[str]) -> str:
+    """The folder's master playlist, else its first media playlist (each read bounded and vetted)."""
+    if len(playlists) > MAX_FOLDER_PLAYLISTS:
+        raise PermanentError(
+            f"{folder or 'the storage root'} holds {len(playlists)} playlists, more than "
+            f"{MAX_FOLDER_PLAYLISTS}: not one HLS stream"
+        )
     for name in playlists:
-        if b"#EXT-X-STREAM-INF" in src.read_bytes(storage.join_key(folder, name)):
+        if isinstance(hls.read_playlist(fetcher, storage.join_key(folder, name)), list):
             return name
     return playlists[0]
 
@@ -527,7 +578,11 @@ def _live_edge_reached(fetched: hls.FetchedStream, clip: Clip) -> bool:
 
 
 def ensure_clips(ctx: StepContext, p: dict[str, Any]) -> list[StagedClip]:
-    """Stage every clip's source (the part of an HLS stream it needs); a staged clip is reused."""
+    """Stage every clip's source (the part of an HLS stream it needs); a staged clip is reused.
+
+    An HLS source is staged by ``hls.fetch_hls`` and read through the playlist it writes; a file
+    source must be MP4, MPEG-TS or Matroska by its first bytes and is opened with that demuxer.
+    """
     try:
         clips = parse_clips(p.get("clips"))
     except DomainError as exc:
@@ -563,12 +618,16 @@ def ensure_clips(ctx: StepContext, p: dict[str, Any]) -> list[StagedClip]:
             args = [*PLAYLIST_INPUT, "-i", str(fetched.playlist)]
         else:
             assert isinstance(clip.start, float) and isinstance(clip.end, float)
-            target = folder / f"source{Path(path_part).suffix or '.mp4'}"
+            # Staged under a neutral name, then named and opened after what it really holds.
+            download = folder / "source.download"
             if clip.is_url:
-                hls.fetch_file(clip.source, target, retries=retries, ctx=ctx)
+                hls.fetch_file(clip.source, download, retries=retries, ctx=ctx)
             else:
-                storage.stage(storage.source_storage(ctx), clip.source, target)
-            args = [*FILE_INPUT, "-i", str(target)]
+                storage.stage(storage.source_storage(ctx), clip.source, download)
+            found = containers.require(download, containers.CLIP_CONTAINERS, f"clip {index}'s source")
+            target = folder / f"source{found.suffix}"
+            os.replace(download, target)
+            args = [*containers.input_options(found), "-i", str(target)]
             start, length = clip.start, clip.end - clip.start
         marker.write_text(json.dumps({"input_args": args, "start": max(0.0, start), "duration": length}))
         staged.append(StagedClip(args, max(0.0, start), length))
@@ -613,12 +672,12 @@ def _capture(ctx: StepContext, *, accurate: bool) -> dict[str, Any]:
         parts.append(part)
         done += clip.duration
     listing = cut_dir / "clips.ffconcat"
-    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{part.name}'\n" for part in parts))
+    _write_ffconcat(listing, parts)
     out = _fresh_dir(ctx, "vod")
     prefix = p["content_id"]
     seg = float(p["segment_duration"])
     manifest_name = Path(p["manifest_name"]).name
-    args = ["-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0", "-c", "copy"]
+    args = [*concat_input(containers.MPEGTS), "-i", str(listing), "-map", "0", "-c", "copy"]
     args += ["-f", "hls", "-hls_time", f"{seg:g}", "-hls_playlist_type", "vod"]
     args += ["-hls_segment_filename", f"{prefix}_%05d.ts", manifest_name]
     if p.get("generate_mp4"):

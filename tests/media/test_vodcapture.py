@@ -152,7 +152,8 @@ def test_private_addresses_are_refused_by_the_guard(area, http_server, settings)
 
 
 def test_fetching_retries_as_many_times_as_asked(area, http_server):
-    (http_server.root / "a.mp4").write_bytes(b"media bytes")
+    # Only the start of an MP4 (fetching sniffs it; nothing here decodes it).
+    (http_server.root / "a.mp4").write_bytes(b"\x00\x00\x00\x10ftypisom\x00\x00\x02\x00")
     clip = {"source": f"{http_server.url}/a.mp4", "start": 0, "end": 1}
     http_server.failures = 1
     with pytest.raises(TransientError, match="HTTP 503"):
