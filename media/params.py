@@ -103,13 +103,16 @@ MAX_KEY_URI_CHARS = 2000
 # ten leaves room for any honest layout and cuts a chain of hundreds off after ten lookups.
 MAX_TEMPLATE_DEPTH = 10
 # What one expanded value may grow to. Every value that is used is bounded more tightly after expansion
-# (a path 1,024, a name 128, a key URI 2,000); this bound stops the expansion itself while it runs.
+# (a path 1,024, a name 128 or 200, a key URI 2,000); this bound stops the expansion itself while it runs.
 MAX_TEMPLATE_CHARS = 4096
 
 # Content ids and output names become file names, segment name patterns handed to ffmpeg (so no '%'),
 # and object keys whose extension picks the content type storage serves them with.
-MAX_NAME_CHARS = 128
-_SAFE_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_CHARS - 1}}}")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_CONTENT_ID_CHARS = 128
+# Longer than a content id, so the default names made from one ("{content_id}_thumbnails.vtt") fit, and
+# short enough that the steps' own names made from them stay under a file system's 255 bytes.
+MAX_OUTPUT_NAME_CHARS = 200
 # Every output name, with the extensions of the file its workflow makes there.
 OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "mp4_filename": (".mp4",),
@@ -146,11 +149,10 @@ def check_output_name(name: str, value: Any, suffixes: tuple[str, ...] = ()) -> 
     """A file name the workflow writes: a safe character set and, for an output, its own extension."""
     check_text(name, value)
     if not _SAFE_NAME.fullmatch(value):
-        raise _fail(
-            name,
-            f"must be 1 to {MAX_NAME_CHARS} letters, digits, '.', '_' or '-', starting with a letter or a "
-            "digit",
-        )
+        raise _fail(name, "must be letters, digits, '.', '_' or '-', starting with a letter or a digit")
+    limit = MAX_OUTPUT_NAME_CHARS if suffixes else MAX_CONTENT_ID_CHARS
+    if len(value) > limit:
+        raise _fail(name, f"must be at most {limit} characters")
     if suffixes and not value.lower().endswith(suffixes):
         raise _fail(name, f"must end in {' or '.join(suffixes)}, the kind of file this workflow makes there")
     return value
