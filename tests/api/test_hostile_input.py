@@ -371,3 +371,21 @@ def test_names_built_by_templates_are_checked_after_expansion(api: Any) -> None:
     parameters = {**HONEST["generate_gif"], "label": "<svg onload=alert(1)>", "gif_filename": "{label}.gif"}
 
     assert_refused(post(api, "generate_gif", parameters), "parameters.gif_filename")
+
+
+def test_a_value_the_database_still_refuses_is_a_400_not_a_503(api: Any, monkeypatch: Any) -> None:
+    # Whatever the parser's checks did not foresee: the same request would fail again, so no Retry-After.
+    from django.db import DataError
+
+    from jobs.api import views
+
+    def refuse(**_: Any) -> Any:
+        raise DataError("invalid input syntax for type json\nDETAIL: host=db.internal user=taskengine")
+
+    monkeypatch.setattr(views, "job_submit", refuse)
+
+    response = post(api, "noop", {})
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "A value in the request cannot be stored."}
+    assert "Retry-After" not in response
