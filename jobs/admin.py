@@ -25,6 +25,7 @@ from jobs.services import job_rerun, job_update
 from jobs.workflows.registry import validate_definition
 from logs.models import LogEntry
 from taskengine_site.errors import DomainError
+from taskengine_site.inputs import json_problem
 
 # A job page shows the tail of the log; a chatty job has thousands of progress lines, which would make
 # the page slow and useless. The full log is one click away (the log entries admin, filtered by job).
@@ -247,8 +248,13 @@ class WorkflowDefinitionForm(forms.ModelForm[WorkflowDefinition]):
         fields = ("client", "name", "steps")
 
     def clean_steps(self) -> list[dict[str, Any]]:
+        steps = self.cleaned_data.get("steps")
+        # The form's JSON parser accepts NaN and Infinity, which the jsonb column refuses.
+        problem = json_problem(steps, root="steps")
+        if problem is not None:
+            raise forms.ValidationError(problem.message)
         try:
-            return validate_definition(self.cleaned_data.get("steps"))
+            return validate_definition(steps)
         except DomainError as exc:
             raise forms.ValidationError(exc.message) from None
 

@@ -5,6 +5,12 @@ Defaults may refer to other parameters (``output_folder`` defaults to ``{source_
 runs at submission and raises ``DomainError`` (answered 400) for input no step could use; the steps call
 ``resolve_parameters`` again on what they receive, so a client definition's step parameters get the same
 treatment.
+
+Everything a parameter becomes downstream is decided here, once: what turns into a path stays inside the
+client's area, what turns into a file name or an ffmpeg argument has no control characters and a safe
+character set, every output keeps the extension its workflow makes (a name is also a content type once
+storage is served from a web origin), and templates are expanded within bounds, so a small body cannot
+make the web process or a worker build megabytes of text.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from taskengine_site.errors import DomainError
+from taskengine_site.inputs import has_control
 
 SUPPORTED_DRM = ("clear", "aes", "cenc")
 X264_PRESETS = (
@@ -49,7 +57,9 @@ PARAMS: dict[str, Param] = {
     "destination_storage": Param("str", "local", choices=("local", "s3")),
     "retries": Param("int", 2, 0, 10),
     "drm": Param("any", ["clear"]),
-    "key_uri": Param("str", "{content_id}.key"),
+    # No default: keys are never published with the content, so only the client knows where its
+    # players fetch them from.
+    "key_uri": Param("str"),
     "manifest_name": Param("str", "{content_id}.m3u8"),
     "segment_duration": Param("number", 6, 1, 60),
     "renditions": Param("int", 3, 1, 5),
@@ -88,17 +98,87 @@ _CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
 
 
 MAX_PATH_CHARS = 1024
-# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: none belongs in a path, a URL,
-# a file name or a tool's argument, and each has been used to split a line someone else parses.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_KEY_URI_CHARS = 2000
+# References through references: ``output_folder`` → ``{source_folder}`` → ``{content_id}`` is three;
+# ten leaves room for any honest layout and cuts a chain of hundreds off after ten lookups.
+MAX_TEMPLATE_DEPTH = 10
+# What one expanded value may grow to. Every value that is used is bounded more tightly after expansion
+# (a path 1,024, a name 128 or 200, a key URI 2,000); this bound stops the expansion itself while it runs.
+MAX_TEMPLATE_CHARS = 4096
+
+# Content ids and output names become file names, segment name patterns handed to ffmpeg (so no '%'),
+# and object keys whose extension picks the content type storage serves them with.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_CONTENT_ID_CHARS = 128
+# Longer than a content id, so the default names made from one ("{content_id}_thumbnails.vtt") fit, and
+# short enough that the steps' own names made from them stay under a file system's 255 bytes.
+MAX_OUTPUT_NAME_CHARS = 200
+# Every output name, with the extensions of the file its workflow makes there.
+OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
+    "mp4_filename": (".mp4",),
+    "thumbnail_filename": (".jpg", ".jpeg"),
+    "frame_filename": (".jpg", ".jpeg"),
+    "gif_filename": (".gif",),
+    "thumbnails_vtt": (".vtt",),
+    "manifest_name": (".m3u8",),
+}
+PATH_PARAMS = ("source_folder", "output_folder", "source_file")
+# Every parameter that becomes a path, a URL, a file name or a tool's argument (clips are checked one by
+# one in ``parse_clips``).
+TEXT_PARAMS = ("content_id", *PATH_PARAMS, *OUTPUT_NAMES, "key_uri", "storage_client")
+KEY_URI_REQUIRED = (
+    "required for drm aes: the URL your players fetch the key from (keys are never published with the "
+    "content)"
+)
 
 
 def _fail(name: str, message: str) -> DomainError:
     return DomainError(f"parameters.{name}: {message}")
 
 
-def has_control(text: str) -> bool:
-    return _CONTROL.search(text) is not None
+def check_text(name: str, value: Any) -> str:
+    """A string parameter that becomes a path, URL, file name or tool argument: no control characters."""
+    if not isinstance(value, str):
+        raise _fail(name, "must be a string")
+    if has_control(value):
+        raise _fail(name, "must not contain control characters")
+    return value
+
+
+def check_output_name(name: str, value: Any, suffixes: tuple[str, ...] = ()) -> str:
+    """A file name the workflow writes: a safe character set and, for an output, its own extension."""
+    check_text(name, value)
+    if not _SAFE_NAME.fullmatch(value):
+        raise _fail(name, "must be letters, digits, '.', '_' or '-', starting with a letter or a digit")
+    limit = MAX_OUTPUT_NAME_CHARS if suffixes else MAX_CONTENT_ID_CHARS
+    if len(value) > limit:
+        raise _fail(name, f"must be at most {limit} characters")
+    if suffixes and not value.lower().endswith(suffixes):
+        raise _fail(name, f"must end in {' or '.join(suffixes)}, the kind of file this workflow makes there")
+    return value
+
+
+def check_key_uri(value: Any) -> str:
+    """The AES-128 key's URL as players fetch it.
+
+    It is written into a playlist attribute (``URI="…"``) and as one line of ffmpeg's key-info file, so
+    what could end either (a quote, a comma for naive attribute parsers, a line break, any control or
+    space) is refused rather than escaped.
+    """
+    name = "key_uri"
+    check_text(name, value)
+    if len(value) > MAX_KEY_URI_CHARS:
+        raise _fail(name, f"must be at most {MAX_KEY_URI_CHARS} characters")
+    if any(ch.isspace() or ch in '",' for ch in value):
+        raise _fail(name, "must not contain spaces, double quotes or commas")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a malformed port)
+    except ValueError:
+        raise _fail(name, "must be an absolute http(s) URL") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise _fail(name, "must be an absolute http(s) URL")
+    return value
 
 
 def check_relative_path(name: str, value: Any) -> str:
@@ -151,25 +231,77 @@ def _coerce(name: str, spec: Param, value: Any) -> Any:
     return value
 
 
-def _substitute(name: str, value: str, values: dict[str, Any], seen: tuple[str, ...] = ()) -> str:
-    def replace(match: re.Match[str]) -> str:
-        ref = match.group(1)
-        if ref in seen or ref == name:
-            raise _fail(name, f"{{{ref}}} refers back to itself")
-        target = values.get(ref)
-        if target is None:
-            raise _fail(name, f"{{{ref}}} names a parameter that is not set")
-        if isinstance(target, str):
-            return _substitute(ref, target, values, (*seen, name))
-        if isinstance(target, bool) or not isinstance(target, int | float):
-            raise _fail(name, f"{{{ref}}} is not a string or a number")
-        return f"{target:g}"
+class _Templates:
+    """Expands the templates of one set of parameters within bounds.
 
-    return _PLACEHOLDER.sub(replace, value)
+    Each parameter is expanded once and remembered, so references shared by many templates (``{b}{b}``
+    at every level doubles the text) cost one expansion each; a chain of references stops after
+    ``MAX_TEMPLATE_DEPTH`` (the recursion is never deeper than that); and an expansion stops as soon as
+    it would pass ``MAX_TEMPLATE_CHARS``.
+    """
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.expanded: dict[str, str] = {}
+        # The chain of parameters being expanded, outermost first.
+        self.chain: list[str] = []
+
+    def expand(self, name: str) -> str:
+        """The string parameter ``name`` with every reference replaced (``DomainError`` past a bound)."""
+        done = self.expanded.get(name)
+        if done is not None:
+            return done
+        text = self.values[name]
+        if "{" not in text:
+            return str(text)
+        if len(self.chain) >= MAX_TEMPLATE_DEPTH:
+            raise _fail(
+                self.chain[0], f"templates refer to templates more than {MAX_TEMPLATE_DEPTH} levels deep"
+            )
+        self.chain.append(name)
+        try:
+            result = self._substitute(name, text)
+        finally:
+            self.chain.pop()
+        self.expanded[name] = result
+        return result
+
+    def _substitute(self, name: str, text: str) -> str:
+        parts: list[str] = []
+        size = 0
+        position = 0
+        for match in _PLACEHOLDER.finditer(text):
+            ref = match.group(1)
+            if ref in self.chain:
+                raise _fail(name, f"{{{ref}}} refers back to itself")
+            target = self.values.get(ref)
+            if target is None:
+                raise _fail(name, f"{{{ref}}} names a parameter that is not set")
+            if isinstance(target, str):
+                replacement = self.expand(ref)
+            elif isinstance(target, bool) or not isinstance(target, int | float):
+                raise _fail(name, f"{{{ref}}} is not a string or a number")
+            else:
+                try:
+                    replacement = f"{target:g}"
+                except OverflowError:  # an integer past a float's range
+                    raise _fail(name, f"{{{ref}}} is too large a number") from None
+            literal = text[position : match.start()]
+            size += len(literal) + len(replacement)
+            if size > MAX_TEMPLATE_CHARS:
+                raise _fail(name, f"expands to more than {MAX_TEMPLATE_CHARS} characters")
+            parts += (literal, replacement)
+            position = match.end()
+        parts.append(text[position:])
+        result = "".join(parts)
+        if len(result) > MAX_TEMPLATE_CHARS:
+            raise _fail(name, f"expands to more than {MAX_TEMPLATE_CHARS} characters")
+        return result
 
 
 def resolve_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    """The parameters with defaults filled in, templates substituted and values coerced to their type.
+    """The parameters with defaults filled in, templates substituted, values coerced to their type, and
+    what each becomes checked (paths, names, the key URL): ``DomainError`` naming the parameter.
 
     Unknown parameters (``custom_data``, ``rest_endpoints``, …) are passed through untouched.
     """
@@ -184,18 +316,38 @@ def resolve_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
     for name, spec in PARAMS.items():
         if values.get(name) is not None:
             values[name] = _coerce(name, spec, values[name])
-    raw = dict(values)
+    templates = _Templates(dict(values))
     for name, spec in PARAMS.items():
         if spec.kind == "str" and isinstance(values.get(name), str) and "{" in values[name]:
             try:
-                values[name] = _substitute(name, raw[name], raw)
+                values[name] = templates.expand(name)
             except DomainError:
                 if name not in defaulted:
                     raise
                 # A default naming a parameter the job does not have (no source_folder) stays unset.
                 values[name] = None
     values["drm"] = drm_mode(values.get("drm"))
+    _check_resolved(values)
     return values
+
+
+def _check_resolved(values: dict[str, Any]) -> None:
+    """Refuse what a resolved parameter would do harm as: a path, a file name, an ffmpeg argument."""
+    for name in TEXT_PARAMS:
+        if values.get(name) is not None:
+            check_text(name, values[name])
+    for name in PATH_PARAMS:
+        if values.get(name) is not None:
+            check_relative_path(name, values[name])
+    if values.get("content_id") is not None:
+        check_output_name("content_id", values["content_id"])
+    for name, suffixes in OUTPUT_NAMES.items():
+        if values.get(name) is not None:
+            check_output_name(name, values[name], suffixes)
+    if values.get("key_uri") is not None:
+        check_key_uri(values["key_uri"])
+    elif values["drm"] == "aes":
+        raise _fail("key_uri", KEY_URI_REQUIRED)
 
 
 def drm_mode(value: Any) -> str:
@@ -279,6 +431,8 @@ def parse_clips(value: Any) -> list[Clip]:
         source = item.get("source")
         if not isinstance(source, str) or not source.strip():
             raise _fail(f"{where}.source", "must be a URL or a storage path")
+        # Before stripping: str.strip() removes some controls (U+001C-001F, U+0085) as whitespace.
+        check_text(f"{where}.source", source)
         start = parse_clip_time(item.get("start"), f"{where}.start")
         end = parse_clip_time(item.get("end"), f"{where}.end")
         if isinstance(start, datetime) != isinstance(end, datetime):
@@ -305,20 +459,19 @@ def validate_parameters(workflow: str, parameters: Any) -> dict[str, Any]:
     """
     if workflow not in MEDIA_WORKFLOWS:
         return parameters if isinstance(parameters, dict) else {}
-    values = resolve_parameters(parameters or {})
+    parameters = parameters or {}
+    if not isinstance(parameters, dict):
+        raise DomainError("parameters: must be an object")
+    # Before resolving, which would first ask an encrypting job for its key URL.
+    if workflow != "vodstream" and drm_mode(parameters.get("drm")) != "clear":
+        raise _fail("drm", f"{workflow} makes clear output only")
+    values = resolve_parameters(parameters)
     for name in REQUIRED[workflow]:
         value = values.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
             raise _fail(name, "is required")
-    if not str(values["content_id"]).strip() or "/" in str(values["content_id"]):
-        raise _fail("content_id", "must be a non-empty name without '/'")
-    for name in ("source_folder", "output_folder", "source_file"):
-        if values.get(name) is not None:
-            check_relative_path(name, values[name])
     if workflow == "vodcapture":
         parse_clips(values["clips"])
-    if values["drm"] != "clear" and workflow != "vodstream":
-        raise _fail("drm", f"{workflow} makes clear output only")
     return values
 
 

@@ -1,9 +1,9 @@
 """The media app's submission hooks (registered with the workflow registry by ``media.apps``).
 
 They refuse, with a ``DomainError`` naming the parameter (answered 400), what a step could never run or
-must never be given: paths that leave the client's area, another client's area named by a client that
-is not an operator. What can only be known when a step runs (a symbolic link, a missing file) is
-checked again there.
+must never be given: paths that leave the client's area or hold control characters, another client's
+area named by a client that is not an operator. What can only be known when a step runs (a symbolic link,
+a missing file) is checked again there.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def check_storage_client(parameters: dict[str, Any], client: Client) -> None:
     chosen = parameters.get("storage_client")
     if chosen is None or chosen == client.name:
         return
+    params.check_text("storage_client", chosen)
     from clients.models import Client
 
     if not client.is_operator:

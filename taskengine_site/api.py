@@ -24,11 +24,8 @@ from rest_framework.views import APIView
 
 from clients.models import Client
 from taskengine_site.env import parse_rate
-
-# Deeper documents are refused before they reach code that walks them recursively; real workflow
-# parameters nest a handful of levels.
-MAX_JSON_DEPTH = 32
-
+from taskengine_site.errors import DomainError
+from taskengine_site.inputs import MAX_JSON_DEPTH, json_problem
 
 # --- Timestamps ---------------------------------------------------------------------------------------
 
@@ -87,36 +84,15 @@ class RequestTooLarge(exceptions.APIException):
     default_code = "request_too_large"
 
 
-def json_depth_error(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
-    """Why ``value`` is not storable (too deep, or holding a NUL character Postgres refuses), or None.
-
-    Iterative on purpose: a recursive walk of hostile input is exactly what the depth limit prevents.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            if depth > limit:
-                return f"nested deeper than {limit} levels"
-            for key, child in item.items():
-                if "\x00" in key:
-                    return "contains a NUL character"
-                stack.append((child, depth + 1))
-        elif isinstance(item, list):
-            if depth > limit:
-                return f"nested deeper than {limit} levels"
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str) and "\x00" in item:
-            return "contains a NUL character"
-    return None
-
-
 class LimitedJSONParser(parsers.JSONParser):
-    """JSON bodies of at most ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes and ``MAX_JSON_DEPTH`` levels.
+    """JSON bodies of at most ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes and ``MAX_JSON_DEPTH`` levels, holding
+    only values Postgres can store.
 
     DRF reads the request stream itself unless something read the body first, and the stream skips
     Django's own size check, so the limit is applied here: 413 for size, 400 for depth (the stdlib parser
-    would otherwise raise RecursionError → 500).
+    would otherwise raise RecursionError → 500). Every endpoint parses with this class, so a value
+    ``jsonb`` would refuse (``1e999``, a lone surrogate, NUL) is a 400 naming it for all of them, before
+    any of them writes.
     """
 
     def parse(
@@ -141,9 +117,12 @@ class LimitedJSONParser(parsers.JSONParser):
             raise exceptions.ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
-        problem = json_depth_error(data)
-        if problem:
-            raise exceptions.ParseError(f"JSON {problem}")
+        problem = json_problem(data)
+        if problem is not None and problem.too_deep:
+            raise exceptions.ParseError(f"JSON {problem.reason}")
+        if problem is not None:
+            # Named like a field refused by a serializer: the body is JSON, one value in it is not storable.
+            raise DomainError(problem.message)
         return data
 
 

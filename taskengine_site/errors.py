@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -18,6 +18,7 @@ from rest_framework.response import Response
 logger = logging.getLogger(__name__)
 
 DATABASE_UNAVAILABLE = "Database unavailable; retry later."
+UNSTORABLE_VALUE = "A value in the request cannot be stored."
 
 
 class DomainError(Exception):
@@ -91,6 +92,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(body, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, exceptions.APIException):
         return Response({"error": error_message(exc.detail)}, status=exc.status_code)
+    if isinstance(exc, DataError):
+        # The database refused a value (one the parser's checks did not foresee): the same request
+        # would be refused again, so it is the client's 400, never the 503 that invites a retry.
+        view = context.get("view")
+        logger.warning("value refused by the database in %s: %s", type(view).__name__, first_line(exc))
+        return Response({"error": UNSTORABLE_VALUE}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, OperationalError | InterfaceError | DatabaseError):
         # The driver's text names hosts, sockets and users: it goes to the operators' log, not to the
         # client, who learns only that a retry later will do.

@@ -40,6 +40,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util import connection as urllib3_connection
 
 from taskengine_site.errors import DomainError
+from taskengine_site.inputs import has_control
 from taskengine_site.version import VERSION
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -215,7 +216,7 @@ def _check_url(url: str) -> tuple[str, str]:
         raise UrlRefused("not a string")
     if len(url) > MAX_URL_LENGTH:
         raise UrlRefused(f"longer than {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url) or "\\" in url:
+    if has_control(url) or any(ch.isspace() for ch in url) or "\\" in url:
         raise UrlRefused("whitespace, control characters or backslashes")
     try:
         parts = urlsplit(url)

@@ -35,6 +35,7 @@ from typing import Any
 
 from jobs.workflows.registry import PermanentError, StepContext, TransientError, step
 from media import storage as media_storage
+from taskengine_site.inputs import has_control
 
 MANIFEST_SUFFIXES = (".m3u8", ".mpd")
 VARIANTS = ("clear", "drm")
@@ -54,8 +55,8 @@ def resolve_path(root: Path, relative: Any, *, what: str) -> Path:
     operation on a link acts on the link, never on what it points to."""
     if not isinstance(relative, str) or not relative.strip():
         raise PermanentError(f"{what}: a relative path is required")
-    if "\x00" in relative:
-        raise PermanentError(f"{what}: invalid path")
+    if has_control(relative):
+        raise PermanentError(f"{what}: must not contain control characters")
     candidate = Path(relative)
     if candidate.is_absolute():
         raise PermanentError(f"{what}: {relative!r} must be relative to the client's storage area")
