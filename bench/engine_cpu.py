@@ -57,7 +57,8 @@ def main() -> None:
     from django.db import connection
 
     from clients.models import Client
-    from jobs.engine import bus, controller, dispatcher, runner
+    from jobs import tasks
+    from jobs.engine import bus, dispatcher, runner
     from jobs.engine import reconcile as reconciler
     from jobs.models import Job
     from jobs.services import job_submit
@@ -67,7 +68,7 @@ def main() -> None:
     runner.heartbeat_seconds = lambda: 3600.0  # no heartbeat thread writes
     handlers: dict[str, Callable[..., Any]] = {
         bus.RUN_TASK: runner.run_task,
-        bus.ADVANCE_JOB: controller.advance,
+        bus.ADVANCE_JOB: tasks.advance_job.run,
         bus.DISPATCH: dispatcher.dispatch,
         bus.RECONCILE: reconciler.reconcile,
     }

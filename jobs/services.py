@@ -14,12 +14,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Field
 from django.utils import timezone
 
 from clients.keys import mask
 from clients.models import Client
 from jobs.engine.bus import request_dispatch
+from jobs.engine.sql import sql
 from jobs.engine.transitions import job_transition
 from jobs.models import Job, Task
 from jobs.states import NAME_TO_STATE, TERMINAL, JobState, TaskState, can_transition
@@ -169,42 +169,28 @@ def job_submit(
     return job, True
 
 
-_JOB_WITH_LOG_ENTRY: tuple[str, list[Field[Any, Any]], list[Field[Any, Any]]] | None = None
+def insert_parameters(job: Job, entry: LogEntry) -> dict[str, Any]:
+    """The ``insert_job`` statement's parameters: every column of the new ``job`` and, prefixed
+    ``entry_``, of its log ``entry``, with the values ``Model.save`` would write (each field's
+    ``pre_save``, then ``get_db_prep_save``: defaults, ``auto_now``, JSON)."""
+    params: dict[str, Any] = {}
+    for model_object, prefix in ((job, ""), (entry, "entry_")):
+        for field in model_object._meta.concrete_fields:
+            if field.primary_key or (prefix and field.name == "job"):
+                continue
+            value = field.get_db_prep_save(field.pre_save(model_object, True), connection)
+            params[f"{prefix}{field.column}"] = value
+    return params
 
 
 def _insert_with_log_entry(job: Job, entry: LogEntry) -> None:
-    """Save the new ``job`` and its log ``entry`` (for that job) in one INSERT … INSERT statement.
+    """Save the new ``job`` and its log ``entry`` in one statement (``insert_job``).
 
-    What ``Job.objects.create`` and ``job_log`` did in two statements inside BEGIN/COMMIT: the values are
-    the ones ``Model.save`` would write (each field's ``pre_save``, then ``get_db_prep_save``: defaults,
-    ``auto_now``, JSON), the SQL is built once from the models' fields. Neither model has save() overrides
-    or signal receivers, which this bypasses.
+    What ``Job.objects.create`` and ``job_log`` did in two statements inside BEGIN/COMMIT. Neither model
+    has save() overrides or signal receivers, which this bypasses.
     """
-    global _JOB_WITH_LOG_ENTRY
-    if _JOB_WITH_LOG_ENTRY is None:
-        job_fields = [f for f in Job._meta.concrete_fields if not f.primary_key]
-        entry_fields = [f for f in LogEntry._meta.concrete_fields if not f.primary_key and f.name != "job"]
-
-        def quote(name: str | None) -> str:
-            return connection.ops.quote_name(str(name))
-
-        job_id, entry_id = quote(Job._meta.pk.column), quote(LogEntry._meta.pk.column)
-        entry_job_id = quote(LogEntry._meta.get_field("job").column)
-        job_columns = ", ".join(quote(f.column) for f in job_fields)
-        entry_columns = ", ".join(quote(f.column) for f in entry_fields)
-        sql = (
-            f"WITH j AS (INSERT INTO {quote(Job._meta.db_table)} ({job_columns}) "  # noqa: S608 (model names) # nosec B608
-            f"VALUES ({', '.join(['%s'] * len(job_fields))}) RETURNING {job_id}) "
-            f"INSERT INTO {quote(LogEntry._meta.db_table)} ({entry_job_id}, {entry_columns}) "
-            f"SELECT j.{job_id}, {', '.join(['%s'] * len(entry_fields))} FROM j "
-            f"RETURNING {entry_job_id}, {entry_id}"
-        )
-        _JOB_WITH_LOG_ENTRY = (sql, job_fields, entry_fields)
-    sql, job_fields, entry_fields = _JOB_WITH_LOG_ENTRY
-    params = [f.get_db_prep_save(f.pre_save(job, True), connection) for f in job_fields]
-    params += [f.get_db_prep_save(f.pre_save(entry, True), connection) for f in entry_fields]
     with prepared.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql("insert_job"), insert_parameters(job, entry))
         job.pk, entry.pk = cursor.fetchone()
     entry.job_id = job.pk
     for saved in (job, entry):
@@ -336,14 +322,14 @@ def _apply(job: Job, changes: Mapping[str, Any]) -> list[str]:
         target = JobState.SCHEDULED
 
     if target is not None and target != state:
+        if fields:
+            # The row is locked and a refused move below undoes this with the whole update.
+            Job.objects.filter(pk=job.pk).update(updated_at=now, **fields)
         if target == JobState.SCHEDULED and state == JobState.PAUSED:
-            moved = job_transition(job.pk, source=[state], target=JobState.QUEUED, **fields)
+            moved = job_transition(job.pk, source=[state], target=JobState.QUEUED)
             moved = moved and job_transition(job.pk, source=[JobState.QUEUED], target=JobState.SCHEDULED)
         else:
-            extra: dict[str, Any] = {}
-            if target == JobState.BROKEN:
-                extra["finished_at"] = now
-            moved = job_transition(job.pk, source=[state], target=target, **fields, **extra)
+            moved = job_transition(job.pk, source=[state], target=target)
         if not moved:
             raise _refuse(f"cannot change queue_state from {state.label} to {target.label}")
         if "queue_state" in changes:
@@ -407,7 +393,7 @@ def job_rerun(*, job: Job, request_meta: Mapping[str, Any] | None = None) -> Job
         original = Job.objects.select_for_update().select_related("client").get(pk=job.pk)
         state = JobState(original.queue_state)
         if state != JobState.BROKEN:
-            if not job_transition(original.pk, source=[state], target=JobState.BROKEN, finished_at=now):
+            if not job_transition(original.pk, source=[state], target=JobState.BROKEN):
                 raise DomainError(f"cannot rerun a {state.label} job", job_id=job.pk)
             _cancel_waiting_tasks(original.pk, now)
         new = Job.objects.create(

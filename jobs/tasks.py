@@ -19,7 +19,8 @@ def run_task(task_id: int) -> None:
 
 @shared_task(name="jobs.tasks.advance_job")
 def advance_job(job_id: int) -> None:
-    controller.advance(job_id)
+    if controller.advance(job_id):
+        dispatcher.dispatch()  # the job ended: its slot is free
 
 
 @shared_task(name="jobs.tasks.dispatch")

@@ -13,16 +13,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from jobs.engine import bus, notify
+from jobs.engine.sql import sql
 from jobs.engine.transitions import job_transition
 from jobs.models import Job, Task
 from jobs.states import JobState, TaskState
 from jobs.workflows.registry import resolve_definition
 from logs.models import Severity
 from logs.services import job_log
+from taskengine_site import prepared
 from taskengine_site.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -68,13 +70,8 @@ def start_jobs(job_ids: list[int], *, definitions: dict[tuple[int, str], Resolve
     """
     if not job_ids:
         return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT j.id, j.client_id, j.workflow, j.definition IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM jobs_task AS t WHERE t.job_id = j.id) "
-            "FROM jobs_job AS j WHERE j.id = ANY(%s) ORDER BY j.id FOR UPDATE",
-            [job_ids],
-        )
+    with prepared.cursor() as cursor:
+        cursor.execute(sql("lock_starting_jobs"), {"ids": job_ids})
         rows = cursor.fetchall()
     started: list[int] = []
     fresh: list[tuple[int, list[dict[str, Any]], bool]] = []
@@ -102,38 +99,24 @@ def _give_tasks(jobs: list[tuple[int, list[dict[str, Any]], bool]]) -> None:
     all, and publish each job's first task after commit. ``jobs``: (id, steps, is a client definition).
     """
     now = timezone.now()
-    definitions: list[Any] = []
-    rows: list[Any] = []
-    count = 0
+    ids: list[int] = []
+    definitions: list[str] = []
+    tasks: dict[str, list[Any]] = {"job_ids": [], "positions": [], "names": [], "queues": []}
+    tasks.update(parameters=[], states=[])
     for job_id, steps, own in jobs:
-        definitions += [job_id, json.dumps({"source": "client" if own else "common", "steps": steps})]
+        ids.append(job_id)
+        definitions.append(json.dumps({"source": "client" if own else "common", "steps": steps}))
         for index, item in enumerate(steps, start=1):
+            tasks["job_ids"].append(job_id)
+            tasks["positions"].append(index)
+            tasks["names"].append(item["step"])
+            tasks["queues"].append(item["queue"])
+            tasks["parameters"].append(json.dumps(item["parameters"]))
             # The first step is queued at once: nothing else can have happened to a new job's tasks.
-            state = TaskState.QUEUED if index == 1 else TaskState.PENDING
-            rows += [
-                job_id,
-                index,
-                item["step"],
-                item["queue"],
-                json.dumps(item["parameters"]),
-                int(state),
-                now,
-                now,
-            ]
-            count += 1
-    with connection.cursor() as cursor:
-        pairs = ", ".join(["(%s::bigint, %s)"] * len(jobs))
-        cursor.execute(
-            "UPDATE jobs_job AS j SET definition = v.definition::jsonb, updated_at = %s "  # noqa: S608 (placeholders only) # nosec B608
-            f"FROM (VALUES {pairs}) AS v(id, definition) WHERE j.id = v.id",
-            [now, *definitions],
-        )
-        values = ", ".join(["(%s, %s, %s, %s, %s::jsonb, %s, 0, '', '', %s, %s)"] * count)
-        cursor.execute(
-            "INSERT INTO jobs_task (job_id, position, name, queue, parameters, state, attempts, error, "  # noqa: S608 (placeholders only) # nosec B608
-            f"worker, created_at, updated_at) VALUES {values} RETURNING id, job_id, position, queue",
-            rows,
-        )
+            tasks["states"].append(int(TaskState.QUEUED if index == 1 else TaskState.PENDING))
+    with prepared.cursor() as cursor:
+        cursor.execute(sql("write_definitions"), {"ids": ids, "definitions": definitions, "now": now})
+        cursor.execute(sql("insert_tasks"), {**tasks, "now": now})
         first = sorted((r for r in cursor.fetchall() if r[2] == 1), key=lambda r: r[1])
     for task_id, _, _, queue in first:
         bus.publish_run(int(task_id), queue)
@@ -156,29 +139,26 @@ class Progress:
     ended: bool = False
 
 
-def advance(job_id: int) -> None:
+def advance(job_id: int) -> bool:
     """Move a started job on after one of its tasks ended: publish the next task or end the job.
 
-    The worker does this itself in the transaction that records a task's end (``runner``); this entry
-    point is for the reconciler, which nudges a started job with nothing in flight. A no-op unless the
-    job is started; the dispatcher runs afterwards when the job ended (a slot freed).
+    The worker does this itself in the statement that records a task's end (``step_end``); this entry
+    point is for the reconciler, which nudges a started job with nothing in flight, and for the cases
+    that statement leaves. A no-op unless the job is started. True when the job ended: its slot is free,
+    and the caller runs the dispatcher.
     """
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id, queue_state=JobState.STARTED).first()
         if job is None:
-            return
-        ended = move_on(job).ended
-    if ended:
-        from jobs.engine.dispatcher import dispatch
-
-        dispatch()
+            return False
+        return move_on(job).ended
 
 
 def move_on(job: Job) -> Progress:
     """Move a started job, locked by the caller's transaction, on after one of its tasks ended.
 
     The next task is marked queued and published after commit, or the job ends. A completed step's own
-    worker does this in the step's end statement (``runner._STEP_SQL``); this is the general path: a
+    worker does this in the step's end statement (``step_end``); this is the general path: a
     failed step, the reconciler, a case that statement leaves.
     """
     return _progress(job, resume=False)
@@ -220,12 +200,7 @@ def _progress(job: Job, *, resume: bool) -> Progress:
 def _end_job(job: Job, *, failed: bool, message: str) -> None:
     now = timezone.now()
     if not job_transition(
-        job.pk,
-        source=[JobState.STARTED],
-        target=JobState.COMPLETED,
-        failed=failed,
-        finished_at=now,
-        message=message,
+        job.pk, source=[JobState.STARTED], target=JobState.COMPLETED, failed=failed, message=message
     ):
         return
     Task.objects.filter(job_id=job.pk, state__in=UNFINISHED_WAITING).update(

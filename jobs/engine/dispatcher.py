@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from django.db import connection, transaction
 from django.db.models import Count, Q
-from django.utils import timezone
 
 from jobs.engine import bus, controller
 from jobs.engine.transitions import job_transition, job_transition_many
@@ -156,25 +155,16 @@ def _start(
     that raises, its savepoint is rolled back and the jobs start one at a time, each in a savepoint of
     its own, so one job that cannot start ends failed without undoing (or blocking) the others.
     """
-    now = timezone.now()
     ids = [job_id for job_id, _ in admitted]
     try:
         with transaction.atomic():
-            moved = job_transition_many(
-                ids, source=[JobState.QUEUED], target=JobState.STARTED, started_at=now, finished_at=None
-            )
+            moved = job_transition_many(ids, source=[JobState.QUEUED], target=JobState.STARTED)
             return bool(moved), controller.start_jobs(moved, definitions=definitions)
     except Exception:
         logger.exception("jobs %s could not start together; starting them one at a time", ids)
     any_moved, started = False, []
     for job_id in ids:
-        if not job_transition(
-            job_id,
-            source=[JobState.QUEUED],
-            target=JobState.STARTED,
-            started_at=timezone.now(),
-            finished_at=None,
-        ):
+        if not job_transition(job_id, source=[JobState.QUEUED], target=JobState.STARTED):
             continue  # moved by someone else since the read
         any_moved = True
         try:

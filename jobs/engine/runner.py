@@ -24,8 +24,8 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from jobs.engine import bus, controller, notify, retry, signals
-from jobs.engine.transitions import END_AFTER_LAST_STEP
+from jobs.engine import bus, controller, notify, retry, signals, transitions
+from jobs.engine.sql import sql
 from jobs.models import Job, Task
 from jobs.states import JobState, TaskState
 from jobs.workflows.registry import PermanentError, StepCancelled, StepContext, get_step
@@ -74,45 +74,6 @@ class Claimed:
     results: dict[str, Any] = field(default_factory=dict)
 
 
-# The compare-and-set of a claim and the read of what the step needs, in one round trip. Hot: once per
-# step, so it is SQL rather than three ORM queries (whose compilation cost more than the queries).
-_CLAIM_SQL = f"""
-UPDATE jobs_task AS t
-SET state = {int(TaskState.RUNNING)}, attempts = t.attempts + 1, worker = %(worker)s, heartbeat_at = %(now)s,
-    started_at = %(now)s, next_attempt_at = NULL, updated_at = %(now)s
-FROM jobs_job AS j
-JOIN clients_client AS c ON c.id = j.client_id
-WHERE t.id = %(task)s AND j.id = t.job_id AND j.queue_state = {int(JobState.STARTED)}
-  AND (t.state = {int(TaskState.QUEUED)}
-       OR (t.state = {int(TaskState.RETRYING)} AND t.next_attempt_at <= %(now)s)
-       OR (t.state = {int(TaskState.RUNNING)} AND t.heartbeat_at < %(stale)s))
-RETURNING t.attempts, t.job_id, t.name, t.position, t.queue, t.parameters AS step_parameters,
-          j.parameters AS job_parameters, j.workflow, j.definition ->> 'source' AS source,
-          c.name AS client_name,
-          (SELECT json_object_agg(e.name, e.result ORDER BY e.position) FROM jobs_task AS e
-           WHERE e.job_id = t.job_id AND e.position < t.position AND e.state = {int(TaskState.COMPLETED)})
-           AS earlier
-"""  # noqa: S608 (only integer constants are formatted in) # nosec B608
-
-_LOG_COLUMNS = "(job_id, task_id, severity, progname, message, visible, created_at, updated_at)"
-
-# A claim and its start's log entries (the common-definitions notice first, as ``job_log`` would write
-# them) in one statement: the step that starts costs one round trip.
-_START_SQL = f"""
-WITH claimed AS ({_CLAIM_SQL}),
-logged AS (
-    INSERT INTO logs_logentry {_LOG_COLUMNS}
-    SELECT c.job_id, %(task)s, {int(Severity.INFO)}, %(progname)s, m.message, true, %(now)s, %(now)s
-    FROM claimed AS c
-    CROSS JOIN LATERAL (VALUES (1, %(notice)s), (2, format('Task ''%%s'' started', c.name)))
-        AS m(ord, message)
-    WHERE m.ord = 2 OR c.source = 'common'
-    ORDER BY m.ord
-)
-SELECT * FROM claimed
-"""  # noqa: S608 (only constants are formatted in) # nosec B608
-
-
 def _json(value: Any) -> Any:
     """jsonb as Django's psycopg connection returns it (text), decoded."""
     return json.loads(value) if isinstance(value, str | bytes) else value
@@ -134,7 +95,7 @@ def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
     if log_start:
         params.update(progname=PROGNAME, notice=NO_CLIENT_DEFINITIONS)
     with prepared.cursor() as cursor:
-        cursor.execute(_START_SQL if log_start else _CLAIM_SQL, params)
+        cursor.execute(sql("start_task" if log_start else "claim_task"), params)
         row = cursor.fetchone()
     if row is None:
         return None
@@ -377,76 +338,10 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
     return None
 
 
-# A completed step and the job's next move in one statement, run in autocommit for a job without
-# callback URLs (one round trip instead of six: BEGIN, the job row's lock, the completion, the next step,
-# its claim, COMMIT). The job row is locked first, as every writer does (a pause or break then waits for
-# this statement; the task rows are only touched once ``job`` has been read). Then, only while the job
-# is started and every earlier step is completed:
-# - the next step (position + 1, pending) is claimed for this worker when it runs on ``hold`` (a chain),
-#   else marked queued for the broker;
-# - with no step after this one, the job ends completed (what ``controller.move_on`` would do).
-# Log entries are one INSERT in their order: the completion, the next step's start (with the common
-# definitions notice, as ``_START_SQL`` writes it), the job's end. In any other case (an earlier step
-# not completed, the next one not pending) nothing moves here and the general path decides.
-_STEP_SQL = f"""
-WITH job AS (
-    SELECT j.id, j.queue_state, j.definition ->> 'source' AS source FROM jobs_job AS j
-    WHERE j.id = %(job)s FOR UPDATE
-),
-done AS (
-    UPDATE jobs_task AS t SET state = {int(TaskState.COMPLETED)}, result = %(result)s::jsonb,
-        progress = 100.0, finished_at = %(now)s, updated_at = %(now)s
-    FROM job
-    WHERE t.id = %(task)s AND t.job_id = job.id AND t.state = {int(TaskState.RUNNING)}
-      AND t.attempts = %(attempt)s
-    RETURNING t.id, t.job_id, t.position, job.queue_state, job.source,
-        job.queue_state = {int(JobState.STARTED)} AND NOT EXISTS (
-            SELECT 1 FROM jobs_task AS e
-            WHERE e.job_id = t.job_id AND e.position < t.position AND e.state <> {int(TaskState.COMPLETED)}
-        ) AS movable,
-        NOT EXISTS (
-            SELECT 1 FROM jobs_task AS l WHERE l.job_id = t.job_id AND l.position > t.position
-        ) AS last
-),
-nxt AS (
-    UPDATE jobs_task AS t SET
-        state = CASE WHEN t.queue = %(hold)s THEN {int(TaskState.RUNNING)} ELSE {int(TaskState.QUEUED)} END,
-        attempts = CASE WHEN t.queue = %(hold)s THEN t.attempts + 1 ELSE t.attempts END,
-        worker = CASE WHEN t.queue = %(hold)s THEN %(worker)s ELSE t.worker END,
-        heartbeat_at = CASE WHEN t.queue = %(hold)s THEN %(now)s ELSE t.heartbeat_at END,
-        started_at = CASE WHEN t.queue = %(hold)s THEN %(now)s ELSE t.started_at END,
-        next_attempt_at = CASE WHEN t.queue = %(hold)s THEN NULL ELSE t.next_attempt_at END,
-        updated_at = %(now)s
-    FROM done AS d
-    WHERE d.movable AND t.job_id = d.job_id AND t.position = d.position + 1
-      AND t.state = {int(TaskState.PENDING)}
-    RETURNING t.id, t.job_id, t.state, t.attempts, t.name, t.position, t.queue, t.parameters
-),
-ended AS ({END_AFTER_LAST_STEP}),
-logged AS (
-    INSERT INTO logs_logentry {_LOG_COLUMNS}
-    SELECT e.job_id, e.task_id, {int(Severity.INFO)}, e.progname, e.message, true, %(now)s, %(now)s FROM (
-        SELECT 1 AS ord, d.job_id, d.id AS task_id, %(progname)s AS progname, %(message)s AS message
-        FROM done AS d
-        UNION ALL
-        SELECT 2, n.job_id, n.id, %(progname)s, %(notice)s FROM nxt AS n CROSS JOIN done AS d
-        WHERE n.state = {int(TaskState.RUNNING)} AND d.source = 'common'
-        UNION ALL
-        SELECT 3, n.job_id, n.id, %(progname)s, format('Task ''%%s'' started', n.name) FROM nxt AS n
-        WHERE n.state = {int(TaskState.RUNNING)}
-        UNION ALL
-        SELECT 4, x.id, 0, %(controller)s, %(end_message)s FROM ended AS x
-    ) AS e ORDER BY e.ord
-)
-SELECT d.queue_state, EXISTS (SELECT 1 FROM ended), n.id, n.state, n.attempts, n.name,
-    n.position, n.queue, n.parameters
-FROM done AS d LEFT JOIN nxt AS n ON true
-"""  # noqa: S608 (only constants are formatted in) # nosec B608
-
-
 def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | None) -> Claimed | None:
-    """Record a completed step and move its job on (``_STEP_SQL``); return the job's next step when
-    this worker claimed it (same queue, while ``hold_queue`` is given).
+    """Record a completed step and move its job on (the ``step_end`` statement, in autocommit for a job
+    without callback URLs: one round trip instead of six); return the job's next step when this worker
+    claimed it (same queue, while ``hold_queue`` is given).
 
     A job without callback URLs costs one round trip in autocommit. For one with them, the statement
     and the callback deliveries it causes (this step's ``complete``, the next step's ``start``, the
@@ -456,9 +351,8 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
     now = timezone.now()
     parameters = task.job_parameters
     deliveries = transaction.atomic() if notify.may_call_back(parameters) else nullcontext()
-    with deliveries, prepared.cursor() as cursor:
-        cursor.execute(
-            _STEP_SQL,
+    with deliveries:
+        row = transitions.step_end(
             {
                 "job": task.job_id,
                 "task": task.pk,
@@ -474,7 +368,6 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
                 "end_message": controller.JOB_COMPLETED,
             },
         )
-        row = cursor.fetchone()
         if row is None:
             return None  # the claim was lost (presumed dead and re-run): the other attempt reports
         job_state, ended, next_id, next_state, attempts, name, position, queue, step_parameters = row
@@ -488,10 +381,10 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
         transaction.on_commit(bus.dispatch_after_job_end)  # the job's slot is free
         return None
     if next_id is None:
-        if job_state == JobState.STARTED:
-            # Not the simple case (an earlier step not completed, the next one not pending): the
-            # general path decides.
-            controller.advance(task.job_id)
+        # Not the simple case (an earlier step not completed, the next one not pending): the general
+        # path decides; when it ends the job, its slot is free.
+        if job_state == JobState.STARTED and controller.advance(task.job_id):
+            bus.dispatch_after_job_end()
         return None
     if next_state != TaskState.RUNNING:
         bus.publish_run(int(next_id), queue)
@@ -523,10 +416,12 @@ def _record(task: Claimed, attempt: int, outcome: str, error: str) -> None:
         if outcome != "cancelled":
             # Job row first, task rows second: the order of every writer (job_update, the controller),
             # so a pause or break waits for this commit instead of deadlocking with it.
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT queue_state FROM jobs_job WHERE id = %s FOR UPDATE", [task.job_id])
-                row = cursor.fetchone()
-            job_state = None if row is None else int(row[0])
+            job_state = (
+                Job.objects.select_for_update()
+                .filter(pk=task.job_id)
+                .values_list("queue_state", flat=True)
+                .first()
+            )
         if outcome == "cancelled":
             broken = Job.objects.filter(pk=task.job_id, queue_state=JobState.BROKEN).exists()
             if _owned(task, attempt).update(

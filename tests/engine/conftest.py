@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from clients.models import Client
-from jobs.engine import bus, controller, dispatcher, reconcile, runner
+from jobs import tasks
+from jobs.engine import bus, dispatcher, reconcile, runner
 from jobs.engine.bus import ADVANCE_JOB, DISPATCH, RECONCILE, RUN_TASK
 from jobs.models import Job
 from monitoring import broker as redis_queues
@@ -62,7 +63,7 @@ class Broker:
     def run(self, message: Message) -> None:
         handlers: dict[str, Callable[..., Any]] = {
             RUN_TASK: runner.run_task,
-            ADVANCE_JOB: controller.advance,
+            ADVANCE_JOB: tasks.advance_job.run,
             DISPATCH: dispatcher.dispatch,
             RECONCILE: reconcile.reconcile,
         }

@@ -1,0 +1,40 @@
+-- Statements that create jobs and give them their tasks (jobs/services.py, jobs/engine/controller.py).
+
+-- insert_job --
+-- Inserts a new job and its creation log entry in one statement; returns both ids.
+WITH j AS (
+    INSERT INTO jobs_job (client_id, workflow, priority, position, top_of_queue, parameters, queue_state,
+        failed, persist, run_at, semaphore_url, workflow_uuid, idempotency_key, definition, rerun_of_id,
+        message, created_at, updated_at, started_at, finished_at)
+    VALUES (%(client_id)s, %(workflow)s, %(priority)s, %(position)s, %(top_of_queue)s, %(parameters)s,
+        %(queue_state)s, %(failed)s, %(persist)s, %(run_at)s, %(semaphore_url)s, %(workflow_uuid)s,
+        %(idempotency_key)s, %(definition)s, %(rerun_of_id)s, %(message)s, %(created_at)s,
+        %(updated_at)s, %(started_at)s, %(finished_at)s)
+    RETURNING id
+)
+INSERT INTO logs_logentry (job_id, task_id, severity, progname, message, visible, created_at, updated_at)
+SELECT j.id, %(entry_task_id)s, %(entry_severity)s, %(entry_progname)s, %(entry_message)s,
+    %(entry_visible)s, %(entry_created_at)s, %(entry_updated_at)s
+FROM j
+RETURNING job_id, id
+
+-- lock_starting_jobs --
+-- Locks jobs the dispatcher just started and tells which start for the first time (no definition, no tasks yet).
+SELECT j.id, j.client_id, j.workflow,
+    j.definition IS NULL AND NOT EXISTS (SELECT 1 FROM jobs_task AS t WHERE t.job_id = j.id)
+FROM jobs_job AS j WHERE j.id = ANY(%(ids)s) ORDER BY j.id FOR UPDATE
+
+-- write_definitions --
+-- Stores each starting job's resolved workflow definition (parallel arrays of ids and JSON texts).
+UPDATE jobs_job AS j SET definition = v.definition::jsonb, updated_at = %(now)s
+FROM unnest(%(ids)s::bigint[], %(definitions)s::text[]) AS v(id, definition)
+WHERE j.id = v.id
+
+-- insert_tasks --
+-- Inserts the task rows of starting jobs (parallel arrays, one element per task); returns each task's id, job, position and queue.
+INSERT INTO jobs_task (job_id, position, name, queue, parameters, state, attempts, error, worker,
+    created_at, updated_at)
+SELECT v.job_id, v.position, v.name, v.queue, v.parameters::jsonb, v.state, 0, '', '', %(now)s, %(now)s
+FROM unnest(%(job_ids)s::bigint[], %(positions)s::integer[], %(names)s::text[], %(queues)s::text[],
+    %(parameters)s::text[], %(states)s::smallint[]) AS v(job_id, position, name, queue, parameters, state)
+RETURNING id, job_id, position, queue
