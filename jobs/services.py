@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from clients.keys import mask
 from clients.models import Client
+from jobs import signals
 from jobs.engine.bus import request_dispatch
 from jobs.engine.sql import sql
 from jobs.engine.transitions import job_transition
@@ -230,9 +231,7 @@ def _after_state_change(job_id: int, state: int) -> None:
 
 def _notify_scheduler(job_id: int) -> None:
     """Let the scheduler arm a promotion (a job due before its next sweep) or a semaphore check."""
-    from scheduling.services import job_promotion_arm
-
-    job_promotion_arm(job_id=job_id)
+    signals.job_waiting.send(sender=None, job_id=job_id)
 
 
 # --- update ----------------------------------------------------------------------------------------

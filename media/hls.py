@@ -46,7 +46,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from jobs.workflows.registry import PermanentError, StepContext, TransientError
 from media import containers
 from media import storage as media_storage
-from taskengine_site.outbound import OutboundResponse
+from taskengine_site import outbound
+from taskengine_site.outbound import OutboundResponse, redact
 
 # Bytes asked for per ranged request, and the most a single source file may have.
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -419,8 +420,6 @@ def _request(
     url: str, headers: dict[str, str], max_bytes: int, retries: int, ctx: StepContext | None
 ) -> OutboundResponse:
     """One guarded GET, retried ``retries`` times on network errors and 5xx/429 answers."""
-    from taskengine_site import outbound
-
     last = ""
     for attempt in range(retries + 1):
         if attempt:
@@ -455,8 +454,6 @@ def fetch_bytes(
     url: str, *, retries: int, ctx: StepContext | None, max_bytes: int = PLAYLIST_MAX_BYTES
 ) -> bytes:
     """A small resource (a playlist, a key) in memory; refuses one larger than ``max_bytes``."""
-    from taskengine_site.outbound import redact
-
     response = _request(url, {}, max_bytes, retries, ctx)
     if response.truncated:
         raise PermanentError(f"{redact(url)} is larger than {max_bytes} bytes")
@@ -476,8 +473,6 @@ def fetch_file(
     A server ignoring ranges is fine for a whole file; for a byte range it must answer them, unless
     the whole file fits in one answer.
     """
-    from taskengine_site.outbound import redact
-
     shown = redact(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.partial")
@@ -541,8 +536,6 @@ class HttpFetcher:
         self.retries, self.ctx = retries, ctx
 
     def resolve(self, base: str, uri: str) -> str:
-        from taskengine_site.outbound import redact
-
         resolved = urljoin(base, uri)
         if urlsplit(resolved).scheme.lower() not in ("http", "https"):
             raise PermanentError(
@@ -551,8 +544,6 @@ class HttpFetcher:
         return resolved
 
     def describe(self, uri: str) -> str:
-        from taskengine_site.outbound import redact
-
         return redact(uri)
 
     def read(self, uri: str, max_bytes: int = PLAYLIST_MAX_BYTES) -> bytes:

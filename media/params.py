@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from taskengine_site import outbound
 from taskengine_site.errors import DomainError
 from taskengine_site.inputs import has_control
 
@@ -417,8 +418,6 @@ class Clip:
 
 def parse_clips(value: Any) -> list[Clip]:
     """The ``clips`` parameter as ``Clip``s, refusing malformed ones and URLs the engine may not reach."""
-    from taskengine_site import outbound
-
     if not isinstance(value, list) or not value:
         raise _fail("clips", "must be a non-empty list")
     if len(value) > MAX_CLIPS:

@@ -30,6 +30,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from clients.models import Client
 from clients.services import CLIENT_NAME
 from jobs.workflows.registry import PermanentError, StepContext, TransientError
 
@@ -71,8 +72,6 @@ def storage_client(ctx: StepContext) -> str:
     chosen = ctx.param("storage_client")
     if chosen is None or chosen == ctx.client_name:
         return ctx.client_name
-    from clients.models import Client
-
     if not Client.objects.filter(name=ctx.client_name, is_operator=True).exists():
         raise PermanentError("parameters.storage_client: only an operator's job may name another client")
     if not isinstance(chosen, str) or not Client.objects.filter(name=chosen).exists():

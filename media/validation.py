@@ -8,14 +8,12 @@ a missing file) is checked again there.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from clients.models import Client
 from jobs.workflows.registry import SubmissionCheck
 from media import params
 from taskengine_site.errors import DomainError
-
-if TYPE_CHECKING:
-    from clients.models import Client
 
 
 def check_storage_client(parameters: dict[str, Any], client: Client) -> None:
@@ -24,8 +22,6 @@ def check_storage_client(parameters: dict[str, Any], client: Client) -> None:
     if chosen is None or chosen == client.name:
         return
     params.check_text("storage_client", chosen)
-    from clients.models import Client
-
     if not client.is_operator:
         raise DomainError("parameters.storage_client: only an operator client may act for another client")
     if not isinstance(chosen, str) or not Client.objects.filter(name=chosen).exists():

@@ -19,6 +19,12 @@ def _sync_after_migrate(**kwargs: Any) -> None:
     schedules_sync()
 
 
+def _arm_promotion(*, job_id: int, **_: Any) -> None:
+    from scheduling.services import job_promotion_arm
+
+    job_promotion_arm(job_id=job_id)
+
+
 def _on_setting_changed(name: str) -> None:
     if name == "schedule_interval":
         from scheduling.beat import schedules_sync
@@ -39,3 +45,8 @@ class SchedulingConfig(AppConfig):
             dispatch_uid="scheduling.schedules_sync",
         )
         effects.register(_on_setting_changed)
+        # Job services announce jobs that start waiting for their time or semaphore; they never import
+        # the scheduler.
+        from jobs.signals import job_waiting
+
+        job_waiting.connect(_arm_promotion, dispatch_uid="scheduling.arm_promotion")

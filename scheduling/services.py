@@ -22,12 +22,14 @@ from django.db import transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from jobs.engine import bus
 from jobs.engine.transitions import job_transition
 from jobs.models import Job
 from jobs.states import TERMINAL, JobState
 from jobs.workflows.registry import cleanup_job
 from logs.models import Severity
 from logs.services import job_log
+from scheduling import beat
 from settings_app.services import setting_get_int
 from taskengine_site import outbound
 
@@ -49,9 +51,7 @@ def _sweep_window() -> timedelta:
 
 def _request_dispatch() -> None:
     """Ask the controller to start what was just queued (it publishes after the commit)."""
-    from jobs.engine.bus import request_dispatch
-
-    request_dispatch()
+    bus.request_dispatch()
 
 
 def _visibility_ceiling() -> float:
@@ -64,18 +64,14 @@ def _visibility_ceiling() -> float:
 
 
 def _publish_promote(job_id: int, run_at: datetime) -> None:
-    from scheduling.tasks import promote_job, publish
-
     countdown = max(0.0, (run_at - timezone.now()).total_seconds())
     if countdown > _visibility_ceiling():
         return
-    publish(promote_job, job_id, countdown=countdown)
+    bus.send_scheduler(bus.PROMOTE_JOB, job_id, countdown=countdown)
 
 
 def _publish_semaphore_watch(job_id: int, countdown: float = 0.0) -> None:
-    from scheduling.tasks import publish, semaphore_watch
-
-    publish(semaphore_watch, job_id, countdown=countdown)
+    bus.send_scheduler(bus.SEMAPHORE_WATCH, job_id, countdown=countdown)
 
 
 def job_promotion_arm(*, job_id: int) -> None:
@@ -188,11 +184,10 @@ def jobs_promote_due(*, now: datetime | None = None) -> dict[str, int]:
         .values_list("pk", flat=True)[:SWEEP_BATCH]
     )
     if pending:
-        from scheduling.tasks import publish, semaphore_check
 
         def publish_checks() -> None:
             for job_id in pending:
-                publish(semaphore_check, job_id)
+                bus.send_scheduler(bus.SEMAPHORE_CHECK, job_id)
 
         transaction.on_commit(publish_checks, robust=True)
 
@@ -258,8 +253,6 @@ def jobs_cleanup(*, now: datetime | None = None) -> int:
 def schedules_list() -> dict[str, Any]:
     """The enabled beat schedules in the documented ``GET /schedules`` shape:
     ``{"result": "ok", "schedules": {name: {"class", "every", "queue", "description"}}}``."""
-    from scheduling import beat
-
     return {"result": "ok", "schedules": beat.enabled_schedules()}
 
 
@@ -268,6 +261,4 @@ def schedule_set_active(*, name: str, active: bool) -> list[str]:
 
     Raises ``DomainError`` for an unknown name.
     """
-    from scheduling import beat
-
     return beat.schedule_set_enabled(name=name, enabled=active)

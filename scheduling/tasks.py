@@ -10,6 +10,13 @@ from typing import Any
 from celery import Task, shared_task
 
 from jobs.engine.bus import SCHEDULER_QUEUE
+from scheduling.services import (
+    job_promote,
+    job_semaphore_check,
+    job_semaphore_watch,
+    jobs_cleanup,
+    jobs_promote_due,
+)
 
 
 def publish(task: Task[Any, Any], *args: int, countdown: float | None = None) -> None:
@@ -22,34 +29,24 @@ def publish(task: Task[Any, Any], *args: int, countdown: float | None = None) ->
 
 @shared_task(name="scheduling.queue_jobs")
 def queue_jobs() -> None:
-    from scheduling.services import jobs_promote_due
-
     jobs_promote_due()
 
 
 @shared_task(name="scheduling.promote_job")
 def promote_job(job_id: int) -> None:
-    from scheduling.services import job_promote
-
     job_promote(job_id=job_id)
 
 
 @shared_task(name="scheduling.semaphore_check")
 def semaphore_check(job_id: int) -> None:
-    from scheduling.services import job_semaphore_check
-
     job_semaphore_check(job_id=job_id)
 
 
 @shared_task(name="scheduling.semaphore_watch")
 def semaphore_watch(job_id: int) -> None:
-    from scheduling.services import job_semaphore_watch
-
     job_semaphore_watch(job_id=job_id)
 
 
 @shared_task(name="scheduling.cleanup")
 def cleanup() -> None:
-    from scheduling.services import jobs_cleanup
-
     jobs_cleanup()

@@ -9,6 +9,8 @@ from typing import Any
 from celery import Celery, bootsteps, signals
 from django.db import close_old_connections
 
+from taskengine_site.heap import freeze_heap
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskengine_site.settings")
 
 app = Celery("taskengine")
@@ -29,9 +31,7 @@ def _close_broken_connections(**_: object) -> None:
 @signals.worker_process_init.connect(weak=False, dispatch_uid="taskengine-freeze-heap")
 def _freeze_heap(**_: object) -> None:
     # Each pool process, once forked and set up: what it loaded is no longer walked by every full
-    # garbage collection (taskengine_site.warmup explains why that matters).
-    from taskengine_site.warmup import freeze_heap
-
+    # garbage collection (taskengine_site.heap explains why that matters).
     freeze_heap()
 
 

@@ -14,6 +14,7 @@ from django.db import transaction
 from jobs.models import Job
 from jobs.states import JobState
 from jobs.workflows.registry import QUEUES as STEP_QUEUES
+from taskengine_site.celery import app
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ ADVANCE_JOB = "jobs.tasks.advance_job"
 DISPATCH = "jobs.tasks.dispatch"
 RECONCILE = "jobs.tasks.reconcile"
 DELIVER_CALLBACK = "callbacks.deliver"
+PROMOTE_JOB = "scheduling.promote_job"
+SEMAPHORE_CHECK = "scheduling.semaphore_check"
+SEMAPHORE_WATCH = "scheduling.semaphore_watch"
 
 # Set while a dispatch message is on its way and its dispatcher has not started: one such message serves
 # every submission until then. The expiry only bounds a flag whose message was lost (a flushed Redis).
@@ -36,8 +40,6 @@ DISPATCH_PENDING_SECONDS = 10
 
 
 def _send(name: str, args: list[int], queue: str, countdown: float | None = None) -> None:
-    from taskengine_site.celery import app
-
     app.send_task(name, args=args, queue=queue, countdown=countdown)
 
 
@@ -54,6 +56,12 @@ def publish_advance(job_id: int) -> None:
 def send_delivery(delivery_id: int, countdown: float | None = None) -> None:
     """Ask the callback sender to deliver ``delivery_id`` now (the caller publishes after its commit)."""
     _send(DELIVER_CALLBACK, [delivery_id], CALLBACK_QUEUE, countdown)
+
+
+def send_scheduler(name: str, job_id: int, countdown: float | None = None) -> None:
+    """Ask the scheduler to run ``name`` (``PROMOTE_JOB``, ``SEMAPHORE_CHECK``, ``SEMAPHORE_WATCH``) for
+    job ``job_id`` now (the caller publishes after its commit)."""
+    _send(name, [job_id], SCHEDULER_QUEUE, countdown)
 
 
 def request_dispatch() -> None:

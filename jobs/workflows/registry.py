@@ -14,14 +14,13 @@ the callbacks call these hooks and never import the apps that register them.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.models import WorkflowDefinition
 from jobs.workflows.definitions import COMMON_DEFINITIONS
 from taskengine_site.errors import DomainError
 
@@ -103,18 +102,9 @@ def step(name: str, *, queue: str = "work") -> Callable[[StepFn], StepFn]:
     return decorator
 
 
-_loaded = False
-
-
 def load_steps() -> dict[str, StepSpec]:
-    """Import every module of ``jobs.workflows.steps`` so their ``@step`` decorators run."""
-    global _loaded
-    if not _loaded:
-        from jobs.workflows import steps as package
-
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-        _loaded = True
+    """Every registered step. The apps import their step modules in ``AppConfig.ready`` (the jobs app
+    its basic steps, the media app its own), so by the time anything runs, all are registered."""
     return STEPS
 
 
@@ -226,8 +216,6 @@ def resolve_definition(client_id: int, workflow: str) -> tuple[list[dict[str, An
 
     A client definition overrides the common one of the same name.
     """
-    from jobs.models import WorkflowDefinition
-
     own = (
         WorkflowDefinition.objects.filter(client_id=client_id, name=workflow)
         .values_list("steps", flat=True)
@@ -241,8 +229,6 @@ def resolve_definition(client_id: int, workflow: str) -> tuple[list[dict[str, An
 
 
 def workflow_exists(client_id: int, workflow: str) -> bool:
-    from jobs.models import WorkflowDefinition
-
     return (
         workflow in COMMON_DEFINITIONS
         or WorkflowDefinition.objects.filter(client_id=client_id, name=workflow).exists()

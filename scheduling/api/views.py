@@ -9,6 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from scheduling.services import schedule_set_active, schedules_list
 from taskengine_site.api import ApiView, IsOperator, StrictCharField, StrictKeysMixin
 
 ScheduleSerializer = inline_serializer(
@@ -62,8 +63,6 @@ class SchedulerChangeSerializer(StrictKeysMixin):
 class SchedulesView(ApiView):
     @extend_schema(operation_id="schedules", responses={200: SchedulesSerializer}, tags=["scheduler"])
     def get(self, request: Request) -> Response:
-        from scheduling.services import schedules_list
-
         return Response(schedules_list())
 
 
@@ -78,8 +77,6 @@ class SchedulerView(ApiView):
         tags=["scheduler"],
     )
     def put(self, request: Request) -> Response:
-        from scheduling.services import schedule_set_active
-
         data = SchedulerChangeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         enabled = schedule_set_active(
