@@ -273,29 +273,22 @@ def callback_deliver(*, delivery_id: int) -> str:
     try:
         secret = job.client.get_webhook_secret()  # decrypted from its at-rest token
     except SecretUnreadable:
-        return _finish(
+        return _not_sent(
             row,
             lease_until,
-            state=CallbackDelivery.State.FAILED,
-            error="the client's webhook secret cannot be decrypted with the configured keys",
-            log=(
-                f"{what} to {url} not sent: the client's webhook secret cannot be decrypted",
-                Severity.ERROR,
-            ),
-            outcome="failed",
+            "the client's webhook secret cannot be decrypted with the configured keys",
+            f"{what} to {url} not sent: the client's webhook secret cannot be decrypted",
         )
     body = row.body
     if secret and row.kind == "job":
         try:
             body = _with_secret_fields(row.body, job.pk)
         except SecretUnreadable:
-            return _finish(
+            return _not_sent(
                 row,
                 lease_until,
-                state=CallbackDelivery.State.FAILED,
-                error="the job's content keys cannot be decrypted with the configured keys",
-                log=(f"{what} to {url} not sent: the job's content keys cannot be decrypted", Severity.ERROR),
-                outcome="failed",
+                "the job's content keys cannot be decrypted with the configured keys",
+                f"{what} to {url} not sent: the job's content keys cannot be decrypted",
             )
     if secret:
         try:
@@ -303,13 +296,11 @@ def callback_deliver(*, delivery_id: int) -> str:
         except Exception:
             # Sending unsigned would let a receiver that checks signatures accept nothing, or worse,
             # one that does not check learn nothing is wrong: refuse, and say why.
-            return _finish(
+            return _not_sent(
                 row,
                 lease_until,
-                state=CallbackDelivery.State.FAILED,
-                error="the client's webhook secret is not a valid whsec_<base64> secret",
-                log=(f"{what} to {url} not sent: the client's webhook secret is not valid", Severity.ERROR),
-                outcome="failed",
+                "the client's webhook secret is not a valid whsec_<base64> secret",
+                f"{what} to {url} not sent: the client's webhook secret is not valid",
             )
     status: int | None = None
     try:
@@ -324,14 +315,7 @@ def callback_deliver(*, delivery_id: int) -> str:
         status = response.status_code
         error = "" if response.ok else f"HTTP {status}"
     except outbound.UrlRefused as exc:
-        return _finish(
-            row,
-            lease_until,
-            state=CallbackDelivery.State.FAILED,
-            error=exc.message,
-            log=(f"{what} to {url} not sent: {exc.message}", Severity.ERROR),
-            outcome="failed",
-        )
+        return _not_sent(row, lease_until, exc.message, f"{what} to {url} not sent: {exc.message}")
     except outbound.OutboundError as exc:
         error = str(exc)
     except Exception as exc:
@@ -378,6 +362,18 @@ def callback_deliver(*, delivery_id: int) -> str:
         if delay <= MAX_COUNTDOWN:
             transaction.on_commit(lambda: _publish([row.pk], countdown=delay), robust=True)
     return "retry"
+
+
+def _not_sent(row: CallbackDelivery, lease_until: datetime, error: str, line: str) -> str:
+    """Give up a delivery that cannot be sent as it should be (no retry can help), saying why."""
+    return _finish(
+        row,
+        lease_until,
+        state=CallbackDelivery.State.FAILED,
+        error=error,
+        log=(line, Severity.ERROR),
+        outcome="failed",
+    )
 
 
 def _finish(

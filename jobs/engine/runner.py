@@ -427,13 +427,7 @@ def _record(task: Claimed, attempt: int, outcome: str, error: str) -> None:
             if _owned(task, attempt).update(
                 state=TaskState.CANCELLED if broken else TaskState.PENDING, finished_at=now, updated_at=now
             ):
-                job_log(
-                    task.job_id,
-                    f"'{task.name}' cancelled: the job was broken",
-                    progname=PROGNAME,
-                    severity=Severity.WARN,
-                    task_id=task.pk,
-                )
+                _log(task, f"'{task.name}' cancelled: the job was broken", Severity.WARN)
             return
         else:
             mine = _owned(task, attempt)
@@ -447,32 +441,29 @@ def _record(task: Claimed, attempt: int, outcome: str, error: str) -> None:
                     updated_at=now,
                 ):
                     return
-                job_log(
-                    task.job_id,
+                _log(
+                    task,
                     f"'{task.name}' failed (attempt {attempt} of {decision.limit + 1}): {error}. "
                     f"Retrying in {decision.delay} seconds.",
-                    progname=PROGNAME,
-                    severity=Severity.ERROR,
-                    task_id=task.pk,
+                    Severity.ERROR,
                 )
                 if decision.use_countdown:
                     bus.publish_run(task.pk, task.queue, countdown=decision.delay)
             else:
                 if not mine.update(state=TaskState.FAILED, error=error, finished_at=now, updated_at=now):
                     return
-                job_log(
-                    task.job_id,
-                    f"'{task.name}' failed: {error}",
-                    progname=PROGNAME,
-                    severity=Severity.ERROR,
-                    task_id=task.pk,
-                )
+                _log(task, f"'{task.name}' failed: {error}", Severity.ERROR)
                 notify.task_event(task.pk, "fail", error, parameters=task.job_parameters)
                 if job_state == JobState.STARTED:
                     progress = controller.move_on(Job.objects.get(pk=task.job_id))
             transaction.on_commit(_tally.failed)
     if progress.ended:
         transaction.on_commit(bus.dispatch_after_job_end)  # the job's slot is free
+
+
+def _log(task: Claimed, message: str, severity: int) -> None:
+    """A line about ``task`` in its job's log, from the worker."""
+    job_log(task.job_id, message, progname=PROGNAME, severity=severity, task_id=task.pk)
 
 
 def _owned(task: Claimed, attempt: int) -> QuerySet[Task]:
