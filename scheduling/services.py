@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from jobs.engine.bus import countdown_ceiling
 from jobs.engine.transitions import job_transition
 from jobs.models import Job
 from jobs.states import TERMINAL, JobState
@@ -54,20 +55,11 @@ def _request_dispatch() -> None:
     request_dispatch()
 
 
-def _visibility_ceiling() -> float:
-    """Longest countdown the broker holds safely: a message held past its visibility timeout is
-    delivered again."""
-    from django.conf import settings
-
-    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
-    return max(1.0, float(visibility) * 0.8)  # type: ignore[arg-type]
-
-
 def _publish_promote(job_id: int, run_at: datetime) -> None:
     from scheduling.tasks import promote_job, publish
 
     countdown = max(0.0, (run_at - timezone.now()).total_seconds())
-    if countdown > _visibility_ceiling():
+    if countdown > countdown_ceiling():
         return
     publish(promote_job, job_id, countdown=countdown)
 

@@ -73,6 +73,27 @@ def env_int(
     return number
 
 
+def env_ints(
+    name: str, default: tuple[int, ...], *, minimum: int | None = None, environ_: dict[str, str] | None = None
+) -> tuple[int, ...]:
+    """Read a comma-separated list of integers, each at least ``minimum``; set but empty: none."""
+    value = _raw(name, environ_)
+    if value is None:
+        return default
+    numbers = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            number = int(item)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: expected comma-separated integers, got {value!r}") from None
+        if minimum is not None and number < minimum:
+            raise ImproperlyConfigured(f"{name}: every item must be at least {minimum}, got {number}")
+        numbers.append(number)
+    return tuple(numbers)
+
+
 def env_str(name: str, default: str, environ_: dict[str, str] | None = None) -> str:
     value = _raw(name, environ_)
     return default if value is None or value == "" else value

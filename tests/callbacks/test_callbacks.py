@@ -367,12 +367,13 @@ def test_unknown_events_are_ignored(make_job, committed):
 
 
 def test_retry_delays_never_exceed_the_visibility_timeout(settings):
-    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 100}
+    settings.TASKENGINE_VISIBILITY_TIMEOUT = 100
     assert max(callbacks.retry_delays()) == 80
-    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-    assert callbacks.retry_delays() == callbacks.RETRY_DELAYS
-    assert len(callbacks.RETRY_DELAYS) + 1 == 8
-    assert 3000 <= sum(callbacks.RETRY_DELAYS) <= 4200  # about an hour
+    settings.TASKENGINE_VISIBILITY_TIMEOUT = 3600
+    default = settings.TASKENGINE_CALLBACK_RETRY_DELAYS
+    assert callbacks.retry_delays() == default
+    assert len(default) + 1 == 8
+    assert 3000 <= sum(default) <= 4200  # about an hour
 
 
 def test_time_is_utc_with_milliseconds_and_z():

@@ -68,10 +68,10 @@ def media_cache(tmp_path_factory) -> Callable[..., Path]:
 
 
 @pytest.fixture(autouse=True)
-def media_env(monkeypatch, tmp_path):
+def media_env(monkeypatch, settings, tmp_path):
     """One encoder thread (the machine is shared) and a work directory per test."""
     monkeypatch.setenv("TASKENGINE_FFMPEG_THREADS", "1")
-    monkeypatch.setenv("TASKENGINE_WORK_DIR", str(tmp_path / "work"))
+    settings.TASKENGINE_WORK_DIR = tmp_path / "work"
 
 
 CLIENT = "media-tests"
