@@ -17,7 +17,7 @@ from django.db.models import CharField, Func, QuerySet
 
 from clients.models import Client
 from jobs.models import Job, Task
-from jobs.states import JobState
+from jobs.states import DISPATCH_ORDER, JobState
 from logs.models import LogEntry
 from taskengine_site.errors import NotFound
 
@@ -72,10 +72,6 @@ class FormattedTimestamp(Func):  # type: ignore[misc,unused-ignore]
 
     template = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'FMYYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
     output_field = CharField()
-
-
-# DESIGN.md §2: the order in which the dispatcher starts queued jobs.
-DISPATCH_ORDER = ("-top_of_queue", "priority", "position", "created_at", "id")
 
 
 def jobs_visible(*, requester: Client | None) -> QuerySet[Job]:

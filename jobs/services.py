@@ -22,7 +22,15 @@ from clients.models import Client
 from jobs.engine.bus import request_dispatch
 from jobs.engine.transitions import job_transition
 from jobs.models import Job, Task
-from jobs.states import NAME_TO_STATE, TERMINAL, JobState, TaskState, can_transition
+from jobs.states import (
+    NAME_TO_STATE,
+    OPERATOR_TARGETS,
+    TASK_WAITING,
+    TERMINAL,
+    JobState,
+    TaskState,
+    can_transition,
+)
 from jobs.workflows.registry import validate_submission, workflow_exists
 from logs.models import LogEntry
 from logs.services import job_log
@@ -32,7 +40,6 @@ from taskengine_site.errors import DomainError
 UPDATABLE = ("queue_state", "run_at", "priority", "semaphore_url", "persist", "top_of_queue")
 # Header names whose values are secrets: shown masked in the creation log entry.
 SECRET_HEADERS = frozenset({"api-key", "x-api-key", "authorization", "proxy-authorization", "cookie"})
-WAITING_TASK_STATES = (TaskState.PENDING, TaskState.QUEUED, TaskState.RETRYING)
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -365,11 +372,13 @@ def _apply(job: Job, changes: Mapping[str, Any]) -> list[str]:
 
 
 def _requested_state(state: JobState, value: Any) -> JobState:
+    names = [target.label for target in OPERATOR_TARGETS]
     if not isinstance(value, str) or value not in NAME_TO_STATE:
-        raise _refuse(f"queue_state: unknown state {value!r} (one of paused, broken, queued)")
+        raise _refuse(f"queue_state: unknown state {value!r} (one of {', '.join(names)})")
     target = NAME_TO_STATE[value]
-    if target not in (JobState.PAUSED, JobState.BROKEN, JobState.QUEUED):
-        raise _refuse(f"queue_state: can only be set to paused, broken or queued, not {value}")
+    if target not in OPERATOR_TARGETS:
+        choice = f"{', '.join(names[:-1])} or {names[-1]}"
+        raise _refuse(f"queue_state: can only be set to {choice}, not {value}")
     if state == target:
         raise _refuse(
             f"cannot change queue_state from {state.label} to {target.label}: it is {state.label} already"
@@ -386,7 +395,7 @@ def _requested_state(state: JobState, value: Any) -> JobState:
 
 
 def _cancel_waiting_tasks(job_id: int, now: datetime) -> None:
-    Task.objects.filter(job_id=job_id, state__in=WAITING_TASK_STATES).update(
+    Task.objects.filter(job_id=job_id, state__in=TASK_WAITING).update(
         state=TaskState.CANCELLED, updated_at=now, finished_at=now
     )
 

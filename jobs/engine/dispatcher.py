@@ -18,7 +18,7 @@ from django.utils import timezone
 from jobs.engine import bus, controller
 from jobs.engine.transitions import job_transition, job_transition_many
 from jobs.models import Job
-from jobs.states import JobState
+from jobs.states import DISPATCH_ORDER, JobState
 from settings_app import effects
 from settings_app.services import settings_get_ints
 
@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 # Arbitrary but fixed: the key every dispatcher locks on ("TEDISP" in ASCII).
 DISPATCH_LOCK_KEY = 0x544544495350
 SLOT_SETTINGS = ("max_jobs", "priority_slots", "priority_threshold")
-DISPATCH_ORDER = ("-top_of_queue", "priority", "position", "created_at", "id")
 # Jobs started by one set of statements (their task rows are one INSERT).
 START_CHUNK = 100
 
