@@ -19,17 +19,12 @@ def _sync_after_migrate(**kwargs: Any) -> None:
     schedules_sync()
 
 
-def _on_setting_changed(name: str) -> None:
-    if name == "schedule_interval":
-        from scheduling.beat import schedules_sync
-
-        schedules_sync()
-
-
 class SchedulingConfig(AppConfig):
     name = "scheduling"
 
     def ready(self) -> None:
+        # Imported here, not at module top: beat imports django_celery_beat's models.
+        from scheduling import beat
         from settings_app import effects
 
         # Sent once per migrate for beat's own app, after every app's migrations: its tables exist then.
@@ -38,4 +33,4 @@ class SchedulingConfig(AppConfig):
             sender=apps.get_app_config("django_celery_beat"),
             dispatch_uid="scheduling.schedules_sync",
         )
-        effects.register(_on_setting_changed)
+        effects.register(beat.on_setting_changed)

@@ -19,7 +19,6 @@ from jobs.engine import bus, controller
 from jobs.engine.transitions import job_transition, job_transition_many
 from jobs.models import Job
 from jobs.states import DISPATCH_ORDER, JobState
-from settings_app import effects
 from settings_app.services import settings_get_ints
 
 logger = logging.getLogger(__name__)
@@ -188,8 +187,9 @@ def _start(
     return any_moved, started
 
 
-@effects.register
-def _on_setting_changed(name: str) -> None:
+def on_setting_changed(name: str) -> None:
+    """A changed slot setting may free slots: dispatch (registered with the settings' effects by
+    ``JobsConfig.ready``)."""
     if name in SLOT_SETTINGS:
         # Runs after the setting's commit (effects defers hooks), so on_commit fires at once.
         bus.request_dispatch()
