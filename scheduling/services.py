@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs.engine.bus import countdown_ceiling
+from jobs.engine.counts import job_counts_compact
 from jobs.engine.transitions import job_transition
 from jobs.models import Job
 from jobs.states import TERMINAL, JobState
@@ -236,6 +237,8 @@ def jobs_cleanup(*, now: datetime | None = None) -> int:
         with transaction.atomic():
             # Re-checked in the DELETE: an operator may have set persist since the SELECT.
             counts = Job.objects.filter(pk__in=ids, persist=False, queue_state__in=TERMINAL).delete()[1]
+        # Each deleted job left a delta row for GET /health to sum: fold them batch by batch.
+        job_counts_compact()
         for job_id in ids:
             # What the apps keep per job outside the database (the media app's staged files).
             cleanup_job(job_id)
