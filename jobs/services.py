@@ -1,7 +1,7 @@
 """Job services: the only code that creates jobs or changes them on request (DESIGN §1, §8).
 
 The API and the admin call these; the engine moves jobs on through ``jobs.engine``. Every refusal is a
-``DomainError`` whose message says which field and why.
+``DomainError`` whose message says which field and why. Client workflow definitions are saved here too.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from clients.keys import mask
 from clients.models import Client
 from jobs.engine.bus import request_dispatch
 from jobs.engine.transitions import job_transition
-from jobs.models import Job, Task
+from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import (
     NAME_TO_STATE,
     OPERATOR_TARGETS,
@@ -31,11 +31,12 @@ from jobs.states import (
     TaskState,
     can_transition,
 )
-from jobs.workflows.registry import validate_submission, workflow_exists
+from jobs.workflows.registry import validate_definition, validate_submission, workflow_exists
 from logs.models import LogEntry
 from logs.services import job_log
 from taskengine_site import outbound, prepared
 from taskengine_site.errors import DomainError
+from taskengine_site.inputs import json_problem
 
 UPDATABLE = ("queue_state", "run_at", "priority", "semaphore_url", "persist", "top_of_queue")
 # Header names whose values are secrets: shown masked in the creation log entry.
@@ -435,3 +436,32 @@ def job_rerun(*, job: Job, request_meta: Mapping[str, Any] | None = None) -> Job
         request_dispatch()
     job.refresh_from_db()
     return new
+
+
+# --- workflow definitions --------------------------------------------------------------------------
+
+
+def workflow_definition_validate(*, steps: Any) -> list[dict[str, Any]]:
+    """``steps`` as a definition is stored: storable JSON, a non-empty list of known steps on known
+    queues (``jobs.workflows.registry.validate_definition``), normalised. Refusals name the step."""
+    # A form's JSON parser accepts NaN and Infinity, which the jsonb column refuses.
+    problem = json_problem(steps, root="steps")
+    if problem is not None:
+        raise DomainError(problem.message)
+    return validate_definition(steps)
+
+
+def workflow_definition_save(
+    *, client: Client, name: str, steps: Any, definition: WorkflowDefinition | None = None
+) -> WorkflowDefinition:
+    """Create client ``client``'s workflow definition ``name``, or change ``definition``, with ``steps``
+    validated and normalised first; the saved row is returned."""
+    normalised = workflow_definition_validate(steps=steps)
+    row = definition if definition is not None else WorkflowDefinition()
+    row.client, row.name, row.steps = client, name, normalised
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError:
+        raise DomainError(f"name: client {client.name} already has a workflow named {name!r}") from None
+    return row
