@@ -20,6 +20,7 @@ from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import JobState, TaskState
 from logs.models import LogEntry, Severity
 from taskengine_site import webhooks
+from tests import factories
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 TASK_KEYS = {"job_id", "task_id", "task_name", "workflow", "event", "content_id", "message", "time", "client"}
@@ -48,22 +49,16 @@ def make_job(make_client):
             # hand (or by an older release) may still hold one.
             Client.objects.filter(pk=client.pk).update(webhook_secret=secret)
             client.refresh_from_db()
-        job = Job.objects.create(
-            client=client,
-            workflow="drmswitch",
-            queue_state=JobState.STARTED,
-            run_at=timezone.now(),
-            parameters={
-                "content_id": "c-42",
-                "folder": "vod/c-42",
-                "drm": ["widevine"],
-                "custom_data": {"order": 7},
-                "rest_endpoints": endpoints,
-            },
+        parameters = {
+            "content_id": "c-42",
+            "folder": "vod/c-42",
+            "drm": ["widevine"],
+            "custom_data": {"order": 7},
+            "rest_endpoints": endpoints,
+        }
+        return factories.job(
+            client, workflow="drmswitch", queue_state=JobState.STARTED, tasks=steps, parameters=parameters
         )
-        for position, name in enumerate(steps):
-            Task.objects.create(job=job, position=position, name=name)
-        return job
 
     return factory
 

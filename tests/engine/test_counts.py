@@ -14,6 +14,7 @@ from jobs.models import Job
 from jobs.selectors import job_counts
 from jobs.states import JobState
 from scheduling.services import jobs_cleanup
+from tests import factories
 
 
 def _delta_rows() -> int:
@@ -22,15 +23,14 @@ def _delta_rows() -> int:
         return int(cursor.fetchone()[0])
 
 
-def _jobs(client: Any, count: int, *, state: JobState = JobState.QUEUED) -> list[Job]:
-    now = timezone.now()
-    jobs = [Job(client=client, workflow="noop", queue_state=state, run_at=now) for _ in range(count)]
-    return Job.objects.bulk_create(jobs)
+def _paused_jobs(client: Any, count: int) -> None:
+    """``count`` jobs made queued, then paused: three delta rows each."""
+    ids = [factories.job(client).pk for _ in range(count)]
+    Job.objects.filter(pk__in=ids).update(queue_state=JobState.PAUSED)
 
 
 def test_reading_the_counts_writes_nothing(te_client: Any) -> None:
-    for job in _jobs(te_client, 300):
-        Job.objects.filter(pk=job.pk).update(queue_state=JobState.PAUSED)
+    _paused_jobs(te_client, 300)
     before = _delta_rows()
     assert before > 500
     with CaptureQueriesContext(connection) as captured:
@@ -41,8 +41,7 @@ def test_reading_the_counts_writes_nothing(te_client: Any) -> None:
 
 
 def test_the_reconciler_folds_the_deltas(te_client: Any, broker: Any) -> None:
-    for job in _jobs(te_client, 50):
-        Job.objects.filter(pk=job.pk).update(queue_state=JobState.PAUSED)
+    _paused_jobs(te_client, 50)
     counts = job_counts()
     reconcile.reconcile()
     assert _delta_rows() == 1  # one row per (state, failed): only paused jobs are left
@@ -50,10 +49,9 @@ def test_the_reconciler_folds_the_deltas(te_client: Any, broker: Any) -> None:
 
 
 def test_the_clean_up_folds_what_it_deleted(te_client: Any) -> None:
-    jobs = _jobs(te_client, 20, state=JobState.COMPLETED)
-    Job.objects.filter(pk__in=[job.pk for job in jobs]).update(
-        finished_at=timezone.now() - timedelta(days=90)
-    )
+    long_ago = timezone.now() - timedelta(days=90)
+    for _ in range(20):
+        factories.job(te_client, queue_state=JobState.COMPLETED, finished_at=long_ago)
     assert jobs_cleanup() == 20
     assert _delta_rows() == 0
     assert job_counts()["completed"] == 0

@@ -162,16 +162,13 @@ def run_workflow(
 def area_job(make_client):
     """``area_job(area, parameters, workflow="vodstream") -> Job``: a job row of the client that owns
     ``area``, for the steps that keep rows of their own (``prepare_encryption``'s content key)."""
-    from django.utils import timezone
-
     from clients.models import Client
     from jobs.models import Job
+    from tests import factories
 
     def factory(area: Path, parameters: dict[str, Any], workflow: str = "vodstream") -> Job:
         client = Client.objects.filter(name=area.name).first() or make_client(area.name)[0]
-        return Job.objects.create(
-            client=client, workflow=workflow, run_at=timezone.now(), parameters=parameters
-        )
+        return factories.job(client, workflow=workflow, parameters=parameters)
 
     return factory
 
