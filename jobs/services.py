@@ -444,7 +444,7 @@ def job_rerun(*, job: Job, request_meta: Mapping[str, Any] | None = None) -> Job
 def workflow_definition_validate(*, steps: Any) -> list[dict[str, Any]]:
     """``steps`` as a definition is stored: storable JSON, a non-empty list of known steps on known
     queues (``jobs.workflows.registry.validate_definition``), normalised. Refusals name the step."""
-    # A form's JSON parser accepts NaN and Infinity, which the jsonb column refuses.
+    # A form's JSON parser accepts what the jsonb column refuses (NaN, a NUL character, …).
     problem = json_problem(steps, root="steps")
     if problem is not None:
         raise DomainError(problem.message)
