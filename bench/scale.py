@@ -84,7 +84,7 @@ def load(rows: int, reload: bool) -> None:
     from django.db import connection
 
     from clients.models import Client
-    from jobs.selectors import compact_job_counts
+    from jobs.engine.counts import job_counts_compact
 
     for i in range(5):
         if not Client.objects.filter(name=f"client{i}").exists():
@@ -107,7 +107,7 @@ def load(rows: int, reload: bool) -> None:
     # the visibility map). The counts' million delta rows are folded first, as /health would; the folded
     # rows land on the table's last page, so only VACUUM FULL gives back the 5,000 empty pages before them
     # that /health's scan would read (a live engine never has a million deltas at once).
-    compact_job_counts()
+    job_counts_compact()
     with connection.cursor() as cursor:
         cursor.execute("VACUUM (ANALYZE) jobs_job")
         cursor.execute("VACUUM (FULL, ANALYZE) jobs_job_state_count")

@@ -36,6 +36,8 @@ import django
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
+
 from jobs.workflows.registry import StepContext, get_step, load_steps  # noqa: E402
 from media import commands  # noqa: E402
 from media.definitions import MEDIA_DEFINITIONS  # noqa: E402
@@ -155,7 +157,7 @@ def main() -> None:
     options = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-vodstream-"))
-    os.environ["TASKENGINE_WORK_DIR"] = str(work / "work")
+    settings.TASKENGINE_WORK_DIR = work / "work"
     try:
         root = work / "storage"
         # The storage area of the client "bench" whose job this is.

@@ -6,8 +6,9 @@ the callback body once, store one ``CallbackDelivery`` per endpoint, and publish
 
 Delivery (``callback_deliver``) POSTs the stored body through the outbound URL guard with the
 ``Workflow-Id`` header and, when the client has a webhook secret, Standard Webhooks signature headers.
-A non-2xx answer or a network error is retried with exponential backoff (``RETRY_DELAYS``; short
-delays as countdown messages, longer ones by the redelivery schedule); each
+A non-2xx answer or a network error is retried with exponential backoff
+(``settings.TASKENGINE_CALLBACK_RETRY_DELAYS``; short delays as countdown messages, longer ones by the
+redelivery schedule); each
 attempt's outcome is a line in the job's log (progname ``callback``). Deliveries to one URL of one job
 go out in the order their events happened: a delivery waits while an earlier one to the same URL is
 still pending, and each finished delivery publishes the next. A beat schedule
@@ -47,10 +48,6 @@ logger = logging.getLogger(__name__)
 
 PROGNAME = "callback"
 TASK_EVENTS = ("start", "complete", "fail")
-# Seconds to wait after failed attempt n (1-based): 8 attempts over about an hour.
-RETRY_DELAYS: tuple[int, ...] = (5, 15, 60, 180, 600, 1200, 1500)
-# Longer retries are not held by a worker as countdown messages: the redelivery schedule sends them.
-MAX_COUNTDOWN = 300
 TIMEOUT = (3.05, 10.0)
 MAX_RESPONSE_BYTES = 65_536
 # Longer than one attempt can take (connect + read, doubled, is the request's own deadline).
@@ -201,10 +198,8 @@ def retry_delays() -> tuple[int, ...]:
     Never longer than most of the broker's visibility timeout: a message held longer would be
     delivered a second time.
     """
-    delays = tuple(getattr(settings, "TASKENGINE_CALLBACK_RETRY_DELAYS", RETRY_DELAYS))
-    visibility = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600))  # type: ignore[call-overload]
-    ceiling = max(1, int(visibility * 0.8))
-    return tuple(min(int(delay), ceiling) for delay in delays)
+    ceiling = int(bus.countdown_ceiling())
+    return tuple(min(int(delay), ceiling) for delay in settings.TASKENGINE_CALLBACK_RETRY_DELAYS)
 
 
 def _with_secret_fields(body: str, job_id: int) -> str:
@@ -359,7 +354,7 @@ def callback_deliver(*, delivery_id: int) -> str:
             severity=Severity.WARN,
             task_id=row.task_id,
         )
-        if delay <= MAX_COUNTDOWN:
+        if delay <= bus.MAX_COUNTDOWN_SECONDS:
             transaction.on_commit(lambda: _publish([row.pk], countdown=delay), robust=True)
     return "retry"
 

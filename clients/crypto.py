@@ -31,10 +31,10 @@ class SecretUnreadable(Exception):
 
 
 def _key_materials() -> tuple[str, ...]:
-    dedicated = str(getattr(settings, "TASKENGINE_SECRETS_KEY", "") or "")
+    dedicated = settings.TASKENGINE_SECRETS_KEY
     materials = [dedicated] if dedicated else []
     materials.append(str(settings.SECRET_KEY))
-    materials.extend(str(key) for key in getattr(settings, "SECRET_KEY_FALLBACKS", []) or [])
+    materials.extend(str(key) for key in settings.SECRET_KEY_FALLBACKS)
     return tuple(dict.fromkeys(m for m in materials if m))
 
 

@@ -2,7 +2,7 @@
 
 Jobs change only through the services (``job_update``, ``job_rerun``), so the admin cannot bypass the
 state machine: a refused change is shown as an error message naming the job and the reason, never a
-500. Client definitions are validated with the registry before they are saved.
+500. Client definitions are validated and saved by ``workflow_definition_save``, as any other caller.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from jobs.models import Job, Task, WorkflowDefinition
-from jobs.services import job_rerun, job_update
-from jobs.workflows.registry import validate_definition
+from jobs.services import job_rerun, job_update, workflow_definition_save, workflow_definition_validate
 from logs.models import LogEntry
 from taskengine_site.errors import DomainError
-from taskengine_site.inputs import json_problem
 
 # A job page shows the tail of the log; a chatty job has thousands of progress lines, which would make
 # the page slow and useless. The full log is one click away (the log entries admin, filtered by job).
@@ -248,13 +246,9 @@ class WorkflowDefinitionForm(forms.ModelForm[WorkflowDefinition]):
         fields = ("client", "name", "steps")
 
     def clean_steps(self) -> list[dict[str, Any]]:
-        steps = self.cleaned_data.get("steps")
-        # The form's JSON parser accepts NaN and Infinity, which the jsonb column refuses.
-        problem = json_problem(steps, root="steps")
-        if problem is not None:
-            raise forms.ValidationError(problem.message)
         try:
-            return validate_definition(steps)
+            # The service's own check, so a refused definition is refused here with its message.
+            return workflow_definition_validate(steps=self.cleaned_data.get("steps"))
         except DomainError as exc:
             raise forms.ValidationError(exc.message) from None
 
@@ -265,3 +259,6 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin[WorkflowDefinition]):
     list_display = ("client", "name", "updated_at")
     list_filter = ("client",)
     search_fields = ("name", "client__name")
+
+    def save_model(self, request: HttpRequest, obj: WorkflowDefinition, form: Any, change: bool) -> None:
+        workflow_definition_save(definition=obj, client=obj.client, name=obj.name, steps=obj.steps)

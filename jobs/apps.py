@@ -5,7 +5,10 @@ class JobsConfig(AppConfig):
     name = "jobs"
 
     def ready(self) -> None:
-        # Registers the dispatcher's settings hook (a max_jobs change starts waiting jobs) in every
-        # process, whether or not the admin is loaded.
-        from jobs.engine import dispatcher  # noqa: F401
+        # Imported here, not at module top: the engine imports models, which need the app registry.
+        from jobs.engine import dispatcher
         from jobs.workflows.steps import basic, http  # noqa: F401  (their @step decorators register them)
+        from settings_app import effects
+
+        # In every process, whether or not the admin is loaded: a max_jobs change starts waiting jobs.
+        effects.register(dispatcher.on_setting_changed)

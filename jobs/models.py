@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 
 from clients.models import Client
-from jobs.states import JobState, TaskState
+from jobs.states import DISPATCH_ORDER, JobState, TaskState
 
 
 class Job(models.Model):
@@ -48,7 +48,7 @@ class Job(models.Model):
             # In DISPATCH_ORDER exactly (top_of_queue descending, the rest ascending), so the dispatcher's
             # candidates and the dashboard's first 1,000 queued jobs are read in order, not sorted.
             models.Index(
-                fields=["-top_of_queue", "priority", "position", "created_at", "id"],
+                fields=list(DISPATCH_ORDER),
                 name="job_dispatch_order",
                 condition=Q(queue_state=JobState.QUEUED),
             ),

@@ -1,7 +1,7 @@
 """Job services: the only code that creates jobs or changes them on request (DESIGN §1, §8).
 
 The API and the admin call these; the engine moves jobs on through ``jobs.engine``. Every refusal is a
-``DomainError`` whose message says which field and why.
+``DomainError`` whose message says which field and why. Client workflow definitions are saved here too.
 """
 
 from __future__ import annotations
@@ -22,18 +22,26 @@ from jobs import signals
 from jobs.engine.bus import request_dispatch
 from jobs.engine.sql import sql
 from jobs.engine.transitions import job_transition
-from jobs.models import Job, Task
-from jobs.states import NAME_TO_STATE, TERMINAL, JobState, TaskState, can_transition
-from jobs.workflows.registry import validate_submission, workflow_exists
+from jobs.models import Job, Task, WorkflowDefinition
+from jobs.states import (
+    NAME_TO_STATE,
+    OPERATOR_TARGETS,
+    TASK_WAITING,
+    TERMINAL,
+    JobState,
+    TaskState,
+    can_transition,
+)
+from jobs.workflows.registry import validate_definition, validate_submission, workflow_exists
 from logs.models import LogEntry
 from logs.services import job_log
 from taskengine_site import outbound, prepared
 from taskengine_site.errors import DomainError
+from taskengine_site.inputs import json_problem
 
 UPDATABLE = ("queue_state", "run_at", "priority", "semaphore_url", "persist", "top_of_queue")
 # Header names whose values are secrets: shown masked in the creation log entry.
 SECRET_HEADERS = frozenset({"api-key", "x-api-key", "authorization", "proxy-authorization", "cookie"})
-WAITING_TASK_STATES = (TaskState.PENDING, TaskState.QUEUED, TaskState.RETRYING)
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -350,11 +358,13 @@ def _apply(job: Job, changes: Mapping[str, Any]) -> list[str]:
 
 
 def _requested_state(state: JobState, value: Any) -> JobState:
+    names = [target.label for target in OPERATOR_TARGETS]
     if not isinstance(value, str) or value not in NAME_TO_STATE:
-        raise _refuse(f"queue_state: unknown state {value!r} (one of paused, broken, queued)")
+        raise _refuse(f"queue_state: unknown state {value!r} (one of {', '.join(names)})")
     target = NAME_TO_STATE[value]
-    if target not in (JobState.PAUSED, JobState.BROKEN, JobState.QUEUED):
-        raise _refuse(f"queue_state: can only be set to paused, broken or queued, not {value}")
+    if target not in OPERATOR_TARGETS:
+        choice = f"{', '.join(names[:-1])} or {names[-1]}"
+        raise _refuse(f"queue_state: can only be set to {choice}, not {value}")
     if state == target:
         raise _refuse(
             f"cannot change queue_state from {state.label} to {target.label}: it is {state.label} already"
@@ -371,7 +381,7 @@ def _requested_state(state: JobState, value: Any) -> JobState:
 
 
 def _cancel_waiting_tasks(job_id: int, now: datetime) -> None:
-    Task.objects.filter(job_id=job_id, state__in=WAITING_TASK_STATES).update(
+    Task.objects.filter(job_id=job_id, state__in=TASK_WAITING).update(
         state=TaskState.CANCELLED, updated_at=now, finished_at=now
     )
 
@@ -411,3 +421,32 @@ def job_rerun(*, job: Job, request_meta: Mapping[str, Any] | None = None) -> Job
         request_dispatch()
     job.refresh_from_db()
     return new
+
+
+# --- workflow definitions --------------------------------------------------------------------------
+
+
+def workflow_definition_validate(*, steps: Any) -> list[dict[str, Any]]:
+    """``steps`` as a definition is stored: storable JSON, a non-empty list of known steps on known
+    queues (``jobs.workflows.registry.validate_definition``), normalised. Refusals name the step."""
+    # A form's JSON parser accepts what the jsonb column refuses (NaN, a NUL character, …).
+    problem = json_problem(steps, root="steps")
+    if problem is not None:
+        raise DomainError(problem.message)
+    return validate_definition(steps)
+
+
+def workflow_definition_save(
+    *, client: Client, name: str, steps: Any, definition: WorkflowDefinition | None = None
+) -> WorkflowDefinition:
+    """Create client ``client``'s workflow definition ``name``, or change ``definition``, with ``steps``
+    validated and normalised first; the saved row is returned."""
+    normalised = workflow_definition_validate(steps=steps)
+    row = definition if definition is not None else WorkflowDefinition()
+    row.client, row.name, row.steps = client, name, normalised
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError:
+        raise DomainError(f"name: client {client.name} already has a workflow named {name!r}") from None
+    return row

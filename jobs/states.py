@@ -1,4 +1,4 @@
-"""Job and task states, their groups, and the transition table (DESIGN.md §1).
+"""Job and task states, their groups, the transition table and the order of the queue (DESIGN.md §1, §2).
 
 ``jobs.engine.transitions`` is the only code that writes ``queue_state``; it consults this table.
 """
@@ -36,12 +36,17 @@ TRANSITIONS: dict[int, frozenset[int]] = {
     JobState.BROKEN: frozenset(),
 }
 
-# What PUT/PATCH queue_state may ask for.
-OPERATOR_TARGETS: frozenset[int] = frozenset({JobState.PAUSED, JobState.BROKEN, JobState.QUEUED})
+# What PUT/PATCH queue_state may ask for, in the order the API names them.
+OPERATOR_TARGETS: tuple[JobState, ...] = (JobState.PAUSED, JobState.BROKEN, JobState.QUEUED)
 
 
 def can_transition(source: int, target: int) -> bool:
     return target in TRANSITIONS.get(source, frozenset())
+
+
+# The order in which the dispatcher starts queued jobs (and the dashboard lists them); the partial index
+# job_dispatch_order (jobs.models) is in this order exactly.
+DISPATCH_ORDER = ("-top_of_queue", "priority", "position", "created_at", "id")
 
 
 class TaskState(models.IntegerChoices):
@@ -55,3 +60,5 @@ class TaskState(models.IntegerChoices):
 
 
 TASK_TERMINAL: frozenset[int] = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
+# Not yet running: cancelled when their job ends or breaks.
+TASK_WAITING = (TaskState.PENDING, TaskState.QUEUED, TaskState.RETRYING)

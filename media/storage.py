@@ -6,17 +6,16 @@ and nothing it names can leave that area.
 - ``local``: the area is ``<TASKENGINE_STORAGE_ROOT>/<client>/``. A path that would leave it (absolute,
   ``..``, a symbolic link pointing out, into another client's area or anywhere else) is refused.
 - ``S3``: the area is every key under ``<TASKENGINE_S3_PREFIX><client>/`` in the bucket, through
-  django-storages' ``S3Storage`` (boto3), configured by the environment: ``TASKENGINE_S3_BUCKET``
-  (required), ``TASKENGINE_S3_PREFIX`` (default empty), ``TASKENGINE_S3_ENDPOINT_URL`` (for non-AWS
-  services), ``TASKENGINE_S3_ACCESS_KEY_ID``, ``TASKENGINE_S3_SECRET_ACCESS_KEY``,
-  ``TASKENGINE_S3_REGION``. Without keys, boto3's usual credential chain applies.
+  django-storages' ``S3Storage`` (boto3), configured by the ``TASKENGINE_S3_*`` settings: the bucket
+  (required), the prefix, an endpoint URL (for non-AWS services), keys and a region. Without keys,
+  boto3's usual credential chain applies.
 
 An operator client acts on another client's area only by naming it: the ``storage_client`` parameter,
 which only an operator's job may set (refused at submission otherwise, and checked again when a step
 runs). Without it an operator's job uses the operator's own area like any other client's.
 
-ffmpeg works on local files, so sources are staged into a per-job work directory
-(``TASKENGINE_WORK_DIR``, default the system temp directory) and outputs are uploaded from there. A
+ffmpeg works on local files, so sources are staged into a per-job work directory below
+``TASKENGINE_WORK_DIR`` and outputs are uploaded from there. A
 staged copy is reused when its size still matches, so a retried step does not download again.
 """
 
@@ -29,6 +28,8 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from django.conf import settings
 
 from clients.models import Client
 from clients.services import CLIENT_NAME
@@ -179,8 +180,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def s3_settings() -> dict[str, Any]:
-    """django-storages ``S3Storage`` options from the ``TASKENGINE_S3_*`` environment variables."""
-    bucket = os.environ.get("TASKENGINE_S3_BUCKET", "").strip()
+    """django-storages ``S3Storage`` options from the ``TASKENGINE_S3_*`` settings."""
+    bucket = settings.TASKENGINE_S3_BUCKET
     if not bucket:
         raise PermanentError("S3 storage is not configured: TASKENGINE_S3_BUCKET is not set")
     options: dict[str, Any] = {
@@ -189,22 +190,19 @@ def s3_settings() -> dict[str, Any]:
         "querystring_auth": False,
     }
     optional = {
-        "endpoint_url": "TASKENGINE_S3_ENDPOINT_URL",
-        "access_key": "TASKENGINE_S3_ACCESS_KEY_ID",
-        "secret_key": "TASKENGINE_S3_SECRET_ACCESS_KEY",
-        "region_name": "TASKENGINE_S3_REGION",
+        "endpoint_url": settings.TASKENGINE_S3_ENDPOINT_URL,
+        "access_key": settings.TASKENGINE_S3_ACCESS_KEY_ID,
+        "secret_key": settings.TASKENGINE_S3_SECRET_ACCESS_KEY,
+        "region_name": settings.TASKENGINE_S3_REGION,
     }
-    for option, variable in optional.items():
-        value = os.environ.get(variable, "").strip()
-        if value:
-            options[option] = value
+    options.update((option, value) for option, value in optional.items() if value)
     return options
 
 
 def s3_prefix() -> str:
     """``TASKENGINE_S3_PREFIX``: the key prefix under which every client's area lies (may be empty)."""
-    prefix = os.environ.get("TASKENGINE_S3_PREFIX", "").strip()
-    return normalise_key(prefix) + "/" if normalise_key(prefix) else ""
+    prefix = normalise_key(settings.TASKENGINE_S3_PREFIX)
+    return prefix + "/" if prefix else ""
 
 
 class S3MediaStorage(Storage):
@@ -289,8 +287,7 @@ def destination_storage(ctx: StepContext) -> Storage:
 
 def job_work_dir(job_id: int) -> Path:
     """Where job ``job_id``'s media steps stage files on this machine (not created)."""
-    base = os.environ.get("TASKENGINE_WORK_DIR", "").strip() or tempfile.gettempdir()
-    return Path(base) / "taskengine-media" / f"job-{int(job_id)}"
+    return Path(settings.TASKENGINE_WORK_DIR) / "taskengine-media" / f"job-{int(job_id)}"
 
 
 def remove_job_work_dir(job_id: int) -> None:

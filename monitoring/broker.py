@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import redis
 from django.conf import settings
@@ -24,8 +23,7 @@ class MonitorUnavailable(Exception):
 
 def key_prefix() -> str:
     """The broker's ``global_keyprefix`` (TASKENGINE_BROKER_PREFIX), which kombu puts before its keys."""
-    options: dict[str, Any] = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    return str(options.get("global_keyprefix", ""))
+    return settings.TASKENGINE_BROKER_PREFIX
 
 
 def redis_client() -> redis.Redis:

@@ -25,17 +25,13 @@ def _arm_promotion(*, job_id: int, **_: Any) -> None:
     job_promotion_arm(job_id=job_id)
 
 
-def _on_setting_changed(name: str) -> None:
-    if name == "schedule_interval":
-        from scheduling.beat import schedules_sync
-
-        schedules_sync()
-
-
 class SchedulingConfig(AppConfig):
     name = "scheduling"
 
     def ready(self) -> None:
+        # Imported here, not at module top: beat imports django_celery_beat's models.
+        from jobs.signals import job_waiting
+        from scheduling import beat
         from settings_app import effects
 
         # Sent once per migrate for beat's own app, after every app's migrations: its tables exist then.
@@ -44,9 +40,7 @@ class SchedulingConfig(AppConfig):
             sender=apps.get_app_config("django_celery_beat"),
             dispatch_uid="scheduling.schedules_sync",
         )
-        effects.register(_on_setting_changed)
+        effects.register(beat.on_setting_changed)
         # Job services announce jobs that start waiting for their time or semaphore; they never import
         # the scheduler.
-        from jobs.signals import job_waiting
-
         job_waiting.connect(_arm_promotion, dispatch_uid="scheduling.arm_promotion")

@@ -125,6 +125,13 @@ def schedules_sync() -> list[str]:
     return changed
 
 
+def on_setting_changed(name: str) -> None:
+    """A new ``schedule_interval`` becomes the sweep's interval (registered with the settings' effects by
+    ``SchedulingConfig.ready``)."""
+    if name == "schedule_interval":
+        schedules_sync()
+
+
 def _every(row: PeriodicTask, spec: ScheduleSpec | None) -> list[Any]:
     if row.interval is not None:
         seconds = int(row.interval.schedule.run_every.total_seconds())

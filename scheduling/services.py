@@ -23,6 +23,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs.engine import bus
+from jobs.engine.bus import countdown_ceiling
+from jobs.engine.counts import job_counts_compact
 from jobs.engine.transitions import job_transition
 from jobs.models import Job
 from jobs.states import TERMINAL, JobState
@@ -54,18 +56,9 @@ def _request_dispatch() -> None:
     bus.request_dispatch()
 
 
-def _visibility_ceiling() -> float:
-    """Longest countdown the broker holds safely: a message held past its visibility timeout is
-    delivered again."""
-    from django.conf import settings
-
-    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
-    return max(1.0, float(visibility) * 0.8)  # type: ignore[arg-type]
-
-
 def _publish_promote(job_id: int, run_at: datetime) -> None:
     countdown = max(0.0, (run_at - timezone.now()).total_seconds())
-    if countdown > _visibility_ceiling():
+    if countdown > countdown_ceiling():
         return
     bus.send_scheduler(bus.PROMOTE_JOB, job_id, countdown=countdown)
 
@@ -239,6 +232,8 @@ def jobs_cleanup(*, now: datetime | None = None) -> int:
         with transaction.atomic():
             # Re-checked in the DELETE: an operator may have set persist since the SELECT.
             counts = Job.objects.filter(pk__in=ids, persist=False, queue_state__in=TERMINAL).delete()[1]
+        # Each deleted job left a delta row for GET /health to sum: fold them batch by batch.
+        job_counts_compact()
         for job_id in ids:
             # What the apps keep per job outside the database (the media app's staged files).
             cleanup_job(job_id)

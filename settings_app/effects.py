@@ -1,4 +1,8 @@
-"""What a setting change sets in motion. Hooks registered by other apps run after the commit."""
+"""What a setting change sets in motion. Hooks run after the commit.
+
+Each app registers its hook in its ``AppConfig.ready``, so every process (web, worker, beat, a shell)
+has them all once the apps are loaded, whichever modules it imported.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from django.db import transaction
 _HOOKS: list[Callable[[str], None]] = []
 
 
-def register(hook: Callable[[str], None]) -> Callable[[str], None]:
-    _HOOKS.append(hook)
-    return hook
+def register(hook: Callable[[str], None]) -> None:
+    """Call ``hook(name)`` after the commit of every setting change; registering it again changes nothing."""
+    if hook not in _HOOKS:
+        _HOOKS.append(hook)
 
 
 def on_setting_changed(name: str) -> None:

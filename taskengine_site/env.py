@@ -62,15 +62,30 @@ def env_int(
     value = _raw(name, environ_)
     if value is None or value == "":
         return default
+    return _bounded_int(name, value, minimum, maximum)
+
+
+def _bounded_int(name: str, text: str, minimum: int | None, maximum: int | None) -> int:
     try:
-        number = int(value)
+        number = int(text)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}: expected an integer, got {value!r}") from None
+        raise ImproperlyConfigured(f"{name}: expected an integer, got {text!r}") from None
     if minimum is not None and number < minimum:
         raise ImproperlyConfigured(f"{name}: must be at least {minimum}, got {number}")
     if maximum is not None and number > maximum:
         raise ImproperlyConfigured(f"{name}: must be at most {maximum}, got {number}")
     return number
+
+
+def env_ints(
+    name: str, default: tuple[int, ...], *, minimum: int | None = None, environ_: dict[str, str] | None = None
+) -> tuple[int, ...]:
+    """Read a comma-separated list of integers, each at least ``minimum``; set but empty: none."""
+    value = _raw(name, environ_)
+    if value is None:
+        return default
+    items = (part.strip() for part in value.split(","))
+    return tuple(_bounded_int(name, item, minimum, None) for item in items if item)
 
 
 def env_str(name: str, default: str, environ_: dict[str, str] | None = None) -> str:

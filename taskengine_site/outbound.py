@@ -105,7 +105,7 @@ class OutboundResponse:
 
 
 def _allow_private() -> bool:
-    return bool(getattr(settings, "TASKENGINE_ALLOW_PRIVATE_URLS", False))
+    return settings.TASKENGINE_ALLOW_PRIVATE_URLS
 
 
 def address_refusal(ip: IPAddress, *, allow_private: bool | None = None) -> str | None:

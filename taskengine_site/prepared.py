@@ -53,7 +53,7 @@ def cursor() -> Iterator[CursorWrapper]:
     with connection.cursor() as wrapper:
         # Where queries are logged (DEBUG, or a test capturing them), the plain cursor: Django's log
         # shows its statements with their values, where a prepared one would show nothing.
-        if not getattr(settings, "TASKENGINE_PREPARED_STATEMENTS", True) or connection.queries_logged:
+        if not settings.TASKENGINE_PREPARED_STATEMENTS or connection.queries_logged:
             yield wrapper
             return
         client_side = wrapper.cursor

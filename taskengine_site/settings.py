@@ -5,6 +5,7 @@ A malformed variable stops start-up with ``ImproperlyConfigured`` naming it (tas
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import django_stubs_ext
@@ -15,6 +16,7 @@ from taskengine_site.env import (
     env_choice,
     env_database,
     env_int,
+    env_ints,
     env_list,
     env_path,
     env_rate,
@@ -188,6 +190,16 @@ TASKENGINE_METRICS_TOKEN = env_str("TASKENGINE_METRICS_TOKEN", "")
 # Requests per client and window; "0/minute" turns the limit off.
 TASKENGINE_RATE_LIMIT = env_rate("TASKENGINE_RATE_LIMIT", "1200/minute")
 TASKENGINE_STORAGE_ROOT = env_path("TASKENGINE_STORAGE_ROOT", BASE_DIR / ".data" / "storage")
+# S3 storage of the media steps (media/storage.py): the bucket is required to use it; each client's area
+# is every key under <prefix><client>/. Empty endpoint, region and keys leave boto3's own defaults.
+TASKENGINE_S3_BUCKET = env_str("TASKENGINE_S3_BUCKET", "")
+TASKENGINE_S3_PREFIX = env_str("TASKENGINE_S3_PREFIX", "")
+TASKENGINE_S3_ENDPOINT_URL = env_str("TASKENGINE_S3_ENDPOINT_URL", "")
+TASKENGINE_S3_REGION = env_str("TASKENGINE_S3_REGION", "")
+TASKENGINE_S3_ACCESS_KEY_ID = env_str("TASKENGINE_S3_ACCESS_KEY_ID", "")
+TASKENGINE_S3_SECRET_ACCESS_KEY = env_str("TASKENGINE_S3_SECRET_ACCESS_KEY", "")
+# Where media steps stage their files on the worker's machine, one folder per job below it.
+TASKENGINE_WORK_DIR = env_path("TASKENGINE_WORK_DIR", Path(tempfile.gettempdir()))
 # ffmpeg's file-system sandbox (media/sandbox.py): "auto" uses Landlock where the host enforces it,
 # "off" never does, "required" fails a media step rather than run ffmpeg without it.
 TASKENGINE_FFMPEG_SANDBOX = env_choice("TASKENGINE_FFMPEG_SANDBOX", "auto", ("auto", "off", "required"))
@@ -195,21 +207,29 @@ TASKENGINE_FFMPEG_SANDBOX = env_choice("TASKENGINE_FFMPEG_SANDBOX", "auto", ("au
 # SECRET_KEY; older SECRET_KEYs listed in SECRET_KEY_FALLBACKS (comma-separated) still decrypt.
 TASKENGINE_SECRETS_KEY = env_str("TASKENGINE_SECRETS_KEY", "")
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
+# Seconds to wait after failed callback attempt n (1-based): 8 attempts over about an hour. Each is held
+# to most of the visibility timeout (jobs.engine.bus.countdown_ceiling); empty: one attempt only.
+TASKENGINE_CALLBACK_RETRY_DELAYS = env_ints(
+    "TASKENGINE_CALLBACK_RETRY_DELAYS", (5, 15, 60, 180, 600, 1200, 1500), minimum=0
+)
 
 # --- Celery (DESIGN.md §5) -------------------------------------------------------------------------
+# Redis delivers a message again when it stays unacknowledged this long, so no message may be held
+# (a countdown) near it: jobs.engine.bus.countdown_ceiling.
+TASKENGINE_VISIBILITY_TIMEOUT = env_int("TASKENGINE_VISIBILITY_TIMEOUT", 3600, minimum=10)
 CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
-    "visibility_timeout": env_int("TASKENGINE_VISIBILITY_TIMEOUT", 3600, minimum=10),
+    "visibility_timeout": TASKENGINE_VISIBILITY_TIMEOUT,
     "socket_connect_timeout": 5,
     "socket_timeout": 10,
     "retry_on_timeout": True,
     "health_check_interval": 10,
 }
-_prefix = env_str("TASKENGINE_BROKER_PREFIX", "")
-if _prefix:
-    # Lets several engines (or parallel test runs) share one Redis without reading each other's queues.
-    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = _prefix
+# Lets several engines (or parallel test runs) share one Redis without reading each other's queues.
+TASKENGINE_BROKER_PREFIX = env_str("TASKENGINE_BROKER_PREFIX", "")
+if TASKENGINE_BROKER_PREFIX:
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = TASKENGINE_BROKER_PREFIX
 # Keep a worker's Django connection across tasks (Celery otherwise closes it around every task).
 CELERY_DB_REUSE_MAX = env_int("TASKENGINE_DB_REUSE_MAX", 1000, minimum=0)
 CELERY_TASK_IGNORE_RESULT = True

@@ -4,8 +4,6 @@ prefix (tests/testenv.py), so parallel workers never read each other's queues or
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 
@@ -21,14 +19,10 @@ def _no_dispatch_in_flight():
 @pytest.fixture
 def make_client(db):
     """Create a client with one key: ``make_client("acme", operator=False) -> (client, key)``."""
-    from clients.services import client_create
+    # Imported here: this conftest is loaded before pytest-django sets Django up.
+    from tests import factories
 
-    def factory(name: str | None = None, *, operator: bool = False, webhook_secret: str = ""):
-        return client_create(
-            name=name or f"client-{uuid.uuid4().hex[:8]}", is_operator=operator, webhook_secret=webhook_secret
-        )
-
-    return factory
+    return factories.client
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from jobs.models import Job, Task
-from jobs.states import JobState, TaskState
+from jobs.states import OPERATOR_TARGETS, JobState, TaskState
 from taskengine_site.api import StrictCharField, StrictKeysMixin, TimestampField
 from taskengine_site.outbound import validate_url
 
@@ -201,7 +201,7 @@ class JobUpdateSerializer(StrictKeysMixin):
     client = StrictCharField(required=False, max_length=100, help_text="If given, must be your client.")
     queue_state = serializers.ChoiceField(
         required=False,
-        choices=["paused", "broken", "queued"],
+        choices=[state.label for state in OPERATOR_TARGETS],
         help_text="paused, broken, or queued to resume.",
     )
     run_at = RunAtField(required=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
@@ -37,6 +38,16 @@ SEMAPHORE_WATCH = "scheduling.semaphore_watch"
 # every submission until then. The expiry only bounds a flag whose message was lost (a flushed Redis).
 DISPATCH_PENDING_KEY = "engine:dispatch-pending"
 DISPATCH_PENDING_SECONDS = 10
+
+# A countdown message is held unacknowledged by a worker until it is due; a longer wait is left to a
+# periodic sweep (the reconciler for task retries, the redelivery schedule for callbacks).
+MAX_COUNTDOWN_SECONDS = 300
+
+
+def countdown_ceiling() -> float:
+    """The longest countdown the broker holds safely: a message unacknowledged past the visibility
+    timeout is delivered a second time, so a wait never takes more than 80 % of it."""
+    return max(1.0, settings.TASKENGINE_VISIBILITY_TIMEOUT * 0.8)
 
 
 def _send(name: str, args: list[int], queue: str, countdown: float | None = None) -> None:

@@ -20,7 +20,7 @@ from jobs.engine import bus, notify
 from jobs.engine.sql import sql
 from jobs.engine.transitions import job_transition
 from jobs.models import Job, Task
-from jobs.states import JobState, TaskState
+from jobs.states import TASK_WAITING, JobState, TaskState
 from jobs.workflows.registry import resolve_definition
 from logs.models import Severity
 from logs.services import job_log
@@ -31,8 +31,6 @@ logger = logging.getLogger(__name__)
 
 PROGNAME = "controller"
 JOB_COMPLETED = "job has completed successfully"
-# Tasks still waiting for their turn; cancelled when the job ends or breaks.
-UNFINISHED_WAITING = (TaskState.PENDING, TaskState.QUEUED, TaskState.RETRYING)
 
 
 Resolved = tuple[list[dict[str, Any]], bool] | None | DomainError
@@ -203,7 +201,7 @@ def _end_job(job: Job, *, failed: bool, message: str) -> None:
         job.pk, source=[JobState.STARTED], target=JobState.COMPLETED, failed=failed, message=message
     ):
         return
-    Task.objects.filter(job_id=job.pk, state__in=UNFINISHED_WAITING).update(
+    Task.objects.filter(job_id=job.pk, state__in=TASK_WAITING).update(
         state=TaskState.CANCELLED, updated_at=now
     )
     if failed:

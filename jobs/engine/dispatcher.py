@@ -17,8 +17,7 @@ from django.db.models import Count, Q
 from jobs.engine import bus, controller
 from jobs.engine.transitions import job_transition, job_transition_many
 from jobs.models import Job
-from jobs.states import JobState
-from settings_app import effects
+from jobs.states import DISPATCH_ORDER, JobState
 from settings_app.services import settings_get_ints
 
 logger = logging.getLogger(__name__)
@@ -26,7 +25,6 @@ logger = logging.getLogger(__name__)
 # Arbitrary but fixed: the key every dispatcher locks on ("TEDISP" in ASCII).
 DISPATCH_LOCK_KEY = 0x544544495350
 SLOT_SETTINGS = ("max_jobs", "priority_slots", "priority_threshold")
-DISPATCH_ORDER = ("-top_of_queue", "priority", "position", "created_at", "id")
 # Jobs started by one set of statements (their task rows are one INSERT).
 START_CHUNK = 100
 
@@ -179,8 +177,9 @@ def _start(
     return any_moved, started
 
 
-@effects.register
-def _on_setting_changed(name: str) -> None:
+def on_setting_changed(name: str) -> None:
+    """A changed slot setting may free slots: dispatch (registered with the settings' effects by
+    ``JobsConfig.ready``)."""
     if name in SLOT_SETTINGS:
         # Runs after the setting's commit (effects defers hooks), so on_commit fires at once.
         bus.request_dispatch()

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jobs.engine.bus import MAX_COUNTDOWN_SECONDS
 from settings_app.services import settings_get_ints
-
-# Celery holds a countdown message unacknowledged in the worker; beyond this the reconciler publishes
-# the retry instead, so a long delay never outlives the broker's visibility timeout.
-MAX_COUNTDOWN_SECONDS = 300
 
 
 @dataclass(frozen=True)

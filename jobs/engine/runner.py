@@ -39,14 +39,14 @@ PROGNAME = "worker"
 
 
 def heartbeat_seconds() -> float:
-    """How often a running task proves it is alive (``TASKENGINE_HEARTBEAT_SECONDS``, default 5)."""
-    return float(getattr(settings, "TASKENGINE_HEARTBEAT_SECONDS", 5.0))
+    """How often a running task proves it is alive (``TASKENGINE_HEARTBEAT_SECONDS``)."""
+    return float(settings.TASKENGINE_HEARTBEAT_SECONDS)
 
 
 def stale_after() -> timedelta:
     """A running attempt whose heartbeat is older than this is presumed dead (its worker was killed):
-    ``TASKENGINE_HEARTBEAT_STALE_SECONDS``, default 60, several heartbeats so a slow beat is not death."""
-    return timedelta(seconds=float(getattr(settings, "TASKENGINE_HEARTBEAT_STALE_SECONDS", 60.0)))
+    ``TASKENGINE_HEARTBEAT_STALE_SECONDS``, several heartbeats so a slow beat is not death."""
+    return timedelta(seconds=float(settings.TASKENGINE_HEARTBEAT_STALE_SECONDS))
 
 
 NO_CLIENT_DEFINITIONS = "No client definitions. Using common definitions."
@@ -226,8 +226,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def chain_seconds() -> float:
-    """How long a worker keeps running a job's next steps itself (``TASKENGINE_CHAIN_SECONDS``, default 5)."""
-    return float(getattr(settings, "TASKENGINE_CHAIN_SECONDS", 5.0))
+    """How long a worker keeps running a job's next steps itself (``TASKENGINE_CHAIN_SECONDS``)."""
+    return float(settings.TASKENGINE_CHAIN_SECONDS)
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Every insert, delete, or change of ``queue_state``/``failed`` of a job appends a delta row (+1/-1) to
 ``jobs_job_state_count`` inside the same statement; nothing is ever updated in place, so concurrent
-transitions never wait on each other. ``jobs.selectors.job_counts`` sums the deltas and folds them into
-one row per key now and then (``compact_job_counts``). A TRUNCATE of jobs_job empties the table too.
+transitions never wait on each other. ``jobs.selectors.job_counts`` sums the deltas; the reconciler and
+the clean-up fold them into one row per key (``jobs.engine.counts.job_counts_compact``). A TRUNCATE of jobs_job
+empties the table too.
 """
 
 from django.db import migrations

@@ -82,16 +82,14 @@ def assert_job_shape(body: dict[str, Any], fields: list[str], job: Any) -> None:
 
 @pytest.fixture
 def job_row(db: Any) -> Any:
-    """``job_row(client, **fields)``: a Job row in any state, for read endpoints."""
-    from django.utils import timezone
-
+    """``job_row(client, **fields)``: a Job row in any state, for read endpoints (tests.factories.job),
+    with a content_id of its own."""
     from jobs.models import Job
+    from tests import factories
 
     def factory(client: Any, **fields: Any) -> Job:
-        fields.setdefault("workflow", "noop")
-        fields.setdefault("run_at", timezone.now())
         fields.setdefault("parameters", {"content_id": f"content-{Job.objects.count() + 1}"})
-        return Job.objects.create(client=client, **fields)
+        return factories.job(client, **fields)
 
     return factory
 

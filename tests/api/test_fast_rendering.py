@@ -23,6 +23,7 @@ from jobs.models import Job
 from jobs.states import JobState
 from settings_app.services import settings_get_ints
 from taskengine_site.version import VERSION
+from tests import factories
 
 PARAMETERS: list[Any] = [
     {},
@@ -59,8 +60,8 @@ def varied(make_client: Any, db: Any) -> list[Job]:
     jobs = []
     for index in range(len(PARAMETERS) * 3):
         state = list(JobState)[index % len(JobState)]
-        job = Job.objects.create(
-            client=clients[index % len(clients)],
+        job = factories.job(
+            clients[index % len(clients)],
             workflow=["noop", "noop5", "vodstream ✓"][index % 3],
             priority=1 + index % 10,
             position=[1, -3, 0, 2**31 - 1][index % 4],

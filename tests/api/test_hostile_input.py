@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from jobs.models import Job
 from logs.models import LogEntry
+from tests import factories
 
 KEY_URI = "https://keys.example.com/ep1.key"
 HONEST: dict[str, dict[str, Any]] = {
@@ -191,7 +191,7 @@ def test_control_characters_are_refused_in_engine_urls(api: Any, control: str) -
 
 
 def test_control_characters_are_refused_in_a_semaphore_url_update(api: Any) -> None:
-    job = Job.objects.create(client=api.te_client, workflow="noop", run_at=timezone.now())
+    job = factories.job(api.te_client)
 
     response = api.patch(f"/jobs/{job.pk}", {"semaphore_url": "https://example.com/ready\x85"}, format="json")
 
@@ -311,7 +311,7 @@ def test_a_paired_surrogate_is_an_ordinary_character(api: Any) -> None:
 def test_every_endpoint_that_reads_a_body_refuses_unstorable_json(
     operator_api: Any, method: str, path: str, raw: str, field: str
 ) -> None:
-    job = Job.objects.create(client=operator_api.te_client, workflow="noop", run_at=timezone.now())
+    job = factories.job(operator_api.te_client)
     before = Job.objects.values().get(pk=job.pk)
 
     response = post_raw(operator_api, raw, path.replace("{id}", str(job.pk)), method)

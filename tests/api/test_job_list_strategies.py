@@ -14,6 +14,7 @@ from django.db.models.functions import Cast
 from jobs import filters
 from jobs.models import Job
 from jobs.states import JobState
+from tests import factories
 
 
 @pytest.fixture
@@ -25,9 +26,8 @@ def spread(operator_api: Any, make_client: Any) -> list[Job]:
     for index in range(80):
         words = ["common"] + (["rare-term"] if index in (2, 9, 41) else []) + (["half"] if index % 2 else [])
         jobs.append(
-            Job.objects.create(
-                client=generator.choice(clients),
-                workflow="noop",
+            factories.job(
+                generator.choice(clients),
                 run_at="2030-01-01T00:00:00Z",
                 queue_state=generator.choice([JobState.QUEUED, JobState.COMPLETED, JobState.PAUSED]),
                 parameters={"content_id": f"c{index}", "words": words},
@@ -120,9 +120,7 @@ def test_outside_a_transaction_the_statements_share_one_read_only_snapshot(make_
     operator, key = make_client(operator=True)
     api = APIClient()
     api.credentials(HTTP_CLIENT=operator.name, HTTP_API_KEY=key)
-    made = [
-        Job.objects.create(client=operator, workflow="noop", run_at="2030-01-01T00:00:00Z") for _ in range(3)
-    ]
+    made = [factories.job(operator, run_at="2030-01-01T00:00:00Z") for _ in range(3)]
     with CaptureQueriesContext(connection) as captured:
         assert listed(api, "search=noop-not-there&order_by=id") == []
         assert listed(api, "order_by=client&limit=2") == [made[2].pk, made[1].pk]

@@ -20,6 +20,7 @@ from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import JobState, TaskState
 from logs.models import LogEntry, Severity
 from taskengine_site import webhooks
+from tests import factories
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 TASK_KEYS = {"job_id", "task_id", "task_name", "workflow", "event", "content_id", "message", "time", "client"}
@@ -48,22 +49,16 @@ def make_job(make_client):
             # hand (or by an older release) may still hold one.
             Client.objects.filter(pk=client.pk).update(webhook_secret=secret)
             client.refresh_from_db()
-        job = Job.objects.create(
-            client=client,
-            workflow="drmswitch",
-            queue_state=JobState.STARTED,
-            run_at=timezone.now(),
-            parameters={
-                "content_id": "c-42",
-                "folder": "vod/c-42",
-                "drm": ["widevine"],
-                "custom_data": {"order": 7},
-                "rest_endpoints": endpoints,
-            },
+        parameters = {
+            "content_id": "c-42",
+            "folder": "vod/c-42",
+            "drm": ["widevine"],
+            "custom_data": {"order": 7},
+            "rest_endpoints": endpoints,
+        }
+        return factories.job(
+            client, workflow="drmswitch", queue_state=JobState.STARTED, tasks=steps, parameters=parameters
         )
-        for position, name in enumerate(steps):
-            Task.objects.create(job=job, position=position, name=name)
-        return job
 
     return factory
 
@@ -367,12 +362,13 @@ def test_unknown_events_are_ignored(make_job, committed):
 
 
 def test_retry_delays_never_exceed_the_visibility_timeout(settings):
-    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 100}
+    settings.TASKENGINE_VISIBILITY_TIMEOUT = 100
     assert max(callbacks.retry_delays()) == 80
-    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-    assert callbacks.retry_delays() == callbacks.RETRY_DELAYS
-    assert len(callbacks.RETRY_DELAYS) + 1 == 8
-    assert 3000 <= sum(callbacks.RETRY_DELAYS) <= 4200  # about an hour
+    settings.TASKENGINE_VISIBILITY_TIMEOUT = 3600
+    default = settings.TASKENGINE_CALLBACK_RETRY_DELAYS
+    assert callbacks.retry_delays() == default
+    assert len(default) + 1 == 8
+    assert 3000 <= sum(default) <= 4200  # about an hour
 
 
 def test_time_is_utc_with_milliseconds_and_z():

@@ -14,6 +14,7 @@ from jobs.models import Job
 from jobs.services import job_update
 from logs.services import job_log
 from settings_app.services import setting_set
+from tests import factories
 from tests.cli.conftest import Cli
 
 
@@ -99,7 +100,7 @@ def test_errors_are_one_line_with_distinct_exit_codes(cli: Cli, tmp_path: Path, 
     assert (missing.returncode, missing.stderr.strip()) == (5, "taskengine: not found: Job 999999 not found.")
     # Another client's job is as unknown as a missing one.
     stranger, _ = make_client()
-    foreign = Job.objects.create(client=stranger, workflow="noop", run_at="2030-01-01T00:00:00Z")
+    foreign = factories.job(stranger, run_at="2030-01-01T00:00:00Z")
     assert cli("logs", str(foreign.pk)).returncode == 5
 
     refused = cli("submit", str(job_file(tmp_path, "no_such_workflow")))

@@ -10,9 +10,12 @@ from django.contrib.auth.models import User
 from django.test import Client as HttpClient
 
 from clients.models import Client
+from jobs import admin as jobs_admin
+from jobs import services
 from jobs.admin import WorkflowDefinitionForm
 from jobs.models import Job, WorkflowDefinition
 from jobs.states import JobState
+from taskengine_site.errors import DomainError
 from tests.engine.conftest import Broker
 
 
@@ -32,14 +35,47 @@ def test_definition_form_refuses_unknown_steps(te_client: Client) -> None:
     assert form.errors["steps"] == ["step 1: unknown step 'nope'"]
 
 
-def test_definition_form_saves_the_normalised_definition(te_client: Client) -> None:
-    form = WorkflowDefinitionForm(data={"client": te_client.pk, "name": "mine", "steps": '["noop", "sleep"]'})
-    assert form.is_valid(), form.errors
-    form.save()
-    assert WorkflowDefinition.objects.get(name="mine").steps == [
+def test_the_definition_admin_saves_the_normalised_definition_through_the_service(
+    admin_http: HttpClient, te_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved: list[str] = []
+
+    def spy(**kwargs: Any) -> WorkflowDefinition:
+        saved.append(kwargs["name"])
+        return services.workflow_definition_save(**kwargs)
+
+    monkeypatch.setattr(jobs_admin, "workflow_definition_save", spy)
+    add = "/admin/jobs/workflowdefinition/add/"
+    response = admin_http.post(add, {"client": te_client.pk, "name": "mine", "steps": '["noop", "sleep"]'})
+    assert response.status_code == 302
+    row = WorkflowDefinition.objects.get(name="mine")
+    assert row.steps == [
         {"step": "noop", "queue": "work", "parameters": {}},
         {"step": "sleep", "queue": "work", "parameters": {}},
     ]
+    change = f"/admin/jobs/workflowdefinition/{row.pk}/change/"
+    response = admin_http.post(change, {"client": te_client.pk, "name": "mine", "steps": '["noop"]'})
+    assert response.status_code == 302
+    assert WorkflowDefinition.objects.get(pk=row.pk).steps == [
+        {"step": "noop", "queue": "work", "parameters": {}}
+    ]
+    assert saved == ["mine", "mine"]
+
+
+def test_the_definition_service_refuses_what_cannot_run_or_be_stored(te_client: Client) -> None:
+    save = services.workflow_definition_save
+    with pytest.raises(DomainError, match=r"^step 1: unknown step 'nope'$"):
+        save(client=te_client, name="mine", steps=["noop", "nope"])
+    with pytest.raises(DomainError, match=r"^a workflow definition is a non-empty list of steps$"):
+        save(client=te_client, name="mine", steps=[])
+    with pytest.raises(DomainError, match=r"^steps\[0\]\.parameters\.x: "):
+        save(client=te_client, name="mine", steps=[{"step": "noop", "parameters": {"x": "\x00"}}])
+    save(client=te_client, name="mine", steps=["noop"])
+    with pytest.raises(
+        DomainError, match=f"^name: client {te_client.name} already has a workflow named 'mine'$"
+    ):
+        save(client=te_client, name="mine", steps=["noop"])
+    assert WorkflowDefinition.objects.filter(client=te_client).count() == 1
 
 
 def test_admin_actions_use_the_state_machine(

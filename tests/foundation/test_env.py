@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,16 @@ def test_list_splits_commas_and_refuses_spaces_inside_items():
     ]
     with pytest.raises(ImproperlyConfigured, match="ALLOWED_HOSTS"):
         env.env_list("ALLOWED_HOSTS", [], {"ALLOWED_HOSTS": "a b"})
+
+
+def test_ints_split_commas_and_keep_their_bounds():
+    assert env.env_ints("X", (5, 15), environ_={}) == (5, 15)
+    assert env.env_ints("X", (5, 15), environ_={"X": " 0, 30 ,"}) == (0, 30)
+    assert env.env_ints("X", (5, 15), environ_={"X": ""}) == ()
+    with pytest.raises(ImproperlyConfigured, match="X: expected an integer, got 'soon'"):
+        env.env_ints("X", (), environ_={"X": "5,soon"})
+    with pytest.raises(ImproperlyConfigured, match="X: must be at least 0, got -5"):
+        env.env_ints("X", (), minimum=0, environ_={"X": "1,-5"})
 
 
 def test_database_url_parsing():
@@ -139,6 +150,8 @@ def _start(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("TASKENGINE_RATE_LIMIT", "lots/minute"),
         ("TASKENGINE_NUM_PROXIES", "-1"),
         ("TASKENGINE_FFMPEG_SANDBOX", "sometimes"),
+        ("TASKENGINE_CALLBACK_RETRY_DELAYS", "5,soon"),
+        ("TASKENGINE_WORK_DIR", "relative/work"),
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it(variable, value):
@@ -209,3 +222,44 @@ def test_metrics_token_and_rate_limit_come_from_the_environment():
         check=True,
     )
     assert result.stdout.split() == ["from-env", "30/second"]
+
+
+def _readme_variables() -> set[str]:
+    """The variables named in the first column of the README's environment table."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            names.update(re.findall(r"`([A-Z][A-Z0-9_]*)`", line.split("|")[1]))
+    return names
+
+
+def _application_sources() -> list[Path]:
+    packages = [
+        p for p in ROOT.iterdir() if (p / "__init__.py").is_file() and p.name not in {"tests", "bench"}
+    ]
+    return [path for package in packages for path in package.rglob("*.py") if "migrations" not in path.parts]
+
+
+def test_every_setting_is_in_the_readme_table_and_every_row_is_read():
+    settings_source = (ROOT / "taskengine_site" / "settings.py").read_text()
+    defined = set(re.findall(r'\benv_\w+\(\s*"([A-Z][A-Z0-9_]*)"', settings_source))
+    documented = _readme_variables()
+    assert defined - documented == set(), "defined in settings.py, missing from the README table"
+    procfile = (ROOT / "Procfile").read_text()
+    read_elsewhere = {
+        name
+        for name in documented - defined
+        if f"${{{name}" in procfile or any(f'"{name}"' in path.read_text() for path in _application_sources())
+    }
+    assert documented - defined - read_elsewhere == set(), "in the README table, read nowhere"
+
+
+def test_settings_are_read_as_settings_attributes_without_a_second_default():
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in _application_sources()
+        if re.search(r"getattr\(\s*settings\s*,", path.read_text())
+    ]
+    assert offenders == []

@@ -68,10 +68,10 @@ def media_cache(tmp_path_factory) -> Callable[..., Path]:
 
 
 @pytest.fixture(autouse=True)
-def media_env(monkeypatch, tmp_path):
+def media_env(monkeypatch, settings, tmp_path):
     """One encoder thread (the machine is shared) and a work directory per test."""
     monkeypatch.setenv("TASKENGINE_FFMPEG_THREADS", "1")
-    monkeypatch.setenv("TASKENGINE_WORK_DIR", str(tmp_path / "work"))
+    settings.TASKENGINE_WORK_DIR = tmp_path / "work"
 
 
 CLIENT = "media-tests"
@@ -162,16 +162,13 @@ def run_workflow(
 def area_job(make_client):
     """``area_job(area, parameters, workflow="vodstream") -> Job``: a job row of the client that owns
     ``area``, for the steps that keep rows of their own (``prepare_encryption``'s content key)."""
-    from django.utils import timezone
-
     from clients.models import Client
     from jobs.models import Job
+    from tests import factories
 
     def factory(area: Path, parameters: dict[str, Any], workflow: str = "vodstream") -> Job:
         client = Client.objects.filter(name=area.name).first() or make_client(area.name)[0]
-        return Job.objects.create(
-            client=client, workflow=workflow, run_at=timezone.now(), parameters=parameters
-        )
+        return factories.job(client, workflow=workflow, parameters=parameters)
 
     return factory
 

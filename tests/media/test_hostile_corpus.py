@@ -478,7 +478,7 @@ def _assert_clear_state(outcomes: list[Outcome]) -> None:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("case", sorted(CORPUS))
-def test_hostile_input_reaches_no_canary(case, world, honest, submit, broker, tmp_path):
+def test_hostile_input_reaches_no_canary(case, world, honest, submit, broker, tmp_path, settings):
     build, kinds = CORPUS[case]
     outcomes: list[Outcome] = []
     if "folder" in kinds or "clip" in kinds:
@@ -498,7 +498,7 @@ def test_hostile_input_reaches_no_canary(case, world, honest, submit, broker, tm
         outcomes.append(_run(submit, broker, "vodcapture", parameters))
     assert outcomes
     _assert_clear_state(outcomes)
-    _assert_no_canary(world, outcomes, Path(os.environ["TASKENGINE_WORK_DIR"]))
+    _assert_no_canary(world, outcomes, Path(settings.TASKENGINE_WORK_DIR))
 
 
 def test_the_corpus_is_large_enough():

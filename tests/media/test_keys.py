@@ -12,14 +12,12 @@ from typing import Any
 import av
 import pytest
 from django.db import connection
-from django.utils import timezone
 from rest_framework.test import APIClient
 from standardwebhooks.webhooks import Webhook
 
 from callbacks import services as callbacks
 from callbacks.models import CallbackDelivery
 from clients import crypto
-from clients.models import Client
 from jobs.models import Job, Task
 from jobs.states import JobState
 from jobs.workflows.registry import PermanentError, get_step, load_steps
@@ -27,6 +25,7 @@ from logs.models import LogEntry
 from media.models import ContentKey
 from media.services import content_key_make
 from taskengine_site import webhooks
+from tests import factories
 from tests.media.conftest import FPS, Recorder, decode, make_ctx, put, run_workflow, with_local_key
 
 KEY_URI = "https://keys.example.com/show/key"
@@ -54,9 +53,7 @@ def run_vodstream(owner: Any, media_cache: Any, drm: str) -> tuple[Job, dict[str
     }
     if drm == "aes":
         parameters["key_uri"] = KEY_URI
-    job = Job.objects.create(
-        client=owner.te_client, workflow="vodstream", run_at=timezone.now(), parameters=parameters
-    )
+    job = factories.job(owner.te_client, workflow="vodstream", parameters=parameters)
     recorder = Recorder()
     results = run_workflow("vodstream", parameters, owner.area, recorder, job_id=job.pk)
     return job, results, recorder
@@ -147,8 +144,8 @@ def test_a_cenc_key_is_given_only_through_the_route_and_decrypts_the_output(owne
 
 
 @pytest.mark.django_db
-def test_the_keys_route_answers_the_owner_and_operators_only(api, operator_api, make_client, job_row_of):
-    job = job_row_of(api.te_client)
+def test_the_keys_route_answers_the_owner_and_operators_only(api, operator_api, make_client):
+    job = factories.job(api.te_client, workflow="vodstream")
     key = content_key_make(job_id=job.pk, kind="cenc")
     mine = get_keys(api, job.pk)
     assert mine.status_code == 200
@@ -171,13 +168,13 @@ def test_the_keys_route_answers_the_owner_and_operators_only(api, operator_api, 
         refused = get_keys(anonymous, job.pk)
         assert refused.status_code == 401 and refused.json() == {"error": "Unauthorised request."}
 
-    clear = job_row_of(api.te_client)
+    clear = factories.job(api.te_client, workflow="vodstream")
     assert get_keys(api, clear.pk).json() == {"id": clear.pk, "keys": []}
 
 
 @pytest.mark.django_db
-def test_a_key_that_cannot_be_decrypted_is_a_clear_error(api, job_row_of, settings):
-    job = job_row_of(api.te_client)
+def test_a_key_that_cannot_be_decrypted_is_a_clear_error(api, settings):
+    job = factories.job(api.te_client, workflow="vodstream")
     # Made under a key the configuration then loses (rotated without keeping it as a fallback).
     settings.TASKENGINE_SECRETS_KEY = "a-key-that-is-gone-afterwards"
     content_key_make(job_id=job.pk, kind="aes", key_uri=KEY_URI)
@@ -188,16 +185,6 @@ def test_a_key_that_cannot_be_decrypted_is_a_clear_error(api, job_row_of, settin
         "id": job.pk,
         "error": "the job's keys cannot be decrypted with the configured keys",
     }
-
-
-@pytest.fixture
-def job_row_of(db: Any) -> Any:
-    def factory(client: Client, **parameters: Any) -> Job:
-        return Job.objects.create(
-            client=client, workflow="vodstream", run_at=timezone.now(), parameters=parameters
-        )
-
-    return factory
 
 
 def prepare(job: Job, area: Path, attempt: int, **parameters: Any) -> dict[str, Any]:
@@ -251,14 +238,14 @@ def keyed_job(make_client, receiver, allow_loopback):
     def factory(signed: bool) -> tuple[Job, dict[str, Any], str]:
         secret = webhooks.generate_secret() if signed else ""
         client, _ = make_client(webhook_secret=secret)
-        job = Job.objects.create(
-            client=client,
+        parameters = {"content_id": "show", "rest_endpoints": [receiver.url("/cb")]}
+        job = factories.job(
+            client,
             workflow="vodstream",
-            run_at=timezone.now(),
             queue_state=JobState.COMPLETED,
-            parameters={"content_id": "show", "rest_endpoints": [receiver.url("/cb")]},
+            tasks=["prepare_encryption"],
+            parameters=parameters,
         )
-        Task.objects.create(job=job, position=0, name="prepare_encryption")
         key = content_key_make(job_id=job.pk, kind="cenc")
         return job, key.document(), secret
 

@@ -70,13 +70,13 @@ def s3_server():
 
 
 @pytest.fixture
-def s3(s3_server, monkeypatch):
-    """The TASKENGINE_S3_* variables pointing at the server, and a boto3 client on a fresh bucket."""
-    monkeypatch.setenv("TASKENGINE_S3_ENDPOINT_URL", s3_server)
-    monkeypatch.setenv("TASKENGINE_S3_BUCKET", BUCKET)
-    monkeypatch.setenv("TASKENGINE_S3_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("TASKENGINE_S3_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("TASKENGINE_S3_REGION", "us-east-1")
+def s3(s3_server, settings):
+    """The TASKENGINE_S3_* settings pointing at the server, and a boto3 client on a fresh bucket."""
+    settings.TASKENGINE_S3_ENDPOINT_URL = s3_server
+    settings.TASKENGINE_S3_BUCKET = BUCKET
+    settings.TASKENGINE_S3_ACCESS_KEY_ID = "testing"
+    settings.TASKENGINE_S3_SECRET_ACCESS_KEY = "testing"
+    settings.TASKENGINE_S3_REGION = "us-east-1"
     client = boto3.client(
         "s3",
         endpoint_url=s3_server,
@@ -91,8 +91,8 @@ def s3(s3_server, monkeypatch):
     client.delete_bucket(Bucket=BUCKET)
 
 
-def test_s3_needs_a_bucket(monkeypatch):
-    monkeypatch.delenv("TASKENGINE_S3_BUCKET", raising=False)
+def test_s3_needs_a_bucket(settings):
+    settings.TASKENGINE_S3_BUCKET = ""
     with pytest.raises(PermanentError, match="TASKENGINE_S3_BUCKET"):
         storage.S3MediaStorage("acme")
 
@@ -113,8 +113,8 @@ def test_s3_storage_operations(s3, tmp_path):
         storage.stage(remote, "a/none", tmp_path / "none")
 
 
-def test_s3_areas_lie_under_the_prefix_and_never_meet(s3, tmp_path, monkeypatch):
-    monkeypatch.setenv("TASKENGINE_S3_PREFIX", "/tenants/")
+def test_s3_areas_lie_under_the_prefix_and_never_meet(s3, tmp_path, settings):
+    settings.TASKENGINE_S3_PREFIX = "/tenants/"
     acme, other = storage.S3MediaStorage("acme"), storage.S3MediaStorage("other")
     acme.write_bytes("vod/a.txt", b"acme's")
     other.write_bytes("vod/a.txt", b"other's")

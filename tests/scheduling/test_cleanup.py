@@ -11,9 +11,9 @@ from callbacks.models import CallbackDelivery
 from jobs.models import Job, Task
 from jobs.states import JobState
 from logs.models import LogEntry
-from logs.services import job_log
 from scheduling import services
 from settings_app.services import setting_set
+from tests import factories
 
 
 @pytest.fixture
@@ -21,13 +21,10 @@ def old_job(make_client):
     client, _ = make_client()
 
     def factory(*, state=JobState.COMPLETED, days=31, persist=False, finished=True):
-        job = Job.objects.create(
-            client=client, workflow="noop", queue_state=state, run_at=timezone.now(), persist=persist
-        )
+        job = factories.job(client, queue_state=state, persist=persist, tasks=["noop"])
         moment = timezone.now() - timedelta(days=days)
         Job.objects.filter(pk=job.pk).update(updated_at=moment, finished_at=moment if finished else None)
-        Task.objects.create(job=job, position=0, name="noop")
-        job_log(job.pk, "hello", progname="worker")
+        factories.log_entry(job, "hello")
         CallbackDelivery.objects.create(
             job=job, kind="job", event="completed", url="https://e.com/", body="{}"
         )
@@ -65,9 +62,7 @@ def test_cleanup_days_is_read_from_the_setting(old_job, committed):
 
 def test_a_rerun_survives_the_deletion_of_its_original(old_job, make_client):
     original = old_job()
-    rerun = Job.objects.create(
-        client=original.client, workflow="noop", run_at=timezone.now(), rerun_of=original
-    )
+    rerun = factories.job(original.client, rerun_of=original)
     assert services.jobs_cleanup() == 1
     rerun.refresh_from_db()
     assert rerun.rerun_of_id is None

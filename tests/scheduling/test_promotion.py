@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import timedelta
 
@@ -14,23 +15,14 @@ from jobs.states import JobState
 from logs.models import LogEntry
 from scheduling import services
 from settings_app.services import setting_set
+from tests import factories
 
 
 @pytest.fixture
 def make_job(make_client):
+    """``make_job(**fields)``: a scheduled job of one client (tests.factories.job)."""
     client, _ = make_client()
-
-    def factory(*, state=JobState.SCHEDULED, run_at=None, semaphore_url=None, **kwargs):
-        return Job.objects.create(
-            client=client,
-            workflow="noop",
-            queue_state=state,
-            run_at=run_at or timezone.now(),
-            semaphore_url=semaphore_url,
-            **kwargs,
-        )
-
-    return factory
+    return functools.partial(factories.job, client, queue_state=JobState.SCHEDULED)
 
 
 def scheduler_log(job_id: int) -> list[str]:
@@ -66,8 +58,8 @@ def test_a_due_job_with_a_semaphore_becomes_pending_and_is_checked_at_once(make_
 
 def test_promotion_is_a_no_op_for_a_job_not_due_or_already_moved(make_job, queues, committed):
     later = make_job(run_at=timezone.now() + timedelta(hours=2))
-    queued = make_job(state=JobState.QUEUED)
-    paused = make_job(state=JobState.PAUSED, run_at=timezone.now() - timedelta(seconds=5))
+    queued = make_job(queue_state=JobState.QUEUED)
+    paused = make_job(queue_state=JobState.PAUSED, run_at=timezone.now() - timedelta(seconds=5))
     with committed():
         assert not services.job_promote(job_id=later.pk)
         assert not services.job_promote(job_id=queued.pk)
@@ -131,7 +123,7 @@ def test_the_sweep_promotes_due_jobs_checks_semaphores_and_arms_upcoming(make_jo
     due = [make_job(run_at=now - timedelta(seconds=s)) for s in (1, 30, 3600)]
     gated = make_job(run_at=now - timedelta(seconds=1), semaphore_url="https://example.com/s")
     pending = make_job(
-        state=JobState.PENDING, run_at=now - timedelta(minutes=5), semaphore_url="https://e.com/"
+        queue_state=JobState.PENDING, run_at=now - timedelta(minutes=5), semaphore_url="https://e.com/"
     )
     upcoming = make_job(run_at=now + timedelta(seconds=30))
     far = make_job(run_at=now + timedelta(hours=1))

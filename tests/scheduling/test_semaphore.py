@@ -11,6 +11,7 @@ from jobs.models import Job
 from jobs.states import JobState
 from logs.models import LogEntry
 from scheduling import services
+from tests import factories
 
 
 @pytest.fixture
@@ -18,13 +19,8 @@ def pending_job(make_client):
     client, _ = make_client()
 
     def factory(url: str) -> Job:
-        return Job.objects.create(
-            client=client,
-            workflow="noop",
-            queue_state=JobState.PENDING,
-            run_at=timezone.now() - timedelta(seconds=1),
-            semaphore_url=url,
-        )
+        due = timezone.now() - timedelta(seconds=1)
+        return factories.job(client, queue_state=JobState.PENDING, run_at=due, semaphore_url=url)
 
     return factory
 

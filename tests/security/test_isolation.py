@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from jobs.models import Job
 from jobs.states import JobState
 from logs.models import LogEntry
-from logs.services import job_log
+from tests import factories
 
 MARKER = "b-private-marker"
 
@@ -43,15 +43,14 @@ def world(make_client: Any) -> Any:
         b_ids.append(response.json()["id"])
     # States only the engine reaches, as rows.
     for state in (JobState.STARTED, JobState.COMPLETED, JobState.SCHEDULED, JobState.PAUSED):
-        job = Job.objects.create(
-            client=b,
-            workflow="noop",
+        job = factories.job(
+            b,
             queue_state=state,
             run_at=Job.objects.get(pk=b_ids[0]).run_at,
             parameters={"content_id": f"{MARKER}-{state.label}"},
             failed=state == JobState.COMPLETED,
         )
-        job_log(job.pk, f"{MARKER} log line", progname="worker", visible=False)
+        factories.log_entry(job, f"{MARKER} log line", visible=False)
         b_ids.append(job.pk)
     a_job = api_a.post(
         "/job", {"job": {"workflow": "noop"}, "parameters": {"content_id": "a-1"}}, format="json"

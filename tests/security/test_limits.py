@@ -9,11 +9,11 @@ import uuid
 from typing import Any
 
 import pytest
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs.models import Job
 from settings_app.models import Setting
+from tests import factories
 
 
 def body(parameters: Any) -> Any:
@@ -62,7 +62,7 @@ def test_body_longer_than_its_declared_length_is_cut_at_the_limit(api: Any, sett
 def test_oversize_body_on_every_writing_endpoint_answers_413(
     operator_api: Any, settings: Any, method: Any, path: Any
 ) -> None:
-    job = Job.objects.create(client=operator_api.te_client, workflow="noop", run_at=timezone.now())
+    job = factories.job(operator_api.te_client)
     path = path.replace("/1", f"/{job.pk}")
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
 

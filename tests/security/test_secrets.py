@@ -13,16 +13,14 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from callbacks.models import CallbackDelivery
 from callbacks.services import callback_deliver
 from clients import crypto, keys
 from clients.models import Client
-from jobs.models import Job
 from jobs.states import JobState
-from logs.models import LogEntry
 from taskengine_site import webhooks
+from tests import factories
 from tests.callbacks.support import Receiver
 from tests.security.secrets_audit import SecretsAudit, database_conninfo
 
@@ -91,13 +89,8 @@ def test_an_undecryptable_secret_fails_the_callback_instead_of_sending_it_unsign
     settings.SECRET_KEY = "rotated-without-fallbacks-" + "z" * 30
     receiver = Receiver()
     try:
-        job = Job.objects.create(
-            client=client,
-            workflow="noop",
-            queue_state=JobState.STARTED,
-            run_at=timezone.now(),
-            parameters={"rest_endpoints": [receiver.url("/cb")]},
-        )
+        endpoints = [receiver.url("/cb")]
+        job = factories.job(client, queue_state=JobState.STARTED, parameters={"rest_endpoints": endpoints})
         row = CallbackDelivery.objects.create(
             job=job,
             task_id=0,
@@ -161,9 +154,9 @@ def test_the_audit_finds_a_leak_in_a_column_a_log_record_and_a_process_log(
     local.remember(key)
     local.remember(webhook)
     client, _ = make_client()
-    job = Job.objects.create(client=client, workflow="noop", run_at=timezone.now(), parameters={"k": webhook})
-    LogEntry.objects.create(job_id=job.pk, progname="worker", message=f"called with api-key {key}")
-    LogEntry.objects.create(job_id=job.pk, progname="worker", message=f"masked {keys.mask(key)}")
+    job = factories.job(client, parameters={"k": webhook})
+    factories.log_entry(job, f"called with api-key {key}")
+    factories.log_entry(job, f"masked {keys.mask(key)}")
     lines = [f"request with {keys.mask(key)}", f"oops: secret={webhook.removeprefix('whsec_')}"]
     (tmp_path / "worker.log").write_text(f"INFO signing with {webhook}\n")
     (tmp_path / "demo.key").write_text(key)  # a key file is where a key belongs: not a log
