@@ -68,9 +68,9 @@ def media_cache(tmp_path_factory) -> Callable[..., Path]:
 
 
 @pytest.fixture(autouse=True)
-def media_env(monkeypatch, tmp_path):
+def media_env(monkeypatch, tmp_path, settings):
     """One encoder thread (the machine is shared) and a work directory per test."""
-    monkeypatch.setenv("TASKENGINE_FFMPEG_THREADS", "1")
+    settings.TASKENGINE_FFMPEG_THREADS = 1
     monkeypatch.setenv("TASKENGINE_WORK_DIR", str(tmp_path / "work"))
 
 
