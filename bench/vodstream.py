@@ -1,11 +1,12 @@
-"""Benchmark: the vodstream workflow against plain ffmpeg doing the same encode, in the same run.
+"""Benchmark: the vodstream workflow against the same ffmpeg and Shaka Packager commands run by hand.
 
-A 60 s 1280x720 25 fps synthetic source (testsrc2 + a sine tone, made first and not timed) becomes an
-HLS ladder (720p, 480p, 360p, 6 s segments). "plain" runs the identical ffmpeg command line directly;
+A 60 s 1280x720 25 fps synthetic source (testsrc2 + a sine tone, made first and not timed) becomes a
+CMAF ladder (720p, 480p, 360p, 6 s segments) with an HLS master and a DASH MPD. "plain" runs the
+identical encode (one ffmpeg) and packaging (one packager) command lines directly, unconfined;
 "engine" runs every step of the vodstream definition in order with a real StepContext (staging the
-source from local storage, probing, the encode with progress and heartbeat, the master playlist, the
-publication into the destination folder). Both are reported as a multiple of real time; the overhead
-is the engine's extra wall time over plain ffmpeg.
+source from local storage, probing, the confined encode and packaging with progress and heartbeat,
+the measured-bandwidth master, the publication into the destination folder). Both are reported as a
+multiple of real time; the overhead is the engine's extra wall time over the commands by hand.
 
     .venv/bin/python bench/vodstream.py [--seconds 60] [--preset veryfast] [--rounds 3]
 
@@ -39,7 +40,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 
 from jobs.workflows.registry import StepContext, get_step, load_steps  # noqa: E402
-from media import commands  # noqa: E402
+from media import commands, toolchain  # noqa: E402
 from media.definitions import MEDIA_DEFINITIONS  # noqa: E402
 from media.ffmpeg import ffmpeg_exe  # noqa: E402
 from media.probe import probe  # noqa: E402
@@ -77,21 +78,32 @@ def make_source(path: Path, seconds: int) -> None:
     )
 
 
-def run_plain(source: Path, out: Path, preset: str, segment: float) -> float:
+def run_plain(source: Path, work: Path, preset: str, segment: float) -> float:
     info = probe(source, work_dir=source.parent)
-    args = commands.hls_ladder_args(
-        ["-i", str(source)],
-        info,
-        prefix="bench",
-        renditions=commands.ladder_for(info.height, 3),
-        segment_duration=segment,
-        preset=preset,
+    plan = commands.Plan(
+        renditions=commands.ladder_for(info, 3),
+        audio=[
+            commands.AudioOut(t.index, t.language, f"Audio {t.index + 1}", min(t.channels, 2), t.index == 0)
+            for t in info.audio
+        ],
     )
-    out.mkdir(parents=True)
+    encode = commands.encode_args(["-i", str(source)], plan, segment_duration=segment, preset=preset)
+    package = commands.packager_args(
+        plan,
+        commands.Layout("bench", "cmaf"),
+        formats=("hls", "dash"),
+        segment_duration=segment,
+        mpd_name="bench.mpd",
+    )
+    (work / commands.ENCODED).mkdir(parents=True)
+    (work / "out").mkdir()
     started = time.monotonic()
     subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "warning", *args], check=True, cwd=out
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "warning", *encode],
+        check=True,
+        cwd=work,
     )
+    subprocess.run([toolchain.packager_exe(), *package], check=True, cwd=work / "out", capture_output=True)
     return time.monotonic() - started
 
 
@@ -185,8 +197,13 @@ def main() -> None:
                     )
         steps = ", ".join(f"{name} {min(times):.2f}" for name, times in STEP_SECONDS.items())
         print(f"engine steps (best, s): {steps}")
-        # The engine's own work, apart from the encode: the same in every round whatever the load.
-        encodes = [float(line.split()[3]) for line in LOG if line.startswith("HLS encode took")]
+        # The engine's own work, apart from the encode and packaging: the same in every round whatever
+        # the load. ("Encode took X s (…), packaging Y s; …")
+        encodes = [
+            float(line.split()[2]) + float(line.split("packaging ")[1].split()[0])
+            for line in LOG
+            if line.startswith("Encode took")
+        ]
         outside = [total - encode for total, encode in zip(engine_times, encodes, strict=True)]
         print(
             f"engine work outside ffmpeg: best {min(outside):.2f} s, worst {max(outside):.2f} s "
@@ -196,7 +213,8 @@ def main() -> None:
         overhead = 100.0 * (engine - plain) / plain
         median_overhead = 100.0 * (statistics.median(engine_times) / statistics.median(plain_times) - 1)
         print(
-            f"vodstream {options.seconds}s 720p -> 720p/480p/360p HLS ({options.preset}, "
+            f"vodstream {options.seconds}s 720p -> 720p/480p/360p CMAF HLS+DASH ({options.preset}, "
+            f"load average {os.getloadavg()[0]:.2f}, "
             f"{os.cpu_count()} cores, best of {options.rounds}): "
             f"engine {options.seconds / engine:.2f}x real time ({engine:.2f} s), "
             f"plain ffmpeg {options.seconds / plain:.2f}x ({plain:.2f} s), "

@@ -1,6 +1,6 @@
 """Run one program inside a Landlock sandbox.
 
-    python -I confine.py --rw DIR [--rx PATH]... -- PROGRAM ARG...
+    python -I confine.py --rw DIR [--rx PATH]... [--ro FILE]... -- PROGRAM ARG...
 
 The worker starts ffmpeg through this script instead of directly, so the restriction is applied in the
 child and never in the worker itself (a ``preexec_fn`` would run Python between fork and exec in a
@@ -12,6 +12,8 @@ restriction, keeps the script's process id (so the worker's signals reach it) an
   symbolic links, devices, sockets or pipes made there.
 - ``--rx PATH``: read and execute PATH, a file or every file beneath a folder (the program, and for a
   dynamically linked one its loader and library folders).
+- ``--ro FILE``: read FILE and nothing else (``/dev/urandom``, which Shaka Packager reads for the
+  random IVs it encrypts with).
 - Everything else on the file system is refused: ``/proc/self/environ``, ``/etc/passwd``, the storage
   root, the project's own files.
 
@@ -65,7 +67,7 @@ def _rights(abi: int) -> tuple[int, int, int]:
     return int(handled), int(work), int(program)
 
 
-def _restrict(rw: list[str], rx: list[str]) -> int:
+def _restrict(rw: list[str], rx: list[str], ro: list[str] | None = None) -> int:
     from landlock import FSAccess, Ruleset, landlock_abi_version
 
     abi = landlock_abi_version()
@@ -75,6 +77,8 @@ def _restrict(rw: list[str], rx: list[str]) -> int:
         ruleset.allow(path, rules=FSAccess(work))
     for path in rx:
         ruleset.allow(path, rules=FSAccess(program))
+    for path in ro or []:
+        ruleset.allow(path, rules=FSAccess(FSAccess.READ_FILE))
     ruleset.apply()
     return abi
 
@@ -100,18 +104,21 @@ def main(argv: list[str]) -> int:
         return _check()
     rw: list[str] = []
     rx: list[str] = []
+    ro: list[str] = []
     index = 0
     while index < len(argv) and argv[index] != "--":
         option = argv[index]
-        if option not in ("--rw", "--rx") or index + 1 >= len(argv):
-            return _fail(f"usage: confine.py --rw DIR [--rx PATH]... -- PROGRAM ARG... (got {option!r})")
-        (rw if option == "--rw" else rx).append(argv[index + 1])
+        if option not in ("--rw", "--rx", "--ro") or index + 1 >= len(argv):
+            return _fail(
+                f"usage: confine.py --rw DIR [--rx PATH]... [--ro FILE]... -- PROGRAM ARG... (got {option!r})"
+            )
+        {"--rw": rw, "--rx": rx, "--ro": ro}[option].append(argv[index + 1])
         index += 2
     command = argv[index + 1 :]
     if not rw or not command:
         return _fail("a work dir (--rw) and a program after -- are required")
     try:
-        _restrict(rw, rx)
+        _restrict(rw, rx, ro)
     except Exception as exc:
         return _fail(f"cannot apply Landlock: {' '.join(str(exc).split())}")
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -1,14 +1,13 @@
-"""Locating ffmpeg and running it as a child process of a step.
+"""Running ffmpeg and Shaka Packager as child processes of a step.
 
-The binary is ``TASKENGINE_FFMPEG`` when set, else ``ffmpeg`` on ``PATH``, else the static build that the
-``imageio-ffmpeg`` package ships, so a fresh checkout needs no system package.
+The binaries come from ``media.toolchain`` (the pinned wheel's, or configured and version-checked).
 
 ``run_ffmpeg`` asks ffmpeg for its machine-readable progress (``-progress pipe:1 -nostats``), turns
 ``out_time_us`` into a percentage of the expected duration, and beats the step's heartbeat while ffmpeg
-works. The heartbeat raises ``StepCancelled`` when the job is broken; ffmpeg is then terminated
+works. The heartbeat raises ``StepCancelled`` when the job is broken; the tool is then terminated
 (SIGTERM, then SIGKILL after a grace period) before the exception goes on, so a broken job never leaves
 an encoder running. A timeout or any other exception in the step's thread (Celery's soft time limit)
-terminates it the same way.
+terminates it the same way. ``run_packager`` runs Shaka Packager the same way, with the heartbeat only.
 
 Every run is confined to the job's work dir (``media.sandbox``): a scrubbed environment, the work dir
 (or a folder inside it) as working directory, and Landlock where the host enforces it.
@@ -16,8 +15,6 @@ Every run is confined to the job's work dir (``media.sandbox``): a scrubbed envi
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -27,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 from jobs.workflows.registry import PermanentError, StepContext, TransientError
-from media import sandbox, storage
+from media import sandbox, storage, toolchain
 
 # How long ffmpeg gets to exit after SIGTERM before it is killed.
 TERMINATE_GRACE_SECONDS = 3.0
@@ -51,27 +50,17 @@ class FfmpegTimeout(TransientError):
 
 
 def ffmpeg_exe() -> str:
-    """The ffmpeg binary to run: ``TASKENGINE_FFMPEG``, else ``ffmpeg`` on PATH, else imageio-ffmpeg's."""
-    configured = os.environ.get("TASKENGINE_FFMPEG", "").strip()
-    if configured:
-        found = shutil.which(configured)
-        if found is None:
-            raise PermanentError(f"TASKENGINE_FFMPEG={configured!r} is not an executable")
-        return found
-    system = shutil.which("ffmpeg")
-    if system:
-        return system
-    import imageio_ffmpeg
-
-    return str(imageio_ffmpeg.get_ffmpeg_exe())
+    """The ffmpeg binary to run (``media.toolchain``): the pinned wheel's unless configured."""
+    return toolchain.ffmpeg_exe()
 
 
 def encoder_threads() -> str:
     """``-threads`` for encoders: ``TASKENGINE_FFMPEG_THREADS`` (0, ffmpeg's default, uses every core)."""
-    raw = os.environ.get("TASKENGINE_FFMPEG_THREADS", "0").strip() or "0"
-    if not raw.isdigit():
-        raise PermanentError(f"TASKENGINE_FFMPEG_THREADS must be a whole number, got {raw!r}")
-    return raw
+    return str(int(settings.TASKENGINE_FFMPEG_THREADS))
+
+
+class PackagerFailed(PermanentError):
+    """Shaka Packager exited with an error: what it was given cannot be packaged."""
 
 
 @dataclass
@@ -169,43 +158,112 @@ def run_ffmpeg(
     ``PermanentError`` when the sandbox is required and unavailable (ffmpeg is then not started), and
     lets ``StepCancelled`` from the heartbeat through, in every case after ffmpeg has been stopped.
     """
+    return _run_confined(
+        build_command(args),
+        ctx,
+        work_dir=work_dir,
+        cwd=cwd,
+        duration=duration,
+        label=label,
+        timeout=timeout,
+        progress_span=progress_span,
+        failure=FfmpegFailed,
+    )
+
+
+def run_packager(
+    args: Sequence[str],
+    ctx: StepContext | None = None,
+    *,
+    label: str = "packaging",
+    timeout: float | None = None,
+    progress_span: tuple[float, float] = (0.0, 100.0),
+    cwd: Path | None = None,
+    work_dir: Path | None = None,
+) -> FfmpegRun:
+    """Run Shaka Packager with ``args`` (stream descriptors and flags), confined like ffmpeg.
+
+    Packager reports no position, so the step's progress moves to the top of ``progress_span`` when it
+    is done; the heartbeat beats meanwhile. Raises ``PackagerFailed`` on a non-zero exit.
+    """
+    return _run_confined(
+        [toolchain.packager_exe(), *args],
+        ctx,
+        work_dir=work_dir,
+        cwd=cwd,
+        duration=None,
+        label=label,
+        timeout=timeout,
+        progress_span=progress_span,
+        failure=PackagerFailed,
+        stdout_progress=False,
+    )
+
+
+def _run_confined(
+    command: list[str],
+    ctx: StepContext | None,
+    *,
+    work_dir: Path | None,
+    cwd: Path | None,
+    duration: float | None,
+    label: str,
+    timeout: float | None,
+    progress_span: tuple[float, float],
+    failure: type[PermanentError],
+    stdout_progress: bool = True,
+) -> FfmpegRun:
     root = confinement_root(ctx, work_dir)
     run_in = inside(cwd, root) if cwd is not None else root
-    command = build_command(args)
     argv, env = sandbox.child_command(command, root)
     low, high = progress_span
     progress = _Progress()
     started = time.monotonic()
-    # stderr goes to a file, not a pipe: a chatty ffmpeg must never block on a pipe nobody reads.
+    # stderr goes to a file, not a pipe: a chatty tool must never block on a pipe nobody reads.
     with tempfile.TemporaryFile() as stderr_file:
         process = subprocess.Popen(  # noqa: S603  (argument list, no shell; the binary is located above)
             argv,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if stdout_progress else subprocess.DEVNULL,
             stderr=stderr_file,
             stdin=subprocess.DEVNULL,
             cwd=run_in,
             env=env,
         )
-        reader = threading.Thread(target=_read_progress, args=(process.stdout, progress), daemon=True)
-        reader.start()
+        reader = None
+        if stdout_progress:
+            reader = threading.Thread(target=_read_progress, args=(process.stdout, progress), daemon=True)
+            reader.start()
         try:
             _watch(process, progress, ctx, duration, label, timeout, started, low, high)
         except BaseException:
             terminate(process)
             raise
         finally:
-            reader.join(timeout=5)
+            if reader is not None:
+                reader.join(timeout=5)
             if process.stdout is not None:
                 process.stdout.close()
         stderr_file.seek(0)
         stderr = stderr_file.read().decode("utf-8", errors="replace")
     seconds = time.monotonic() - started
     if process.returncode != 0:
-        tail = stderr.strip()[-STDERR_TAIL_CHARS:] or f"exit status {process.returncode}"
-        raise FfmpegFailed(f"{label} failed: {tail}")
+        tail = _error_lines(stderr).strip()[-STDERR_TAIL_CHARS:] or f"exit status {process.returncode}"
+        raise failure(f"{label} failed: {tail}")
     if ctx is not None:
         ctx.heartbeat(progress=high)
     return FfmpegRun(command=command, seconds=seconds, stderr=stderr)
+
+
+def _error_lines(stderr: str) -> str:
+    """What a failed run said that matters: Shaka Packager logs an info line per file it writes, which
+    would push its one error line out of the tail kept in the job's log."""
+    lines = stderr.splitlines()
+    kept = (
+        [line for line in lines if not line.startswith("I")]
+        if any(line.startswith("E") for line in lines)
+        else lines
+    )
+    return "\n".join(kept)
 
 
 def _watch(

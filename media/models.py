@@ -23,7 +23,8 @@ class ContentKey(models.Model):
 
     class Kind(models.TextChoices):
         AES = "aes", "HLS AES-128"
-        CENC = "cenc", "CENC clear key"
+        CENC = "cenc", "Common encryption, cenc (AES-CTR)"
+        CBCS = "cbcs", "Common encryption, cbcs (AES-CBC pattern)"
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="content_keys", db_index=False)
     kind = models.CharField(max_length=8, choices=Kind.choices)
@@ -35,6 +36,11 @@ class ContentKey(models.Model):
     key_id = models.CharField(max_length=32, blank=True, default="")
     # What the AES-128 playlists name as the key's URI (the client's own key server).
     key_uri = models.TextField(blank=True, default="")
+    # The key systems the output is signalled for (comma-separated: clearkey, widevine, playready,
+    # fairplay); empty for AES-128.
+    systems = models.CharField(max_length=64, blank=True, default="")
+    # Where the key came from: made by the engine, or given by the client's CPIX key server.
+    source = models.CharField(max_length=16, blank=True, default="engine")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -55,7 +61,10 @@ class ContentKey(models.Model):
         if self.kind == self.Kind.AES:
             return {"kind": "aes", "key_hex": key, "iv_hex": self.iv, "key_uri": self.key_uri}
         return {
-            "kind": "cenc",
+            "kind": self.kind,
+            "scheme": self.kind,
+            "systems": [system for system in self.systems.split(",") if system],
+            "origin": self.source,
             "kid_hex": self.key_id,
             "key_hex": key,
             # The W3C Clear Key license format, ready for a player's clearkey configuration.

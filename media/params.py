@@ -16,7 +16,7 @@ make the web process or a worker build megabytes of text.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +25,14 @@ from taskengine_site import outbound
 from taskengine_site.errors import DomainError
 from taskengine_site.inputs import has_control
 
-SUPPORTED_DRM = ("clear", "aes", "cenc")
+# ``cenc`` is the engine's older name for ClearKey; the key systems combine (multi-DRM), ``aes``
+# (HLS AES-128 over MPEG-TS) and ``clear`` stand alone.
+SUPPORTED_DRM = ("clear", "aes", "cenc", "clearkey", "widevine", "playready", "fairplay")
+KEY_SYSTEMS = ("clearkey", "widevine", "playready", "fairplay")
+ENCRYPTION_SCHEMES = ("cenc", "cbcs")
+FORMATS = ("hls", "dash")
+LOUDNESS_STANDARDS = ("ebu_r128", "atsc_a85")
+MAX_TEXT_TRACKS = 20
 X264_PRESETS = (
     "ultrafast",
     "superfast",
@@ -62,6 +69,19 @@ PARAMS: dict[str, Param] = {
     # players fetch them from.
     "key_uri": Param("str"),
     "manifest_name": Param("str", "{content_id}.m3u8"),
+    "dash_manifest_name": Param("str", "{content_id}.mpd"),
+    # Default: both from the same CMAF segments (HLS alone for AES-128, which is MPEG-TS).
+    "formats": Param("any"),
+    # Default: cbcs when FairPlay is one of the systems (it knows no other), else cenc.
+    "encryption_scheme": Param("str", None, choices=ENCRYPTION_SCHEMES),
+    # A CPIX key server the content key (and the key systems' signalling) comes from.
+    "key_server_url": Param("str"),
+    # FairPlay's key URI (skd://…) in the HLS key tags, when no key server gives one.
+    "fairplay_key_uri": Param("str"),
+    "iframe_playlists": Param("bool", True),
+    "source_text_tracks": Param("bool", True),
+    "text_tracks": Param("list"),
+    "loudness_target": Param("any"),
     "segment_duration": Param("number", 6, 1, 60),
     "renditions": Param("int", 3, 1, 5),
     "video_preset": Param("str", "veryfast", choices=X264_PRESETS),
@@ -122,11 +142,20 @@ OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "gif_filename": (".gif",),
     "thumbnails_vtt": (".vtt",),
     "manifest_name": (".m3u8",),
+    "dash_manifest_name": (".mpd",),
 }
 PATH_PARAMS = ("source_folder", "output_folder", "source_file")
 # Every parameter that becomes a path, a URL, a file name or a tool's argument (clips are checked one by
 # one in ``parse_clips``).
-TEXT_PARAMS = ("content_id", *PATH_PARAMS, *OUTPUT_NAMES, "key_uri", "storage_client")
+TEXT_PARAMS = (
+    "content_id",
+    *PATH_PARAMS,
+    *OUTPUT_NAMES,
+    "key_uri",
+    "storage_client",
+    "key_server_url",
+    "fairplay_key_uri",
+)
 KEY_URI_REQUIRED = (
     "required for drm aes: the URL your players fetch the key from (keys are never published with the "
     "content)"
@@ -327,7 +356,13 @@ def resolve_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
                     raise
                 # A default naming a parameter the job does not have (no source_folder) stays unset.
                 values[name] = None
-    values["drm"] = drm_mode(values.get("drm"))
+    mode, systems = drm_plan(values.get("drm"), values.get("encryption_scheme"))
+    values["drm"], values["drm_systems"] = mode, list(systems)
+    values["formats"] = check_formats(values.get("formats"), mode)
+    if values.get("loudness_target") is not None:
+        values["loudness_target"] = loudness_target(values["loudness_target"])
+    if values.get("text_tracks") is not None:
+        values["text_tracks"] = [asdict(track) for track in parse_text_tracks(values["text_tracks"])]
     _check_resolved(values)
     return values
 
@@ -349,26 +384,177 @@ def _check_resolved(values: dict[str, Any]) -> None:
         check_key_uri(values["key_uri"])
     elif values["drm"] == "aes":
         raise _fail("key_uri", KEY_URI_REQUIRED)
+    if values.get("key_server_url") is not None:
+        check_key_server_url(values["key_server_url"])
+    if values.get("fairplay_key_uri") is not None:
+        check_fairplay_key_uri(values["fairplay_key_uri"])
+    elif "fairplay" in values["drm_systems"] and values.get("key_server_url") is None:
+        raise _fail(
+            "fairplay_key_uri",
+            "required for drm fairplay without a key_server_url: the skd:// URI your FairPlay players "
+            "ask their key server for",
+        )
 
 
-def drm_mode(value: Any) -> str:
-    """One of ``clear``, ``aes``, ``cenc`` from the ``drm`` parameter (a name or a list of names)."""
+def drm_plan(value: Any, scheme: Any = None) -> tuple[str, tuple[str, ...]]:
+    """(mode, key systems) from the ``drm`` parameter (a name or a list) and ``encryption_scheme``.
+
+    The mode is ``clear``, ``aes`` (HLS AES-128) or the common-encryption scheme (``cenc`` or
+    ``cbcs``) the key systems share; ``cenc`` in the list names ClearKey, as it always has.
+    """
     names = value if isinstance(value, list) else [value]
     if value is None or value == []:
-        return "clear"
+        return "clear", ()
     chosen: list[str] = []
     for item in names:
         if not isinstance(item, str):
             raise _fail("drm", "must be a name or a list of names")
+        check_text("drm", item)
         lowered = item.strip().lower()
         if lowered not in SUPPORTED_DRM:
             raise _fail("drm", f"{item!r} is not supported")
+        lowered = "clearkey" if lowered == "cenc" else lowered
         if lowered not in chosen:
             chosen.append(lowered)
-    encrypted = [name for name in chosen if name != "clear"]
-    if len(encrypted) > 1 or (encrypted and "clear" in chosen):
-        raise _fail("drm", f"choose one of {', '.join(SUPPORTED_DRM)}, not {', '.join(chosen)}")
-    return encrypted[0] if encrypted else "clear"
+    if len(chosen) > 1 and ("clear" in chosen or "aes" in chosen):
+        raise _fail("drm", f"clear and aes stand alone; got {', '.join(chosen)}")
+    if chosen[0] in ("clear", "aes"):
+        if scheme is not None:
+            raise _fail(
+                "encryption_scheme", f"applies to the key systems ({', '.join(KEY_SYSTEMS)}), not {chosen[0]}"
+            )
+        return chosen[0], ()
+    systems = tuple(system for system in KEY_SYSTEMS if system in chosen)
+    if scheme is None:
+        scheme = "cbcs" if "fairplay" in systems else "cenc"
+    if scheme not in ENCRYPTION_SCHEMES:
+        raise _fail(
+            "encryption_scheme", f"{scheme!r} is not supported (one of: {', '.join(ENCRYPTION_SCHEMES)})"
+        )
+    if scheme == "cenc" and "fairplay" in systems:
+        raise _fail("encryption_scheme", "FairPlay needs cbcs")
+    return str(scheme), systems
+
+
+def drm_mode(value: Any) -> str:
+    """``clear``, ``aes`` or the encryption scheme the ``drm`` parameter asks for."""
+    return drm_plan(value)[0]
+
+
+def check_formats(value: Any, mode: str) -> list[str]:
+    """The manifests to write: ``hls``, ``dash`` or both (the default; HLS alone for AES-128)."""
+    if value is None:
+        return ["hls"] if mode == "aes" else list(FORMATS)
+    items = value if isinstance(value, list) else [value]
+    chosen: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or has_control(item):
+            raise _fail("formats", "must be a list of names without control characters")
+        lowered = item.strip().lower()
+        if lowered not in FORMATS:
+            raise _fail("formats", f"{item!r} is not supported (any of: {', '.join(FORMATS)})")
+        if lowered not in chosen:
+            chosen.append(lowered)
+    if not chosen:
+        raise _fail("formats", f"must name at least one of {', '.join(FORMATS)}")
+    if mode == "aes" and chosen != ["hls"]:
+        raise _fail("formats", "drm aes is HLS AES-128 over MPEG-TS: DASH has no such protection")
+    return chosen
+
+
+def check_key_server_url(value: Any) -> str:
+    """The CPIX key server's URL: an http(s) URL the outbound guard allows."""
+    from taskengine_site import outbound
+
+    check_text("key_server_url", value)
+    if len(value) > MAX_KEY_URI_CHARS:
+        raise _fail("key_server_url", f"must be at most {MAX_KEY_URI_CHARS} characters")
+    outbound.validate_url(value, what="parameters.key_server_url")
+    return str(value)
+
+
+def check_fairplay_key_uri(value: Any) -> str:
+    """FairPlay's ``skd://`` key URI, written into key tags: no quotes, commas, spaces or controls."""
+    name = "fairplay_key_uri"
+    check_text(name, value)
+    if len(value) > MAX_KEY_URI_CHARS:
+        raise _fail(name, f"must be at most {MAX_KEY_URI_CHARS} characters")
+    if not value.startswith("skd://") or len(value) <= len("skd://"):
+        raise _fail(name, "must be an skd:// URI")
+    if any(ch.isspace() or ch in '",' for ch in value):
+        raise _fail(name, "must not contain spaces, double quotes or commas")
+    return str(value)
+
+
+def loudness_target(value: Any) -> list[float]:
+    """(integrated LUFS, true peak dBTP, loudness range LU) from a standard's name or a LUFS figure."""
+    from media.commands import LOUDNESS_STANDARDS as TARGETS
+
+    if isinstance(value, list) and len(value) == 3 and all(isinstance(v, int | float) for v in value):
+        return [float(v) for v in value]  # already resolved
+    if isinstance(value, str) and value.strip().lower() in TARGETS:
+        return list(TARGETS[value.strip().lower()])
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not -70 <= value <= -5:
+            raise _fail("loudness_target", "a loudness in LUFS must be between -70 and -5")
+        return [float(value), -1.0, 7.0]
+    raise _fail(
+        "loudness_target",
+        f"must be {' or '.join(LOUDNESS_STANDARDS)}, or an integrated loudness in LUFS (-70 to -5)",
+    )
+
+
+@dataclass(frozen=True)
+class SidecarText:
+    file: str
+    language: str
+    name: str
+    default: bool
+    forced: bool
+
+
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,3}")
+# Letters of any script: a track's name is shown to viewers in their language.
+_TRACK_NAME = re.compile(r"[^\W_][\w .()+-]{0,63}")
+
+
+def parse_text_tracks(value: Any) -> list[SidecarText]:
+    """``text_tracks``: sidecar SRT or WebVTT files in the client's area, each with its language."""
+    if not isinstance(value, list):
+        raise _fail("text_tracks", "must be a list")
+    if len(value) > MAX_TEXT_TRACKS:
+        raise _fail("text_tracks", f"at most {MAX_TEXT_TRACKS} text tracks")
+    tracks = []
+    for index, item in enumerate(value):
+        where = f"text_tracks[{index}]"
+        if isinstance(item, SidecarText):
+            tracks.append(item)
+            continue
+        if not isinstance(item, dict):
+            raise _fail(where, "must be an object with file and language")
+        unknown = set(item) - {"file", "language", "name", "default", "forced"}
+        if unknown:
+            raise _fail(where, f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        file = check_relative_path(f"{where}.file", item.get("file"))
+        if not file.lower().endswith((".srt", ".vtt")):
+            raise _fail(f"{where}.file", "must be an .srt or .vtt file")
+        language = item.get("language")
+        if not isinstance(language, str) or not _LANGUAGE_TAG.fullmatch(language):
+            raise _fail(f"{where}.language", "must be a language tag such as en, fr or pt-BR")
+        name = item.get("name", language)
+        if not isinstance(name, str) or not _TRACK_NAME.fullmatch(name):
+            raise _fail(
+                f"{where}.name",
+                "must be 1 to 64 letters, digits, spaces or . _ ( ) + -, starting with a letter or digit",
+            )
+        flags = {}
+        for flag in ("default", "forced"):
+            flag_value = item.get(flag, False)
+            if not isinstance(flag_value, bool):
+                raise _fail(f"{where}.{flag}", "must be true or false")
+            flags[flag] = flag_value
+        tracks.append(SidecarText(file, language, name, flags["default"], flags["forced"]))
+    return tracks
 
 
 def parse_clip_time(value: Any, where: str) -> float | datetime:

@@ -1,4 +1,5 @@
-"""How the engine confines every ffmpeg it runs: a second wall behind the parsing of untrusted media.
+"""How the engine confines every media tool it runs (ffmpeg, ffprobe, Shaka Packager: "ffmpeg" below):
+a second wall behind the parsing of untrusted media.
 
 Whatever a hostile input makes ffmpeg read or write, ffmpeg
 
@@ -7,8 +8,9 @@ Whatever a hostile input makes ffmpeg read or write, ffmpeg
   worker's: no ``SECRET_KEY``, ``DATABASE_URL``, ``REDIS_URL``, ``TASKENGINE_*`` or ``AWS_*``;
 - runs in the **job's work dir** (or a folder inside it) as its working directory;
 - where the host enforces Landlock, runs in a **file-system sandbox** (``media/confine.py``) that lets
-  it read and write the work dir and read and execute its own binary, its loader and library folders,
-  and nothing else: not ``/proc/self/environ``, not the storage root, not the project's files.
+  it read and write the work dir, read and execute its own binary, its loader and library folders, read
+  ``/dev/urandom`` (the packager's IVs), and nothing else: not ``/proc/self/environ``, not the storage
+  root, not the project's files.
 
 ``TASKENGINE_FFMPEG_SANDBOX`` chooses: ``auto`` (the default) confines when this host enforces
 Landlock and otherwise runs ffmpeg with the environment and working directory above only; ``off``
@@ -44,6 +46,8 @@ CHECK_TIMEOUT_SECONDS = 30
 # Folders a dynamically linked program's libraries come from when its loader cannot list them.
 STANDARD_LIBRARY_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
 LOADER_CACHE = "/etc/ld.so.cache"
+# Files every tool may read: randomness, never a secret (the packager's IVs come from here).
+READ_ONLY_FILES = ("/dev/urandom",)
 
 _LIBRARY_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-fA-F]+\)")
 
@@ -221,6 +225,9 @@ def child_command(command: Sequence[str], work_dir: Path) -> tuple[list[str], di
     wrapper = [sys.executable, "-I", str(WRAPPER), "--rw", str(work_dir)]
     for path in program_paths(command[0]):
         wrapper += ["--rx", path]
+    for path in READ_ONLY_FILES:
+        if os.path.exists(path):
+            wrapper += ["--ro", path]
     return [*wrapper, "--", *command], env
 
 

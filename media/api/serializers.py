@@ -38,7 +38,15 @@ class ClearKeyLicenseSerializer(serializers.Serializer):
 
 
 class CencKeySerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["cenc"])
+    kind = serializers.ChoiceField(choices=["cenc", "cbcs"], help_text="The common-encryption scheme.")
+    scheme = serializers.ChoiceField(choices=["cenc", "cbcs"], help_text="The same as kind.")
+    systems = serializers.ListField(
+        child=serializers.ChoiceField(choices=["clearkey", "widevine", "playready", "fairplay"]),
+        help_text="The key systems the output is signalled for (pssh boxes, MPD, HLS key tags).",
+    )
+    origin = serializers.ChoiceField(
+        choices=["engine", "cpix"], help_text="Made by the engine, or given by the job's CPIX key server."
+    )
     kid_hex = _hex16("The key id (in the init segments' tenc box), hex.")
     key_hex = _hex16("The 16-byte content key, hex.")
     clearkey = ClearKeyLicenseSerializer(help_text="The W3C Clear Key license for this key.")
@@ -47,13 +55,14 @@ class CencKeySerializer(serializers.Serializer):
 KEY_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
     "aes": AesKeySerializer,
     "cenc": CencKeySerializer,
+    "cbcs": CencKeySerializer,
 }
 
 
 @extend_schema_field(
     PolymorphicProxySerializer(
         component_name="ContentKey",
-        serializers={"aes": AesKeySerializer, "cenc": CencKeySerializer},
+        serializers={"aes": AesKeySerializer, "cenc": CencKeySerializer, "cbcs": CencKeySerializer},
         resource_type_field_name="kind",
         many=True,
     )

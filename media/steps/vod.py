@@ -1,4 +1,4 @@
-"""The media steps of the VOD workflows (issue 8): each does one piece of work with ffmpeg.
+"""The media steps of the VOD workflows: each does one piece of work with ffmpeg or Shaka Packager.
 
 Steps of one job may run on different workers, so none relies on another step's local files: sources
 are staged into the job's work directory by whichever step needs them (a staged copy of the same size is
@@ -12,9 +12,11 @@ workflow, ``publish_outputs``, checks those files exist and returns
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +25,8 @@ from typing import Any
 
 from clients.crypto import SecretUnreadable
 from jobs.workflows.registry import PermanentError, StepContext, TransientError, step
-from media import commands, containers, hls, storage
-from media.ffmpeg import encoder_threads, run_ffmpeg
+from media import commands, containers, cpix, hls, packaging, storage, toolchain
+from media.ffmpeg import encoder_threads, run_ffmpeg, run_packager
 from media.models import ContentKey
 from media.params import Clip, parse_clips, resolve_parameters
 from media.probe import MediaInfo, probe
@@ -105,8 +107,8 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
     The sources are the folder's video files in name order (several are joined, so they must share
     their encoding), or ``source_file`` alone; a folder without video files but with an HLS playlist
     (for ``createmp4`` and the small workflows) is read through its master playlist, staged by
-    ``hls.fetch_hls``. An MP4 this job writes into the same folder (``generate_mp4``) is not taken for
-    a source on a rerun.
+    ``hls.fetch_hls``. What a run of this job wrote into the same folder (its MP4, old init segments) is
+    not taken for a source on a rerun; segments are in sub-folders, which are never sources.
 
     Video files are staged as ``source000.mp4``, ``source001.mov``, … (the client's names never reach
     ffmpeg, nor an ffconcat list) and each must really be an MP4 (ISO-BMFF); several are joined by an
@@ -120,12 +122,18 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
     else:
         listing = src.list_files(folder)
         names = [n for n in listing if "/" not in n and n.lower().endswith(VIDEO_SUFFIXES)]
-        made_here = (
-            p.get("mp4_filename") if p.get("generate_mp4") and p.get("output_folder") == folder else None
-        )
-        if made_here in names and len(names) > 1:
-            # This job's own MP4 from an earlier run, beside the real sources: not a source.
-            names.remove(made_here)
+        if p.get("output_folder") == folder and len(names) > 1:
+            # What an earlier run of this job wrote beside the real sources is not a source: its MP4
+            # (whether or not this run makes one), and the fMP4 init segments older versions of the
+            # engine wrote at the top of the folder.
+            made_here = {p.get("mp4_filename")}
+            init_pattern = f"{p.get('content_id')}_"
+            kept = [
+                n
+                for n in names
+                if n not in made_here and not (n.startswith(init_pattern) and n.endswith("_init.mp4"))
+            ]
+            names = kept or names
         if not names:
             playlists = [n for n in listing if n.lower().endswith(".m3u8")]
             if not playlists:
@@ -153,14 +161,7 @@ def ensure_sources(ctx: StepContext, p: dict[str, Any]) -> Sources:
         return Sources([*options, "-i", str(paths[0])], info, names)
     listing_file = local / "sources.ffconcat"
     _write_ffconcat(listing_file, paths)
-    total = MediaInfo(
-        duration=sum(i.duration for i in infos),
-        width=info.width,
-        height=info.height,
-        fps=info.fps,
-        video_codec=info.video_codec,
-        audio_codec=info.audio_codec,
-    )
+    total = dataclasses.replace(info, duration=sum(i.duration for i in infos))
     return Sources([*concat_input(containers.ISOBMFF), "-i", str(listing_file)], total, names)
 
 
@@ -181,7 +182,10 @@ def _pick_master(fetcher: hls.StorageFetcher, folder: str, playlists: list[str])
     return playlists[0]
 
 
-def _skipped(reason: str) -> dict[str, Any]:
+def _skipped(reason: str, ctx: StepContext | None = None, made: str = "") -> dict[str, Any]:
+    """A step with nothing to do; with ``ctx``, the job's log says what was not made and why."""
+    if ctx is not None:
+        ctx.log(f"No {made} made: {reason}")
     return {"skipped": True, "reason": reason}
 
 
@@ -251,7 +255,9 @@ def publish_outputs(ctx: StepContext) -> dict[str, Any]:
 
 @step("prepare_encryption")
 def prepare_encryption(ctx: StepContext) -> dict[str, Any]:
-    """Makes the job's content key for ``drm`` ``aes`` (HLS AES-128) or ``cenc`` (clear-key CENC).
+    """Makes the job's content key: ``drm`` ``aes`` (HLS AES-128) or key systems (ClearKey, Widevine,
+    PlayReady, FairPlay) under ``cenc`` or ``cbcs``, the key made by the engine or, with
+    ``key_server_url``, given by the client's CPIX key server with each system's signalling.
 
     The key is a secret: it is stored encrypted in the database (``ContentKey``), given to the owning
     client only by ``GET /jobs/<id>/keys`` and the signed job callback, and never written to storage
@@ -264,81 +270,297 @@ def prepare_encryption(ctx: StepContext) -> dict[str, Any]:
         return {"drm": "clear"}
     key_uri = str(p.get("key_uri") or "") if mode == "aes" else ""
     if mode == "aes" and (not key_uri or not key_uri.isprintable()):
-        # The URI is one line of ffmpeg's key-info file: a line break would make the next line name
-        # another file as the key.
+        # The URI is written into every playlist's key tag: a line break would end the tag.
         raise PermanentError("drm aes needs a key_uri without control characters")
+    systems = tuple(p["drm_systems"])
+    signalling: dict[str, Any] = {}
     try:
-        key = content_key_make(job_id=ctx.job_id, kind=mode, key_uri=key_uri)
+        if mode != "aes" and p.get("key_server_url"):
+            key = _key_from_server(ctx, p, mode, systems, signalling)
+        else:
+            key = content_key_make(job_id=ctx.job_id, kind=mode, key_uri=key_uri, systems=systems)
     except DomainError as exc:
         raise PermanentError(exc.message) from None
     if mode == "aes":
         ctx.log(f"AES-128 key ready; playlists will name it as {key.key_uri}")
         return {"drm": "aes", "key_uri": key.key_uri}
-    ctx.log(f"CENC key ready, key id {key.key_id}")
-    return {"drm": "cenc", "kid": key.key_id}
+    if p.get("fairplay_key_uri") and not signalling.get("fairplay_uri"):
+        signalling["fairplay_uri"] = p["fairplay_key_uri"]
+    ctx.log(f"{mode} key ready ({key.source}), key id {key.key_id}, key systems {', '.join(systems)}")
+    return {"drm": mode, "kid": key.key_id, "systems": list(systems), **signalling}
+
+
+def _key_from_server(
+    ctx: StepContext, p: dict[str, Any], mode: str, systems: tuple[str, ...], signalling: dict[str, Any]
+) -> ContentKey:
+    """The key of ``key_server_url`` for this job's key id (made once, so a retry asks for the same)."""
+    existing = content_key_get(job_id=ctx.job_id)
+    key_id = existing.key_id if existing is not None and existing.key_id else secrets.token_hex(16)
+    try:
+        answer = cpix.fetch_keys(
+            p["key_server_url"], content_id=p["content_id"], key_id=key_id, scheme=mode, systems=systems
+        )
+    except cpix.CpixError as exc:
+        raise TransientError(f"key server: {exc}") from None
+    if existing is not None and existing.key_hex() != answer.key:
+        raise PermanentError("the key server gave another key for this job's key id than before")
+    signalling["pssh"] = answer.pssh
+    if answer.fairplay_uri:
+        signalling["fairplay_uri"] = answer.fairplay_uri
+    return content_key_make(
+        job_id=ctx.job_id, kind=mode, systems=systems, key_id=key_id, key_hex=answer.key, source="cpix"
+    )
+
+
+# What the language codes of the most common tracks are called when a track has no title.
+LANGUAGE_NAMES = {
+    "en": "English", "eng": "English", "fr": "Français", "fra": "Français", "fre": "Français",
+    "de": "Deutsch", "deu": "Deutsch", "ger": "Deutsch", "es": "Español", "spa": "Español",
+    "it": "Italiano", "ita": "Italiano", "pt": "Português", "por": "Português", "nl": "Nederlands",
+    "nld": "Nederlands", "dut": "Nederlands", "ja": "Japanese", "jpn": "Japanese", "zh": "Chinese",
+    "zho": "Chinese", "chi": "Chinese", "ar": "Arabic", "ara": "Arabic", "ru": "Russian", "rus": "Russian",
+}  # fmt: skip
+MAX_SIDECAR_BYTES = 5 * 1024 * 1024
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, number = name, 2
+    while candidate in taken:
+        candidate, number = f"{name} {number}", number + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _track_name(title: str, language: str, fallback: str) -> str:
+    return (
+        title
+        or LANGUAGE_NAMES.get(language.split("-")[0].lower(), "")
+        or (language if language != "und" else fallback)
+    )
+
+
+def _sniff_text(path: Path, where: str) -> str:
+    """The ffmpeg demuxer for a staged sidecar: ``webvtt`` or ``srt``, by what the file holds."""
+    data = path.read_bytes()
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise PermanentError(f"{where}: larger than {MAX_SIDECAR_BYTES} bytes")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PermanentError(f"{where}: not UTF-8 text") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and (lines[0] == "WEBVTT" or lines[0].startswith(("WEBVTT ", "WEBVTT\t"))):
+        return "webvtt"
+    if len(lines) >= 2 and lines[0].isdigit() and "-->" in lines[1]:
+        return "srt"
+    raise PermanentError(f"{where}: neither WebVTT nor SubRip (SRT)")
+
+
+def plan_tracks(ctx: StepContext, p: dict[str, Any], sources: Sources) -> commands.Plan:
+    """Every track the output carries, and what it leaves out with the reason (for the job's log).
+
+    Video: the ladder, capped at the source. Audio: every track of the source, named by its title or
+    language, stereo at most, loudness-normalised in two passes when ``loudness_target`` is set. Text:
+    every text subtitle track of the source (unless ``source_text_tracks`` is false) and every sidecar
+    of ``text_tracks``, as WebVTT; bitmap subtitles cannot become text and are reported as left out.
+    """
+    info = sources.info
+    plan = commands.Plan(renditions=commands.ladder_for(info, int(p["renditions"])))
+    names: set[str] = set()
+    default_audio = next((t.index for t in info.audio if t.default), 0)
+    for track in info.audio:
+        plan.audio.append(
+            commands.AudioOut(
+                index=track.index,
+                language=track.language,
+                name=_unique(_track_name(track.title, track.language, f"Audio {track.index + 1}"), names),
+                channels=max(1, min(track.channels or 2, 2)),
+                default=track.index == default_audio,
+            )
+        )
+    target = p.get("loudness_target")
+    if target and plan.audio:
+        plan.audio = _loudness(ctx, sources, plan.audio, tuple(target))
+    names = set()
+    if p.get("source_text_tracks", True):
+        for text in info.text:
+            if not text.is_text:
+                plan.left_out.append(
+                    f"text track {text.index + 1} ({text.codec}, {text.language}) is left out: bitmap "
+                    "subtitles cannot become WebVTT"
+                )
+                continue
+            plan.text.append(
+                commands.TextOut(
+                    key=f"text_{text.index}",
+                    language=text.language,
+                    name=_unique(
+                        _track_name(text.title, text.language, f"Subtitles {text.index + 1}"), names
+                    ),
+                    default=text.default,
+                    forced=text.forced,
+                    stream=text.index,
+                )
+            )
+    elif info.text:
+        plan.left_out.append(f"{len(info.text)} text track(s) of the source: source_text_tracks is false")
+    src = storage.source_storage(ctx)
+    for index, sidecar in enumerate(p.get("text_tracks") or []):
+        where = f"text_tracks[{index}].file"
+        local = storage.work_dir(ctx, "sources") / f"sidecar{index:02d}.txt"
+        storage.stage(src, storage.normalise_key(sidecar["file"]), local)
+        plan.text.append(
+            commands.TextOut(
+                key=f"sidecar_{index}",
+                language=sidecar["language"],
+                name=_unique(sidecar["name"], names),
+                default=bool(sidecar["default"]),
+                forced=bool(sidecar["forced"]),
+                sidecar=local,
+                sidecar_format=_sniff_text(local, where),
+            )
+        )
+    return plan
+
+
+def _loudness(
+    ctx: StepContext, sources: Sources, tracks: list[commands.AudioOut], target: tuple[float, float, float]
+) -> list[commands.AudioOut]:
+    """The first loudnorm pass (one decode measures every track); each track gets its second pass."""
+    args = commands.loudnorm_analysis_args(sources.input_args, [t.index for t in tracks], target)
+    run = run_ffmpeg(
+        args, ctx, duration=sources.info.duration, label="loudness analysis", progress_span=(0, 15)
+    )
+    measured = commands.parse_loudnorm(run.stderr)
+    if len(measured) != len(tracks):
+        raise PermanentError(f"loudness analysis measured {len(measured)} of {len(tracks)} audio track(s)")
+    done = []
+    for n, track in enumerate(tracks):
+        figures = measured[n]
+        ctx.log(
+            f"Audio {track.name}: {figures.get('input_i')} LUFS, {figures.get('input_tp')} dBTP measured; "
+            f"normalising to {target[0]:g} LUFS, {target[1]:g} dBTP"
+        )
+        done.append(dataclasses.replace(track, loudnorm=commands.loudnorm_filter(target, figures)))
+    return done
+
+
+def _protection(
+    ctx: StepContext, p: dict[str, Any], content_key: ContentKey | None
+) -> commands.Protection | None:
+    if content_key is None or content_key.kind == ContentKey.Kind.AES:
+        return None
+    encryption = ctx.results.get("prepare_encryption") or {}
+    pssh: dict[str, str] = encryption.get("pssh") or {}
+    return commands.Protection(
+        scheme=content_key.kind,
+        key_id=content_key.key_id,
+        key=content_key.key_hex(),
+        systems=tuple(p["drm_systems"]),
+        pssh="".join(pssh[s] for s in sorted(pssh)),
+        pssh_systems=tuple(sorted(pssh)),
+        fairplay_uri=str(encryption.get("fairplay_uri") or p.get("fairplay_key_uri") or ""),
+    )
 
 
 @step("transcode_hls")
 def transcode_hls(ctx: StepContext) -> dict[str, Any]:
-    """Encodes the sources into an HLS rendition ladder (up to ``renditions``, capped at the source
-    height) in one ffmpeg run, encrypted as ``prepare_encryption`` decided, and uploads it."""
+    """Encodes the sources into the rendition ladder and every audio and text track (one ffmpeg run),
+    packages them with Shaka Packager (CMAF segments named by HLS media playlists and a DASH MPD, or
+    MPEG-TS HLS for AES-128) encrypted as ``prepare_encryption`` decided, and publishes every segment
+    and media playlist; ``write_master`` publishes the master playlist and the MPD that name them."""
     p = params(ctx)
+    for name in toolchain.SUPPORTED:
+        toolchain.tool(name)
     sources = ensure_sources(ctx, p)
     info = sources.info
     prefix = p["content_id"]
-    ladder = commands.ladder_for(info.height, int(p["renditions"]))
-    out = _fresh_dir(ctx, "hls")
-    keyinfo = None
-    cenc_key = cenc_kid = None
-    dest = storage.destination_storage(ctx)
-    content_key = _content_key(ctx, p["drm"])
-    # ffmpeg reads an AES-128 key through a key-info file; both live in the job's work dir (never in
-    # ``out``, which is published) and go as soon as the encode is over.
-    keys = _fresh_dir(ctx, "keys")
-    if content_key is not None and content_key.kind == ContentKey.Kind.AES:
-        key_path = _private_file(keys / "aes.key", bytes.fromhex(content_key.key_hex()))
-        keyinfo = _private_file(
-            keys / "aes.keyinfo", f"{content_key.key_uri}\n{key_path}\n{content_key.iv}\n".encode()
-        )
-    elif content_key is not None:
-        cenc_key, cenc_kid = content_key.key_hex(), content_key.key_id
-    args = commands.hls_ladder_args(
-        sources.input_args,
-        info,
-        prefix=prefix,
-        renditions=ladder,
-        segment_duration=float(p["segment_duration"]),
-        preset=p["video_preset"],
-        drm=p["drm"],
-        keyinfo=keyinfo,
-        cenc_key=cenc_key,
-        cenc_kid=cenc_kid,
-    )
+    formats = tuple(p["formats"])
+    container = "ts" if p["drm"] == "aes" else "cmaf"
+    iframes = bool(p["iframe_playlists"]) and container == "cmaf" and "hls" in formats
+    plan = plan_tracks(ctx, p, sources)
+    for line in plan.left_out:
+        ctx.log(line.capitalize() if line[:1].islower() else line)
+    layout = commands.Layout(prefix, container)
+    segment = float(p["segment_duration"])
+    _fresh_dir(ctx, commands.ENCODED)
+    out = _fresh_dir(ctx, "out")
     ctx.log(
-        f"Encoding {info.duration:.1f} s into {len(ladder)} rendition(s): "
-        f"{', '.join(r.name for r in ladder)} (drm {p['drm']})"
+        f"Encoding {info.duration:.1f} s into {len(plan.renditions)} rendition(s) "
+        f"({', '.join(f'{r.width}x{r.height}' for r in plan.renditions)}), {len(plan.audio)} audio and "
+        f"{len(plan.text)} text track(s)"
     )
+    start = 15.0 if p.get("loudness_target") and plan.audio else 0.0
+    run = run_ffmpeg(
+        commands.encode_args(sources.input_args, plan, segment_duration=segment, preset=p["video_preset"]),
+        ctx,
+        duration=info.duration,
+        label="encode",
+        progress_span=(start, 80),
+        cwd=storage.work_dir(ctx),
+    )
+    content_key = _content_key(ctx, p["drm"])
+    protection = _protection(ctx, p, content_key)
+    mpd_name = Path(p["dash_manifest_name"]).name
+    args = commands.packager_args(
+        plan,
+        layout,
+        formats=formats,
+        segment_duration=segment,
+        mpd_name=mpd_name,
+        protection=protection,
+        iframes=iframes,
+        default_language=next((a.language for a in plan.audio if a.default), ""),
+    )
+    # The key reaches the packager through a private flag file in the work dir (never ``out``, which
+    # is published), gone as soon as the packager is.
+    keys = _fresh_dir(ctx, "keys")
     try:
-        run = run_ffmpeg(
-            args, ctx, duration=info.duration, label="HLS encode", progress_span=(0, 95), cwd=out
-        )
+        if protection is not None:
+            flagfile = _private_file(keys / "packager.flags", protection.flagfile().encode())
+            args.append(f"--flagfile={flagfile}")
+        packaged = run_packager(args, ctx, label="packaging", progress_span=(80, 92), cwd=out)
     finally:
         shutil.rmtree(keys, ignore_errors=True)
-    master_file = out / commands.MASTER_FROM_FFMPEG
-    variants = hls.parse_master(master_file.read_text())
-    master_file.unlink()
-    if len(variants) != len(ladder):
-        raise PermanentError(f"ffmpeg made {len(variants)} variant(s), expected {len(ladder)}")
-    audio = None
-    if p["drm"] == "cenc" and info.has_audio:
-        audio = {"uri": commands.audio_playlist(prefix), "bandwidth": _peak_bandwidth(out, prefix)}
-    written = storage.publish_folder(dest, out, p["output_folder"])
-    ctx.log(f"HLS encode took {run.seconds:.2f} s ({info.duration / max(run.seconds, 1e-6):.2f}x real time)")
+    if protection is not None:
+        packaging.fix_key_tags(packaging.media_playlists(out, plan, layout, iframes=iframes), protection)
+    elif content_key is not None:
+        count = packaging.encrypt_aes128(
+            packaging.media_playlists(out, plan, layout, iframes=False),
+            key=bytes.fromhex(content_key.key_hex()),
+            iv=bytes.fromhex(content_key.iv),
+            key_uri=content_key.key_uri,
+        )
+        ctx.log(f"AES-128: {count} segment(s) encrypted")
+    manifests: dict[str, dict[str, str]] = {}
+    variants: list[dict[str, Any]] = []
+    if "hls" in formats:
+        text, variants = packaging.write_master(
+            out, plan, layout, segment_duration=segment, fps=info.fps, iframes=iframes
+        )
+        manifests["hls"] = {"name": Path(p["manifest_name"]).name, "text": text}
+        (out / commands.PACKAGER_MASTER).unlink()
+    if "dash" in formats:
+        manifests["dash"] = {"name": mpd_name, "text": (out / mpd_name).read_text()}
+        (out / mpd_name).unlink()
+    taken = {m["name"] for m in manifests.values()} & {path.name for path in out.iterdir()}
+    if taken:
+        raise PermanentError(f"manifest name {sorted(taken)[0]} is also the name of a media playlist")
+    written = storage.publish_folder(storage.destination_storage(ctx), out, p["output_folder"])
+    ctx.log(
+        f"Encode took {run.seconds:.2f} s ({info.duration / max(run.seconds, 1e-6):.2f}x real time), "
+        f"packaging {packaged.seconds:.2f} s; {', '.join(formats)} from "
+        f"{'MPEG-TS' if container == 'ts' else 'CMAF'} segments"
+    )
     return {
-        "variants": [{"uri": v.uri, "bandwidth": v.bandwidth, "attributes": v.attributes} for v in variants],
-        "audio": audio,
-        "renditions": [r.name for r in ladder],
-        "segment_type": "fmp4" if p["drm"] == "cenc" else "mpegts",
+        "variants": variants,
+        "renditions": [r.name for r in plan.renditions],
+        "audio": [{"language": a.language, "name": a.name, "channels": a.channels} for a in plan.audio],
+        "text": [{"language": t.language, "name": t.name} for t in plan.text],
+        "left_out": plan.left_out,
+        "formats": list(formats),
+        "segment_type": "mpegts" if container == "ts" else "fmp4",
+        "manifests": manifests,
         "written": written,
         "media_duration": info.duration,
     }
@@ -370,56 +592,23 @@ def _private_file(path: Path, data: bytes) -> Path:
     return path
 
 
-def _peak_bandwidth(out: Path, prefix: str) -> int:
-    """Bits per second of the largest audio segment, for the variants' BANDWIDTH (which counts audio)."""
-    playlist = hls.parse_media((out / commands.audio_playlist(prefix)).read_text())
-    rates = [
-        (out / segment.uri).stat().st_size * 8 / segment.duration
-        for segment in playlist.segments
-        if segment.duration > 0
-    ]
-    return int(max(rates, default=0))
-
-
-def _with_audio_group(attributes: str, audio_bandwidth: int) -> str:
-    """A video-only variant's attributes, extended with the audio group and its bandwidth and codec."""
-    parts = dict(hls.attribute_pairs(attributes))
-    for name in ("BANDWIDTH", "AVERAGE-BANDWIDTH"):
-        if name in parts:
-            parts[name] = str(int(parts[name]) + audio_bandwidth)
-    if "CODECS" in parts:
-        parts["CODECS"] = f'"{parts["CODECS"].strip(chr(34))},mp4a.40.2"'
-    parts["AUDIO"] = f'"{AUDIO_GROUP}"'
-    return ",".join(f"{name}={value}" for name, value in parts.items())
-
-
-AUDIO_GROUP = "audio"
-
-
 @step("write_master")
 def write_master(ctx: StepContext) -> dict[str, Any]:
-    """Writes the master playlist (``manifest_name``) naming every rendition, once they are all published."""
+    """Writes the HLS master playlist (``manifest_name``) and the DASH MPD (``dash_manifest_name``),
+    once every segment and media playlist they name is published."""
     p = params(ctx)
     encoded = ctx.results.get("transcode_hls")
-    if not isinstance(encoded, dict) or not encoded.get("variants"):
+    if not isinstance(encoded, dict) or not encoded.get("manifests"):
         raise PermanentError("write_master needs the transcode_hls step before it")
-    # The version the variant playlists declare: 6 for MPEG-TS with EXT-X-KEY IVs, 7 for fMP4.
-    version = 7 if encoded.get("segment_type") == "fmp4" else 6
-    lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    audio = encoded.get("audio")
-    if audio:
-        lines.append(
-            f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",NAME="audio",DEFAULT=YES,AUTOSELECT=YES,'
-            f'URI="{audio["uri"]}"'
-        )
-    for variant in sorted(encoded["variants"], key=lambda v: -int(v["bandwidth"])):
-        attributes = (
-            _with_audio_group(variant["attributes"], audio["bandwidth"]) if audio else variant["attributes"]
-        )
-        lines += [f"#EXT-X-STREAM-INF:{attributes}", variant["uri"]]
-    key = _output_key(p, p["manifest_name"])
-    storage.destination_storage(ctx).write_bytes(key, ("\n".join(lines) + "\n").encode())
-    return {"manifest": key, "written": [key], "media_duration": encoded.get("media_duration")}
+    dest = storage.destination_storage(ctx)
+    written = []
+    for kind in ("hls", "dash"):
+        manifest = encoded["manifests"].get(kind)
+        if manifest:
+            key = _output_key(p, Path(manifest["name"]).name)
+            dest.write_bytes(key, manifest["text"].encode())
+            written.append(key)
+    return {"manifest": written[0], "written": written, "media_duration": encoded.get("media_duration")}
 
 
 @step("create_thumbnail")
@@ -427,7 +616,7 @@ def create_thumbnail(ctx: StepContext) -> dict[str, Any]:
     """Writes a JPEG of the frame at ``thumbnail_time`` (skipped when that parameter is not set)."""
     p = params(ctx)
     if p.get("thumbnail_time") is None:
-        return _skipped("no thumbnail_time")
+        return _skipped("thumbnail_time is not set", ctx, "thumbnail")
     sources = ensure_sources(ctx, p)
     key = _grab_frame(ctx, p, sources, float(p["thumbnail_time"]), p["thumbnail_filename"], width=None)
     return {"written": [key], "thumbnail": key}
@@ -441,7 +630,7 @@ def create_mp4(ctx: StepContext) -> dict[str, Any]:
     """
     p = params(ctx)
     if not p.get("generate_mp4"):
-        return _skipped("generate_mp4 is false")
+        return _skipped("generate_mp4 is false", ctx, "MP4")
     sources = ensure_sources(ctx, p)
     out = _fresh_dir(ctx, "mp4") / Path(p["mp4_filename"]).name
     args = commands.mp4_args(sources.input_args, sources.info, out, preset=p["video_preset"])
@@ -649,7 +838,11 @@ def _capture(ctx: StepContext, *, accurate: bool) -> dict[str, Any]:
         source = clip.input_args[-1]
         info = probe(source, work_dir=storage.work_dir(ctx), input_options=tuple(input_options))
         first = first or info
-        args = [*input_options, "-ss", f"{clip.start:.3f}", "-i", source, "-t", f"{clip.duration:.3f}"]
+        # No seek at all for a clip that starts where its staged stream does: ffmpeg 8's HLS demuxer
+        # takes a seek's target (the stream's first timestamp plus the offset) as playlist time, which
+        # for fMP4 segments whose timestamps do not start at 0 lands a whole segment late.
+        seek = ["-ss", f"{clip.start:.3f}"] if clip.start >= 0.001 else []
+        args = [*input_options, *seek, "-i", source, "-t", f"{clip.duration:.3f}"]
         args += ["-map", "0:v:0"] + (["-map", "0:a:0"] if first.has_audio and info.has_audio else [])
         if accurate:
             # Every clip is brought to the first clip's picture size and frame rate, so they join.

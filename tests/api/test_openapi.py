@@ -94,9 +94,17 @@ def test_the_keys_route_documents_both_kinds_of_key(db: Any) -> None:
     assert keys["items"]["$ref"] == "#/components/schemas/ContentKey"
     content_key = components["ContentKey"]
     assert content_key["discriminator"]["propertyName"] == "kind"
-    assert set(content_key["discriminator"]["mapping"]) == {"aes", "cenc"}
+    assert set(content_key["discriminator"]["mapping"]) == {"aes", "cenc", "cbcs"}
     assert set(components["AesKey"]["required"]) == {"kind", "key_hex", "iv_hex", "key_uri"}
-    assert set(components["CencKey"]["required"]) == {"kind", "kid_hex", "key_hex", "clearkey"}
+    assert set(components["CencKey"]["required"]) == {
+        "kind",
+        "scheme",
+        "systems",
+        "origin",
+        "kid_hex",
+        "key_hex",
+        "clearkey",
+    }
 
 
 def test_request_schemas_refuse_unknown_fields(db: Any) -> None:

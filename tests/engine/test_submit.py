@@ -216,7 +216,7 @@ def test_media_parameters_are_checked_at_submission(te_client: Client, broker: B
         job_submit(
             client=te_client,
             workflow="vodstream",
-            parameters={"content_id": "c1", "source_folder": "in", "drm": ["widevine"]},
+            parameters={"content_id": "c1", "source_folder": "in", "drm": ["primetime"]},
         )
     assert "drm" in excinfo.value.message and "not supported" in excinfo.value.message
     assert Job.objects.count() == 0

@@ -68,9 +68,9 @@ def media_cache(tmp_path_factory) -> Callable[..., Path]:
 
 
 @pytest.fixture(autouse=True)
-def media_env(monkeypatch, settings, tmp_path):
+def media_env(settings, tmp_path):
     """One encoder thread (the machine is shared) and a work directory per test."""
-    monkeypatch.setenv("TASKENGINE_FFMPEG_THREADS", "1")
+    settings.TASKENGINE_FFMPEG_THREADS = 1
     settings.TASKENGINE_WORK_DIR = tmp_path / "work"
 
 

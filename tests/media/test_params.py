@@ -43,10 +43,10 @@ def test_templates_that_cannot_resolve_are_refused():
         ("vodstream", {"content_id": "a"}, "parameters.source_folder: is required"),
         (
             "vodstream",
-            {"content_id": "a", "source_folder": "s", "drm": "playready"},
-            "'playready' is not supported",
+            {"content_id": "a", "source_folder": "s", "drm": "primetime"},
+            "'primetime' is not supported",
         ),
-        ("vodstream", {"content_id": "a", "source_folder": "s", "drm": ["aes", "cenc"]}, "choose one of"),
+        ("vodstream", {"content_id": "a", "source_folder": "s", "drm": ["aes", "cenc"]}, "stand alone"),
         (
             "vodstream",
             {"content_id": "a", "source_folder": "s", "source_storage": "azure_blob"},
@@ -106,7 +106,7 @@ def test_bad_input_is_refused_with_the_parameter_named(workflow, parameters, mes
 
 def test_drm_message_is_the_documented_one():
     assert refused("vodstream", {"content_id": "a", "source_folder": "s", "drm": ["clear", "fairplay"]}) == (
-        "parameters.drm: 'fairplay' is not supported"
+        "parameters.drm: clear and aes stand alone; got clear, fairplay"
     )
 
 

@@ -377,7 +377,10 @@ def test_a_clip_file_is_opened_as_what_it_holds(area, media_cache, container, su
     def check() -> None:
         assert (work / "clips/0" / f"source{suffix}").is_file()
 
-    clip = {"source": "rec/take.bin", "start": 1, "end": 3}
+    # Just after the keyframe at 1 s (a stream copy starts at the keyframe before the start, and
+    # Matroska's timestamps put it a few milliseconds after 1 s) to before 3 s (a copy ends after the
+    # last packet that starts before the end).
+    clip = {"source": "rec/take.bin", "start": 1.03, "end": 2.99}
     parameters = {"content_id": "t", "output_folder": "o", "segment_duration": 1, "clips": [clip]}
     run_steps("vodcapture", parameters, area, job_id=709, before="publish_outputs", check=check)
     assert decode(area / "o/t.m3u8")["video"][0]["frames"] == 2 * FPS

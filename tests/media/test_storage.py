@@ -151,7 +151,7 @@ def test_vodstream_from_s3_to_s3(s3, media_cache, tmp_path, area_job):
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="media-tests/vod/")["Contents"]
     keys = sorted(item["Key"].removeprefix("media-tests/") for item in listing)
     assert sorted(final["files"]) == keys
-    assert {"vod/ep/ep.m3u8", "vod/ep/ep.jpg", "vod/ep/ep_360p.m3u8"} <= set(keys)
+    assert {"vod/ep/ep.m3u8", "vod/ep/ep.jpg", "vod/ep/ep_video_360p.m3u8"} <= set(keys)
     # The content key is not published with the content: no key or key-info object in the bucket.
     assert not [key for key in keys if key.endswith((".key", ".keyinfo", ".json"))]
     assert not (tmp_path / "unused-local-root").exists()
