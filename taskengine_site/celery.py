@@ -9,6 +9,7 @@ from typing import Any
 from celery import Celery, bootsteps, signals
 from django.db import close_old_connections
 
+from taskengine_site import shutdown
 from taskengine_site.heap import freeze_heap
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskengine_site.settings")
@@ -26,6 +27,8 @@ def _close_broken_connections(**_: object) -> None:
     # every web request (CONN_HEALTH_CHECKS, CONN_MAX_AGE), runs around every task too: a connection
     # that raised is tested and replaced, a healthy one is kept.
     close_old_connections()
+    # In a pool process, a SIGTERM is from now on the notice to stop gracefully (taskengine_site.shutdown).
+    shutdown.task_starting()
 
 
 @signals.worker_process_init.connect(weak=False, dispatch_uid="taskengine-freeze-heap")
@@ -33,6 +36,11 @@ def _freeze_heap(**_: object) -> None:
     # Each pool process, once forked and set up: what it loaded is no longer walked by every full
     # garbage collection (taskengine_site.heap explains why that matters).
     freeze_heap()
+
+
+@signals.worker_process_init.connect(weak=False, dispatch_uid="taskengine-shutdown-notice")
+def _listen_for_shutdown(**_: object) -> None:
+    shutdown.pool_process_started()
 
 
 # How often a worker's event loop drops the time-limit timers of tasks that have ended.
@@ -69,3 +77,36 @@ class PurgeCancelledTimers(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(PurgeCancelledTimers)
+
+
+class ShutdownNotice(bootsteps.StartStopStep):
+    """A worker step that keeps the worker at hand for ``_pass_shutdown_on``.
+
+    SIGTERM starts Celery's warm shutdown: the worker stops consuming at once, lets the pool finish
+    its tasks (however long they take) and puts back the messages it had reserved but not started.
+    Celery announces it with ``worker_shutting_down`` in the main process; the steps run in the pool
+    processes, which learn it from there and give each step the shutdown grace
+    (``taskengine_site.shutdown``): the pool is reached through the worker this step remembers.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+    worker: Any = None
+
+    def start(self, parent: Any) -> None:
+        ShutdownNotice.worker = parent
+
+
+app.steps["worker"].add(ShutdownNotice)
+
+
+@signals.worker_shutting_down.connect(weak=False, dispatch_uid="taskengine-shutdown-pass-on")
+def _pass_shutdown_on(**_: object) -> None:
+    worker = ShutdownNotice.worker
+    pool = getattr(worker, "pool", None)
+    info = pool.info if pool is not None else {}
+    children = [pid for pid in info.get("processes", ()) if pid != os.getpid()]
+    if children:
+        shutdown.tell_pool(children)
+    else:
+        # A pool that runs tasks in this process (solo, threads) takes the notice here.
+        shutdown.begin()

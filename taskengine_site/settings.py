@@ -179,6 +179,9 @@ TASKENGINE_PUBLIC_JOB_LIST = env_bool("TASKENGINE_PUBLIC_JOB_LIST", False)
 # A running step proves it is alive this often; one silent for the stale time is presumed dead and re-run.
 TASKENGINE_HEARTBEAT_SECONDS = env_int("TASKENGINE_HEARTBEAT_SECONDS", 5, minimum=1)
 TASKENGINE_HEARTBEAT_STALE_SECONDS = env_int("TASKENGINE_HEARTBEAT_STALE_SECONDS", 60, minimum=5)
+# A stopping worker (SIGTERM) lets running steps that end within this many seconds finish and hands the
+# others back; under the platform's SIGKILL, 30 s after its SIGTERM. gunicorn's graceful timeout too.
+TASKENGINE_SHUTDOWN_GRACE_SECONDS = env_int("TASKENGINE_SHUTDOWN_GRACE_SECONDS", 25, minimum=1, maximum=3600)
 # A worker runs a job's next step on the same queue itself, without a broker round trip, while the
 # message it is working on is younger than this; 0 sends every step through the broker.
 TASKENGINE_CHAIN_SECONDS = env_int("TASKENGINE_CHAIN_SECONDS", 5, minimum=0)

@@ -15,6 +15,7 @@ from django.db import transaction
 from jobs.models import Job
 from jobs.states import JobState
 from jobs.workflows.registry import QUEUES as STEP_QUEUES
+from taskengine_site import shutdown
 from taskengine_site.celery import app
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ def countdown_ceiling() -> float:
 
 
 def _send(name: str, args: list[int], queue: str, countdown: float | None = None) -> None:
+    if shutdown.requested():
+        # From a stopping worker: not into the read its own consumer may still have pending.
+        shutdown.wait_for_consumer_to_let_go()
     app.send_task(name, args=args, queue=queue, countdown=countdown)
 
 
