@@ -6,7 +6,7 @@ import heapq
 import os
 from typing import Any
 
-from celery import Celery, bootsteps, signals
+from celery import Celery, bootsteps, platforms, signals
 from django.db import close_old_connections
 
 from taskengine_site import shutdown
@@ -110,3 +110,20 @@ def _pass_shutdown_on(**_: object) -> None:
     else:
         # A pool that runs tasks in this process (solo, threads) takes the notice here.
         shutdown.begin()
+
+
+@signals.beat_init.connect(weak=False, dispatch_uid="taskengine-beat-stops-between-ticks")
+def _stop_beat_between_ticks(sender: Any, **_: object) -> None:
+    """SIGTERM (or Ctrl-C) ends beat after the tick it is in, not inside it.
+
+    Celery's own handler saves the schedule and raises ``SystemExit`` wherever beat happens to be: between
+    noting a schedule's run and sending its message, that run is recorded as sent and never sent, and
+    the beat started next waits a whole interval for it. Asking the service to stop lets the tick end
+    (the message sent and, with ``beat_sync_every = 1``, its run written); the loop then leaves within
+    its longest sleep (5 s) and saves the schedule on the way out.
+    """
+
+    def stop(signum: int, frame: Any) -> None:
+        sender.stop()
+
+    platforms.signals.update(SIGTERM=stop, SIGINT=stop)

@@ -254,6 +254,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("TASKENGINE_TASK_SOFT_TIME_LIMIT", 6 * 360
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat writes a schedule's last run to the database as soon as it has sent it (default: every 3 minutes),
+# so a beat killed and started again does not send what it had already sent.
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Publishers name the queue of every message (jobs.engine.bus); these routes are the fallback for a
 # task sent with .delay() by hand.
