@@ -77,6 +77,8 @@ INSTALLED_APPS = [
     "monitoring",
     "scheduling",
     "settings_app",
+    # Infrastructure's management commands (manage.py release); no models.
+    "taskengine_site",
 ]
 
 MIDDLEWARE = [
@@ -222,6 +224,10 @@ SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 TASKENGINE_CALLBACK_RETRY_DELAYS = env_ints(
     "TASKENGINE_CALLBACK_RETRY_DELAYS", (5, 15, 60, 180, 600, 1200, 1500), minimum=0
 )
+
+# The release phase (manage.py release): a migration statement that waits longer than this for a lock on
+# a table in use fails, and the release with it, instead of stalling every query queued behind it.
+TASKENGINE_MIGRATE_LOCK_TIMEOUT_SECONDS = env_int("TASKENGINE_MIGRATE_LOCK_TIMEOUT_SECONDS", 5, minimum=1)
 
 # --- Celery (DESIGN.md §5) -------------------------------------------------------------------------
 # Redis delivers a message again when it stays unacknowledged this long, so no message may be held
