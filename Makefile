@@ -47,6 +47,7 @@ check: venv
 	  REDIS_URL=redis://localhost:6379/0 $(PY) manage.py check --deploy --fail-level WARNING
 	$(VENV)/bin/bandit -c pyproject.toml -r . -ll -q
 	$(VENV)/bin/lint-imports --no-cache
+	$(DEV) $(PY) manage.py lint_migrations
 
 # Known vulnerabilities in the locked dependencies (PyPI's advisory data: needs https://pypi.org/pypi/).
 # --strict fails on any package it could not look up, so no answer is never taken for a clean one.
