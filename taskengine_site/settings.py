@@ -170,6 +170,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "QueueStateEnum": ["queued", "started", "completed", "pending", "broken", "scheduled", "paused"],
         "QueueStateChangeEnum": ["paused", "broken", "queued"],
+        # A content key's kind: HLS AES-128, or a common-encryption scheme (GET /jobs/<id>/keys).
+        "AesKeyKindEnum": ["aes"],
+        "EncryptionSchemeEnum": ["cenc", "cbcs"],
     },
 }
 
