@@ -4,6 +4,7 @@ the one-job-at-a-time fallback of ``_start``."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -88,6 +89,25 @@ CASES = [
         5, 2, 5, [], [(f"j{i}", 9, {}) for i in range(5)], ["j0", "j1", "j2"], id="others-get-m-minus-p"
     ),
     pytest.param(1, 1, 5, [], [("low", 9, {})], [], id="all-slots-reserved"),
+    # A candidate refused in a batch (the shared slots filled) makes a second pass, counted from the first.
+    pytest.param(
+        3,
+        1,
+        5,
+        [],
+        [(name, 8, {"top_of_queue": True}) for name in ("a", "b", "c")] + [("urgent", 3, {})],
+        ["a", "b", "urgent"],
+        id="second-pass-counts-the-shared-slots-taken",
+    ),
+    pytest.param(
+        4,
+        2,
+        5,
+        [],
+        [(name, 8, {"top_of_queue": True}) for name in ("a", "b", "c")] + [("p3", 3, {}), ("p4", 4, {})],
+        ["a", "b", "p3", "p4"],
+        id="second-pass-counts-the-reserved-slots-taken",
+    ),
 ]
 
 
@@ -96,6 +116,7 @@ def test_one_dispatch_starts_what_the_rule_admits_in_dispatch_order(
     setting: Callable[..., None],
     te_client: Client,
     broker: Broker,
+    caplog: pytest.LogCaptureFixture,
     m: int,
     p: int,
     threshold: int,
@@ -106,9 +127,21 @@ def test_one_dispatch_starts_what_the_rule_admits_in_dispatch_order(
     setting(max_jobs=m, priority_slots=p, priority_threshold=threshold)
     for priority in running:
         make_job(te_client, priority, queue_state=JobState.STARTED)
-    jobs = {name: make_job(te_client, priority, **fields) for name, priority, fields in queued}
+    # A finished_at left from an earlier run (a job queued again) is cleared when it starts.
+    earlier = timezone.now() - timedelta(days=1)
+    jobs = {
+        name: make_job(te_client, priority, finished_at=earlier, **fields)
+        for name, priority, fields in queued
+    }
     names = {job.pk: name for name, job in jobs.items()}
+    caplog.set_level(logging.INFO, logger="jobs.engine.dispatcher")
     started = dispatch()
+    # All at once: no job fell back to starting alone.
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "jobs.engine.dispatcher"] == (
+        [(logging.INFO, f"dispatch started jobs {started}")] if started else []
+    )
+    for job in Job.objects.filter(pk__in=started):
+        assert job.started_at is not None and job.started_at > earlier and job.finished_at is None
     assert len(started) == len(set(started))
     assert {names[job_id] for job_id in started} == set(expected)
     now_started = Job.objects.filter(queue_state=JobState.STARTED, pk__in=names).values_list("pk", flat=True)
@@ -227,12 +260,20 @@ def _batch_fails(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
 
 
 def test_when_the_batch_cannot_start_the_jobs_start_one_at_a_time(
-    setting: Callable[..., None], te_client: Client, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    setting: Callable[..., None],
+    te_client: Client,
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     setting(max_jobs=3, priority_slots=0)
-    jobs = [make_job(te_client, 5) for _ in range(3)]
+    jobs = [make_job(te_client, 5, finished_at=timezone.now() - timedelta(days=1)) for _ in range(3)]
     calls = _batch_fails(monkeypatch)
     assert dispatch() == [j.pk for j in jobs]
+    ids = [j.pk for j in jobs]
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.ERROR] == [
+        (logging.ERROR, f"jobs {ids} could not start together; starting them one at a time")
+    ]
     assert calls == [[j.pk for j in jobs]] + [[j.pk] for j in jobs]
     for job in Job.objects.filter(pk__in=[j.pk for j in jobs]):
         assert (job.queue_state, job.failed, job.finished_at) == (JobState.STARTED, False, None)
@@ -241,14 +282,20 @@ def test_when_the_batch_cannot_start_the_jobs_start_one_at_a_time(
 
 
 def test_one_job_that_cannot_start_ends_failed_without_holding_back_the_others(
-    setting: Callable[..., None], te_client: Client, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    setting: Callable[..., None],
+    te_client: Client,
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Their slots are free again at once: the jobs waiting behind them start in the same dispatch."""
     setting(max_jobs=3, priority_slots=0)
     first = make_job(te_client, 5)
     broken = make_job(te_client, 5)
     # A client definition naming a step that no longer exists: its start ends it as failed.
     WorkflowDefinition.objects.create(client=te_client, name="gone", steps=[{"step": "no_such_step"}])
     vanished = make_job(te_client, 5, workflow="gone")
+    behind = [make_job(te_client, 5) for _ in range(2)]
     calls = _batch_fails(monkeypatch)
     real_start_jobs = controller.start_jobs
 
@@ -258,8 +305,10 @@ def test_one_job_that_cannot_start_ends_failed_without_holding_back_the_others(
         return real_start_jobs(job_ids, definitions=definitions)
 
     monkeypatch.setattr(controller, "start_jobs", start_jobs)
-    assert dispatch() == [first.pk]
+    assert dispatch() == [first.pk] + [j.pk for j in behind]
     assert calls[0] == [first.pk, broken.pk, vanished.pk]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert f"job {broken.pk} could not start" in errors
     states = {
         j.pk: (j.queue_state, j.failed) for j in Job.objects.filter(pk__in=[first.pk, broken.pk, vanished.pk])
     }
@@ -333,3 +382,18 @@ def test_a_dispatcher_that_finds_the_lock_taken_twice_leaves_a_note(
     assert dispatch() == []
     assert len(tries) == 2
     assert bus.take_dispatch_again() is True
+
+
+def test_more_jobs_than_one_start_chunk_are_counted_across_chunks(
+    setting: Callable[..., None], te_client: Client, broker: Broker
+) -> None:
+    """Started in chunks of START_CHUNK; every chunk counts against max_jobs, not only the last one."""
+    over = dispatcher.START_CHUNK + 20
+    setting(max_jobs=over, priority_slots=0)
+    Job.objects.bulk_create(
+        Job(client=te_client, workflow="noop", priority=5, run_at=timezone.now(), queue_state=JobState.QUEUED)
+        for _ in range(over + 30)
+    )
+    started = dispatch()
+    assert len(started) == over
+    assert Job.objects.filter(queue_state=JobState.STARTED).count() == over
