@@ -267,7 +267,9 @@ def jobs_submit(*, client: Client, requests: Sequence[SubmitRequest | DomainErro
             outcomes[index].job_id, outcomes[index].created = job_id, True
         if lost:
             winners = dict(
-                Job.objects.filter(client=client, idempotency_key__in=lost).values_list("idempotency_key", "pk")
+                Job.objects.filter(client=client, idempotency_key__in=lost).values_list(
+                    "idempotency_key", "pk"
+                )
             )
             for index, job, _ in to_insert:
                 if outcomes[index].job_id is None and job.idempotency_key in winners:
