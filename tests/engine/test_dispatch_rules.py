@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from clients.models import Client
 from jobs.engine import bus, controller, dispatcher
-from jobs.engine.dispatcher import Slots, current_slots, dispatch, dispatch_after_job_end
+from jobs.engine.bus import dispatch_after_job_end
+from jobs.engine.dispatcher import Slots, current_slots, dispatch
 from jobs.models import Job, WorkflowDefinition
 from jobs.states import JobState
 from tests.engine.conftest import Broker

@@ -16,7 +16,8 @@ import pytest
 from django.utils import timezone
 
 from clients.models import Client
-from jobs.engine.transitions import END_AFTER_LAST_STEP, job_transition, job_transition_many
+from jobs.engine.sql import sql
+from jobs.engine.transitions import job_transition, job_transition_many
 from jobs.models import Job
 from jobs.states import (
     NAME_TO_STATE,
@@ -79,7 +80,7 @@ def test_the_states_have_their_documented_ids_and_names() -> None:
     assert {s.label: s for s in JobState} == NAME_TO_STATE
     assert {C, B} == TERMINAL
     assert {Q, S, P, SC, PA} == NON_TERMINAL
-    assert {PA, B, Q} == OPERATOR_TARGETS
+    assert (PA, B, Q) == OPERATOR_TARGETS
 
 
 def test_the_table_is_the_diagram_whole() -> None:
@@ -140,8 +141,15 @@ def test_job_transition_makes_a_move_the_table_allows(
     assert job_transition(one.pk, source=[source], target=target, message="moved") is True
     assert job_transition_many([many.pk], source=[source], target=target, message="moved") == [many.pk]
     for job in (one, many):
-        row = Job.objects.values("queue_state", "message", "updated_at").get(pk=job.pk)
-        assert (row["queue_state"], row["message"]) == (target, "moved")
+        row = Job.objects.values("queue_state", "message", "updated_at", "started_at", "finished_at").get(
+            pk=job.pk
+        )
+        # What the move implies is set by its statement: the message of an end, the times of a start,
+        # an end or a break; nothing else.
+        assert row["queue_state"] == target
+        assert row["message"] == ("moved" if target == C else "")
+        assert (row["started_at"] is not None) == (target == S)
+        assert (row["finished_at"] is not None) == (target in (C, JobState.BROKEN))
         assert row["updated_at"] > before
 
 
@@ -150,9 +158,7 @@ def test_only_the_allowed_sources_are_matched(job_at: Callable[[JobState], Job])
     queued, completed, paused = job_at(Q), job_at(C), job_at(PA)
     assert job_transition(completed.pk, source=[C, Q], target=S) is False
     assert job_transition(paused.pk, source=[C, Q], target=S) is False  # allowed move, not from its state
-    moved = job_transition_many(
-        [queued.pk, completed.pk, paused.pk], source=[C, Q], target=S, started_at=timezone.now()
-    )
+    moved = job_transition_many([queued.pk, completed.pk, paused.pk], source=[C, Q], target=S)
     assert moved == [queued.pk]
     assert [_state(j) for j in (queued, completed, paused)] == [S, C, PA]
     assert Job.objects.get(pk=queued.pk).started_at is not None
@@ -175,5 +181,6 @@ def test_a_move_is_a_compare_and_set(job_at: Callable[[JobState], Job]) -> None:
 
 def test_the_end_statement_writes_the_move_the_table_allows() -> None:
     assert can_transition(S, C)
-    assert f"queue_state = {int(C)}" in END_AFTER_LAST_STEP
-    assert f"j.queue_state = {int(S)}" in END_AFTER_LAST_STEP
+    ended = sql("step_end").split("ended AS (", 1)[1].split("),\nlogged AS", 1)[0]
+    assert f"queue_state = {int(C)}" in ended
+    assert f"j.queue_state = {int(S)}" in ended

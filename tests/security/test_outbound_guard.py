@@ -8,6 +8,7 @@ socket is opened, and host names are answered by a fake resolver (``fake_dns``).
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import time
 
@@ -277,8 +278,12 @@ def test_a_url_that_is_not_a_string_or_too_long_is_refused(settings):
     assert excinfo.value.reason == "longer than 2000 characters"
 
 
-def test_private_addresses_are_refused_when_the_setting_is_absent(settings):
-    del settings.TASKENGINE_ALLOW_PRIVATE_URLS
+def test_private_addresses_are_refused_unless_a_deployer_allows_them():
+    """The setting's default, read by settings.py from an environment that does not set it, refuses them."""
+    from django.conf import settings as configured
+
+    assert "TASKENGINE_ALLOW_PRIVATE_URLS" not in os.environ
+    assert configured.TASKENGINE_ALLOW_PRIVATE_URLS is False
     with pytest.raises(outbound.UrlRefused) as excinfo:
         outbound.validate_url("http://10.0.0.1/")
     assert excinfo.value.reason == "10.0.0.1 is a private address"
