@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from jobs.engine import retry
-from jobs.engine.retry import MAX_COUNTDOWN_SECONDS, RetryDecision, decide
+from jobs.engine import bus
+from jobs.engine.bus import MAX_COUNTDOWN_SECONDS
+from jobs.engine.retry import RetryDecision, decide
 from jobs.models import Job
 from jobs.states import TaskState
 from tests.engine.conftest import Broker
@@ -62,4 +63,4 @@ def test_the_runner_holds_a_countdown_only_up_to_the_boundary(
     assert (task.state, task.attempts) == (TaskState.RETRYING, 1)
     held = [(m.task, m.args) for m in broker.held]
     assert held == ([("jobs.tasks.run_task", [task.pk])] if countdown else [])
-    assert retry.MAX_COUNTDOWN_SECONDS == 300
+    assert bus.MAX_COUNTDOWN_SECONDS == 300
