@@ -285,15 +285,33 @@ def jobs_submit(*, client: Client, requests: Sequence[SubmitRequest | DomainErro
     return outcomes
 
 
+def _column_values(model_objects: list[Any], prefix: str, now: datetime) -> dict[str, list[Any]]:
+    """Each concrete column of ``model_objects`` (new rows of one model) as a list, the values a save
+    would write: ``auto_now`` times are ``now``, JSON is text (the statement casts it), the rest as set."""
+    columns: dict[str, list[Any]] = {}
+    for field in model_objects[0]._meta.concrete_fields:
+        if field.primary_key or (prefix and field.name == "job"):
+            continue
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            values: list[Any] = [now] * len(model_objects)
+        elif field.get_internal_type() == "JSONField":
+            values = [
+                None if (v := getattr(o, field.attname)) is None else json.dumps(v) for o in model_objects
+            ]
+        else:
+            values = [getattr(o, field.attname) for o in model_objects]
+        columns[f"{prefix}{field.column}"] = values
+    return columns
+
+
 def _insert_many(rows: list[tuple[Job, LogEntry]]) -> dict[Any, int]:
     """Insert new jobs and their creation log entries in one statement (``insert_jobs``); the id of each
     by its ``workflow_uuid`` (a job whose idempotency key was taken meanwhile is left out)."""
     if not rows:
         return {}
-    columns: dict[str, list[Any]] = {}
-    for job, entry in rows:
-        for name, value in insert_parameters(job, entry).items():
-            columns.setdefault(name, []).append(value)
+    now = timezone.now()
+    columns = _column_values([job for job, _ in rows], "", now)
+    columns.update(_column_values([entry for _, entry in rows], "entry_", now))
     with prepared.cursor() as cursor:
         cursor.execute(sql("insert_jobs"), columns)
         return {job_uuid: int(job_id) for job_uuid, job_id in cursor.fetchall()}

@@ -46,10 +46,10 @@ WITH j AS (
         failed, persist, run_at, semaphore_url, workflow_uuid, idempotency_key, definition, rerun_of_id,
         message, created_at, updated_at, started_at, finished_at)
     SELECT * FROM unnest(%(client_id)s::bigint[], %(workflow)s::text[], %(priority)s::smallint[],
-        %(position)s::integer[], %(top_of_queue)s::boolean[], %(parameters)s::jsonb[],
+        %(position)s::integer[], %(top_of_queue)s::boolean[], %(parameters)s::text[]::jsonb[],
         %(queue_state)s::smallint[], %(failed)s::boolean[], %(persist)s::boolean[],
         %(run_at)s::timestamptz[], %(semaphore_url)s::text[], %(workflow_uuid)s::uuid[],
-        %(idempotency_key)s::text[], %(definition)s::jsonb[], %(rerun_of_id)s::bigint[],
+        %(idempotency_key)s::text[], %(definition)s::text[]::jsonb[], %(rerun_of_id)s::bigint[],
         %(message)s::text[], %(created_at)s::timestamptz[], %(updated_at)s::timestamptz[],
         %(started_at)s::timestamptz[], %(finished_at)s::timestamptz[])
     ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
