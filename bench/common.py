@@ -154,8 +154,9 @@ class Processes:
         app: str = "taskengine_site",
         queues: Sequence[str] = ALL_QUEUES,
         concurrency: int = 2,
+        host: str = "bench",
     ) -> subprocess.Popen[bytes]:
-        hostname = f"{name}-{os.getpid()}@bench"
+        hostname = f"{name}-{os.getpid()}@{host}"
         popen = self.spawn(
             name,
             [

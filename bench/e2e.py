@@ -1,6 +1,7 @@
 """Items 1 and 7 of issue 6: end-to-end overhead against the raw Celery floor, and peers, in one run.
 
     .venv/bin/python -m bench.e2e [--jobs 1000] [--rounds 1] [--peers rq,procrastinate] [--submitters 4]
+                                  [--steps 5|1] [--batch 0|N]
 
 Sides, run one after the other in each round (only one side's processes are alive while it is timed):
 
@@ -10,6 +11,11 @@ Sides, run one after the other in each round (only one side's processes are aliv
   gunicorn (2 workers x 4 threads) by 4 threads with keep-alive connections, ``max_jobs`` 1000, no
   callbacks, processed by one engine worker (every queue, prefork 2, the project's Celery settings).
 - ``rq`` and ``procrastinate``: bench/peers.py.
+
+``--steps 1`` makes every job one no-op step (the engine's ``noop`` workflow; single raw Celery tasks,
+one-step RQ and Procrastinate jobs): the cost of a job rather than of a step. ``--batch N`` submits the
+engine's jobs through ``POST /jobs``, N a request, instead of one ``POST /job`` each (the raw Celery side
+always publishes from the benchmark's own process, without HTTP).
 
 Each side's clock runs from its first submission to its last completion. Postgres queries per job are
 counted in the engine's own processes (bench/counting.py: a Django execute_wrapper on every connection
@@ -45,37 +51,56 @@ def _wait_counter(client: Any, key: str, target: int, timeout: float) -> float:
         time.sleep(0.02)
 
 
-def side_celery(procs: common.Processes, env: dict[str, str], n: int, redis: Any) -> dict[str, Any]:
+def side_celery(
+    procs: common.Processes, env: dict[str, str], n: int, redis: Any, steps: int = 5
+) -> dict[str, Any]:
     from bench import rawcelery
 
     worker = procs.celery_worker("raw-worker", env, app="bench.rawcelery", queues=["raw"])
     key = common.PREFIX + "raw:done"
     redis.delete(key)
-    rawcelery.submit(1)  # warm-up: the worker is consuming once this chain is done
+    rawcelery.submit(1, steps)  # warm-up: the worker is consuming once this chain is done
     _wait_counter(redis, key, 1, 60)
     redis.delete(key)
     start = time.monotonic()
-    rawcelery.submit(n)
+    rawcelery.submit(n, steps)
     end = _wait_counter(redis, key, n, 600)
     _stop(worker)
     return {"seconds": end - start}
 
 
-def _submit_jobs(port: int, client: str, key: str, n: int, threads: int) -> list[int]:
+def _submit_jobs(
+    port: int, client: str, key: str, n: int, threads: int, workflow: str = "noop5", batch: int = 0
+) -> list[int]:
     ids: list[int] = []
     errors: list[str] = []
     lock = threading.Lock()
     per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+    body = {"job": {"workflow": workflow}, "parameters": {}}
 
     def run(count: int) -> None:
         api = common.Api(port, client, key)
+        if batch:
+            for start in range(0, count, batch):
+                size = min(batch, count - start)
+                status, answer = api.request("POST", "/jobs", {"jobs": [body] * size})
+                with lock:
+                    if status != 200:
+                        errors.append(f"{status} {answer[:200]!r}")
+                        continue
+                    for outcome in json.loads(answer)["jobs"]:
+                        if outcome["result"] == "accepted":
+                            ids.append(outcome["id"])
+                        else:
+                            errors.append(outcome["error"])
+            return
         for _ in range(count):
-            status, body = api.request("POST", "/job", {"job": {"workflow": "noop5"}, "parameters": {}})
+            status, answer = api.request("POST", "/job", body)
             with lock:
                 if status == 200:
-                    ids.append(json.loads(body)["id"])
+                    ids.append(json.loads(answer)["id"])
                 else:
-                    errors.append(f"{status} {body[:200]!r}")
+                    errors.append(f"{status} {answer[:200]!r}")
 
     workers = [threading.Thread(target=run, args=(c,)) for c in per]
     for t in workers:
@@ -96,13 +121,15 @@ def side_engine(
     client: str,
     key: str,
     threads: int,
+    workflow: str = "noop5",
+    batch: int = 0,
 ) -> dict[str, Any]:
     from jobs.models import Job, Task
     from jobs.states import JobState
 
     worker = procs.celery_worker("engine-worker", env, app="bench.counting")
     common.wait_worker_ready(common.PREFIX)
-    warm = _submit_jobs(port, client, key, 2, 1)
+    warm = _submit_jobs(port, client, key, 2, 1, workflow)
     common.wait_until(
         lambda: Job.objects.filter(pk__in=warm, queue_state=JobState.COMPLETED).count() == 2,
         timeout=60,
@@ -114,7 +141,7 @@ def side_engine(
     commits_before = _commits()
     first_id = max(warm) + 1
     start = time.monotonic()
-    ids = _submit_jobs(port, client, key, n, threads)
+    ids = _submit_jobs(port, client, key, n, threads, workflow, batch)
     submitted = time.monotonic()
     jobs = Job.objects.filter(pk__in=ids)
 
@@ -132,7 +159,7 @@ def side_engine(
     # Transition latency without queueing: 20 jobs, one at a time, on the idle engine.
     alone: list[int] = []
     for _ in range(20):
-        one = _submit_jobs(port, client, key, 1, 1)
+        one = _submit_jobs(port, client, key, 1, 1, workflow)
         common.wait_until(
             lambda one=one: Job.objects.filter(pk__in=one, queue_state=JobState.COMPLETED).exists(),  # type: ignore[misc]
             timeout=60,
@@ -170,7 +197,7 @@ def side_engine(
         "transition_ms_p90": common.pct(transitions, 90),
         "lone_transition_ms_median": common.median(lone),
         "lone_transition_ms_p90": common.pct(lone, 90),
-        "steps_per_second": n * 5 / (end - start),
+        "steps_per_second": n * (5 if workflow == "noop5" else 1) / (end - start),
     }
 
 
@@ -184,7 +211,9 @@ def _commits() -> int:
         return int(cursor.fetchone()[0])
 
 
-def side_rq(procs: common.Processes, env: dict[str, str], n: int, redis: Any) -> dict[str, Any]:
+def side_rq(
+    procs: common.Processes, env: dict[str, str], n: int, redis: Any, steps: int = 5
+) -> dict[str, Any]:
     from bench import peers
 
     queue = f"bench-{common.PREFIX.strip(':')}"
@@ -201,11 +230,11 @@ def side_rq(procs: common.Processes, env: dict[str, str], n: int, redis: Any) ->
     ]
     key = common.PREFIX + "peer:rq:done"
     redis.delete(key)
-    peers.rq_submit(1)
+    peers.rq_submit(1, steps)
     _wait_counter(redis, key, 1, 60)
     redis.delete(key)
     start = time.monotonic()
-    peers.rq_submit(n)
+    peers.rq_submit(n, steps)
     end = _wait_counter(redis, key, n, 900)
     for w in workers:
         _stop(w)
@@ -217,7 +246,9 @@ def side_rq(procs: common.Processes, env: dict[str, str], n: int, redis: Any) ->
     return {"seconds": end - start}
 
 
-def side_procrastinate(procs: common.Processes, env: dict[str, str], n: int, redis: Any) -> dict[str, Any]:
+def side_procrastinate(
+    procs: common.Processes, env: dict[str, str], n: int, redis: Any, steps: int = 5
+) -> dict[str, Any]:
     import psycopg
 
     from bench import peers
@@ -249,11 +280,11 @@ def side_procrastinate(procs: common.Processes, env: dict[str, str], n: int, red
     workers = [procs.spawn(f"procrastinate-{i}", args, env) for i in (1, 2)]
     key = common.PREFIX + "peer:procrastinate:done"
     redis.delete(key)
-    asyncio.run(peers.proc_submit(1))
+    asyncio.run(peers.proc_submit(1, steps))
     _wait_counter(redis, key, 1, 60)
     redis.delete(key)
     start = time.monotonic()
-    asyncio.run(peers.proc_submit(n))
+    asyncio.run(peers.proc_submit(n, steps))
     end = _wait_counter(redis, key, n, 900)
     for w in workers:
         _stop(w)
@@ -281,7 +312,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--peers", default="rq,procrastinate", help="comma-separated: rq, procrastinate, or ''"
     )
     parser.add_argument("--submitters", type=int, default=4)
+    parser.add_argument("--steps", type=int, choices=(1, 5), default=5, help="no-op steps a job")
+    parser.add_argument("--batch", type=int, default=0, help="engine jobs per POST /jobs (0: POST /job)")
     args = parser.parse_args(argv)
+    workflow = "noop5" if args.steps == 5 else "noop"
 
     env = common.setup_django("te_bench")
     import redis as redislib
@@ -303,13 +337,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 order.reverse()
             for side in order:
                 if side == "celery":
-                    res = side_celery(procs, env, args.jobs, redis)
+                    res = side_celery(procs, env, args.jobs, redis, args.steps)
                 elif side == "engine":
-                    res = side_engine(procs, env, args.jobs, redis, port, client, key, args.submitters)
+                    res = side_engine(
+                        procs, env, args.jobs, redis, port, client, key, args.submitters, workflow, args.batch
+                    )
                 elif side == "rq":
-                    res = side_rq(procs, env, args.jobs, redis)
+                    res = side_rq(procs, env, args.jobs, redis, args.steps)
                 else:
-                    res = side_procrastinate(procs, env, args.jobs, redis)
+                    res = side_procrastinate(procs, env, args.jobs, redis, args.steps)
                 print(f"  round {r + 1} {side}: {json.dumps(res)}", flush=True)
                 results.setdefault(side, []).append(res)
     finally:
@@ -320,9 +356,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     engine = best["engine"]
     summary = {
         "jobs": args.jobs,
+        "steps": args.steps,
+        "batch": args.batch,
         "celery_s": round(celery_s, 2),
         "engine_s": round(engine["seconds"], 2),
         "ratio": round(engine["seconds"] / celery_s, 2),
+        "engine_submit_s": round(engine["submit_seconds"], 2),
         "ratios_per_round": [
             round(e["seconds"] / c["seconds"], 2)
             for e, c in zip(results["engine"], results["celery"], strict=True)

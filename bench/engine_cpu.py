@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--workflow", default="noop5")
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions (cProfile)")
     parser.add_argument("--db", default="te_bench_cpu")
+    parser.add_argument("--batch", type=int, default=0, help="submit through jobs_submit, N jobs a call")
     args = parser.parse_args()
 
     common.setup_django(args.db)
@@ -101,6 +102,9 @@ def main() -> None:
         backend = int(cursor.fetchone()[0])
         cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
         commits_before = int(cursor.fetchone()[0])
+        cursor.execute("SELECT pg_current_wal_lsn()")
+        wal_before = cursor.fetchone()[0]
+    redis_commands_before = int(redis.info("stats")["total_commands_processed"])
 
     profiler = cProfile.Profile(time.process_time) if args.profile else None
     messages = 0
@@ -108,8 +112,15 @@ def main() -> None:
     with connection.execute_wrapper(count):
         if profiler:
             profiler.enable()
-        for _ in range(args.jobs):
-            job_submit(client=client, workflow=args.workflow, parameters={})
+        if args.batch:
+            from jobs.services import SubmitRequest, jobs_submit
+
+            for first in range(0, args.jobs, args.batch):
+                size = min(args.batch, args.jobs - first)
+                jobs_submit(client=client, requests=[SubmitRequest(args.workflow, {})] * size)
+        else:
+            for _ in range(args.jobs):
+                job_submit(client=client, workflow=args.workflow, parameters={})
         while batch := pop_all():
             for name, margs in batch:
                 messages += 1
@@ -125,6 +136,11 @@ def main() -> None:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
         commits = int(cursor.fetchone()[0]) - commits_before
+        # Bytes of WAL written meanwhile (by this run alone only on a database server nothing else uses).
+        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", [wal_before])
+        wal_bytes = int(cursor.fetchone()[0])
+    # Every Redis command (the broker's and the cache's), counted by the server itself.
+    redis_commands = int(redis.info("stats")["total_commands_processed"]) - redis_commands_before - 1
     done = Job.objects.filter(queue_state=JobState.COMPLETED, failed=False).count()
     n = args.jobs
     summary = {
@@ -135,6 +151,10 @@ def main() -> None:
         "statements_per_job": round(statements / n, 1),
         "commits_per_job": round(commits / n, 1),
         "messages_per_job": round(messages / n, 2),
+        "wal_bytes_per_job": round(wal_bytes / n),
+        "redis_commands_per_job": round(redis_commands / n, 1),
+        "workflow": args.workflow,
+        "batch": args.batch,
         "wall_s": round(wall, 2),
         "machine": common.machine(),
     }

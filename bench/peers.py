@@ -28,21 +28,22 @@ def _done(name: str) -> None:
 # --- RQ --------------------------------------------------------------------------------------------
 
 
-def rq_step(job: int, step: int) -> None:
-    if step >= STEPS:
+def rq_step(job: int, step: int, steps: int = STEPS) -> None:
+    if step >= steps:
         _done("rq")
         return
     from rq import Queue
 
-    Queue(RQ_QUEUE, connection=redis.Redis.from_url(REDIS_URL)).enqueue(rq_step, job, step + 1, result_ttl=0)
+    queue = Queue(RQ_QUEUE, connection=redis.Redis.from_url(REDIS_URL))
+    queue.enqueue(rq_step, job, step + 1, steps, result_ttl=0)
 
 
-def rq_submit(n: int) -> None:
+def rq_submit(n: int, steps: int = STEPS) -> None:
     from rq import Queue
 
     queue = Queue(RQ_QUEUE, connection=redis.Redis.from_url(REDIS_URL))
     for i in range(n):
-        queue.enqueue(rq_step, i, 1, result_ttl=0)
+        queue.enqueue(rq_step, i, 1, steps, result_ttl=0)
 
 
 # --- Procrastinate ---------------------------------------------------------------------------------
@@ -53,14 +54,14 @@ proc_app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=P
 
 
 @proc_app.task(name="bench_step", queue="bench")
-async def proc_step(job: int, step: int) -> None:
-    if step >= STEPS:
+async def proc_step(job: int, step: int, steps: int = STEPS) -> None:
+    if step >= steps:
         _done("procrastinate")
         return
-    await proc_step.defer_async(job=job, step=step + 1)
+    await proc_step.defer_async(job=job, step=step + 1, steps=steps)
 
 
-async def proc_submit(n: int) -> None:
+async def proc_submit(n: int, steps: int = STEPS) -> None:
     async with proc_app.open_async():
-        jobs: list[dict[str, Any]] = [{"job": i, "step": 1} for i in range(n)]
+        jobs: list[dict[str, Any]] = [{"job": i, "step": 1, "steps": steps} for i in range(n)]
         await proc_step.batch_defer_async(*jobs)

@@ -1,6 +1,7 @@
 """Item 2 of issue 6: POST /job under load on loopback, beside GET / (the same gunicorn's floor).
 
     .venv/bin/python -m bench.submit [--rate 50] [--seconds 20] [--wrk-seconds 10] [--connections 8]
+                                     [--batch 500] [--batch-seconds 10]
 
 1. Paced load (open loop): a Python generator sends ``--rate`` requests/s for ``--seconds`` from 16
    threads with keep-alive connections; latency runs from each request's *scheduled* time (so a stall
@@ -13,6 +14,9 @@
    scratch table and commits, 10 times a second, and its latency is reported beside POST's. Every
    POST /job commits too, so a stall of the database's WAL flush (``fdatasync`` of this machine's disk)
    shows in both, and the probe tells what the disk, rather than the code, made of a tail.
+
+4. Batch submission: 2 threads with keep-alive connections send ``POST /jobs`` with ``--batch`` noop
+   jobs each, back to back, for ``--batch-seconds``; the rate counts only jobs answered accepted.
 
 gunicorn runs as the Procfile runs it (2 workers x 4 threads, sync worker class). No engine worker runs:
 the API alone is measured (the dispatch requests wait in Redis and are deleted at the end). The
@@ -85,6 +89,42 @@ def paced(
     }
 
 
+def batch_rate(
+    port: int, client: str, key: str, batch: int, seconds: float, threads: int = 2
+) -> dict[str, Any]:
+    """Jobs accepted per second through ``POST /jobs`` with ``batch`` jobs a request."""
+    payload = {"jobs": [BODY] * batch}
+    accepted = [0] * threads
+    errors: list[str] = []
+    requests = [0] * threads
+    deadline = time.monotonic() + seconds
+
+    def run(index: int) -> None:
+        api = common.Api(port, client, key)
+        while time.monotonic() < deadline:
+            status, body = api.request("POST", "/jobs", payload)
+            requests[index] += 1
+            if status != 200:
+                errors.append(f"{status} {body[:100]!r}")
+                continue
+            accepted[index] += sum(1 for job in json.loads(body)["jobs"] if job["result"] == "accepted")
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    elapsed = time.monotonic() - started
+    return {
+        "batch": batch,
+        "requests": sum(requests),
+        "errors": len(errors),
+        "jobs_accepted": sum(accepted),
+        "jobs_per_second": round(sum(accepted) / elapsed, 1),
+    }
+
+
 def commit_probe(dbname: str, stop: threading.Event, rate: float = 10) -> dict[str, Any]:
     """INSERT + COMMIT of one row, ``rate`` times a second until ``stop``: the latency of a bare commit."""
     import psycopg
@@ -154,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=500, help="jobs per POST /jobs request (0: skip)")
+    parser.add_argument("--batch-seconds", type=float, default=10)
     args = parser.parse_args(argv)
 
     # Its own database: bench.e2e/schedule/memory empty te_bench at their start, which would truncate
@@ -183,6 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "commit_probe": probe,
             "root_paced": paced(port, client, key, "GET", "/", args.rate, args.seconds),
         }
+        if args.batch:
+            result["batch"] = batch_rate(port, client, key, args.batch, args.batch_seconds)
         if shutil.which("wrk"):
             result["post_max"] = wrk(port, client, key, "POST", "/job", args.wrk_seconds, args.connections)
             result["root_max"] = wrk(port, client, key, "GET", "/", args.wrk_seconds, args.connections)
@@ -204,6 +248,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "post_max_non_2xx": result.get("post_max", {}).get("non_2xx"),
         "post_max_p99_ms": result.get("post_max", {}).get("p99_ms"),
         "root_max_rps": result.get("root_max", {}).get("rps"),
+        "post_over_root": (
+            round(result["post_max"]["rps"] / result["root_max"]["rps"], 3) if "root_max" in result else None
+        ),
+        "batch_jobs_per_second": result.get("batch", {}).get("jobs_per_second"),
+        "batch_errors": result.get("batch", {}).get("errors"),
         "jobs_created": Job.objects.count(),
         "machine_before": load_before,
         "machine_after": common.machine(),

@@ -1,14 +1,16 @@
 """Item 2 of issue 6, the CPU side: what one ``POST /job`` costs in-process, by section.
 
-    .venv/bin/python -m bench.submit_cpu [--requests 400] [--without-publish]
+    .venv/bin/python -m bench.submit_cpu [--requests 400] [--without-publish] [--batch N]
 
 Calls the WSGI application the way gunicorn does (same environ, whole middleware stack, a real
 Postgres and Redis, one thread), and reports the CPU time (``time.thread_time``, so waiting on
 Postgres or Redis is not counted) per request: in total and in the sections that matter, each
 measured by wrapping the function. Sections nest (``drf initial`` holds ``auth`` and ``throttle``;
-``job_submit`` holds ``insert`` and ``publish``). ``--without-publish`` replaces the dispatch
-publish by a no-op to show its share. On a machine shared with other work the absolute figures
-move with the load (compare runs made one right after the other); the shares are steadier.
+``job_submit`` holds ``insert`` and ``publish``). ``--without-publish`` replaces the dispatch publish by
+a no-op to show its share. ``--batch N`` sends ``POST /jobs`` with N jobs a request instead (figures per
+job, and the wall-clock rate of jobs accepted, Postgres included). On a machine shared with other work
+the absolute figures move with the load (compare runs made one right after the other); the shares are
+steadier.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--without-publish", action="store_true")
+    parser.add_argument("--batch", type=int, default=0, help="jobs per POST /jobs request (0: POST /job)")
     args = parser.parse_args(argv)
 
     common.setup_django("te_bench_submit")
@@ -72,22 +75,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wrap(BaseDatabaseWrapper, "close_if_health_check_failed", "    CONN_HEALTH_CHECKS SELECT 1")
     wrap(ClientRateThrottle, "allow_request", "  throttle")
     wrap(Request, "_parse", "body parse")
-    wrap(serializers.JobSubmitSerializer, "is_valid", "JobSubmitSerializer")
+    wrap(serializers.JobSubmitSerializer, "is_valid", "JobSubmitSerializer (each job)")
     wrap(views, "job_submit", "job_submit")
     wrap(services, "_insert_with_log_entry", "  insert job + log entry")
+    wrap(views, "jobs_submit", "jobs_submit (batch)")
+    wrap(services, "_prepare", "  checks (each job)")
+    wrap(services, "_insert_many", "  insert jobs + log entries")
     wrap(bus, "_send", "  dispatch publish (Celery)")
 
     app = get_wsgi_application()
     statuses: list[str] = []
+    path, payload = "/job", BODY
+    if args.batch:
+        item = json.loads(BODY)
+        path, payload = "/jobs", json.dumps({"jobs": [item] * args.batch}).encode()
+    per_job = max(1, args.batch)
 
     def one() -> None:
         environ = {
-            "REQUEST_METHOD": "POST", "PATH_INFO": "/job", "SCRIPT_NAME": "", "QUERY_STRING": "",
+            "REQUEST_METHOD": "POST", "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
             "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
             "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000", "HTTP_HOST": "127.0.0.1:8000",
             "HTTP_CLIENT": client, "HTTP_API_KEY": key, "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(BODY)), "HTTP_USER_AGENT": "bench",
-            "wsgi.input": io.BytesIO(BODY), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+            "CONTENT_LENGTH": str(len(payload)), "HTTP_USER_AGENT": "bench",
+            "wsgi.input": io.BytesIO(payload), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
             "wsgi.version": (1, 0), "wsgi.multithread": True, "wsgi.multiprocess": True,
             "wsgi.run_once": False,
         }  # fmt: skip
@@ -105,18 +116,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             one()
         spent.update(dict.fromkeys(spent, 0.0))
         statuses.clear()
-        start = time.thread_time()
+        start, wall = time.thread_time(), time.perf_counter()
         for _ in range(args.requests):
             one()
-        total = time.thread_time() - start
+        total, wall = time.thread_time() - start, time.perf_counter() - wall
     finally:
         common.redis_cleanup()
-    per_request = {label: round(1000 * value / args.requests, 3) for label, value in spent.items()}
+    jobs = args.requests * per_job
+    per_request = {label: round(1000 * value / jobs, 3) for label, value in spent.items() if value}
     summary = {
         "requests": args.requests,
+        "jobs_per_request": per_job,
         "statuses": sorted(set(statuses)),
         "publish": not args.without_publish,
-        "cpu_ms_per_request": round(1000 * total / args.requests, 3),
+        "cpu_ms_per_job": round(1000 * total / jobs, 3),
+        "jobs_per_second": round(jobs / wall, 1),
         "sections_ms": per_request,
         "machine_before": load_before,
         "machine_after": common.machine(),

@@ -7,8 +7,9 @@ The API and the admin call these; the engine moves jobs on through ``jobs.engine
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -107,6 +108,64 @@ def _initial_state(run_at: datetime, semaphore_url: str | None, now: datetime) -
 # --- submit ----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SubmitRequest:
+    """One job to submit: what ``POST /job`` (or one item of ``POST /jobs``) asks for."""
+
+    workflow: str
+    parameters: Any
+    priority: Any = 5
+    run_at: datetime | None = None
+    semaphore_url: str | None = None
+    persist: bool = False
+    idempotency_key: str | None = None
+    request_meta: Mapping[str, Any] | None = None
+
+
+@dataclass
+class Submitted:
+    """The outcome of one submission: the job's id and whether this call created it, or why not."""
+
+    job_id: int | None = None
+    created: bool = False
+    error: str | None = None
+
+
+def _prepare(client: Client, wanted: SubmitRequest, now: datetime) -> tuple[Job, LogEntry]:
+    """The new job and its creation log entry (unsaved), or a ``DomainError`` naming what is refused."""
+    workflow, parameters = wanted.workflow, wanted.parameters
+    if not isinstance(workflow, str) or not workflow.strip():
+        raise DomainError("workflow: required, the name of a workflow")
+    if not workflow_exists(client.pk, workflow):
+        raise DomainError(f"workflow: unknown workflow '{workflow}'")
+    if not isinstance(parameters, dict):
+        raise DomainError("parameters: must be a JSON object")
+    check = validate_submission(workflow, parameters, client)
+    priority = _priority(wanted.priority)
+    semaphore_url = _semaphore_url(wanted.semaphore_url)
+    persist = _bool("persist", wanted.persist)
+    run_at = now if wanted.run_at is None else _aware("run_at", wanted.run_at)
+    # A workflow may need to wait (a capture of a live stream, for its latest clip to be broadcast).
+    if check.not_before is not None and check.not_before > run_at:
+        run_at = check.not_before
+    key = wanted.idempotency_key
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
+        raise DomainError("Idempotency-Key: must be 1..200 characters")
+    job = Job(
+        client=client,
+        workflow=workflow,
+        priority=priority,
+        parameters=parameters,
+        queue_state=_initial_state(run_at, semaphore_url, now),
+        persist=persist,
+        run_at=run_at,
+        semaphore_url=semaphore_url,
+        idempotency_key=key or None,
+    )
+    entry = LogEntry(message=_creation_message(job, wanted.request_meta), progname="api")
+    return job, entry
+
+
 def job_submit(
     *,
     client: Client,
@@ -126,43 +185,15 @@ def job_submit(
     an ``idempotency_key`` the same client's earlier job with that key is returned (``created`` False)
     instead of a second one, also when two submissions race.
     """
-    if not isinstance(workflow, str) or not workflow.strip():
-        raise DomainError("workflow: required, the name of a workflow")
-    if not workflow_exists(client.pk, workflow):
-        raise DomainError(f"workflow: unknown workflow '{workflow}'")
-    if not isinstance(parameters, dict):
-        raise DomainError("parameters: must be a JSON object")
-    check = validate_submission(workflow, parameters, client)
-    priority = _priority(priority)
-    semaphore_url = _semaphore_url(semaphore_url)
-    persist = _bool("persist", persist)
-    now = timezone.now()
-    run_at = now if run_at is None else _aware("run_at", run_at)
-    # A workflow may need to wait (a capture of a live stream, for its latest clip to be broadcast).
-    if check.not_before is not None and check.not_before > run_at:
-        run_at = check.not_before
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200
-    ):
-        raise DomainError("Idempotency-Key: must be 1..200 characters")
+    wanted = SubmitRequest(
+        workflow, parameters, priority, run_at, semaphore_url, persist, idempotency_key, request_meta
+    )
+    job, entry = _prepare(client, wanted, timezone.now())
     if idempotency_key:
         existing = Job.objects.filter(client=client, idempotency_key=idempotency_key).first()
         if existing is not None:
             return existing, False
-
-    state = _initial_state(run_at, semaphore_url, now)
-    job = Job(
-        client=client,
-        workflow=workflow,
-        priority=priority,
-        parameters=parameters,
-        queue_state=state,
-        persist=persist,
-        run_at=run_at,
-        semaphore_url=semaphore_url,
-        idempotency_key=idempotency_key or None,
-    )
-    entry = LogEntry(message=_creation_message(job, request_meta), progname="api")
+    state = JobState(job.queue_state)
     try:
         # One statement is atomic on its own: a transaction of its own would only add BEGIN and COMMIT.
         # Inside the caller's transaction a savepoint keeps an idempotency race recoverable.
@@ -176,6 +207,114 @@ def job_submit(
                 return existing, False
         raise
     return job, True
+
+
+MAX_BATCH = 1000
+
+
+def jobs_submit(*, client: Client, requests: Sequence[SubmitRequest | DomainError]) -> list[Submitted]:
+    """Create several jobs in one transaction; one outcome per request, in order.
+
+    Each request is checked as ``job_submit`` checks one; a refused request (or a ``DomainError`` its
+    caller already found, such as a malformed item of ``POST /jobs``) is answered with its error and
+    does not keep the others out. The jobs are written by one statement (with their creation log
+    entries), and whatever they set in motion (one dispatch for the queued, the scheduler for the
+    others) happens after the commit. An ``idempotency_key`` already used by the client, or used twice in
+    the batch, answers the first job's id with ``created`` False, also when a concurrent submission wins.
+    """
+    if len(requests) > MAX_BATCH:
+        raise DomainError(f"jobs: at most {MAX_BATCH} jobs per batch, got {len(requests)}")
+    now = timezone.now()
+    outcomes = [Submitted() for _ in requests]
+    prepared_jobs: list[tuple[int, Job, LogEntry]] = []
+    for index, wanted in enumerate(requests):
+        if isinstance(wanted, DomainError):
+            outcomes[index].error = wanted.message
+            continue
+        try:
+            job, entry = _prepare(client, wanted, now)
+        except DomainError as exc:
+            outcomes[index].error = exc.message
+            continue
+        prepared_jobs.append((index, job, entry))
+    keys = {job.idempotency_key for _, job, _ in prepared_jobs if job.idempotency_key}
+    known = dict(
+        Job.objects.filter(client=client, idempotency_key__in=keys).values_list("idempotency_key", "pk")
+        if keys
+        else []
+    )
+    to_insert: list[tuple[int, Job, LogEntry]] = []
+    first_with_key: dict[str, int] = {}
+    repeats: list[tuple[int, str]] = []
+    for index, job, entry in prepared_jobs:
+        key = job.idempotency_key
+        if key and key in known:
+            outcomes[index].job_id = known[key]
+        elif key and key in first_with_key:
+            repeats.append((index, key))
+        else:
+            if key:
+                first_with_key[key] = index
+            to_insert.append((index, job, entry))
+    with transaction.atomic():
+        inserted = _insert_many([(job, entry) for _, job, entry in to_insert])
+        lost: list[str] = []
+        for index, job, _ in to_insert:
+            job_id = inserted.get(job.workflow_uuid)
+            if job_id is None:  # a concurrent submission with the same key won
+                lost.append(str(job.idempotency_key))
+                continue
+            outcomes[index].job_id, outcomes[index].created = job_id, True
+        if lost:
+            winners = dict(
+                Job.objects.filter(client=client, idempotency_key__in=lost).values_list(
+                    "idempotency_key", "pk"
+                )
+            )
+            for index, job, _ in to_insert:
+                if outcomes[index].job_id is None and job.idempotency_key in winners:
+                    outcomes[index].job_id = winners[job.idempotency_key]
+        for index, key in repeats:
+            outcomes[index].job_id = outcomes[first_with_key[key]].job_id
+        created = [(outcomes[index].job_id, JobState(job.queue_state)) for index, job, _ in to_insert]
+        if any(state == JobState.QUEUED and job_id for job_id, state in created):
+            request_dispatch()
+        for job_id, state in created:
+            if job_id and state in (JobState.SCHEDULED, JobState.PENDING):
+                _notify_scheduler(job_id)
+    return outcomes
+
+
+def _column_values(model_objects: list[Any], prefix: str, now: datetime) -> dict[str, list[Any]]:
+    """Each concrete column of ``model_objects`` (new rows of one model) as a list, the values a save
+    would write: ``auto_now`` times are ``now``, JSON is text (the statement casts it), the rest as set."""
+    columns: dict[str, list[Any]] = {}
+    for field in model_objects[0]._meta.concrete_fields:
+        if field.primary_key or (prefix and field.name == "job"):
+            continue
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            values: list[Any] = [now] * len(model_objects)
+        elif field.get_internal_type() == "JSONField":
+            values = [
+                None if (v := getattr(o, field.attname)) is None else json.dumps(v) for o in model_objects
+            ]
+        else:
+            values = [getattr(o, field.attname) for o in model_objects]
+        columns[f"{prefix}{field.column}"] = values
+    return columns
+
+
+def _insert_many(rows: list[tuple[Job, LogEntry]]) -> dict[Any, int]:
+    """Insert new jobs and their creation log entries in one statement (``insert_jobs``); the id of each
+    by its ``workflow_uuid`` (a job whose idempotency key was taken meanwhile is left out)."""
+    if not rows:
+        return {}
+    now = timezone.now()
+    columns = _column_values([job for job, _ in rows], "", now)
+    columns.update(_column_values([entry for _, entry in rows], "entry_", now))
+    with prepared.cursor() as cursor:
+        cursor.execute(sql("insert_jobs"), columns)
+        return {job_uuid: int(job_id) for job_uuid, job_id in cursor.fetchall()}
 
 
 def insert_parameters(job: Job, entry: LogEntry) -> dict[str, Any]:

@@ -75,7 +75,12 @@ def _wheel_binary(name: str) -> str:
 
 
 def _configured(name: str) -> str:
-    return str(getattr(settings, SETTING[name], "") or "").strip()
+    configured = {
+        "ffmpeg": settings.TASKENGINE_FFMPEG,
+        "ffprobe": settings.TASKENGINE_FFPROBE,
+        "packager": settings.TASKENGINE_PACKAGER,
+    }[name]
+    return str(configured or "").strip()
 
 
 def _locate(name: str) -> tuple[str, bool]:

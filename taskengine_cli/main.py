@@ -254,11 +254,59 @@ def outcome(detail: dict[str, Any]) -> tuple[str, int]:
 # --- commands --------------------------------------------------------------------------------------------
 
 
-def cmd_submit(api: Api, args: argparse.Namespace) -> int:
+def _read(path: str) -> str:
     try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"{args.file}: {getattr(exc, 'strerror', None) or exc}", EXIT_USAGE) from None
+        raise CliError(f"{path}: {getattr(exc, 'strerror', None) or exc}", EXIT_USAGE) from None
+
+
+# POST /jobs takes at most this many jobs; a longer file is sent in several requests.
+BATCH_SIZE = 1000
+
+
+def _batch_bodies(path: str, text: str) -> list[Any]:
+    """A JSON list of POST /job bodies, or JSON Lines (one body a line)."""
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("["):
+            bodies = json.loads(text)
+        else:
+            bodies = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise CliError(f"{path}: not a JSON list or JSON Lines of job bodies: {exc}", EXIT_USAGE) from None
+    if not bodies:
+        raise CliError(f"{path}: holds no job", EXIT_USAGE)
+    return list(bodies)
+
+
+def cmd_submit_batch(api: Api, args: argparse.Namespace) -> int:
+    """Submit every job of the file through POST /jobs; print, in order, each id (or why refused)."""
+    bodies = _batch_bodies(args.file, _read(args.file))
+    refused = 0
+    for start in range(0, len(bodies), BATCH_SIZE):
+        chunk = bodies[start : start + BATCH_SIZE]
+        for body in chunk:
+            if isinstance(body, dict) and "client" not in body and api.client:
+                body["client"] = api.client
+        answer = api.call("POST", "/jobs", json={"jobs": chunk})
+        for offset, outcome in enumerate(answer["jobs"]):
+            if outcome.get("result") == "accepted":
+                print(int(outcome["id"]), flush=True)
+            else:
+                refused += 1
+                print(
+                    f"job {start + offset + 1}: refused: {outcome.get('error')}", file=sys.stderr, flush=True
+                )
+    return EXIT_REFUSED if refused else EXIT_OK
+
+
+def cmd_submit(api: Api, args: argparse.Namespace) -> int:
+    if args.batch:
+        if args.watch:
+            raise CliError("--watch follows one job: it cannot be used with --batch", EXIT_USAGE)
+        return cmd_submit_batch(api, args)
+    text = _read(args.file)
     try:
         body = json.loads(text)
     except ValueError as exc:
@@ -369,8 +417,14 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
         sub.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds")
 
-    submit = commands.add_parser("submit", help="submit a job from a JSON file and print its id")
+    submit = commands.add_parser("submit", help="submit a job (or, with --batch, many) and print its id")
     submit.add_argument("file", metavar="FILE.json", help='the POST /job body ("-" reads standard input)')
+    submit.add_argument(
+        "--batch",
+        action="store_true",
+        help="FILE holds many job bodies (a JSON list, or JSON Lines): submit them through POST /jobs, "
+        "1,000 a request, and print each id in order (refusals on stderr, exit 6)",
+    )
     submit.add_argument("--watch", action="store_true", help="then watch it until it ends")
     polling(submit)
     submit.set_defaults(run=cmd_submit)

@@ -95,10 +95,16 @@ class LimitedJSONParser(parsers.JSONParser):
     any of them writes.
     """
 
+    # Whether a value Postgres cannot store refuses the whole body (a batch checks its items one by one).
+    refuse_unstorable = True
+
+    def limit(self) -> int:
+        return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
     def parse(
         self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
     ) -> Any:
-        limit = int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        limit = self.limit()
         request = (parser_context or {}).get("request")
         if request is not None:
             try:
@@ -120,10 +126,20 @@ class LimitedJSONParser(parsers.JSONParser):
         problem = json_problem(data)
         if problem is not None and problem.too_deep:
             raise exceptions.ParseError(f"JSON {problem.reason}")
-        if problem is not None:
+        if problem is not None and self.refuse_unstorable:
             # Named like a field refused by a serializer: the body is JSON, one value in it is not storable.
             raise DomainError(problem.message)
         return data
+
+
+class BatchJSONParser(LimitedJSONParser):
+    """A batch of job bodies: up to ``TASKENGINE_MAX_BATCH_BODY_BYTES``; an item holding a value Postgres
+    cannot store is refused on its own (the view checks each), not the whole batch."""
+
+    refuse_unstorable = False
+
+    def limit(self) -> int:
+        return int(settings.TASKENGINE_MAX_BATCH_BODY_BYTES)
 
 
 def _refuse_constant(name: str) -> Any:

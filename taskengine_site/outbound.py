@@ -13,7 +13,8 @@ aimed at the engine's own network (server-side request forgery). Two layers stop
 
 ``settings.TASKENGINE_ALLOW_PRIVATE_URLS`` lets loopback, private, link-local and shared (CGNAT)
 addresses through, for local development and tests. Cloud metadata endpoints, unspecified, multicast
-and reserved addresses are refused even then: no callback or semaphore legitimately lives there.
+and reserved addresses, and local-use IPv4/IPv6 translation addresses (whose IPv4 address cannot be
+checked) are refused even then: no callback or semaphore legitimately lives there.
 
 Every call has a connect and a read timeout, an overall deadline, and a response size cap; a body
 larger than the cap is cut there (``truncated``) and the connection closed.
@@ -62,6 +63,10 @@ _METADATA = tuple(
 )
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Translation prefixes whose IPv4 address is chosen by a translator on the local network (RFC 8215
+# local-use NAT64, where the prefix length and so the position of the IPv4 address is the network's own
+# choice; RFC 2765 IPv4-translated): what they reach cannot be checked here, so they are never reached.
+_LOCAL_TRANSLATION = (ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("::ffff:0:0:0/96"))
 _IPV4_COMPAT = ipaddress.ip_network("::/96")
 _BLOCKED_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _ALWAYS_BLOCKED_NAMES = ("metadata.google.internal", "metadata", "instance-data")
@@ -113,6 +118,8 @@ def address_refusal(ip: IPAddress, *, allow_private: bool | None = None) -> str 
     if allow_private is None:
         allow_private = _allow_private()
     if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _LOCAL_TRANSLATION):
+            return f"{ip} is a local-use translation address"
         embedded = _embedded_ipv4(ip)
         for kind, v4 in embedded:
             inner = address_refusal(v4, allow_private=allow_private)

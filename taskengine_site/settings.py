@@ -147,6 +147,8 @@ WHITENOISE_USE_FINDERS = True
 
 # Request bodies: the API refuses anything larger (413) before parsing it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TASKENGINE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# POST /jobs: a batch of up to 1,000 job bodies.
+TASKENGINE_MAX_BATCH_BODY_BYTES = env_int("TASKENGINE_MAX_BATCH_BODY_BYTES", 16_777_216, minimum=1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["clients.authentication.ApiKeyAuthentication"],
@@ -172,6 +174,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "QueueStateEnum": ["queued", "started", "completed", "pending", "broken", "scheduled", "paused"],
         "QueueStateChangeEnum": ["paused", "broken", "queued"],
+        # A content key's kind: HLS AES-128, or a common-encryption scheme (GET /jobs/<id>/keys).
+        "AesKeyKindEnum": ["aes"],
+        "EncryptionSchemeEnum": ["cenc", "cbcs"],
     },
 }
 

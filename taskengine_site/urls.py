@@ -18,7 +18,7 @@ urlpatterns = [
     path("health", HealthView.as_view(), name="health"),
     path("dashboard", DashboardView.as_view(), name="dashboard"),
     path("job", JobViewSet.as_view({"post": "create"}), name="job-submit"),
-    path("jobs", JobViewSet.as_view({"get": "list"}), name="job-list"),
+    path("jobs", JobViewSet.as_view({"get": "list", "post": "create_batch"}), name="job-list"),
     path(
         "jobs/<int:pk>",
         JobViewSet.as_view({"get": "retrieve", "put": "update", "patch": "partial_update"}),

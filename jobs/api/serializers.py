@@ -14,6 +14,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from jobs.models import Job, Task
+from jobs.services import MAX_BATCH
 from jobs.states import OPERATOR_TARGETS, JobState, TaskState
 from taskengine_site.api import StrictCharField, StrictKeysMixin, TimestampField
 from taskengine_site.outbound import validate_url
@@ -186,6 +187,60 @@ class JobSubmitSerializer(StrictKeysMixin):
 class AcceptedSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     result = serializers.CharField(help_text='"accepted"')
+
+
+class BatchItemSerializer(JobSubmitSerializer):
+    """One job of ``POST /jobs``: a ``POST /job`` body, and its own idempotency key."""
+
+    idempotency_key = StrictCharField(
+        required=False,
+        min_length=1,
+        max_length=200,
+        help_text="Makes a retried batch return this item's first job instead of creating a second.",
+    )
+
+    def validate_idempotency_key(self, value: str) -> str:
+        if not value.isascii() or not value.isprintable():
+            raise serializers.ValidationError("must be printable ASCII")
+        return value
+
+
+class AnyValue(serializers.Field):
+    """A value taken as it is: each batch item is checked on its own, after the envelope."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class JobBatchSerializer(StrictKeysMixin):
+    """POST /jobs: ``{"jobs": [<POST /job body, with an optional idempotency_key>, …]}``.
+
+    Only the envelope is checked here; each item is checked on its own (``BatchItemSerializer``), so
+    one refused job does not refuse the others."""
+
+    jobs = serializers.ListField(
+        child=AnyValue(),
+        min_length=1,
+        max_length=MAX_BATCH,
+        help_text=f"1 to {MAX_BATCH} job bodies, each as POST /job takes it, plus an optional "
+        "idempotency_key.",
+    )
+
+
+class BatchOutcomeSerializer(serializers.Serializer):
+    id = serializers.IntegerField(required=False, help_text="The job's id (absent when refused).")
+    result = serializers.CharField(help_text='"accepted" or "refused"')
+    created = serializers.BooleanField(
+        required=False, help_text="False when an idempotency key named a job made earlier."
+    )
+    error = serializers.CharField(required=False, help_text="Why the job was refused, naming the field.")
+
+
+class BatchAcceptedSerializer(serializers.Serializer):
+    jobs = BatchOutcomeSerializer(many=True, help_text="One outcome per job, in the order sent.")
 
 
 # --- PUT / PATCH /jobs/<id> --------------------------------------------------------------------------------

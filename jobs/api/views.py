@@ -20,6 +20,9 @@ from rest_framework.response import Response
 from jobs import selectors
 from jobs.api.serializers import (
     AcceptedSerializer,
+    BatchAcceptedSerializer,
+    BatchItemSerializer,
+    JobBatchSerializer,
     JobDetailQuerySerializer,
     JobDetailSerializer,
     JobDetailWithTasksSerializer,
@@ -34,10 +37,11 @@ from jobs.api.serializers import (
 )
 from jobs.filters import JobFilter, several_statements
 from jobs.models import Job
-from jobs.services import job_rerun, job_submit, job_update
+from jobs.services import SubmitRequest, job_rerun, job_submit, job_update, jobs_submit
 from settings_app.services import settings_get_ints
-from taskengine_site.api import ApiView, ApiViewSet, optional_requester, requester
-from taskengine_site.errors import DomainError
+from taskengine_site.api import ApiView, ApiViewSet, BatchJSONParser, optional_requester, requester
+from taskengine_site.errors import DomainError, error_message
+from taskengine_site.inputs import json_problem
 from taskengine_site.version import VERSION
 
 IDEMPOTENCY_KEY_MAX = 200
@@ -120,6 +124,73 @@ class JobViewSet(ApiViewSet):
             request_meta=_request_meta(request),
         )
         return Response(AcceptedSerializer({"id": job.pk, "result": "accepted"}).data)
+
+    def initialize_request(self, request: Any, *args: Any, **kwargs: Any) -> Request:
+        # DRF picks the parsers before it names the action: a batch is told apart by its method here.
+        self.batch = self.action_map.get(request.method.lower()) == "create_batch"
+        if self.batch:
+            # DRF reads a JSON body through Django's request.body, which refuses anything over the limit
+            # of one job's body (DATA_UPLOAD_MAX_MEMORY_SIZE). A batch has its own limit: its body is read
+            # here, at most one byte past that limit, and BatchJSONParser refuses it if it got there.
+            request._body = request.read(settings.TASKENGINE_MAX_BATCH_BODY_BYTES + 1)
+        return super().initialize_request(request, *args, **kwargs)
+
+    def get_parsers(self) -> list[Any]:
+        if getattr(self, "batch", False):
+            return [BatchJSONParser()]
+        return super().get_parsers()
+
+    @extend_schema(
+        operation_id="job_submit_batch",
+        summary="Submit up to 1,000 jobs in one request",
+        description="Each job is checked as POST /job checks one; the answer lists, in the order sent, "
+        "each job's id or why it was refused. The accepted jobs are written in one transaction and "
+        "dispatched once. Each item may carry its own idempotency_key.",
+        request=JobBatchSerializer,
+        responses={200: BatchAcceptedSerializer},
+        tags=["jobs"],
+    )
+    def create_batch(self, request: Request) -> Response:
+        envelope = JobBatchSerializer(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        client = requester(request)
+        meta = _request_meta(request)
+        wanted: list[SubmitRequest | DomainError] = []
+        # One serializer checks every item in turn (what a ListSerializer does with its child): its
+        # fields are built once, not once per job.
+        check = BatchItemSerializer(context={"request": request})
+        for item in envelope.validated_data["jobs"]:
+            problem = json_problem(item)
+            if problem is not None:
+                wanted.append(DomainError(problem.message))
+                continue
+            try:
+                data = check.run_validation(item)
+            except serializers.ValidationError as exc:
+                wanted.append(DomainError(error_message(exc.detail)))
+                continue
+            spec = data["job"]
+            wanted.append(
+                SubmitRequest(
+                    workflow=spec["workflow"],
+                    parameters=data["parameters"],
+                    priority=spec.get("priority", 5),
+                    run_at=spec.get("run_at"),
+                    semaphore_url=spec.get("semaphore_url"),
+                    persist=spec.get("persist", False),
+                    idempotency_key=data.get("idempotency_key"),
+                    request_meta={**meta, "path": "POST /jobs", "body": item},
+                )
+            )
+        outcomes = jobs_submit(client=client, requests=wanted)
+        answers = [
+            {"id": o.job_id, "result": "accepted", "created": o.created}
+            if o.error is None
+            else {"result": "refused", "error": o.error}
+            for o in outcomes
+        ]
+        # The shape of BatchAcceptedSerializer, built directly: up to 1,000 answers.
+        return Response({"jobs": answers})
 
     @extend_schema(
         operation_id="job_list",

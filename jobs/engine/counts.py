@@ -18,6 +18,22 @@ SELECT queue_state, failed, sum(n) FROM gone GROUP BY queue_state, failed HAVING
 """
 
 
+# Only the largest note of each kind is ever read (jobs/migrations/0004): the others can go. One that a
+# concurrent insert appends meanwhile is kept, being larger than what it is compared with here or absent
+# from this statement's snapshot.
+_COMPACT_CREATED_SKEW = """
+DELETE FROM jobs_job_created_skew AS s
+WHERE s.kind <> 'unbounded'
+  AND s.seconds < (SELECT max(m.seconds) FROM jobs_job_created_skew AS m WHERE m.kind = s.kind)
+"""
+
+
+def created_skew_compact() -> None:
+    """Keep only the largest listing-bound note of each kind (the one the bounds are made of)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_COMPACT_CREATED_SKEW)
+
+
 def job_counts_compact() -> None:
     """Fold the delta rows of ``jobs_job_state_count`` into one row per (state, failed).
 

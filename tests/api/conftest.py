@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.callbacks.support import queues  # noqa: F401  (the broker's queues, read in-process)
+
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 # The reference's examples, field by field (task-engine-api.md).

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
 
 from clients.models import ApiKey
 from clients.services import api_key_revoke
 from jobs.models import Job
+from jobs.states import JobState
 from settings_app.models import Setting
 
 UNAUTHORISED = {"error": "Unauthorised request."}
@@ -106,6 +108,43 @@ def test_operator_only_endpoints_answer_403_to_a_client(
     assert_untouched(target)
 
 
+def _did(method: str, path: str, body: Any, job_id: int) -> None:
+    """What each endpoint answered and changed, for an operator acting on another client's job."""
+    job = Job.objects.get(pk=job_id)
+    if (method, path) == ("get", "/health"):
+        assert body["databases"] == {"redis": "OK", "postgres": "OK"}
+    elif (method, path) == ("get", "/dashboard"):
+        assert [j["id"] for j in body["queued"]] == [job_id]
+    elif (method, path) == ("post", "/job"):
+        assert body["result"] == "accepted"
+        assert Job.objects.get(pk=body["id"]).client.is_operator
+    elif (method, path) == ("get", "/jobs"):
+        assert [j["id"] for j in body] == [job_id]
+    elif (method, path) == ("get", "/jobs/{id}"):
+        assert (body["id"], body["client"], body["queue_state"]) == (job_id, job.client.name, "queued")
+    elif method in ("put", "patch") and path == "/jobs/{id}":
+        assert body == {"id": job_id, "result": "Performed updates: priority"}
+        assert job.priority == 1
+    elif (method, path) == ("post", "/jobs/{id}/rerun"):
+        assert body["result"] == "accepted"
+        assert job.queue_state == JobState.BROKEN
+        assert Job.objects.get(pk=body["id"]).rerun_of_id == job_id
+    elif (method, path) == ("get", "/logs/{id}"):
+        assert body and {entry["job_id"] for entry in body} == {job_id}
+    elif (method, path) == ("get", "/schedules"):
+        assert "queue_scheduled_jobs" in body["schedules"]
+    elif (method, path) == ("put", "/scheduler"):
+        assert "queue_scheduled_jobs" not in body["schedules"]
+        assert not PeriodicTask.objects.get(name="queue_scheduled_jobs").enabled
+    elif (method, path) == ("get", "/settings"):
+        assert body["settings"]["max_jobs"]["value"] == 2
+    elif (method, path) == ("post", "/settings"):
+        assert body == {"result": "ok", "message": "max_jobs setting created"}
+        assert Setting.objects.get(name="max_jobs").value == "9"  # stored as text, typed by the registry
+    else:
+        raise AssertionError(f"no effect written down for {method.upper()} {path}")
+
+
 @pytest.mark.parametrize(("method", "path", "payload"), ENDPOINTS)
 def test_an_operator_may_use_every_endpoint_on_any_job(
     operator_api: Any, target: Any, method: Any, path: Any, payload: Any
@@ -113,3 +152,4 @@ def test_an_operator_may_use_every_endpoint_on_any_job(
     response = call(operator_api, method, path, payload, target)
 
     assert response.status_code == 200, response.content
+    _did(method, path, response.json(), target)

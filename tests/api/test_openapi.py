@@ -11,7 +11,7 @@ EXPECTED = {
     "/health": {"get"},
     "/dashboard": {"get"},
     "/job": {"post"},
-    "/jobs": {"get"},
+    "/jobs": {"get", "post"},
     "/jobs/{id}": {"get", "put", "patch"},
     "/jobs/{id}/rerun": {"post"},
     "/jobs/{id}/keys": {"get"},

@@ -349,9 +349,14 @@ def test_lost_messages_are_redelivered_head_of_line_only(make_job, queues, commi
     assert sorted(m.args[0] for m in queues.pop_all()) == [a_start.pk, b_start.pk]
 
 
-def test_task_event_and_job_finished_never_raise(db):
-    callbacks.task_event(999_999_999, "start")
-    callbacks.job_finished(999_999_999)
+def test_task_event_and_job_finished_never_raise(queues, committed):
+    with committed():
+        callbacks.task_event(999_999_999, "start")
+        callbacks.job_finished(999_999_999)
+    # About a task and a job that do not exist: no delivery, no message, no log line.
+    assert CallbackDelivery.objects.count() == 0
+    assert queues.pop_all() == []
+    assert LogEntry.objects.count() == 0
 
 
 def test_unknown_events_are_ignored(make_job, committed):

@@ -185,3 +185,28 @@ def test_watch_shows_steps_done_of_the_total_from_the_api(cli: Cli, tmp_path: Pa
     bar = "#" * 12 + "." * 18
     assert started.stderr.splitlines()[0] == f"job {job_id} started: [{bar}] 2/5 steps (running 'noop')"
     assert started.stderr.splitlines()[-1] == f"taskengine: job {job_id} still started after 0.5 s"
+
+
+def test_submit_batch_sends_a_file_of_jobs_and_prints_each_id_in_order(cli: Cli, tmp_path: Path) -> None:
+    setting_set(name="max_jobs", value=0)  # no worker here: jobs stay queued
+    bodies = [{"job": {"workflow": "noop"}, "parameters": {"content_id": f"b{i}"}} for i in range(1203)]
+    bodies[5] = {"job": {"workflow": "nope"}, "parameters": {}}
+    lines = tmp_path / "jobs.jsonl"
+    lines.write_text("\n".join(json.dumps(body) for body in bodies) + "\n")
+    result = cli("submit", "--batch", str(lines))
+    # 1,203 jobs are two requests (1,000 + 203); the refused one is named on stderr, the others printed.
+    assert result.returncode == 6
+    assert result.stderr.strip() == "job 6: refused: workflow: unknown workflow 'nope'"
+    ids = [int(line) for line in result.stdout.split()]
+    assert len(ids) == 1202 and ids == sorted(ids)
+    made = dict(Job.objects.filter(pk__in=ids).values_list("pk", "parameters"))
+    assert [made[job_id]["content_id"] for job_id in ids[:6]] == ["b0", "b1", "b2", "b3", "b4", "b6"]
+
+    listed = tmp_path / "jobs.json"
+    listed.write_text(json.dumps(bodies[:3]))
+    again = cli("submit", "--batch", str(listed))
+    assert again.returncode == 0 and len(again.stdout.split()) == 3
+    assert cli("submit", "--batch", "--watch", str(listed)).returncode == 2
+    (tmp_path / "bad.json").write_text("{not json")
+    bad = cli("submit", "--batch", str(tmp_path / "bad.json"))
+    assert bad.returncode == 2 and "not a JSON list or JSON Lines" in bad.stderr

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connections
+from django.db import connection, connections, transaction
 
 from clients.models import Client
+from jobs.engine import dispatcher
 from jobs.models import Job, WorkflowDefinition
 from jobs.services import job_submit
 from jobs.states import JobState
@@ -38,8 +39,12 @@ def test_a_priority_job_starts_at_once_beside_waiting_low_priority_jobs(
     for _ in range(3):
         job_submit(client=client, workflow="sleep", parameters={"seconds": 3}, priority=7)
     wait_until(lambda: started_priorities() == [7], timeout=15)
-    time.sleep(0.5)
-    assert started_priorities() == [7]  # the reserved slot stays free for priority work
+    # Wait for any dispatch in progress to end (its lock), then dispatch once more with every submission
+    # committed: the reserved slot stays free for priority work.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [dispatcher.DISPATCH_LOCK_KEY])
+        assert dispatcher._dispatch_locked() == []
+    assert started_priorities() == [7]
     urgent, _ = job_submit(client=client, workflow="sleep", parameters={"seconds": 1}, priority=3)
     submitted = time.monotonic()
     wait_until(lambda: Job.objects.filter(pk=urgent.pk, queue_state=JobState.STARTED).exists(), timeout=5)

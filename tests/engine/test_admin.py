@@ -108,10 +108,22 @@ def test_admin_rerun(admin_http: HttpClient, submit: Callable[..., Job], broker:
 
 def test_admin_pages_render(admin_http: HttpClient, submit: Callable[..., Job], broker: Broker) -> None:
     job = submit("noop5")
-    for url in [
-        "/admin/jobs/job/",
-        f"/admin/jobs/job/{job.pk}/change/",
-        "/admin/jobs/task/",
-        "/admin/jobs/workflowdefinition/add/",
-    ]:
-        assert admin_http.get(url).status_code == 200, url
+    broker.drain()
+    task = job.tasks.order_by("position").first()
+    assert task is not None
+    pages = {
+        # the job list shows the job; its page its tasks and its log; the task list the tasks
+        "/admin/jobs/job/": [f"/admin/jobs/job/{job.pk}/change/", "noop5"],
+        f"/admin/jobs/job/{job.pk}/change/": [
+            "job has completed successfully",
+            "Task &#x27;noop&#x27; started",
+        ],
+        "/admin/jobs/task/": [f"/admin/jobs/task/{task.pk}/change/"],
+        "/admin/jobs/workflowdefinition/add/": ['name="steps"', 'name="client"'],
+    }
+    for url, expected in pages.items():
+        response = admin_http.get(url)
+        assert response.status_code == 200, url
+        text = response.content.decode()
+        for fragment in expected:
+            assert fragment in text, (url, fragment)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -55,3 +56,31 @@ def test_the_clean_up_folds_what_it_deleted(te_client: Any) -> None:
     assert jobs_cleanup() == 20
     assert _delta_rows() == 0
     assert job_counts()["completed"] == 0
+
+
+@pytest.mark.django_db
+def test_the_reconciler_keeps_only_the_largest_listing_bound_note_of_each_kind():
+    from django.db import connection
+
+    from jobs.engine import reconcile
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM jobs_job_created_skew")
+        cursor.execute(
+            "INSERT INTO jobs_job_created_skew VALUES ('stale', 0.1), ('stale', 0.3), ('stale', 0.2),"
+            " ('ahead', 0.05), ('ahead', 0.01), ('exact', 1.5), ('unbounded', NULL)"
+        )
+        cursor.execute("SELECT jobs_job_created_skew()")
+        before = cursor.fetchone()[0]
+    reconcile.reconcile()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT kind, seconds FROM jobs_job_created_skew ORDER BY kind")
+        kept = cursor.fetchall()
+        cursor.execute("SELECT jobs_job_created_skew()")
+        after = cursor.fetchone()[0]
+    assert kept == [("ahead", 0.05), ("exact", 1.5), ("stale", 0.3), ("unbounded", None)]
+    assert before is None and after is None  # the bound read from the notes is the same
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM jobs_job_created_skew WHERE kind = 'unbounded'")
+        cursor.execute("SELECT extract(epoch FROM jobs_job_created_skew())")
+        assert float(cursor.fetchone()[0]) == pytest.approx(1.5)

@@ -16,7 +16,7 @@ from jobs.engine.dispatcher import dispatch
 from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import JobState, TaskState
 from jobs.workflows.registry import StepContext, step
-from logs.models import Severity
+from logs.models import LogEntry, Severity
 from tests.engine.conftest import Broker, Message
 
 from .conftest import json_log
@@ -267,9 +267,16 @@ def test_duplicate_delivery_is_a_no_op(submit: Callable[..., Job], broker: Broke
     assert [m for _, _, m, _ in json_log(job.pk)].count("job has completed successfully") == 1
 
 
-def test_messages_about_missing_rows_are_no_ops(broker: Broker) -> None:
+def test_messages_about_missing_rows_are_no_ops(submit: Callable[..., Job], broker: Broker) -> None:
+    job = submit("noop")
+    broker.pop_all()
+    rows_before = (Job.objects.values().get(pk=job.pk), list(LogEntry.objects.values()))
     runner.run_task(999_999)
     controller.advance(999_999)
+    # Nothing was written, published or logged, and the job that does exist was left alone.
+    assert (Job.objects.values().get(pk=job.pk), list(LogEntry.objects.values())) == rows_before
+    assert Task.objects.count() == 0
+    assert broker.pop_all() == []
 
 
 def test_a_paused_job_runs_nothing_new(submit: Callable[..., Job], broker: Broker) -> None:

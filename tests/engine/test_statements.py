@@ -76,12 +76,13 @@ def _columns(statement: str, table: str) -> list[str]:
     return [column.strip() for column in match.group(1).split(",")]
 
 
-def test_insert_job_writes_every_column_of_both_models():
+def test_the_job_inserts_write_every_column_of_both_models():
     """A field added to Job or LogEntry must be added to the statement too, or this fails."""
     job_columns = [f.column for f in Job._meta.concrete_fields if not f.primary_key]
     entry_columns = [f.column for f in LogEntry._meta.concrete_fields if not f.primary_key]
-    assert sorted(_columns(sql("insert_job"), "jobs_job")) == sorted(job_columns)
-    assert sorted(_columns(sql("insert_job"), "logs_logentry")) == sorted(entry_columns)
+    for name in ("insert_job", "insert_jobs"):
+        assert sorted(_columns(sql(name), "jobs_job")) == sorted(job_columns), name
+        assert sorted(_columns(sql(name), "logs_logentry")) == sorted(entry_columns), name
 
 
 def _queue_state_writers(text: str) -> bool:

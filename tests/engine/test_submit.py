@@ -19,6 +19,7 @@ from jobs.states import JobState
 from logs.models import LogEntry
 from taskengine_site.errors import DomainError
 from tests.engine.conftest import Broker
+from tests.waiting import wait_until
 
 
 @pytest.mark.parametrize(
@@ -180,12 +181,19 @@ def _raw_connection() -> psycopg.Connection[Any]:
 def test_idempotency_race_is_settled_by_the_unique_constraint(
     make_client: Callable[..., tuple[Client, str]],
 ) -> None:
-    """A second submission that passed the lookup before the first committed gets the first job."""
+    """A second submission that passed the lookup before the first committed gets the first job: its
+    INSERT waits on the first one's uncommitted row, fails on the unique key once that commits, and the
+    IntegrityError branch answers the first job."""
     import threading
-    import time
+
+    from django.db import connection
 
     client, _ = make_client()
-    with _raw_connection() as other:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (submitter_pid,) = cursor.fetchone()
+    waited: list[bool] = []
+    with _raw_connection() as other, _raw_connection() as watcher:
         # The other request's transaction inserted the same key but has not committed yet.
         other.execute("BEGIN")
         inserted = other.execute(
@@ -198,14 +206,25 @@ def test_idempotency_race_is_settled_by_the_unique_constraint(
         assert inserted is not None
         first_id = inserted[0]
 
-        def commit_soon() -> None:
-            time.sleep(0.3)
-            other.execute("COMMIT")
+        def blocked_on_the_row() -> bool:
+            row = watcher.execute(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", [submitter_pid]
+            ).fetchone()
+            return bool(row and row[0])
 
-        committer = threading.Thread(target=commit_soon)
+        def commit_once_the_insert_waits() -> None:
+            try:
+                # Only an INSERT waits on the other row's lock: the lookup before it found nothing.
+                wait_until(blocked_on_the_row, what="the second submission's INSERT to wait on the first")
+                waited.append(True)
+            finally:
+                other.execute("COMMIT")
+
+        committer = threading.Thread(target=commit_once_the_insert_waits)
         committer.start()
         job, created = job_submit(client=client, workflow="noop", parameters={}, idempotency_key="race")
         committer.join()
+    assert waited == [True]
     assert not created
     assert job.pk == first_id
     assert Job.objects.filter(idempotency_key="race").count() == 1

@@ -38,3 +38,31 @@ SELECT v.job_id, v.position, v.name, v.queue, v.parameters::jsonb, v.state, 0, '
 FROM unnest(%(job_ids)s::bigint[], %(positions)s::integer[], %(names)s::text[], %(queues)s::text[],
     %(parameters)s::text[], %(states)s::smallint[]) AS v(job_id, position, name, queue, parameters, state)
 RETURNING id, job_id, position, queue
+
+-- insert_jobs --
+-- Inserts new jobs and their creation log entries in one statement (parallel arrays, one element per job); returns each job's workflow_uuid and id, leaving out a job whose idempotency key the client already used.
+WITH j AS (
+    INSERT INTO jobs_job (client_id, workflow, priority, position, top_of_queue, parameters, queue_state,
+        failed, persist, run_at, semaphore_url, workflow_uuid, idempotency_key, definition, rerun_of_id,
+        message, created_at, updated_at, started_at, finished_at)
+    SELECT * FROM unnest(%(client_id)s::bigint[], %(workflow)s::text[], %(priority)s::smallint[],
+        %(position)s::integer[], %(top_of_queue)s::boolean[], %(parameters)s::text[]::jsonb[],
+        %(queue_state)s::smallint[], %(failed)s::boolean[], %(persist)s::boolean[],
+        %(run_at)s::timestamptz[], %(semaphore_url)s::text[], %(workflow_uuid)s::uuid[],
+        %(idempotency_key)s::text[], %(definition)s::text[]::jsonb[], %(rerun_of_id)s::bigint[],
+        %(message)s::text[], %(created_at)s::timestamptz[], %(updated_at)s::timestamptz[],
+        %(started_at)s::timestamptz[], %(finished_at)s::timestamptz[])
+    ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, workflow_uuid
+),
+logged AS (
+    INSERT INTO logs_logentry (job_id, task_id, severity, progname, message, visible, created_at, updated_at)
+    SELECT j.id, e.task_id, e.severity, e.progname, e.message, e.visible, e.created_at, e.updated_at
+    FROM j JOIN unnest(%(workflow_uuid)s::uuid[], %(entry_task_id)s::bigint[], %(entry_severity)s::smallint[],
+        %(entry_progname)s::text[], %(entry_message)s::text[], %(entry_visible)s::boolean[],
+        %(entry_created_at)s::timestamptz[], %(entry_updated_at)s::timestamptz[])
+        AS e(workflow_uuid, task_id, severity, progname, message, visible, created_at, updated_at)
+        ON e.workflow_uuid = j.workflow_uuid
+    ORDER BY j.id
+)
+SELECT workflow_uuid, id FROM j
