@@ -27,9 +27,12 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 venv: $(VENV)/.synced
 
+# honcho kills whatever is still running 5 s after Ctrl-C: a shorter shutdown grace lets a worker hand
+# its steps back before that (they run again within seconds of the next `make run`).
 run: venv
 	$(DEV) sh -c '$(PY) manage.py migrate --noinput && $(PY) manage.py collectstatic --noinput -v0 && \
 	  $(PY) manage.py ensure_demo_client && \
+	  TASKENGINE_SHUTDOWN_GRACE_SECONDS=$${TASKENGINE_SHUTDOWN_GRACE_SECONDS:-2} \
 	  WEB_HOST=$${WEB_HOST:-127.0.0.1} exec $(VENV)/bin/honcho -f Procfile start -p $${PORT:-8000} web worker beat'
 
 # Two xdist workers (one per core); each gets its own test database and Redis key prefix. worksteal: an
