@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import threading
 from typing import Any
 
 from celery import Celery, bootsteps, platforms, signals
@@ -126,4 +127,5 @@ def _stop_beat_between_ticks(sender: Any, **_: object) -> None:
     def stop(signum: int, frame: Any) -> None:
         sender.stop()
 
-    platforms.signals.update(SIGTERM=stop, SIGINT=stop)
+    if threading.current_thread() is threading.main_thread():  # not a beat embedded in a worker's thread
+        platforms.signals.update(SIGTERM=stop, SIGINT=stop)
