@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import threading
 from typing import Any
 
+from billiard.process import current_process
 from celery import Celery, bootsteps, platforms, signals
 from django.db import close_old_connections
 
@@ -41,7 +43,9 @@ def _freeze_heap(**_: object) -> None:
 
 @signals.worker_process_init.connect(weak=False, dispatch_uid="taskengine-shutdown-notice")
 def _listen_for_shutdown(**_: object) -> None:
-    shutdown.pool_process_started()
+    # The solo pool sends this signal in the worker's main process, whose SIGTERM stays Celery's.
+    if current_process().name != "MainProcess":
+        shutdown.pool_process_started()
 
 
 # How often a worker's event loop drops the time-limit timers of tasks that have ended.
@@ -102,15 +106,27 @@ app.steps["worker"].add(ShutdownNotice)
 
 @signals.worker_shutting_down.connect(weak=False, dispatch_uid="taskengine-shutdown-pass-on")
 def _pass_shutdown_on(**_: object) -> None:
-    worker = ShutdownNotice.worker
-    pool = getattr(worker, "pool", None)
-    info = pool.info if pool is not None else {}
-    children = [pid for pid in info.get("processes", ()) if pid != os.getpid()]
-    if children:
-        shutdown.tell_pool(children)
-    else:
-        # A pool that runs tasks in this process (solo, threads) takes the notice here.
+    # Run in a signal handler of the main process: it must not raise into whatever the worker was doing.
+    from celery.concurrency.prefork import TaskPool as PreforkPool  # loaded by now in a prefork worker
+
+    pool = getattr(ShutdownNotice.worker, "pool", None)
+    if pool is None:  # told to stop while starting: nothing runs yet
+        return
+    if not isinstance(pool, PreforkPool):
+        # A pool that runs tasks in this process (solo, threads) takes the notice here. Its consumer
+        # reads only once the running task returns: it stops now, as Celery's cold shutdown stops it,
+        # or it would take back the very messages this process hands back.
         shutdown.begin()
+        consumer = getattr(ShutdownNotice.worker, "consumer", None)
+        if consumer is not None and consumer.task_consumer is not None:
+            with contextlib.suppress(Exception):
+                consumer.task_consumer.cancel()
+        return
+    try:
+        processes = pool.info.get("processes", ())
+    except Exception:  # told to stop while starting: the pool has no process yet, nothing runs
+        return
+    shutdown.tell_pool(pid for pid in processes if pid != os.getpid())
 
 
 @signals.beat_init.connect(weak=False, dispatch_uid="taskengine-beat-stops-between-ticks")

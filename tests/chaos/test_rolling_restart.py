@@ -251,7 +251,8 @@ def test_rolling_restart_loses_nothing_and_costs_a_running_step_seconds(make_eng
     assert server_errors == [], server_errors[:5]
     assert p99 <= 5.0, sorted(delays)[-5:]
     assert {r.old.kind for r in restarts} == {"worker", "web", "beat"}
-    assert not any(r.killed for r in restarts), "a process outlived the platform's 30 s"
+    killed = [r for r in restarts if r.killed]
+    assert not killed, [f"{r.old.name} outlived the platform's 30 s:\n{r.old.log()[-4000:]}" for r in killed]
     assert noise == []
     assert figures.leaks == []
     # Each job recorded its end callback exactly once.

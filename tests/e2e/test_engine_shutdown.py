@@ -107,3 +107,19 @@ def test_a_restarted_worker_resumes_a_handed_back_step_within_seconds(
     # Without waiting for the stale-heartbeat timeout (5 s here, 60 s in production): the step was
     # never presumed dead.
     assert not LogEntry.objects.filter(job_id=job.pk, message__contains="re-published").exists()
+
+
+def test_a_solo_pool_worker_hands_back_too(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
+    # The step runs in the worker's own process: the notice is taken there.
+    client, _ = make_client()
+    solo = engine_processes.start_worker(concurrency=1, name="solo", pool="solo", extra_env=GRACE)
+    job, _ = job_submit(client=client, workflow="sleep", parameters={"seconds": 30})
+    task = step_of(job)
+    began = time.monotonic()
+    engine_processes.stop(solo, sig=signal.SIGTERM, timeout=15)
+    assert time.monotonic() - began < 4 + 5, engine_processes.log(solo)[-3000:]
+    task.refresh_from_db()
+    assert (task.state, task.attempts) == (TaskState.QUEUED, 0)
+    assert engine_processes.log(solo).count("interrupted by worker shutdown; queued again") == 1
