@@ -36,8 +36,10 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-# The main process's notice to its pool processes; billiard resets neither it nor the timer's signal.
-NOTICE_SIGNAL = signal.SIGUSR2
+# The main process's notice to its pool processes: a signal ignored by default (the kernel sends SIGURG
+# only to a socket's registered owner, which no process here is), so a pool process still starting,
+# before its handler is in place, is not killed by it. billiard resets neither it nor the timer's signal.
+NOTICE_SIGNAL = signal.SIGURG
 DEADLINE_SIGNAL = signal.SIGALRM
 # The stopping worker cancels its consumer at once, but a read it had begun (a Redis BRPOP, which kombu
 # issues with a 1 s timeout) still takes the next message published to its queues, and that message

@@ -8,6 +8,7 @@ A worker SIGKILLed before it could hand back is still recovered by the reconcile
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -123,3 +124,22 @@ def test_a_solo_pool_worker_hands_back_too(
     task.refresh_from_db()
     assert (task.state, task.attempts) == (TaskState.QUEUED, 0)
     assert engine_processes.log(solo).count("interrupted by worker shutdown; queued again") == 1
+
+
+def test_a_worker_whose_main_process_alone_gets_sigterm_tells_its_pool(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
+    # Docker and Kubernetes signal the container's first process only: the pool learns it from there.
+    client, _ = make_client()
+    worker = engine_processes.start_worker(concurrency=2, name="main-only", extra_env=GRACE)
+    job, _ = job_submit(client=client, workflow="sleep", parameters={"seconds": 30})
+    task = step_of(job)
+    began = time.monotonic()
+    os.kill(worker.popen.pid, signal.SIGTERM)
+    worker.popen.wait(15)
+    assert time.monotonic() - began < 4, "handed back at once, not at the deadline"
+    task.refresh_from_db()
+    assert (task.state, task.attempts) == (TaskState.QUEUED, 0)
+    log = engine_processes.log(worker)
+    assert log.count("interrupted by worker shutdown; queued again") == 1
+    assert "Traceback" not in log, log[-3000:]
