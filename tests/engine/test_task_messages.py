@@ -124,12 +124,11 @@ def run_waiting(broker: Broker) -> list[str]:
     client = redis_queues.redis_client()
     ran: list[str] = []
     for _ in range(50):
-        raw_messages = [
-            raw
-            for queue in redis_queues.QUEUES
-            for key in redis_queues.queue_keys(queue)
-            for raw in iter(lambda key=key: client.rpop(key), None)
-        ]
+        raw_messages: list[Any] = []
+        for queue in redis_queues.QUEUES:
+            for key in redis_queues.queue_keys(queue):
+                while (raw := client.rpop(key)) is not None:
+                    raw_messages.append(raw)
         if not raw_messages:
             return ran
         for raw in raw_messages:
