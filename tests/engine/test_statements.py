@@ -30,7 +30,7 @@ def test_every_statement_says_what_it_does_and_holds_no_placeholder():
         "start_task",
         "step_end",
         "job_move",
-        "insert_job",
+        "insert_jobs",
         "insert_tasks",
     }
     for statement in STATEMENTS.values():
