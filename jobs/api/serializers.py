@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
@@ -205,8 +206,10 @@ class BatchItemSerializer(JobSubmitSerializer):
         return value
 
 
+@extend_schema_field(OpenApiTypes.OBJECT)
 class AnyValue(serializers.Field):
-    """A value taken as it is: each batch item is checked on its own, after the envelope."""
+    """A value taken as it is: each batch item is checked on its own, after the envelope. In the schema,
+    an object (a POST /job body and its idempotency_key)."""
 
     def to_internal_value(self, data: Any) -> Any:
         return data
