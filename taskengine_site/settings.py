@@ -36,7 +36,8 @@ if not _secret:
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(
-        "SECRET_KEY is not set. `make run` and `make test` create one in .data/; in production set "
+        "SECRET_KEY is not set. `make run` and `make test` create one in .data/, and a manage.py command "
+        'run as `make manage ARGS="<command>"` uses it with the embedded services; in production set '
         "SECRET_KEY to a long random string."
     )
 SECRET_KEY = _secret

@@ -149,3 +149,25 @@ def test_the_web_process_has_no_shared_control_socket():
         check=False,
     )
     assert check.returncode == 0, check.stderr[-2000:]
+
+
+def test_make_manage_runs_a_command_as_the_readme_shows_it(transactional_db, tmp_path: Path):
+    from clients.models import Client
+    from tests.e2e.conftest import database_url
+
+    # As a newcomer types it, without SECRET_KEY: the wrapper supplies the one kept in the data folder.
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env.update(DATABASE_URL=database_url(), TASKENGINE_DATA_DIR=str(tmp_path))
+    result = subprocess.run(
+        ["make", "--no-print-directory", "manage", "ARGS=create_client acme"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith("te_"), result.stdout
+    assert Client.objects.filter(name="acme", is_operator=False).exists()
+    assert (tmp_path / "secret_key").exists()
