@@ -167,6 +167,21 @@ def test_tasks_list_the_steps_in_order_with_their_progress(
         assert (waiting["started_at"], waiting["finished_at"]) == (None, None)
 
 
+def test_progress_is_shown_with_at_most_one_decimal(api: Any, submit: Any) -> None:
+    from jobs.models import Task
+    from tests import factories
+
+    job = Job.objects.get(pk=submit(api, workflow="noop5").json()["id"])
+    stored = [31.370715999999277, 99.96, 0.04, 12.0, None]
+    for position, progress in enumerate(stored, start=1):
+        factories.task(job, position=position, progress=progress)
+
+    tasks = api.get(f"/jobs/{job.pk}?tasks=1").json()["tasks"]
+
+    assert [task["progress"] for task in tasks] == [31.4, 100.0, 0.0, 12.0, None]
+    assert Task.objects.get(job=job, position=1).progress == 31.370715999999277  # stored as reported
+
+
 def test_tasks_follow_the_access_rule(api: Any, operator_api: Any, job_row: Any, make_client: Any) -> None:
     stranger, _ = make_client()
     theirs = job_row(stranger)
