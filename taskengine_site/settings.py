@@ -143,6 +143,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".data" / "static"
 WHITENOISE_USE_FINDERS = True
+# Files served at the site's root: /favicon.ico (which browsers ask for by themselves) and /favicon.svg.
+WHITENOISE_ROOT = BASE_DIR / "public"
+# Dates and times in the admin as the API writes them, to the second (taskengine_site/formats).
+FORMAT_MODULE_PATH = ["taskengine_site.formats"]
 
 # Request bodies: the API refuses anything larger (413) before parsing it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TASKENGINE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
