@@ -163,6 +163,9 @@ def _prepare(client: Client, wanted: SubmitRequest, now: datetime) -> tuple[Job,
         idempotency_key=key or None,
     )
     entry = LogEntry(message=_creation_message(job, wanted.request_meta), progname="api")
+    # One instant for the submission: a job given no run_at is due exactly when it was created, not
+    # a few milliseconds before (the insert would otherwise read the clock again).
+    job.created_at = job.updated_at = entry.created_at = entry.updated_at = now
     return job, entry
 
 
@@ -283,16 +286,19 @@ def jobs_submit(*, client: Client, requests: Sequence[SubmitRequest | DomainErro
 
 def _column_values(model_objects: list[Any], prefix: str, now: datetime) -> dict[str, list[Any]]:
     """Each concrete column of ``model_objects`` (new rows of one model) as a list, the values a save
-    would write: ``auto_now`` times are ``now`` (set on the objects too, as a save does), JSON is text
-    (the statement casts it), the rest as set."""
+    would write: ``auto_now`` times are ``now`` unless already set (``_prepare`` sets the submission's
+    instant), and set on the objects too, as a save does; JSON is text (the statement casts it), the rest
+    as set."""
     columns: dict[str, list[Any]] = {}
     for field in model_objects[0]._meta.concrete_fields:
         if field.primary_key or (prefix and field.name == "job"):
             continue
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            values: list[Any] = [now] * len(model_objects)
+            values: list[Any] = []
             for model_object in model_objects:
-                setattr(model_object, field.attname, now)
+                stamp = getattr(model_object, field.attname) or now
+                setattr(model_object, field.attname, stamp)
+                values.append(stamp)
         elif field.get_internal_type() == "JSONField":
             values = [
                 None if (v := getattr(o, field.attname)) is None else json.dumps(v) for o in model_objects

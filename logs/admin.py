@@ -11,6 +11,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from logs.display import fold
 from logs.models import LogEntry
 
 
@@ -29,7 +30,9 @@ class LogEntryAdmin(admin.ModelAdmin[LogEntry]):
 
     @admin.display(description="message")
     def short_message(self, obj: LogEntry) -> str:
-        return obj.message if len(obj.message) <= 200 else obj.message[:199] + "…"
+        folded = fold(obj.message)  # a creation entry: its body, not the request's headers
+        text = folded.summary if folded else obj.message
+        return text if len(text) <= 200 else text[:199] + "…"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -416,9 +416,11 @@ class TaskItemSerializer(serializers.ModelSerializer):
 
     state = TaskStateField()
     progress = serializers.FloatField(
+        source="shown_progress",
         read_only=True,
         allow_null=True,
-        help_text="Percent done (0..100) as the step last reported it; 100 once completed.",
+        help_text="Percent done (0..100, at most one decimal) as the step last reported it; 100 once "
+        "completed.",
     )
     started_at = TimestampField(allow_null=True)
     finished_at = TimestampField(allow_null=True)
