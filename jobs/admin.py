@@ -24,6 +24,7 @@ from jobs.models import Job, Task, WorkflowDefinition
 from jobs.services import job_rerun, job_update, workflow_definition_save, workflow_definition_validate
 from logs.models import LogEntry
 from taskengine_site.errors import DomainError
+from taskengine_site.readonly import ReadOnlyAdminMixin
 
 # A job page shows the tail of the log; a chatty job has thousands of progress lines, which would make
 # the page slow and useless. The full log is one click away (the log entries admin, filtered by job).
@@ -253,7 +254,7 @@ class JobAdmin(admin.ModelAdmin[Job]):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin[Task]):
+class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[Task]):
     list_display = ("id", "job", "position", "name", "queue", "state", "attempts", "updated_at")
     list_filter = ("state", "queue", "name")
     search_fields = ("=id", "=job__id", "name")
@@ -267,15 +268,6 @@ class TaskAdmin(admin.ModelAdmin[Task]):
     @admin.display(description="progress")
     def shown_progress(self, obj: Task) -> str:
         return "-" if obj.shown_progress is None else f"{obj.shown_progress:g} %"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class WorkflowDefinitionForm(forms.ModelForm[WorkflowDefinition]):

@@ -14,6 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from jobs import selectors
 from jobs.models import Job, Task
 from jobs.services import MAX_BATCH
 from jobs.states import OPERATOR_TARGETS, JobState, TaskState
@@ -293,6 +294,11 @@ class UpdatedSerializer(serializers.Serializer):
 # --- Job renderings -----------------------------------------------------------------------------------------
 
 
+def _field(column: str) -> str:
+    """A serializer field from the selector's column (``client__name`` is rendered as ``client``)."""
+    return column.split("__", 1)[0]
+
+
 class JobSummarySerializer(serializers.ModelSerializer):
     """A job in the dashboard lists."""
 
@@ -304,18 +310,8 @@ class JobSummarySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = [
-            "id",
-            "client",
-            "workflow",
-            "priority",
-            "position",
-            "created_at",
-            "updated_at",
-            "queue_state",
-            "failed",
-            "run_at",
-        ]
+        # The columns jobs.selectors reads for a summary, in the reference's order.
+        fields = [_field(column) for column in selectors.SUMMARY_COLUMNS]
         read_only_fields = fields
 
 
@@ -325,19 +321,7 @@ class JobListItemSerializer(JobSummarySerializer):
     parameters = ParametersField(read_only=True)
 
     class Meta(JobSummarySerializer.Meta):
-        fields = [
-            "id",
-            "client",
-            "workflow",
-            "priority",
-            "position",
-            "created_at",
-            "updated_at",
-            "queue_state",
-            "parameters",
-            "failed",
-            "run_at",
-        ]
+        fields = [_field(column) for column in selectors.LIST_COLUMNS]
         read_only_fields = fields
 
 
