@@ -15,25 +15,39 @@ export UV_COMPILE_BYTECODE := 1
 # Procfile commands (gunicorn, celery) come from the project virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test check audit lint typecheck fmt venv clean-data bench-venv bench bench-quick chaos mutation
+.PHONY: run manage test check audit lint typecheck fmt venv venv-run clean-data bench-venv bench bench-quick chaos mutation
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
+# Two stamps: running needs the project's dependencies only; testing and checking add the `dev` group
+# (pytest, mypy, bandit, moto, selenium, …), so a newcomer's first `make run` installs and compiles only
+# what runs. --inexact keeps the dev tools of an environment `make test` already completed.
+$(VENV)/.synced-run: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --no-dev --inexact --python $(PYTHON)
+	touch $@
+
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
-	touch $@
+	touch $@ $(VENV)/.synced-run
+
+venv-run: $(VENV)/.synced-run
 
 venv: $(VENV)/.synced
 
 # honcho kills whatever is still running 5 s after Ctrl-C: a shorter shutdown grace lets a worker hand
 # its steps back before that (they run again within seconds of the next `make run`).
-run: venv
+run: venv-run
 	$(DEV) sh -c '$(PY) manage.py migrate --noinput && $(PY) manage.py collectstatic --noinput -v0 && \
 	  $(PY) manage.py ensure_demo_client && \
 	  TASKENGINE_SHUTDOWN_GRACE_SECONDS=$${TASKENGINE_SHUTDOWN_GRACE_SECONDS:-2} \
 	  WEB_HOST=$${WEB_HOST:-127.0.0.1} exec $(VENV)/bin/honcho -f Procfile start -p $${PORT:-8000} web worker beat'
+
+# Any manage.py command with the embedded services (started, or reused while `make run` is running):
+#   make manage ARGS="create_client acme"
+manage: venv-run
+	@$(DEV) $(PY) manage.py $(ARGS)
 
 # Two xdist workers (one per core); each gets its own test database and Redis key prefix. worksteal: an
 # idle worker takes tests queued for the other, so the slow end-to-end and chaos tests do not pile up on one.

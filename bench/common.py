@@ -182,6 +182,7 @@ class Processes:
             [
                 sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
                 "--workers", str(workers), "--threads", str(threads), "--log-level", "warning",
+                "--no-control-socket",  # its default path is one per user, shared by every instance
             ],
             env,
         )  # fmt: skip

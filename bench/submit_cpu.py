@@ -77,10 +77,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wrap(Request, "_parse", "body parse")
     wrap(serializers.JobSubmitSerializer, "is_valid", "JobSubmitSerializer (each job)")
     wrap(views, "job_submit", "job_submit")
-    wrap(services, "_insert_with_log_entry", "  insert job + log entry")
     wrap(views, "jobs_submit", "jobs_submit (batch)")
     wrap(services, "_prepare", "  checks (each job)")
-    wrap(services, "_insert_many", "  insert jobs + log entries")
+    wrap(services, "_insert_many", "  insert job(s) + log entries")
     wrap(bus, "_send", "  dispatch publish (Celery)")
 
     app = get_wsgi_application()

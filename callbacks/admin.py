@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
 from callbacks.models import CallbackDelivery
+from taskengine_site.readonly import ReadOnlyAdminMixin
 
 
 @admin.register(CallbackDelivery)
-class CallbackDeliveryAdmin(admin.ModelAdmin[CallbackDelivery]):
+class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[CallbackDelivery]):
     list_display = ("id", "job", "kind", "event", "state", "attempts", "last_status", "created_at", "sent_at")
     list_filter = ("state", "kind", "event")
     search_fields = ("=job__id", "webhook_id")
     readonly_fields = [field.name for field in CallbackDelivery._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: CallbackDelivery | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: CallbackDelivery | None = None) -> bool:
-        return False

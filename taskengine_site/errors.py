@@ -1,12 +1,14 @@
 """The one place where domain errors become HTTP answers (DESIGN.md §8).
 
-Every error body is ``{"error": "<message>"}``; errors about one job also carry ``"id"``.
+Every error body is ``{"error": "<message>"}``; errors about one job also carry ``"id"``. Every 404
+names what was not found: ``{"error": "Job 999 not found."}``, ``{"error": "Path /no/such not found."}``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -34,6 +36,25 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     status_code = status.HTTP_404_NOT_FOUND
+
+
+def not_found_message(kind: str, ref: object) -> str:
+    """The text of every 404: what kind of thing was looked for, and by which id or name."""
+    return f"{kind} {ref} not found."
+
+
+# A job's routes take a numeric id; any other id is a job that cannot exist, and is named as one.
+_JOB_ROUTE = re.compile(r"^/(?:jobs|logs)/(?P<ref>[^/]+)(?:/(?:rerun|keys))?$")
+_SHOWN_PATH = 200
+
+
+def path_not_found(path: str) -> dict[str, str]:
+    """The 404 body of a request no route answers (``/jobs/abc``: ``Job abc not found.``)."""
+    match = _JOB_ROUTE.match(path)
+    if match and not match.group("ref").isdigit():
+        return {"error": not_found_message("Job", match.group("ref")[:_SHOWN_PATH])}
+    shown = path if len(path) <= _SHOWN_PATH else path[:_SHOWN_PATH] + "…"
+    return {"error": not_found_message("Path", shown)}
 
 
 class Conflict(DomainError):
@@ -70,7 +91,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         return Response({"error": "Unauthorised request."}, status=status.HTTP_401_UNAUTHORIZED)
     if isinstance(exc, Http404 | exceptions.NotFound):
-        return Response({"error": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+        request = context.get("request")
+        return Response(path_not_found(request.path if request else ""), status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, PermissionDenied | exceptions.PermissionDenied):
         return Response(
             {"error": "Forbidden: this needs an operator client."}, status=status.HTTP_403_FORBIDDEN

@@ -36,7 +36,8 @@ if not _secret:
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(
-        "SECRET_KEY is not set. `make run` and `make test` create one in .data/; in production set "
+        "SECRET_KEY is not set. `make run` and `make test` create one in .data/, and a manage.py command "
+        'run as `make manage ARGS="<command>"` uses it with the embedded services; in production set '
         "SECRET_KEY to a long random string."
     )
 SECRET_KEY = _secret
@@ -144,6 +145,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".data" / "static"
 WHITENOISE_USE_FINDERS = True
+# Files served at the site's root: /favicon.ico (which browsers ask for by themselves) and /favicon.svg.
+WHITENOISE_ROOT = BASE_DIR / "public"
+# Dates and times in the admin as the API writes them, to the second (taskengine_site/formats).
+FORMAT_MODULE_PATH = ["taskengine_site.formats"]
 
 # Request bodies: the API refuses anything larger (413) before parsing it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TASKENGINE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
@@ -269,6 +274,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # so a beat killed and started again does not send what it had already sent.
 CELERY_BEAT_SYNC_EVERY = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery events for a monitor such as Flower: the workers' own task events, and each step attempt as a
+# task of its own (jobs.engine.bus: started, succeeded, failed, with job id, step and duration). Off, a
+# step costs nothing for them; on, four small Redis publishes a step.
+TASKENGINE_CELERY_EVENTS = env_bool("TASKENGINE_CELERY_EVENTS", False)
+CELERY_WORKER_SEND_TASK_EVENTS = TASKENGINE_CELERY_EVENTS
 # Publishers name the queue of every message (jobs.engine.bus); these routes are the fallback for a
 # task sent with .delay() by hand.
 CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {

@@ -13,6 +13,11 @@ from scheduling.api.views import SchedulerView, SchedulesView
 from settings_app.api.views import SettingsView
 from taskengine_site.views import AliveView
 
+# The admin's names (its pages, the login, the browser's title bar); its icon is in templates/admin.
+admin.site.site_header = "Task Engine"
+admin.site.site_title = "Task Engine admin"
+admin.site.index_title = "Operations"
+
 urlpatterns = [
     path("", AliveView.as_view(), name="alive"),
     path("health", HealthView.as_view(), name="health"),

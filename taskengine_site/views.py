@@ -11,6 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from taskengine_site.errors import path_not_found
+
 
 class AliveView(APIView):
     """GET / — reachable check; needs no key."""
@@ -29,7 +31,7 @@ class AliveView(APIView):
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return JsonResponse({"error": "Not found."}, status=404)
+    return JsonResponse(path_not_found(request.path), status=404)
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -10,9 +10,11 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from jobs import selectors
 from jobs.models import Job, Task
 from jobs.services import MAX_BATCH
 from jobs.states import OPERATOR_TARGETS, JobState, TaskState
@@ -205,8 +207,10 @@ class BatchItemSerializer(JobSubmitSerializer):
         return value
 
 
+@extend_schema_field(OpenApiTypes.OBJECT)
 class AnyValue(serializers.Field):
-    """A value taken as it is: each batch item is checked on its own, after the envelope."""
+    """A value taken as it is: each batch item is checked on its own, after the envelope. In the schema,
+    an object (a POST /job body and its idempotency_key)."""
 
     def to_internal_value(self, data: Any) -> Any:
         return data
@@ -290,6 +294,11 @@ class UpdatedSerializer(serializers.Serializer):
 # --- Job renderings -----------------------------------------------------------------------------------------
 
 
+def _field(column: str) -> str:
+    """A serializer field from the selector's column (``client__name`` is rendered as ``client``)."""
+    return column.split("__", 1)[0]
+
+
 class JobSummarySerializer(serializers.ModelSerializer):
     """A job in the dashboard lists."""
 
@@ -301,18 +310,8 @@ class JobSummarySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = [
-            "id",
-            "client",
-            "workflow",
-            "priority",
-            "position",
-            "created_at",
-            "updated_at",
-            "queue_state",
-            "failed",
-            "run_at",
-        ]
+        # The columns jobs.selectors reads for a summary, in the reference's order.
+        fields = [_field(column) for column in selectors.SUMMARY_COLUMNS]
         read_only_fields = fields
 
 
@@ -322,19 +321,7 @@ class JobListItemSerializer(JobSummarySerializer):
     parameters = ParametersField(read_only=True)
 
     class Meta(JobSummarySerializer.Meta):
-        fields = [
-            "id",
-            "client",
-            "workflow",
-            "priority",
-            "position",
-            "created_at",
-            "updated_at",
-            "queue_state",
-            "parameters",
-            "failed",
-            "run_at",
-        ]
+        fields = [_field(column) for column in selectors.LIST_COLUMNS]
         read_only_fields = fields
 
 
@@ -413,9 +400,11 @@ class TaskItemSerializer(serializers.ModelSerializer):
 
     state = TaskStateField()
     progress = serializers.FloatField(
+        source="shown_progress",
         read_only=True,
         allow_null=True,
-        help_text="Percent done (0..100) as the step last reported it; 100 once completed.",
+        help_text="Percent done (0..100, at most one decimal) as the step last reported it; 100 once "
+        "completed.",
     )
     started_at = TimestampField(allow_null=True)
     finished_at = TimestampField(allow_null=True)

@@ -7,7 +7,13 @@ imports the engine). Every message carries primary keys only; its consumer re-re
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
+from typing import Any
 
+from celery import current_task
+from celery.utils.saferepr import saferepr
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -147,3 +153,81 @@ def take_dispatch_again() -> bool:
     except Exception:
         logger.warning("dispatch note unreadable", exc_info=True)
         return False
+
+
+# --- The steps as Celery events, for Flower (TASKENGINE_CELERY_EVENTS) --------------------------------
+# A worker runs a job's steps inside ``run_task`` messages, several to a message when it chains them, and
+# a failed step is recorded, not raised: Celery's own task events show one successful ``run_task``. Each
+# step attempt is therefore published as a task of its own, ``step:<name>``, through Celery's event
+# dispatcher (received and started when it starts, then succeeded, failed or revoked), with the job id,
+# the task id, the attempt and the duration; its parent is the ``run_task`` message that ran it. Flower
+# (and any monitor built on ``celery.events.State``) lists them as tasks. Nothing here reads Postgres.
+
+_step_dispatcher: tuple[int, Any] | None = None  # (pid, EventDispatcher): one per process, after a fork
+
+
+def _send_step_events(*events: tuple[str, dict[str, Any]]) -> None:
+    global _step_dispatcher
+    try:
+        if _step_dispatcher is None or _step_dispatcher[0] != os.getpid():
+            request = getattr(current_task, "request", None)
+            hostname = getattr(request, "hostname", None) or f"celery@{socket.gethostname()}"
+            dispatcher = app.events.Dispatcher(
+                app.connection_for_write(), hostname=hostname, enabled=True, buffer_while_offline=False
+            )
+            _step_dispatcher = (os.getpid(), dispatcher)
+        for kind, fields in events:
+            _step_dispatcher[1].send(kind, **fields)
+    except Exception:
+        # A monitor's view must never cost a step: the event is dropped, the next one reconnects.
+        _step_dispatcher = None
+        logger.warning("step event not sent", exc_info=True)
+
+
+def step_started(*, task_id: int, attempt: int, job_id: int, step: str, queue: str) -> str:
+    """Publish that an attempt of a step started (``task-received`` and ``task-started``); return the
+    attempt's event id, which ``step_ended`` takes (a fresh one: task ids start again with a new
+    database, a monitor's memory does not)."""
+    request = getattr(current_task, "request", None)
+    parent = getattr(request, "id", None)
+    event_id = str(uuid.uuid4())
+    fields = {"uuid": event_id, "job_id": job_id, "task_id": task_id, "step": step}
+    received = {
+        **fields,
+        "name": f"step:{step}",
+        "args": "()",
+        "kwargs": saferepr({"job_id": job_id, "task_id": task_id, "attempt": attempt}),
+        "retries": attempt - 1,
+        "root_id": getattr(request, "root_id", None) or parent,
+        "parent_id": parent,
+        "routing_key": queue,
+        "attempt": attempt,
+    }
+    _send_step_events(("task-received", received), ("task-started", fields))
+    return event_id
+
+
+def step_ended(
+    event_id: str,
+    *,
+    task_id: int,
+    job_id: int,
+    step: str,
+    outcome: str,
+    duration: float,
+    result: Any,
+    error: str,
+) -> None:
+    """Publish how an attempt of a step ended: ``completed`` as ``task-succeeded``, ``cancelled`` (its job
+    was broken) as ``task-revoked``, ``permanent`` and ``transient`` failures as ``task-failed`` (a
+    transient one may be retried: the next attempt is another event task)."""
+    fields = {"uuid": event_id, "job_id": job_id, "task_id": task_id, "step": step, "duration": duration}
+    fields["runtime"] = duration
+    if outcome == "completed":
+        event = ("task-succeeded", {**fields, "result": saferepr(result, 1024)})
+    elif outcome == "cancelled":
+        event = ("task-revoked", {**fields, "terminated": True, "signum": None, "expired": False})
+    else:
+        failure = {"exception": error, "traceback": "", "permanent": outcome == "permanent"}
+        event = ("task-failed", {**fields, **failure})
+    _send_step_events(event)

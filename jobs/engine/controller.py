@@ -171,11 +171,11 @@ def _progress(job: Job, *, resume: bool) -> Progress:
     tasks = list(job.tasks.order_by("position"))
     failed = next((task for task in tasks if task.state == TaskState.FAILED), None)
     if failed is not None:
-        _end_job(job, failed=True, message=f"'{failed.name}' failed: {failed.error}")
+        _end_job(job, failed=True, message=f"'{failed.name}' failed: {failed.error}", task_id=failed.pk)
         return Progress(ended=True)
     current = next((task for task in tasks if task.state != TaskState.COMPLETED), None)
     if current is None:
-        _end_job(job, failed=False, message=JOB_COMPLETED)
+        _end_job(job, failed=False, message=JOB_COMPLETED, task_id=tasks[-1].pk if tasks else 0)
         return Progress(ended=True)
     if current.state == TaskState.PENDING:
         if Task.objects.filter(pk=current.pk, state=TaskState.PENDING).update(
@@ -189,13 +189,14 @@ def _progress(job: Job, *, resume: bool) -> Progress:
         bus.publish_run(current.pk, current.queue, countdown=max(0.0, (due - timezone.now()).total_seconds()))
     elif current.state == TaskState.CANCELLED:
         # Only a broken job cancels tasks; a started job with one cannot go on.
-        _end_job(job, failed=True, message=f"'{current.name}' was cancelled")
+        _end_job(job, failed=True, message=f"'{current.name}' was cancelled", task_id=current.pk)
         return Progress(ended=True)
     # RUNNING: its worker moves the job on when the step ends.
     return Progress()
 
 
-def _end_job(job: Job, *, failed: bool, message: str) -> None:
+def _end_job(job: Job, *, failed: bool, message: str, task_id: int = 0) -> None:
+    """End a started job; its log line is under ``task_id``, the task that ended it (0: none had run)."""
     now = timezone.now()
     if not job_transition(
         job.pk, source=[JobState.STARTED], target=JobState.COMPLETED, failed=failed, message=message
@@ -205,7 +206,9 @@ def _end_job(job: Job, *, failed: bool, message: str) -> None:
         state=TaskState.CANCELLED, updated_at=now
     )
     if failed:
-        job_log(job.pk, f"job has failed: {message}", progname=PROGNAME, severity=Severity.ERROR)
+        job_log(
+            job.pk, f"job has failed: {message}", progname=PROGNAME, severity=Severity.ERROR, task_id=task_id
+        )
     else:
-        job_log(job.pk, message, progname=PROGNAME)
+        job_log(job.pk, message, progname=PROGNAME, task_id=task_id)
     notify.job_finished(job.pk, parameters=job.parameters)

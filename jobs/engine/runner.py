@@ -372,6 +372,12 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
         attempt=attempt,
     )
     _beater.watch(heartbeat)
+    events = settings.TASKENGINE_CELERY_EVENTS  # a monitor's view of the steps (bus), off by default
+    event_id = (
+        bus.step_started(task_id=task.pk, attempt=attempt, job_id=job_id, step=task.name, queue=task.queue)
+        if events
+        else ""
+    )
     began = time.monotonic()
     outcome: str
     error = ""
@@ -395,6 +401,17 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
         outcome, error = "transient", str(exc) or type(exc).__name__
     finally:
         _beater.unwatch(heartbeat)
+    if events:
+        bus.step_ended(
+            event_id,
+            task_id=task.pk,
+            job_id=job_id,
+            step=task.name,
+            outcome=outcome,
+            duration=time.monotonic() - began,
+            result=result,
+            error=error,
+        )
     if not connection.in_atomic_block and (outcome != "completed" or time.monotonic() - began >= 1.0):
         # A long step may have outlived the server's idle timeout, a failed one may have broken the
         # connection: re-check it first (a ``SELECT 1``, which a short step that completed is spared).

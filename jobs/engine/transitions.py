@@ -68,11 +68,14 @@ def job_transition(
     return bool(job_transition_many([job_id], source=source, target=target, failed=failed, message=message))
 
 
+# step_end's ``ended`` part moves a job from started to completed: the table must allow that move.
+if not can_transition(JobState.STARTED, JobState.COMPLETED):
+    raise RuntimeError("started -> completed is not a transition")
+
+
 def step_end(params: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """Run ``step_end`` (see ``transitions.sql``) with ``params``; its one row, or None when the
     attempt no longer owned its task."""
-    if not can_transition(JobState.STARTED, JobState.COMPLETED):  # what its ``ended`` part does
-        raise RuntimeError("started -> completed is not a transition")
     with prepared.cursor() as cursor:
         cursor.execute(sql("step_end"), params)
         row = cursor.fetchone()

@@ -58,7 +58,39 @@ def test_non_numeric_id_is_a_json_404(api: Any) -> None:
     response = api.get("/jobs/abc")
 
     assert response.status_code == 404
-    assert response.json() == {"error": "Not found."}
+    assert response.json() == {"error": "Job abc not found."}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "message"),
+    [
+        ("get", "/jobs/999999", "Job 999999 not found."),
+        ("get", "/jobs/abc", "Job abc not found."),
+        ("put", "/jobs/abc", "Job abc not found."),
+        ("post", "/jobs/abc/rerun", "Job abc not found."),
+        ("post", "/jobs/999999/rerun", "Job 999999 not found."),
+        ("get", "/jobs/abc/keys", "Job abc not found."),
+        ("get", "/logs/abc", "Job abc not found."),
+        ("get", "/logs/999999", "Job 999999 not found."),
+        ("get", "/jobs/1/", "Path /jobs/1/ not found."),  # no trailing slashes: not "job 1"
+        ("get", "/no/such/path", "Path /no/such/path not found."),
+    ],
+)
+def test_every_404_has_one_shape_naming_what_was_not_found(
+    api: Any, method: str, path: str, message: str
+) -> None:
+    response = getattr(api, method)(path)
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"error": message}
+
+
+def test_a_404_shows_at_most_200_characters_of_the_path(api: Any) -> None:
+    response = api.get("/" + "x" * 500)
+
+    assert response.status_code == 404
+    assert response.json() == {"error": f"Path /{'x' * 199}… not found."}
 
 
 TASK_FIELDS = [
@@ -133,6 +165,21 @@ def test_tasks_list_the_steps_in_order_with_their_progress(
         assert waiting["state"] in ("pending", "queued")
         assert (waiting["attempts"], waiting["progress"]) == (0, None)
         assert (waiting["started_at"], waiting["finished_at"]) == (None, None)
+
+
+def test_progress_is_shown_with_at_most_one_decimal(api: Any, submit: Any) -> None:
+    from jobs.models import Task
+    from tests import factories
+
+    job = Job.objects.get(pk=submit(api, workflow="noop5").json()["id"])
+    stored = [31.370715999999277, 99.96, 0.04, 12.0, None]
+    for position, progress in enumerate(stored, start=1):
+        factories.task(job, position=position, progress=progress)
+
+    tasks = api.get(f"/jobs/{job.pk}?tasks=1").json()["tasks"]
+
+    assert [task["progress"] for task in tasks] == [31.4, 100.0, 0.0, 12.0, None]
+    assert Task.objects.get(job=job, position=1).progress == 31.370715999999277  # stored as reported
 
 
 def test_tasks_follow_the_access_rule(api: Any, operator_api: Any, job_row: Any, make_client: Any) -> None:

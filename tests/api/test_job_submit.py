@@ -44,6 +44,25 @@ def test_submission_writes_the_creation_log_entry_with_masked_key(api: Any, subm
     assert set(message["headers"]["HTTP_API_KEY"][:-4]) == {"*"}
 
 
+def test_a_job_without_run_at_is_due_when_it_was_created(api: Any, submit: Any) -> None:
+    job_id = submit(api).json()["id"]
+
+    job = Job.objects.get(pk=job_id)
+    assert job.run_at == job.created_at == job.updated_at
+    shown = api.get(f"/jobs/{job_id}").json()
+    assert shown["run_at"] == shown["created_at"]
+    # The creation log entry has the same instant: the submission's.
+    assert LogEntry.objects.get(job_id=job_id).created_at == job.created_at
+
+    # So do the jobs of a batch.
+    answers = api.post(
+        "/jobs", {"jobs": [{"job": {"workflow": "noop"}, "parameters": {}}] * 2}, format="json"
+    )
+    for answer in answers.json()["jobs"]:
+        job = Job.objects.get(pk=answer["id"])
+        assert job.run_at == job.created_at
+
+
 def test_run_at_in_the_future_schedules_the_job_and_accepts_z_and_offsets(api: Any, submit: Any) -> None:
     plain = submit(api, run_at="2040-06-06T10:00:00.000").json()["id"]
     zulu = submit(api, run_at="2040-06-06T10:00:00.000Z").json()["id"]

@@ -489,6 +489,8 @@ class Engine:
                 str(threads),
                 "--timeout",
                 "60",
+                # Its default path is one per user: stopping this one would remove another's.
+                "--no-control-socket",
             ],
         )
 

@@ -74,11 +74,38 @@ def test_logs_prints_tails_and_shows_hidden_entries_on_request(
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert len(lines) == 3  # the creation entry and the two visible lines
-    assert '"payload": "job_created"' in lines[0]
     assert lines[1].endswith("INFO  [test] first line")
     assert lines[2].endswith("INFO  [test task 77] last line")
     assert "secret detail" in cli("logs", str(job_id), "--all").stdout
     assert cli("logs", str(job_id), "-n", "1").stdout.splitlines() == [lines[2]]
+
+
+def test_the_creation_entry_shows_its_body_with_the_request_headers_folded(cli: Cli, tmp_path: Path) -> None:
+    setting_set(name="max_jobs", value=0)
+    job_id = int(cli("submit", str(job_file(tmp_path, "noop", content_id="ep-7"))).stdout)
+
+    first = cli("logs", str(job_id)).stdout.splitlines()[0]
+    assert "[api] job created by POST /job from 127.0.0.1: " in first
+    assert '"parameters": {"content_id": "ep-7"}' in first
+    assert first.endswith("request headers folded; --raw shows them]")
+    assert "HTTP_" not in first and "*" not in first
+
+    raw = cli("logs", str(job_id), "--raw").stdout.splitlines()[0]
+    stored = json.loads(raw.split("[api] ", 1)[1])  # the message as the API stores it, whole
+    assert stored["payload"] == "job_created"
+    assert stored["headers"]["HTTP_API_KEY"].endswith(cli.key[-4:]) and cli.key not in raw
+
+
+def test_logs_follow_prints_only_the_last_n_entries_so_far(cli: Cli, tmp_path: Path) -> None:
+    setting_set(name="max_jobs", value=0)
+    job_id = int(cli("submit", str(job_file(tmp_path, "noop"))).stdout)
+    for number in range(1, 6):
+        job_log(job_id, f"line {number}", progname="test")
+    job_update(job=Job.objects.get(pk=job_id), changes={"queue_state": "broken"})  # ends the follow
+
+    followed = cli("logs", str(job_id), "--follow", "-n", "3", "--interval", "0.2")
+    assert followed.returncode == 0, followed.stderr
+    assert [line.split("] ", 1)[1] for line in followed.stdout.splitlines()] == ["line 3", "line 4", "line 5"]
 
 
 def test_errors_are_one_line_with_distinct_exit_codes(cli: Cli, tmp_path: Path, make_client: Any) -> None:

@@ -38,6 +38,24 @@ def test_a_terminal_gets_the_bar_redrawn_in_place() -> None:
     assert drawn.endswith("job 7 started: [###############...............] 2/4 steps (running 'encode')")
 
 
+def test_the_running_step_shows_its_progress_with_at_most_one_decimal() -> None:
+    err = io.StringIO()
+    watcher = follower(err)
+    steps: list[dict[str, Any]] = [
+        {"name": "fetch", "state": "completed", "progress": 100.0},
+        {"name": "encode", "state": "running", "progress": 31.370715999999277},
+        {"name": "publish", "state": "pending", "progress": None},
+    ]
+    watcher.show_progress({"queue_state": "started", "tasks": steps})
+    steps[1]["progress"] = 100.0
+    watcher.show_progress({"queue_state": "started", "tasks": steps})
+    bar = f"[{'#' * 10}{'.' * 20}] 1/3 steps"
+    assert err.getvalue().splitlines() == [
+        f"job 7 started: {bar} (running 'encode', 31.4 %)",
+        f"job 7 started: {bar} (running 'encode', 100 %)",
+    ]
+
+
 def test_a_log_gets_one_line_per_change() -> None:
     err = io.StringIO()
     watcher = follower(err)

@@ -49,7 +49,7 @@ def test_noop5_completes_with_the_log_sequence(
             ("worker", task.pk, "Task 'noop' started"),
             ("worker", task.pk, "'noop' completed successfully"),
         ]
-    expected.append(("controller", 0, "job has completed successfully"))
+    expected.append(("controller", tasks[-1].pk, "job has completed successfully"))
     assert entries[1:] == expected
     # Tasks ran one after the other, each after the previous one ended.
     for before, after in itertools.pairwise(tasks):

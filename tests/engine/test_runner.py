@@ -67,7 +67,7 @@ def test_noop5_completes_with_the_log_of_the_original(submit: Callable[..., Job]
     lines = json_log(job.pk)
     for task in tasks:
         expected += [("worker", task.pk)] * 3
-    expected.append(("controller", 0))
+    expected.append(("controller", tasks[-1].pk))  # the job's end, under its last step
     assert [(p, t) for p, t, _, _ in lines] == expected
     messages = [m for _, _, m, _ in lines[1:]]
     assert messages == [COMMON, "Task 'noop' started", "'noop' completed successfully"] * 5 + [
@@ -171,6 +171,8 @@ def test_transient_failure_is_retried_retry_limit_times(
         ("worker", "'fail' failed: disk on fire"),
         ("controller", "job has failed: 'fail' failed: disk on fire"),
     ]
+    # The job's end is logged under the task that ended it.
+    assert lines[-1][:2] == ("controller", task.pk)
 
 
 def test_permanent_failure_fails_at_once(

@@ -184,3 +184,13 @@ def test_the_end_statement_writes_the_move_the_table_allows() -> None:
     ended = sql("step_end").split("ended AS (", 1)[1].split("),\nlogged AS", 1)[0]
     assert f"queue_state = {int(C)}" in ended
     assert f"j.queue_state = {int(S)}" in ended
+
+
+def test_an_end_without_an_outcome_is_a_success_with_no_message(job_at: Callable[[JobState], Job]) -> None:
+    one, many = job_at(S), job_at(S)
+    for job in (one, many):
+        Job.objects.filter(pk=job.pk).update(message="earlier", failed=True)
+    assert job_transition(one.pk, source=[S], target=C) is True
+    assert job_transition_many([many.pk], source=[S], target=C) == [many.pk]
+    for job in (one, many):
+        assert Job.objects.values_list("queue_state", "failed", "message").get(pk=job.pk) == (C, False, "")

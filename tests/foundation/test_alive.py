@@ -14,4 +14,4 @@ def test_root_answers_alive_without_a_key(client):
 def test_admin_is_mounted(client):
     response = client.get("/admin/login/")
     assert response.status_code == 200
-    assert b"Django administration" in response.content
+    assert b'<div id="site-name"><a href="/admin/">Task Engine</a></div>' in response.content

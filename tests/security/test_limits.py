@@ -137,7 +137,7 @@ def test_unknown_path_answers_a_json_404(api: Any) -> None:
     response = api.get("/no/such/path")
 
     assert response.status_code == 404
-    assert response.json() == {"error": "Not found."}
+    assert response.json() == {"error": "Path /no/such/path not found."}
 
 
 @pytest.mark.parametrize(

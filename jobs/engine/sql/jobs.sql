@@ -1,22 +1,25 @@
 -- Statements that create jobs and give them their tasks (jobs/services.py, jobs/engine/controller.py).
 
 -- insert_job --
--- Inserts a new job and its creation log entry in one statement; returns both ids.
+-- Inserts one new job and its creation log entry in one statement; returns the job's id, or no row when its idempotency key was taken meanwhile.
 WITH j AS (
     INSERT INTO jobs_job (client_id, workflow, priority, position, top_of_queue, parameters, queue_state,
         failed, persist, run_at, semaphore_url, workflow_uuid, idempotency_key, definition, rerun_of_id,
         message, created_at, updated_at, started_at, finished_at)
-    VALUES (%(client_id)s, %(workflow)s, %(priority)s, %(position)s, %(top_of_queue)s, %(parameters)s,
+    VALUES (%(client_id)s, %(workflow)s, %(priority)s, %(position)s, %(top_of_queue)s, %(parameters)s::jsonb,
         %(queue_state)s, %(failed)s, %(persist)s, %(run_at)s, %(semaphore_url)s, %(workflow_uuid)s,
-        %(idempotency_key)s, %(definition)s, %(rerun_of_id)s, %(message)s, %(created_at)s,
+        %(idempotency_key)s, %(definition)s::jsonb, %(rerun_of_id)s, %(message)s, %(created_at)s,
         %(updated_at)s, %(started_at)s, %(finished_at)s)
-    RETURNING id
+    ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, workflow_uuid
+),
+logged AS (
+    INSERT INTO logs_logentry (job_id, task_id, severity, progname, message, visible, created_at, updated_at)
+    SELECT j.id, %(entry_task_id)s, %(entry_severity)s, %(entry_progname)s, %(entry_message)s,
+        %(entry_visible)s, %(entry_created_at)s, %(entry_updated_at)s
+    FROM j
 )
-INSERT INTO logs_logentry (job_id, task_id, severity, progname, message, visible, created_at, updated_at)
-SELECT j.id, %(entry_task_id)s, %(entry_severity)s, %(entry_progname)s, %(entry_message)s,
-    %(entry_visible)s, %(entry_created_at)s, %(entry_updated_at)s
-FROM j
-RETURNING job_id, id
+SELECT workflow_uuid, id FROM j
 
 -- lock_starting_jobs --
 -- Locks jobs the dispatcher just started and tells which start for the first time (no definition, no tasks yet).

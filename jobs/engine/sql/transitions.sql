@@ -34,7 +34,8 @@ RETURNING id
 -- earlier step is completed (``movable``): the next step (position + 1, pending) is claimed for this
 -- worker when it runs on ``hold`` (a chain), else marked queued for the broker; with no step after this
 -- one the job ends completed. Log entries are one INSERT in their order: the completion, the next
--- step's start (with the common-definitions notice, as start_task writes it), the job's end. In any
+-- step's start (with the common-definitions notice, as start_task writes it), the job's end (under this,
+-- its last step's id, as the reference shows it). In any
 -- other case (an earlier step not completed, the next one not pending) nothing moves here and the
 -- controller decides. A step whose attempt no longer owns the task (presumed dead and re-run) records
 -- nothing: the statement returns no row.
@@ -90,7 +91,7 @@ logged AS (
         SELECT 3, n.job_id, n.id, %(progname)s, format('Task ''%%s'' started', n.name) FROM nxt AS n
         WHERE n.state = <TaskState.RUNNING>
         UNION ALL
-        SELECT 4, x.id, 0, %(controller)s, %(end_message)s FROM ended AS x
+        SELECT 4, x.id, d.id, %(controller)s, %(end_message)s FROM ended AS x CROSS JOIN done AS d
     ) AS e ORDER BY e.ord
 )
 SELECT d.queue_state, EXISTS (SELECT 1 FROM ended), n.id, n.state, n.attempts, n.name,
