@@ -219,7 +219,8 @@ def step_ended(
     error: str,
 ) -> None:
     """Publish how an attempt of a step ended: ``completed`` as ``task-succeeded``, ``cancelled`` (its job
-    was broken) as ``task-revoked``, ``permanent`` and ``transient`` failures as ``task-failed`` (a
+    was broken) as ``task-revoked``, ``interrupted`` (handed back by a stopping worker, queued again) as
+    ``task-rejected`` with ``requeue``, ``permanent`` and ``transient`` failures as ``task-failed`` (a
     transient one may be retried: the next attempt is another event task)."""
     fields = {"uuid": event_id, "job_id": job_id, "task_id": task_id, "step": step, "duration": duration}
     fields["runtime"] = duration
@@ -227,6 +228,8 @@ def step_ended(
         event = ("task-succeeded", {**fields, "result": saferepr(result, 1024)})
     elif outcome == "cancelled":
         event = ("task-revoked", {**fields, "terminated": True, "signum": None, "expired": False})
+    elif outcome == "interrupted":
+        event = ("task-rejected", {**fields, "requeue": True})
     else:
         failure = {"exception": error, "traceback": "", "permanent": outcome == "permanent"}
         event = ("task-failed", {**fields, **failure})

@@ -252,3 +252,30 @@ def test_the_deadline_interrupts_nothing_but_a_step(monkeypatch: pytest.MonkeyPa
     # Between steps (a worker recording a result, or idle) the deadline passes without a trace.
     monkeypatch.setattr(runner, "_step_thread", 0)
     runner._interrupt_at_deadline()
+
+
+def test_a_monitor_sees_a_handed_back_step_rejected_for_requeue_not_failed(
+    te_client: Client,
+    submit: Callable[..., Job],
+    broker: Broker,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jobs.engine import bus
+    from taskengine_site.celery import app
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Recorder:
+        def send(self, kind: str, **fields: Any) -> None:
+            sent.append((kind, fields))
+
+    monkeypatch.setattr(app.events, "Dispatcher", lambda *args, **kwargs: Recorder())
+    monkeypatch.setattr(bus, "_step_dispatcher", None)
+    settings.TASKENGINE_CELERY_EVENTS = True
+    workflow(te_client, "long", "test_stop_long")
+    submit("long")
+    broker.round()
+    broker.round()
+    assert [kind for kind, _ in sent] == ["task-received", "task-started", "task-rejected"]
+    assert sent[-1][1]["requeue"] is True
