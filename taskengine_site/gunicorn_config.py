@@ -18,5 +18,6 @@ graceful_timeout = settings.TASKENGINE_SHUTDOWN_GRACE_SECONDS
 
 # gunicorn opens a control socket at one fixed path per user ($HOME/.gunicorn/gunicorn.ctl) unless told
 # otherwise: a second instance on the same host (old and new side by side during a deploy, parallel
-# tests) takes it over from the first. The engine does not use it.
+# tests) takes it over from the first. The engine does not use it. (The Procfile also says
+# --no-control-socket; this covers gunicorn started with this file alone, as the chaos harness does.)
 control_socket_disable = True
