@@ -36,9 +36,12 @@ venv-run: $(VENV)/.synced-run
 
 venv: $(VENV)/.synced
 
+# honcho kills whatever is still running 5 s after Ctrl-C: a shorter shutdown grace lets a worker hand
+# its steps back before that (they run again within seconds of the next `make run`).
 run: venv-run
 	$(DEV) sh -c '$(PY) manage.py migrate --noinput && $(PY) manage.py collectstatic --noinput -v0 && \
 	  $(PY) manage.py ensure_demo_client && \
+	  TASKENGINE_SHUTDOWN_GRACE_SECONDS=$${TASKENGINE_SHUTDOWN_GRACE_SECONDS:-2} \
 	  WEB_HOST=$${WEB_HOST:-127.0.0.1} exec $(VENV)/bin/honcho -f Procfile start -p $${PORT:-8000} web worker beat'
 
 # Any manage.py command with the embedded services (started, or reused while `make run` is running):
@@ -61,6 +64,7 @@ check: venv
 	  REDIS_URL=redis://localhost:6379/0 $(PY) manage.py check --deploy --fail-level WARNING
 	$(VENV)/bin/bandit -c pyproject.toml -r . -ll -q
 	$(VENV)/bin/lint-imports --no-cache
+	$(DEV) $(PY) manage.py lint_migrations
 
 # Known vulnerabilities in the locked dependencies (PyPI's advisory data: needs https://pypi.org/pypi/).
 # --strict fails on any package it could not look up, so no answer is never taken for a clean one.

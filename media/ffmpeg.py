@@ -6,8 +6,11 @@ The binaries come from ``media.toolchain`` (the pinned wheel's, or configured an
 ``out_time_us`` into a percentage of the expected duration, and beats the step's heartbeat while ffmpeg
 works. The heartbeat raises ``StepCancelled`` when the job is broken; the tool is then terminated
 (SIGTERM, then SIGKILL after a grace period) before the exception goes on, so a broken job never leaves
-an encoder running. A timeout or any other exception in the step's thread (Celery's soft time limit)
-terminates it the same way. ``run_packager`` runs Shaka Packager the same way, with the heartbeat only.
+an encoder running. A timeout or any other exception in the step's thread (Celery's soft time limit, the
+worker's shutdown: ``StepInterrupted``) terminates it the same way. A tool that exits with an error while
+its worker is stopping was stopped by the platform's SIGTERM (which reaches every process) rather than
+failed on its input: the step is interrupted and handed back, not failed. ``run_packager`` runs Shaka
+Packager the same way, with the heartbeat only.
 
 Every run is confined to the job's work dir (``media.sandbox``): a scrubbed environment, the work dir
 (or a folder inside it) as working directory, and Landlock where the host enforces it.
@@ -26,8 +29,9 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs.workflows.registry import PermanentError, StepContext, TransientError
+from jobs.workflows.registry import PermanentError, StepContext, StepInterrupted, TransientError
 from media import sandbox, storage, toolchain
+from taskengine_site import shutdown
 
 # How long ffmpeg gets to exit after SIGTERM before it is killed.
 TERMINATE_GRACE_SECONDS = 3.0
@@ -246,6 +250,8 @@ def _run_confined(
         stderr_file.seek(0)
         stderr = stderr_file.read().decode("utf-8", errors="replace")
     seconds = time.monotonic() - started
+    if process.returncode != 0 and shutdown.requested():
+        raise StepInterrupted(f"{label} stopped with the worker (exit status {process.returncode})")
     if process.returncode != 0:
         tail = _error_lines(stderr).strip()[-STDERR_TAIL_CHARS:] or f"exit status {process.returncode}"
         raise failure(f"{label} failed: {tail}")

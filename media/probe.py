@@ -16,9 +16,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from jobs.workflows.registry import PermanentError
+from jobs.workflows.registry import PermanentError, StepInterrupted
 from media import sandbox, toolchain
 from media.confine import CANNOT_CONFINE
+from taskengine_site import shutdown
 
 PROBE_TIMEOUT_SECONDS = 60
 # The most ffprobe may print about one file: a file declaring thousands of streams is not a source.
@@ -211,6 +212,9 @@ def run_ffprobe(
         raise PermanentError(
             f"probing {Path(path).name} took longer than {PROBE_TIMEOUT_SECONDS} s"
         ) from None
+    if completed.returncode != 0 and shutdown.requested():
+        # Stopped by the platform's SIGTERM, not by the file: the step is handed back, not failed.
+        raise StepInterrupted(f"probing {Path(path).name} stopped with the worker")
     errors = completed.stderr.decode("utf-8", errors="replace")
     if completed.returncode == CANNOT_CONFINE and errors.startswith("confine:"):
         raise PermanentError(f"probing {Path(path).name}: {errors.strip()}")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
+import threading
 import warnings
 from typing import Any
 
-from celery import Celery, bootsteps, signals
+from billiard.process import current_process
+from celery import Celery, bootsteps, platforms, signals
 from celery.exceptions import SecurityWarning
 from django.db import close_old_connections
 
+from taskengine_site import shutdown
 from taskengine_site.heap import freeze_heap
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskengine_site.settings")
@@ -36,6 +40,8 @@ def _close_broken_connections(**_: object) -> None:
     # every web request (CONN_HEALTH_CHECKS, CONN_MAX_AGE), runs around every task too: a connection
     # that raised is tested and replaced, a healthy one is kept.
     close_old_connections()
+    # In a pool process, a SIGTERM is from now on the notice to stop gracefully (taskengine_site.shutdown).
+    shutdown.task_starting()
 
 
 @signals.worker_process_init.connect(weak=False, dispatch_uid="taskengine-freeze-heap")
@@ -43,6 +49,13 @@ def _freeze_heap(**_: object) -> None:
     # Each pool process, once forked and set up: what it loaded is no longer walked by every full
     # garbage collection (taskengine_site.heap explains why that matters).
     freeze_heap()
+
+
+@signals.worker_process_init.connect(weak=False, dispatch_uid="taskengine-shutdown-notice")
+def _listen_for_shutdown(**_: object) -> None:
+    # The solo pool sends this signal in the worker's main process, whose SIGTERM stays Celery's.
+    if current_process().name != "MainProcess":
+        shutdown.pool_process_started()
 
 
 # How often a worker's event loop drops the time-limit timers of tasks that have ended.
@@ -79,3 +92,66 @@ class PurgeCancelledTimers(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(PurgeCancelledTimers)
+
+
+class ShutdownNotice(bootsteps.StartStopStep):
+    """A worker step that keeps the worker at hand for ``_pass_shutdown_on``.
+
+    SIGTERM starts Celery's warm shutdown: the worker stops consuming at once, lets the pool finish
+    its tasks (however long they take) and puts back the messages it had reserved but not started.
+    Celery announces it with ``worker_shutting_down`` in the main process; the steps run in the pool
+    processes, which learn it from there and give each step the shutdown grace
+    (``taskengine_site.shutdown``): the pool is reached through the worker this step remembers.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+    worker: Any = None
+
+    def start(self, parent: Any) -> None:
+        ShutdownNotice.worker = parent
+
+
+app.steps["worker"].add(ShutdownNotice)
+
+
+@signals.worker_shutting_down.connect(weak=False, dispatch_uid="taskengine-shutdown-pass-on")
+def _pass_shutdown_on(**_: object) -> None:
+    # Run in a signal handler of the main process: it must not raise into whatever the worker was doing.
+    from celery.concurrency.prefork import TaskPool as PreforkPool  # loaded by now in a prefork worker
+
+    pool = getattr(ShutdownNotice.worker, "pool", None)
+    if pool is None:  # told to stop while starting: nothing runs yet
+        return
+    if not isinstance(pool, PreforkPool):
+        # A pool that runs tasks in this process (solo, threads) takes the notice here. Its consumer
+        # reads only once the running task returns: it stops now, as Celery's cold shutdown stops it,
+        # or it would take back the very messages this process hands back.
+        shutdown.begin()
+        consumer = getattr(ShutdownNotice.worker, "consumer", None)
+        if consumer is not None and consumer.task_consumer is not None:
+            with contextlib.suppress(Exception):
+                consumer.task_consumer.cancel()
+        return
+    try:
+        processes = pool.info.get("processes", ())
+    except Exception:  # told to stop while starting: the pool has no process yet, nothing runs
+        return
+    shutdown.tell_pool(pid for pid in processes if pid != os.getpid())
+
+
+@signals.beat_init.connect(weak=False, dispatch_uid="taskengine-beat-stops-between-ticks")
+def _stop_beat_between_ticks(sender: Any, **_: object) -> None:
+    """SIGTERM (or Ctrl-C) ends beat after the tick it is in, not inside it.
+
+    Celery's own handler saves the schedule and raises ``SystemExit`` wherever beat happens to be: between
+    noting a schedule's run and sending its message, that run is recorded as sent and never sent, and
+    the beat started next waits a whole interval for it. Asking the service to stop lets the tick end
+    (the message sent and, with ``beat_sync_every = 1``, its run written); the loop then leaves within
+    its longest sleep (5 s) and saves the schedule on the way out.
+    """
+
+    def stop(signum: int, frame: Any) -> None:
+        sender.stop()
+
+    if threading.current_thread() is threading.main_thread():  # not a beat embedded in a worker's thread
+        platforms.signals.update(SIGTERM=stop, SIGINT=stop)

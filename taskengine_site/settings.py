@@ -78,6 +78,8 @@ INSTALLED_APPS = [
     "monitoring",
     "scheduling",
     "settings_app",
+    # Infrastructure's management commands (manage.py release); no models.
+    "taskengine_site",
 ]
 
 MIDDLEWARE = [
@@ -189,6 +191,9 @@ TASKENGINE_PUBLIC_JOB_LIST = env_bool("TASKENGINE_PUBLIC_JOB_LIST", False)
 # A running step proves it is alive this often; one silent for the stale time is presumed dead and re-run.
 TASKENGINE_HEARTBEAT_SECONDS = env_int("TASKENGINE_HEARTBEAT_SECONDS", 5, minimum=1)
 TASKENGINE_HEARTBEAT_STALE_SECONDS = env_int("TASKENGINE_HEARTBEAT_STALE_SECONDS", 60, minimum=5)
+# A stopping worker (SIGTERM) lets running steps that end within this many seconds finish and hands the
+# others back; under the platform's SIGKILL, 30 s after its SIGTERM. gunicorn's graceful timeout too.
+TASKENGINE_SHUTDOWN_GRACE_SECONDS = env_int("TASKENGINE_SHUTDOWN_GRACE_SECONDS", 25, minimum=1, maximum=3600)
 # A worker runs a job's next step on the same queue itself, without a broker round trip, while the
 # message it is working on is younger than this; 0 sends every step through the broker.
 TASKENGINE_CHAIN_SECONDS = env_int("TASKENGINE_CHAIN_SECONDS", 5, minimum=0)
@@ -230,6 +235,10 @@ TASKENGINE_CALLBACK_RETRY_DELAYS = env_ints(
     "TASKENGINE_CALLBACK_RETRY_DELAYS", (5, 15, 60, 180, 600, 1200, 1500), minimum=0
 )
 
+# The release phase (manage.py release): a migration statement that waits longer than this for a lock on
+# a table in use fails, and the release with it, instead of stalling every query queued behind it.
+TASKENGINE_MIGRATE_LOCK_TIMEOUT_SECONDS = env_int("TASKENGINE_MIGRATE_LOCK_TIMEOUT_SECONDS", 5, minimum=1)
+
 # --- Celery (DESIGN.md §5) -------------------------------------------------------------------------
 # Redis delivers a message again when it stays unacknowledged this long, so no message may be held
 # (a countdown) near it: jobs.engine.bus.countdown_ceiling.
@@ -261,6 +270,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("TASKENGINE_TASK_SOFT_TIME_LIMIT", 6 * 360
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat writes a schedule's last run to the database as soon as it has sent it (default: every 3 minutes),
+# so a beat killed and started again does not send what it had already sent.
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery events for a monitor such as Flower: the workers' own task events, and each step attempt as a
 # task of its own (jobs.engine.bus: started, succeeded, failed, with job id, step and duration). Off, a

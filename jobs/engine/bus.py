@@ -21,6 +21,7 @@ from django.db import transaction
 from jobs.models import Job
 from jobs.states import JobState
 from jobs.workflows.registry import QUEUES as STEP_QUEUES
+from taskengine_site import shutdown
 from taskengine_site.celery import app
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ def countdown_ceiling() -> float:
 
 
 def _send(name: str, args: list[int], queue: str, countdown: float | None = None) -> None:
+    if shutdown.requested():
+        # From a stopping worker: not into the read its own consumer may still have pending.
+        shutdown.wait_for_consumer_to_let_go()
     app.send_task(name, args=args, queue=queue, countdown=countdown)
 
 
@@ -215,7 +219,8 @@ def step_ended(
     error: str,
 ) -> None:
     """Publish how an attempt of a step ended: ``completed`` as ``task-succeeded``, ``cancelled`` (its job
-    was broken) as ``task-revoked``, ``permanent`` and ``transient`` failures as ``task-failed`` (a
+    was broken) as ``task-revoked``, ``interrupted`` (handed back by a stopping worker, queued again) as
+    ``task-rejected`` with ``requeue``, ``permanent`` and ``transient`` failures as ``task-failed`` (a
     transient one may be retried: the next attempt is another event task)."""
     fields = {"uuid": event_id, "job_id": job_id, "task_id": task_id, "step": step, "duration": duration}
     fields["runtime"] = duration
@@ -223,6 +228,8 @@ def step_ended(
         event = ("task-succeeded", {**fields, "result": saferepr(result, 1024)})
     elif outcome == "cancelled":
         event = ("task-revoked", {**fields, "terminated": True, "signum": None, "expired": False})
+    elif outcome == "interrupted":
+        event = ("task-rejected", {**fields, "requeue": True})
     else:
         failure = {"exception": error, "traceback": "", "permanent": outcome == "permanent"}
         event = ("task-failed", {**fields, **failure})

@@ -21,17 +21,17 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from jobs.engine import bus, controller, notify, retry, signals, transitions
 from jobs.engine.sql import sql
 from jobs.models import Job, Task
 from jobs.states import JobState, TaskState
-from jobs.workflows.registry import PermanentError, StepCancelled, StepContext, get_step
+from jobs.workflows.registry import PermanentError, StepCancelled, StepContext, StepInterrupted, get_step
 from logs.models import Severity
 from logs.services import job_log
-from taskengine_site import prepared
+from taskengine_site import prepared, shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def stale_after() -> timedelta:
 
 
 NO_CLIENT_DEFINITIONS = "No client definitions. Using common definitions."
+HANDED_BACK = "'{name}' interrupted by worker shutdown; queued again"
 
 
 def worker_name() -> str:
@@ -129,6 +130,7 @@ class _Heartbeat:
     cancelled: threading.Event = field(default_factory=threading.Event)
     last_beat: float = 0.0
     progress: float | None = None
+    began: float = field(default_factory=time.monotonic)
 
     def beat(self, progress: float | None = None) -> None:
         """Refresh ``heartbeat_at`` (and progress) while this attempt still owns the task; notice a
@@ -154,6 +156,24 @@ class _Heartbeat:
             self.beat(self.progress)
         if self.cancelled.is_set():
             raise StepCancelled("the job was broken")
+        if shutdown.requested() and self.ends_too_late():
+            raise StepInterrupted("the worker is stopping")
+
+    def ends_too_late(self) -> bool:
+        """While the worker stops: True when this step cannot end within the grace, judged by the time
+        left and, when the step reports progress, by the rate it has made it at (one without progress
+        runs until the deadline)."""
+        end_by = shutdown.deadline()
+        if end_by is None:
+            return False
+        now = time.monotonic()
+        if now >= end_by:
+            return True
+        progress = self.progress
+        # Under 1 % done the rate says little (a tool starting up): the deadline decides until then.
+        if progress is None or not 1 <= progress < 100:
+            return False
+        return now + (now - self.began) * (100 - progress) / progress > end_by
 
 
 class _Beater:
@@ -168,6 +188,7 @@ class _Beater:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._current: _Heartbeat | None = None
+        self._beating: _Heartbeat | None = None
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._since = 0.0
@@ -189,6 +210,13 @@ class _Beater:
                 self._current = None
                 self._changed.notify()
 
+    def settle(self, heartbeat: _Heartbeat) -> None:
+        """After ``unwatch``: wait for a beat of ``heartbeat`` the thread may have begun, so no write of
+        its attempt follows (a released attempt's number is given to the next claim)."""
+        with self._changed:
+            while self._beating is heartbeat:
+                self._changed.wait()
+
     def _loop(self) -> None:
         while True:
             with self._changed:
@@ -206,12 +234,20 @@ class _Beater:
                     if self._current is None:
                         self._changed.wait()
                 continue
+            with self._changed:
+                if self._current is not current:
+                    continue
+                self._beating = current
             try:
                 current.beat(current.progress)
             except Exception:
                 logger.exception("heartbeat of task %s failed", current.task_id)
                 current.last_beat = time.monotonic()
                 connection.close()
+            finally:
+                with self._changed:
+                    self._beating = None
+                    self._changed.notify_all()
 
 
 _beater = _Beater()
@@ -263,6 +299,9 @@ def run_task(task_id: int) -> None:
     ``chain_seconds()``: a job of short steps costs one broker round trip, not one per step. Celery's
     soft time limit is per message, so a step run this way has at most ``chain_seconds()`` less of it.
     """
+    if shutdown.requested():
+        _pass_on(task_id)
+        return
     deadline = time.monotonic() + chain_seconds()
     # One transaction for the claim and the start's records: one commit (one WAL flush) instead of
     # one per statement. It commits before the step runs, which runs outside any transaction.
@@ -274,6 +313,28 @@ def run_task(task_id: int) -> None:
     finally:
         # After the counts' own on_commit hooks (at once in a worker, which runs outside a transaction).
         transaction.on_commit(_tally.flush)
+
+
+def _pass_on(task_id: int) -> None:
+    """A message that reached this process after it was told to stop goes back to the broker for another
+    worker: claiming it here would start a step the shutdown grace may not cover."""
+    queue = Task.objects.filter(pk=task_id).values_list("queue", flat=True).first()
+    if queue is not None:
+        bus.publish_run(task_id, queue)
+
+
+# The thread running a step now (0: none), so the shutdown deadline interrupts a step and nothing else.
+_step_thread = 0
+
+
+def _interrupt_at_deadline() -> None:
+    """Run by ``shutdown`` in the main thread when the grace has run out: a step still running there is
+    interrupted and handed back, even one that never beats its heartbeat."""
+    if _step_thread and _step_thread == threading.get_ident():
+        raise StepInterrupted("the shutdown grace ran out")
+
+
+shutdown.on_deadline(_interrupt_at_deadline)
 
 
 def _start(task_id: int) -> Claimed | None:
@@ -321,9 +382,16 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
     outcome: str
     error = ""
     result: Any = None
+    global _step_thread
     try:
-        result = get_step(task.name).fn(ctx)
+        try:
+            _step_thread = threading.get_ident()
+            result = get_step(task.name).fn(ctx)
+        finally:
+            _step_thread = 0
         outcome = "completed"
+    except StepInterrupted:
+        outcome = "interrupted"
     except StepCancelled:
         outcome = "cancelled"
     except PermanentError as exc:
@@ -348,9 +416,14 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
         # A long step may have outlived the server's idle timeout, a failed one may have broken the
         # connection: re-check it first (a ``SELECT 1``, which a short step that completed is spared).
         close_old_connections()
-    hold = task.queue if time.monotonic() < chain_until else None
+    # A stopping worker claims nothing more: the job's next step goes through the broker.
+    hold = task.queue if time.monotonic() < chain_until and not shutdown.requested() else None
     if outcome == "completed":
         return _complete(task, attempt, _jsonable(result), hold_queue=hold)
+    if outcome == "interrupted":
+        _beater.settle(heartbeat)
+        _hand_back(task, attempt)
+        return None
     _record(task, attempt, outcome, error)
     return None
 
@@ -476,6 +549,59 @@ def _record(task: Claimed, attempt: int, outcome: str, error: str) -> None:
             transaction.on_commit(_tally.failed)
     if progress.ended:
         transaction.on_commit(bus.dispatch_after_job_end)  # the job's slot is free
+
+
+def _hand_back(task: Claimed, attempt: int) -> None:
+    """Give back an attempt that the worker's shutdown interrupted (DESIGN §5): neither a failure nor a
+    retry, so ``attempts`` returns to what it was before the claim and the retry budget is untouched;
+    the task is queued again at once (on a started job) and the job's log says why.
+
+    ``attempts`` fences every write of an attempt, and the next claim will reuse this number: that is
+    safe because the step has stopped (its children with it) and its heartbeat has settled, so nothing
+    of this attempt writes again.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        # Job row first, task row second: the lock order of every writer (see _record).
+        job_state = (
+            Job.objects.select_for_update()
+            .filter(pk=task.job_id)
+            .values_list("queue_state", flat=True)
+            .first()
+        )
+        if job_state == JobState.STARTED:
+            state, message = TaskState.QUEUED, HANDED_BACK.format(name=task.name)
+        elif job_state == JobState.BROKEN:
+            state, message = (
+                TaskState.CANCELLED,
+                f"'{task.name}' interrupted by worker shutdown; the job was broken",
+            )
+        else:
+            # Paused: resuming the job runs it from its first unfinished task.
+            state, message = (
+                TaskState.PENDING,
+                f"'{task.name}' interrupted by worker shutdown; runs when resumed",
+            )
+        released = _owned(task, attempt).update(
+            state=state,
+            attempts=F("attempts") - 1,
+            worker="",
+            heartbeat_at=None,
+            started_at=None,
+            progress=None,
+            finished_at=now if state == TaskState.CANCELLED else None,
+            updated_at=now,
+        )
+        if not released:
+            return  # the claim was lost meanwhile (presumed dead and claimed again)
+        _log(task, message, Severity.WARN)
+    logger.warning("task %s of job %s: %s", task.pk, task.job_id, message)
+    if state == TaskState.QUEUED:
+        try:
+            bus.publish_run(task.pk, task.queue)
+        except Exception as exc:
+            # Postgres says queued: the reconciler publishes it again.
+            logger.warning("task %s queued again but not published (%s); the reconciler will", task.pk, exc)
 
 
 def _log(task: Claimed, message: str, severity: int) -> None:

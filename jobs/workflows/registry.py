@@ -56,7 +56,8 @@ class StepContext:
     log: Callable[..., None]
     # ``heartbeat(progress=None)``: proves the step is alive, optionally records progress (0..100).
     # It raises ``StepCancelled`` when the job was broken, so long steps stop promptly; a paused job
-    # lets its running step finish (DESIGN §1).
+    # lets its running step finish (DESIGN §1). It raises ``StepInterrupted`` when the worker is
+    # stopping and the step cannot end within the grace (its progress says when it will end).
     heartbeat: Callable[..., None]
     # The storage root of the whole engine; a step reaches only its client's area under it.
     storage_root: Path
@@ -72,6 +73,16 @@ class StepContext:
 
 class StepCancelled(Exception):  # not an error: the job was broken
     """Raised by ``heartbeat`` when the job no longer wants this step to run (it was broken)."""
+
+
+class StepInterrupted(BaseException):  # not an error: the worker is stopping
+    """Raised in a step when its worker stops and the step cannot end within the shutdown grace: the
+    runner hands the attempt back (not counted) and the step runs again on another worker.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that a step's ``except Exception`` around its
+    own work cannot mistake it for a failure of that work; a step that starts a child process stops it
+    on the way out (``media.ffmpeg`` does).
+    """
 
 
 StepFn = Callable[[StepContext], Any]

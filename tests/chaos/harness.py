@@ -270,6 +270,32 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGKILL)
 
 
+def pool_pids(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a Celery worker's pool), read from /proc."""
+    children: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+@dataclass
+class Restart:
+    """One platform restart of a process: when it was signalled, when it exited, whether it had to be
+    killed, the pool processes it had, and the process started in its place."""
+
+    old: Proc
+    new: Proc
+    signalled: float
+    exited: float
+    killed: bool
+    pool: list[int]
+
+
 class Cluster:
     """The session's PostgreSQL with a migrated template database and an operator key."""
 
@@ -439,15 +465,21 @@ class Engine:
             self.wait_ready(proc)
         return proc
 
-    def start_web(self, *, threads: int = 4, wait: bool = True) -> Proc:
-        self.port = free_port()
+    def start_web(
+        self, *, threads: int = 4, wait: bool = True, name: str = "web", same_port: bool = False
+    ) -> Proc:
+        """gunicorn as the Procfile starts it; ``same_port`` keeps the address (a restart behind a router)."""
+        if not (same_port and self.port):
+            self.port = free_port()
         proc = self._spawn(
             "web",
-            "web",
+            name,
             [
                 sys.executable,
                 "-m",
                 "gunicorn",
+                "-c",
+                "python:taskengine_site.gunicorn_config",
                 "taskengine_site.wsgi",
                 "--bind",
                 f"127.0.0.1:{self.port}",
@@ -468,6 +500,33 @@ class Engine:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def restart(self, proc: Proc, *, kill_after: float = 30.0) -> Restart:
+        """Restart ``proc`` as a platform does: SIGTERM to every process of it, SIGKILL ``kill_after``
+        seconds later if it is still alive, then the same kind of process started again (not waited for)."""
+        pool = pool_pids(proc.popen.pid)
+        signalled = time.time()
+        proc.kill(signal.SIGTERM)
+        killed = False
+        try:
+            proc.popen.wait(kill_after)
+        except subprocess.TimeoutExpired:
+            proc.kill(signal.SIGKILL)
+            proc.popen.wait(10)
+            killed = True
+        exited = time.time()
+        # The group's leftovers (a pool process the main one left behind) go as the dyno's would.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, signal.SIGKILL)
+        generation = sum(p.kind == proc.kind for p in self.processes)
+        name = f"{proc.name.split('.')[0]}.{generation}"
+        if proc.kind == "worker":
+            again = self.start_worker(concurrency=len(pool) or 2, name=name, wait=False)
+        elif proc.kind == "beat":
+            again = self.start_beat(name=name, wait=False)
+        else:
+            again = self.start_web(name=name, wait=False, same_port=True)
+        return Restart(proc, again, signalled, exited, killed, pool)
 
     def stop(self) -> None:
         for proc in self.processes:

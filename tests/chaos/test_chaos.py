@@ -170,8 +170,9 @@ class Answer:
 class Traffic:
     """A steady loop of GET /jobs and POST /job from two threads, every answer recorded."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, pause: float = 0.05) -> None:
         self.engine = engine
+        self.pause = pause  # between two requests of one thread
         self.answers: list[Answer] = []
         self.accepted: list[int] = []
         self.stop = threading.Event()
@@ -201,7 +202,7 @@ class Traffic:
                 self.answers.append(Answer(started, method, response.status_code, error))
             except requests.RequestException as exc:
                 self.answers.append(Answer(started, method, 0, type(exc).__name__))
-            time.sleep(0.05)
+            time.sleep(self.pause)
 
     def __enter__(self) -> Traffic:
         for thread in self.threads:

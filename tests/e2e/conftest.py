@@ -141,11 +141,11 @@ class EngineProcesses:
             ) from None
         return process
 
-    def start_beat(self, *, extra_env: dict[str, str] | None = None) -> CeleryProcess:
-        """Start ``celery beat`` with the django-celery-beat database scheduler."""
+    def start_beat(self, *, extra_env: dict[str, str] | None = None, name: str = "beat") -> CeleryProcess:
+        """Start ``celery beat`` with the django-celery-beat database scheduler (``name`` names its log)."""
         process = self._spawn(
             "beat",
-            "beat",
+            name,
             [
                 "beat",
                 "-S",
