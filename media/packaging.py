@@ -13,7 +13,8 @@
   (``org.w3.clearkey``, the key id as its URI: never the key). The packager also writes a
   ``KEYFORMAT="identity"`` tag for the common ("ClearKey") system of a ``cbcs`` output, whose URI is
   not the key the ``identity`` format promises but the key id as ``data:`` (or, beside FairPlay, the
-  ``skd://`` URI): a player that believes it takes the key id for the key. hls.js prefers an
+  ``skd://`` URI): a player that believes it takes the key id for the key (Shaka Packager issue 1219,
+  https://github.com/shaka-project/shaka-packager/issues/1219). hls.js prefers an
   ``identity`` key to every other (``Fragment.decryptdata``), takes ``SAMPLE-AES`` with it for
   MPEG-TS sample encryption and stops on fMP4 ("The MP4 demuxer does not support SAMPLE-AES
   decryption", a ``fragParsingError``). The engine removes every ``identity`` tag from common

@@ -15,8 +15,11 @@ hls.js once stopped on the cbcs HLS output with "fragParsingError" ("The MP4 dem
 SAMPLE-AES decryption"). The cause was the packager's ``KEYFORMAT="identity"`` key tag for ClearKey
 under cbcs (its URI is the key id): hls.js prefers an identity key to every other (``Fragment.decryptdata``
 in hls.js 1.7.4, src/loader/fragment.ts), loads its URI as an AES key and sends the fMP4 down the
-MPEG-TS SAMPLE-AES path (src/demux/transmuxer.ts, src/demux/mp4demuxer.ts ``demuxSampleAes``). The
-engine removes that tag (media/packaging.py) and hls.js plays cbcs with ClearKey.
+MPEG-TS SAMPLE-AES path (src/demux/transmuxer.ts, src/demux/mp4demuxer.ts ``demuxSampleAes``), which
+hls.js never had for fMP4 (https://github.com/video-dev/hls.js/issues/1491). That the packager puts the
+key id where the identity format wants the key is
+https://github.com/shaka-project/shaka-packager/issues/1219. The engine removes the tag
+(media/packaging.py) and hls.js plays cbcs with ClearKey through EME like Shaka Player and dash.js.
 """
 
 from __future__ import annotations
