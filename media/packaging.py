@@ -10,9 +10,15 @@
   and an I-frame playlist per video rendition. CODECS strings come from the packager, which read them
   from the encoded streams.
 - **Key tags.** ClearKey has no ``KEYFORMAT`` of its own in HLS; the engine adds the one hls.js reads
-  (``org.w3.clearkey``, the key id as its URI: never the key). The packager's ``identity`` key tag
-  beside FairPlay's names the ``skd://`` URI as a plain key URL, which players would try to fetch: it
-  is removed.
+  (``org.w3.clearkey``, the key id as its URI: never the key). The packager also writes a
+  ``KEYFORMAT="identity"`` tag for the common ("ClearKey") system of a ``cbcs`` output, whose URI is
+  not the key the ``identity`` format promises but the key id as ``data:`` (or, beside FairPlay, the
+  ``skd://`` URI): a player that believes it takes the key id for the key (Shaka Packager issue 1219,
+  https://github.com/shaka-project/shaka-packager/issues/1219). hls.js prefers an
+  ``identity`` key to every other (``Fragment.decryptdata``), takes ``SAMPLE-AES`` with it for
+  MPEG-TS sample encryption and stops on fMP4 ("The MP4 demuxer does not support SAMPLE-AES
+  decryption", a ``fragParsingError``). The engine removes every ``identity`` tag from common
+  encryption playlists; ClearKey players use the ``org.w3.clearkey`` tag.
 - **AES-128** (MPEG-TS for legacy players): the packager writes clear TS segments and the engine
   encrypts each whole segment (AES-128-CBC, PKCS#7) with the job's key and IV, adding ``EXT-X-KEY`` with
   the client's key URI.
@@ -232,14 +238,12 @@ def clearkey_tag(protection: Protection) -> str:
 
 
 def fix_key_tags(playlists: list[Path], protection: Protection) -> None:
-    """Add ClearKey's key tag where it is one of the systems; drop the packager's stray ``identity``
-    tag that repeats FairPlay's ``skd://`` URI."""
+    """Add ClearKey's key tag where it is one of the systems; drop the packager's ``identity`` tags,
+    whose URI is the key id (or FairPlay's ``skd://`` URI), never the key ``identity`` promises."""
     for path in playlists:
         lines = path.read_text().splitlines()
         kept = [
-            line
-            for line in lines
-            if not (line.startswith("#EXT-X-KEY:") and 'KEYFORMAT="identity"' in line and "skd://" in line)
+            line for line in lines if not (line.startswith("#EXT-X-KEY:") and 'KEYFORMAT="identity"' in line)
         ]
         text = "\n".join(kept) + "\n"
         if "clearkey" in protection.systems:

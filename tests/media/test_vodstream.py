@@ -4,6 +4,7 @@ decoded frame by frame with PyAV (the FFmpeg libraries), clear and encrypted."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -469,6 +470,27 @@ def test_cbcs_with_fairplay(area, media_cache, area_job):
     init = out / playlist.segments[0].init_section.uri
     (tenc,) = streams.boxes(init, b"tenc")
     assert [s.scheme_type for s in streams.boxes(init, b"schm")] == [b"cbcs"] and tenc.iv_size == 0
+    _decrypts(out, document["key_hex"])
+
+
+@pytest.mark.django_db
+def test_cbcs_clearkey_names_no_identity_key(area, media_cache, area_job):
+    # The packager writes a KEYFORMAT="identity" tag for ClearKey's common system under cbcs whose URI
+    # is the key id, not the key; hls.js prefers it to every other key and cannot play the fMP4 then.
+    job = area_job(area, {"content_id": "show"})
+    _results, _, out = vodstream(
+        area, media_cache, ["clearkey", "widevine"], job_id=job.pk, encryption_scheme="cbcs", renditions=1
+    )
+    (document,) = job_key_documents(job_id=job.pk)
+    names = ["show_video_360p.m3u8", "show_video_360p_iframes.m3u8", "show_audio_0.m3u8"]
+    for name in names:
+        playlist = streams.hls(out / name)
+        keys = {k.keyformat: k for k in playlist.keys}
+        assert set(keys) == {"org.w3.clearkey", "urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed"}, name
+        assert {k.method for k in playlist.keys} == {"SAMPLE-AES"}
+        kid = base64.b64encode(bytes.fromhex(document["kid_hex"])).decode()
+        assert keys["org.w3.clearkey"].uri == f"data:text/plain;base64,{kid}"
+    assert "identity" not in "".join(p.read_text() for p in out.glob("*.m3u8"))
     _decrypts(out, document["key_hex"])
 
 
