@@ -90,6 +90,16 @@ CASES = [
         5, 2, 5, [], [(f"j{i}", 9, {}) for i in range(5)], ["j0", "j1", "j2"], id="others-get-m-minus-p"
     ),
     pytest.param(1, 1, 5, [], [("low", 9, {})], [], id="all-slots-reserved"),
+    # An operator lowered max_jobs below the jobs running: nothing starts, and the dispatch does not fail.
+    pytest.param(
+        1,
+        0,
+        5,
+        [8, 8, 8],
+        [("waits", 8, {}), ("urgent", 3, {})],
+        [],
+        id="max-jobs-lowered-below-the-started-jobs",
+    ),
     # A candidate refused in a batch (the shared slots filled) makes a second pass, counted from the first.
     pytest.param(
         3,
