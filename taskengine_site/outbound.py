@@ -196,7 +196,8 @@ def _parse_host(host: str) -> IPAddress | None:
 
 def _normalise_host(raw: str) -> str:
     try:
-        host = raw.encode("idna").decode("ascii") if not raw.isascii() else raw
+        # ASCII names too: the codec refuses an empty or over-long (63+) label, which no lookup could use.
+        host = raw.encode("idna").decode("ascii")
     except UnicodeError:
         raise UrlRefused("host is not a valid domain name") from None
     host = host.lower().rstrip(".")

@@ -822,6 +822,12 @@ def test_a_host_that_is_not_a_domain_name_or_a_whole_ipv6_literal_is_refused(set
     with pytest.raises(outbound.UrlRefused) as excinfo:
         outbound.validate_url("http://" + "ü" * 70 + ".example/")  # a label longer than 63 characters
     assert excinfo.value.reason == "host is not a valid domain name"
+    # The same for an ASCII name: refused when the URL is checked, not left to fail at the lookup.
+    for host in ("a" * 64 + ".example", "a..example"):
+        with pytest.raises(outbound.UrlRefused) as excinfo:
+            outbound.validate_url(f"http://{host}/")
+        assert excinfo.value.reason == "host is not a valid domain name", host
+    outbound.validate_url("http://" + "a" * 63 + ".example/")
     # urlsplit refuses these first; the guard does not rely on it.
     for host in ("[::1", "[not-an-address]"):
         with pytest.raises(outbound.UrlRefused) as excinfo:
