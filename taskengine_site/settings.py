@@ -234,6 +234,10 @@ SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 TASKENGINE_CALLBACK_RETRY_DELAYS = env_ints(
     "TASKENGINE_CALLBACK_RETRY_DELAYS", (5, 15, 60, 180, 600, 1200, 1500), minimum=0
 )
+# A control process with this many callback requests to one receiver host outstanding for over a second
+# defers that host's next deliveries (not counted as attempts), so a hanging receiver cannot take every
+# sending thread from the others; 0 never defers.
+TASKENGINE_CALLBACK_SLOW_HOST_LIMIT = env_int("TASKENGINE_CALLBACK_SLOW_HOST_LIMIT", 4, minimum=0)
 
 # The release phase (manage.py release): a migration statement that waits longer than this for a lock on
 # a table in use fails, and the release with it, instead of stalling every query queued behind it.
