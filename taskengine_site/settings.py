@@ -249,6 +249,8 @@ TASKENGINE_MIGRATE_LOCK_TIMEOUT_SECONDS = env_int("TASKENGINE_MIGRATE_LOCK_TIMEO
 TASKENGINE_VISIBILITY_TIMEOUT = env_int("TASKENGINE_VISIBILITY_TIMEOUT", 3600, minimum=10)
 CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Its reconnection after losing Redis is quicker than Celery's default (taskengine_site.celery.Consumer).
+CELERY_WORKER_CONSUMER = "taskengine_site.celery:Consumer"
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": TASKENGINE_VISIBILITY_TIMEOUT,
     "socket_connect_timeout": 5,
