@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import logging
 import os
 import threading
 import warnings
@@ -19,6 +20,7 @@ from taskengine_site import shutdown
 from taskengine_site.heap import freeze_heap
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskengine_site.settings")
+logger = logging.getLogger(__name__)
 
 app = Celery("taskengine")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -124,7 +126,21 @@ RECONNECT_MAX = 2.0
 
 
 class Consumer(CeleryConsumer):
-    """Celery's consumer, reconnecting to the broker within a fraction of a second of its return."""
+    """Celery's consumer, reconnecting to the broker within a fraction of a second of its return, and
+    surviving the loss of a connection while it held unacknowledged messages."""
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        # Celery first collects the lost connection (which drops its transport's client), then closes
+        # it; closing a channel that holds unacknowledged messages tries to restore them through that
+        # dropped client, and kombu raises AttributeError, which Celery takes for an unrecoverable
+        # error: the whole worker exited after a Redis restart (the control process, whose threads
+        # hold many messages at once, every few restarts). Those messages stay in Redis's unacked
+        # set, which the broker restores later; the reconcilers re-publish what they carried within
+        # seconds. The consumer goes on reconnecting.
+        try:
+            super().on_connection_error_after_connected(exc)
+        except AttributeError:
+            logger.warning("broker connection lost with messages unacknowledged; reconnecting", exc_info=True)
 
     def ensure_connected(self, conn: Any) -> Any:
         ensure = conn.ensure_connection
