@@ -129,6 +129,15 @@ class Consumer(CeleryConsumer):
     """Celery's consumer, reconnecting to the broker within a fraction of a second of its return, and
     surviving the loss of a connection while it held unacknowledged messages."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The same dropped client fails the acknowledgement of a task that ends after the connection was
+        # lost (the threads pool acknowledges through the event loop): kombu raises AttributeError where
+        # it means "no connection". Counted as a connection error, it is logged and the message is left
+        # to the broker (delivered again; every task claims in Postgres first), instead of ending the
+        # worker. The consumer's own loop treats it as a lost connection too: it reconnects.
+        self.connection_errors = (*self.connection_errors, AttributeError)
+
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         # Celery first collects the lost connection (which drops its transport's client), then closes
         # it; closing a channel that holds unacknowledged messages tries to restore them through that
