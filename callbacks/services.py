@@ -236,6 +236,19 @@ def _serialise(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _task_name(row: CallbackDelivery) -> str | None:
+    """The task's name as its callback's body holds it (a job callback names none)."""
+    if row.kind != "task":
+        return None
+    try:
+        name = json.loads(row.body).get("task_name")
+    except (ValueError, AttributeError):
+        name = None
+    if isinstance(name, str):
+        return name
+    return Task.objects.filter(pk=row.task_id).values_list("name", flat=True).first()
+
+
 def _describe(row: CallbackDelivery, task_name: str | None) -> str:
     if row.kind == "job":
         return f"Job callback ({row.event})"
@@ -308,14 +321,15 @@ def _defer(row: CallbackDelivery, claimed_at: datetime, wait: float) -> str:
 def _attempt(row: CallbackDelivery, *, claimed_at: datetime) -> str:
     """Send a claimed delivery once and record the outcome (fenced by ``claimed_at``)."""
     job = row.job
-    task_name = Task.objects.filter(pk=row.task_id).values_list("name", flat=True).first()
-    what = _describe(row, task_name)
+    what = _describe(row, _task_name(row))
     url = outbound.redact(row.url)
     delays = retry_delays()
     max_attempts = len(delays) + 1
 
-    first_of_job = not CallbackDelivery.objects.filter(job_id=job.pk, id__lt=row.pk).exists()
-    if first_of_job and row.attempts == 1:
+    first_of_job = (
+        row.attempts == 1 and not CallbackDelivery.objects.filter(job_id=job.pk, id__lt=row.pk).exists()
+    )
+    if first_of_job:
         own = WorkflowDefinition.objects.filter(client_id=job.client_id, name=job.workflow).exists()
         job_log(
             job.pk,
@@ -442,6 +456,23 @@ def _finish(
     outcome: str,
     status: int | None = None,
     error: str = "",
+) -> str:
+    # One commit for the outcome, its log line and the next delivery's turn.
+    with transaction.atomic():
+        return _record_finish(
+            row, claimed_at, state=state, log=log, outcome=outcome, status=status, error=error
+        )
+
+
+def _record_finish(
+    row: CallbackDelivery,
+    claimed_at: datetime,
+    *,
+    state: int,
+    log: tuple[str, int],
+    outcome: str,
+    status: int | None,
+    error: str,
 ) -> str:
     updated = CallbackDelivery.objects.filter(pk=row.pk, claimed_at=claimed_at).update(
         state=state,
