@@ -492,15 +492,20 @@ def _record_finish(
     return outcome
 
 
+# The model's table (CallbackDelivery._meta.db_table, checked by a test).
+NEXT_IN_LINE_SQL = (
+    "UPDATE scheduling_callbackdelivery SET next_attempt_at = %s WHERE id = ("
+    "SELECT id FROM scheduling_callbackdelivery WHERE job_id = %s AND url = %s AND id > %s AND state = %s "
+    "ORDER BY id LIMIT 1) RETURNING id"
+)
+
+
 def _next_in_line(row: CallbackDelivery) -> int | None:
     """The next pending delivery to the same URL of the same job, marked due now (the recovery sweep
     counts from then how long it has waited for its message); one statement."""
-    table = CallbackDelivery._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET next_attempt_at = %s WHERE id = ("  # noqa: S608 (the model's own table)
-            f"SELECT id FROM {table} WHERE job_id = %s AND url = %s AND id > %s AND state = %s "
-            "ORDER BY id LIMIT 1) RETURNING id",
+            NEXT_IN_LINE_SQL,
             [timezone.now(), row.job_id, row.url, row.pk, int(CallbackDelivery.State.PENDING)],
         )
         found = cursor.fetchone()

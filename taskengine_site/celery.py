@@ -136,7 +136,8 @@ class Consumer(CeleryConsumer):
         # it means "no connection". Counted as a connection error, it is logged and the message is left
         # to the broker (delivered again; every task claims in Postgres first), instead of ending the
         # worker. The consumer's own loop treats it as a lost connection too: it reconnects.
-        self.connection_errors = (*self.connection_errors, AttributeError)
+        errors: tuple[type[BaseException], ...] = tuple(getattr(self, "connection_errors", ()))
+        self.connection_errors = (*errors, AttributeError)
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         # Celery first collects the lost connection (which drops its transport's client), then closes

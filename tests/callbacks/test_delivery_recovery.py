@@ -142,6 +142,10 @@ def test_the_next_delivery_in_line_is_due_when_the_one_before_is_done(
     assert [m.args for m in queues.pop_all()] == [[second.pk]]
 
 
+def test_the_next_in_line_statement_names_the_models_table():
+    assert callbacks.NEXT_IN_LINE_SQL.count(CallbackDelivery._meta.db_table) == 2
+
+
 def test_a_failing_receiver_still_waits_out_its_back_off(
     make_job, receiver, allow_loopback, queues, committed, settings
 ):
