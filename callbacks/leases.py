@@ -9,8 +9,8 @@ possible duration. The keeper runs only while something is in flight, and closes
 connection when it stops.
 
 The same registry answers ``slow_host_wait``: when this process already has ``limit`` requests to one
-host outstanding for longer than a second, that receiver is slow for everyone, and its next deliveries
-wait instead of taking the threads that other clients' callbacks need.
+host outstanding for longer than ``slow_after`` seconds, that receiver is slow for everyone, and its
+next deliveries wait instead of taking the threads that other clients' callbacks need.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 LEASE_BEAT = 2.0
 # A deferred delivery waits at least this long, and at most MAX_WAIT, for its slow host.
-MIN_WAIT = 1.0
+MIN_WAIT = 0.5
 MAX_WAIT = 15.0
 
 

@@ -20,8 +20,8 @@ schedule every few seconds) re-sends at once, without counting the attempt, a de
 out (its process was killed), and re-publishes a due delivery that has had no message for ``LOST_AFTER``
 (a flushed Redis, a message held by a killed process): never after the broker's visibility timeout.
 A receiver that is slow for every request (``TASKENGINE_CALLBACK_SLOW_HOST_LIMIT`` of them outstanding
-for over a second) has its next deliveries deferred, not counted as attempts, so it cannot take every
-sending thread from the other clients' receivers.
+for over ``SLOW_REQUEST_SECONDS``) has its next deliveries deferred, not counted as attempts, so it
+cannot take every sending thread from the other clients' receivers.
 
 The job callback's ``files`` and ``metadata`` come from the results of the job's completed tasks: a
 step that returns ``{"files": [...]}`` or ``{"metadata": {...}}`` (or a ``duration``) contributes them.
@@ -72,8 +72,10 @@ LEASE = timedelta(seconds=8)
 LOST_AFTER = timedelta(seconds=5)
 # Kept for callers of the previous name.
 REDELIVER_AFTER = LOST_AFTER
-# A request outstanding for longer than this counts towards its host's slow limit.
-SLOW_REQUEST_SECONDS = 1.0
+# A request outstanding for longer than this counts towards its host's slow limit: well above what a
+# receiver that answers at all takes, even on a loaded machine (at 1 s, a receiver slowed by the load
+# of its own machine had the engine's callbacks to it deferred one after the other).
+SLOW_REQUEST_SECONDS = 2.0
 
 
 def format_time(moment: datetime) -> str:
