@@ -8,9 +8,9 @@ recovery sweep then sends the delivery again at once instead of waiting for an a
 possible duration. The keeper runs only while something is in flight, and closes its database
 connection when it stops.
 
-The same registry answers ``slow_host_wait``: when this process already has ``limit`` requests to one
-host outstanding for longer than ``slow_after`` seconds, that receiver is slow for everyone, and its
-next deliveries wait instead of taking the threads that other clients' callbacks need.
+The same registry answers ``slow_host_wait``: a host with a request outstanding for longer than
+``slow_after`` seconds is slow for everyone; while it is, it gets at most ``limit`` requests at once,
+and its next deliveries wait instead of taking the threads that other clients' callbacks need.
 """
 
 from __future__ import annotations
@@ -74,18 +74,23 @@ def in_flight() -> dict[int, InFlight]:
 
 
 def slow_host_wait(host: str, limit: int, slow_after: float, deadline: float) -> float | None:
-    """None when a request to ``host`` may start now; else how long the next delivery to it waits:
-    until the oldest of the slow requests has reached its ``deadline``, within [MIN_WAIT, MAX_WAIT], with a
-    little jitter so the waiting deliveries do not all come back together."""
+    """None when a request to ``host`` may start now; else how long the next delivery to it waits.
+
+    A host with a request outstanding for over ``slow_after`` seconds is slow: it gets at most ``limit``
+    requests at once (counting the fresh ones too, or every deferred delivery coming due together
+    would take a thread each). The wait lasts until the oldest slow request reaches its ``deadline``,
+    within [MIN_WAIT, MAX_WAIT], with a little jitter so the waiting deliveries do not all come back
+    together.
+    """
     if limit <= 0:
         return None
     now = time.monotonic()
     with _lock:
         ages = [now - item.started for item in _in_flight.values() if item.host == host]
-    slow = sorted((age for age in ages if age > slow_after), reverse=True)
-    if len(slow) < limit:
+    oldest = max(ages, default=0.0)
+    if oldest <= slow_after or len(ages) < limit:
         return None
-    soonest = max(0.0, deadline - slow[0])
+    soonest = max(0.0, deadline - oldest)
     return min(MAX_WAIT, max(MIN_WAIT, soonest)) + random.uniform(0, 0.5)  # noqa: S311 (jitter)
 
 

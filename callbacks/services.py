@@ -19,9 +19,9 @@ step never holds a callback back. While an attempt is in flight a lease on its r
 schedule every few seconds) re-sends at once, without counting the attempt, a delivery whose lease ran
 out (its process was killed), and re-publishes a due delivery that has had no message for ``LOST_AFTER``
 (a flushed Redis, a message held by a killed process): never after the broker's visibility timeout.
-A receiver that is slow for every request (``TASKENGINE_CALLBACK_SLOW_HOST_LIMIT`` of them outstanding
-for over ``SLOW_REQUEST_SECONDS``) has its next deliveries deferred, not counted as attempts, so it
-cannot take every sending thread from the other clients' receivers.
+A receiver with a request outstanding for over ``SLOW_REQUEST_SECONDS`` gets at most
+``TASKENGINE_CALLBACK_SLOW_HOST_LIMIT`` requests at once; its next deliveries are deferred, not counted
+as attempts, so it cannot take every sending thread from the other clients' receivers.
 
 The job callback's ``files`` and ``metadata`` come from the results of the job's completed tasks: a
 step that returns ``{"files": [...]}`` or ``{"metadata": {...}}`` (or a ``duration``) contributes them.

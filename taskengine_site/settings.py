@@ -234,9 +234,9 @@ SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 TASKENGINE_CALLBACK_RETRY_DELAYS = env_ints(
     "TASKENGINE_CALLBACK_RETRY_DELAYS", (5, 15, 60, 180, 600, 1200, 1500), minimum=0
 )
-# A control process with this many callback requests to one receiver host outstanding for over 2 s
-# defers that host's next deliveries (not counted as attempts), so a hanging receiver cannot take every
-# sending thread from the others; 0 never defers.
+# A control process sends at most this many callbacks at once to a receiver host with a request
+# outstanding for over 2 s, deferring the others (not counted as attempts), so a hanging receiver
+# cannot take every sending thread from the others; 0 never defers.
 TASKENGINE_CALLBACK_SLOW_HOST_LIMIT = env_int("TASKENGINE_CALLBACK_SLOW_HOST_LIMIT", 4, minimum=0)
 
 # The release phase (manage.py release): a migration statement that waits longer than this for a lock on

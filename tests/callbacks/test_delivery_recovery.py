@@ -180,8 +180,15 @@ def test_a_receiver_slow_for_every_request_has_its_next_deliveries_deferred_not_
     [message] = queues.pop_all()
     assert message.args == [row.pk] and message.countdown is not None and message.countdown > 0.5
     assert receiver.received() == []
-    # Another host is not held back, and this one goes once its slow requests are over.
+    # Another host is not held back, nor a busy one that answers; this one goes once its slow requests
+    # are over.
     assert leases.slow_host_wait("other.example:", 2, 1.0, callbacks.ATTEMPT_DEADLINE) is None
+    with leases._lock:
+        for fresh in range(-10, -3):  # seven fresh requests (0.1 s old) to a host that answers
+            leases._in_flight[fresh] = leases.InFlight(
+                "busy.example:", time.monotonic() - 0.1, timezone.now()
+            )
+    assert leases.slow_host_wait("busy.example:", 2, 1.0, callbacks.ATTEMPT_DEADLINE) is None
     with leases._lock:
         leases._in_flight.clear()
     CallbackDelivery.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
