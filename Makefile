@@ -42,7 +42,7 @@ run: venv-run
 	$(DEV) sh -c '$(PY) manage.py migrate --noinput && $(PY) manage.py collectstatic --noinput -v0 && \
 	  $(PY) manage.py ensure_demo_client && \
 	  TASKENGINE_SHUTDOWN_GRACE_SECONDS=$${TASKENGINE_SHUTDOWN_GRACE_SECONDS:-2} \
-	  WEB_HOST=$${WEB_HOST:-127.0.0.1} exec $(VENV)/bin/honcho -f Procfile start -p $${PORT:-8000} web worker beat'
+	  WEB_HOST=$${WEB_HOST:-127.0.0.1} exec $(VENV)/bin/honcho -f Procfile start -p $${PORT:-8000} web worker control beat'
 
 # Any manage.py command with the embedded services (started, or reused while `make run` is running):
 #   make manage ARGS="create_client acme"

@@ -25,3 +25,9 @@ class CallbacksConfig(AppConfig):
 
         signals.task_event.connect(_task_event, dispatch_uid="callbacks.task_event")
         signals.job_finished.connect(_job_finished, dispatch_uid="callbacks.job_finished")
+
+        # GET /jobs/<id>?callbacks=1 lists the job's deliveries: the job API asks this room for them.
+        from callbacks.selectors import job_deliveries
+        from jobs.selectors import register_job_detail_part
+
+        register_job_detail_part("callbacks", job_deliveries)

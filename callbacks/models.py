@@ -27,8 +27,12 @@ class CallbackDelivery(models.Model):
     state = models.PositiveSmallIntegerField(choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
-    # Set while an attempt is in flight, so a duplicate message does not send the callback twice.
+    # Set while an attempt is in flight, so a duplicate message does not send the callback twice; renewed
+    # by the sender every few seconds (callbacks.leases): run out, it means the sender is gone.
     lease_until = models.DateTimeField(null=True, blank=True)
+    # When the attempt in flight was claimed: it fences that attempt's writes, so an attempt whose lease
+    # ran out (and was sent again) cannot record over the one that replaced it.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     last_status = models.IntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -43,6 +47,8 @@ class CallbackDelivery(models.Model):
         indexes = [
             models.Index(fields=["job", "url", "id"], name="callback_job_url_id"),
             models.Index(fields=["next_attempt_at", "id"], name="callback_pending", condition=Q(state=0)),
+            # /metrics: the delivery latency of the deliveries sent in the last hour.
+            models.Index(fields=["sent_at"], name="callback_sent_at", condition=Q(sent_at__isnull=False)),
         ]
 
     def __str__(self) -> str:

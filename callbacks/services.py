@@ -8,11 +8,20 @@ Delivery (``callback_deliver``) POSTs the stored body through the outbound URL g
 ``Workflow-Id`` header and, when the client has a webhook secret, Standard Webhooks signature headers.
 A non-2xx answer or a network error is retried with exponential backoff
 (``settings.TASKENGINE_CALLBACK_RETRY_DELAYS``; short delays as countdown messages, longer ones by the
-redelivery schedule); each
+recovery sweep); each
 attempt's outcome is a line in the job's log (progname ``callback``). Deliveries to one URL of one job
 go out in the order their events happened: a delivery waits while an earlier one to the same URL is
-still pending, and each finished delivery publishes the next. A beat schedule
-(``callbacks_redeliver``) re-publishes deliveries whose message was lost.
+still pending, and each finished delivery publishes the next (and marks it due).
+
+Deliveries run on threads of the ``control`` process (Procfile), which consumes no step queue, so a long
+step never holds a callback back. While an attempt is in flight a lease on its row is renewed every
+``LEASE_BEAT`` seconds (``callbacks.leases``); the recovery sweep (``callbacks_redeliver``, a beat
+schedule every few seconds) re-sends at once, without counting the attempt, a delivery whose lease ran
+out (its process was killed), and re-publishes a due delivery that has had no message for ``LOST_AFTER``
+(a flushed Redis, a message held by a killed process): never after the broker's visibility timeout.
+A receiver with a request outstanding for over ``SLOW_REQUEST_SECONDS`` gets at most
+``TASKENGINE_CALLBACK_SLOW_HOST_LIMIT`` requests at once; its next deliveries are deferred, not counted
+as attempts, so it cannot take every sending thread from the other clients' receivers.
 
 The job callback's ``files`` and ``metadata`` come from the results of the job's completed tasks: a
 step that returns ``{"files": [...]}`` or ``{"metadata": {...}}`` (or a ``duration``) contributes them.
@@ -29,12 +38,15 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from callbacks import leases
 from callbacks.models import CallbackDelivery
 from clients.crypto import SecretUnreadable
 from jobs.engine import bus
@@ -42,18 +54,28 @@ from jobs.models import Job, Task, WorkflowDefinition
 from jobs.workflows import registry
 from logs.models import Severity
 from logs.services import job_log
-from taskengine_site import outbound, webhooks
+from taskengine_site import outbound, shutdown, webhooks
 
 logger = logging.getLogger(__name__)
 
 PROGNAME = "callback"
 TASK_EVENTS = ("start", "complete", "fail")
 TIMEOUT = (3.05, 10.0)
+# The whole attempt, however its receiver drips its answer: well inside a stopping process's grace.
+ATTEMPT_DEADLINE = 15.0
 MAX_RESPONSE_BYTES = 65_536
-# Longer than one attempt can take (connect + read, doubled, is the request's own deadline).
-LEASE = timedelta(seconds=60)
-# A pending delivery not attempted this long after it was due has lost its message.
-REDELIVER_AFTER = timedelta(seconds=30)
+# A claimed delivery's lease; its sender renews it every LEASE_BEAT seconds while the attempt is in
+# flight (callbacks.leases), so a lease that ran out means the sender is gone.
+LEASE = timedelta(seconds=8)
+# A due delivery that nothing has claimed for this long has lost its message (its sender publishes it
+# when it becomes due, and the control process takes it within milliseconds).
+LOST_AFTER = timedelta(seconds=5)
+# Kept for callers of the previous name.
+REDELIVER_AFTER = LOST_AFTER
+# A request outstanding for longer than this counts towards its host's slow limit: well above what a
+# receiver that answers at all takes, even on a loaded machine (at 1 s, a receiver slowed by the load
+# of its own machine had the engine's callbacks to it deferred one after the other).
+SLOW_REQUEST_SECONDS = 2.0
 
 
 def format_time(moment: datetime) -> str:
@@ -216,6 +238,19 @@ def _serialise(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _task_name(row: CallbackDelivery) -> str | None:
+    """The task's name as its callback's body holds it (a job callback names none)."""
+    if row.kind != "task":
+        return None
+    try:
+        name = json.loads(row.body).get("task_name")
+    except (ValueError, AttributeError):
+        name = None
+    if isinstance(name, str):
+        return name
+    return Task.objects.filter(pk=row.task_id).values_list("name", flat=True).first()
+
+
 def _describe(row: CallbackDelivery, task_name: str | None) -> str:
     if row.kind == "job":
         return f"Job callback ({row.event})"
@@ -223,12 +258,16 @@ def _describe(row: CallbackDelivery, task_name: str | None) -> str:
 
 
 def callback_deliver(*, delivery_id: int) -> str:
-    """Make one attempt at a stored callback; return what happened (sent, retry, failed, skipped).
+    """Make one attempt at a stored callback; return what happened (sent, retry, failed, skipped,
+    deferred, handed back).
 
     Claims the delivery first (compare-and-set on its lease), so a duplicate message is a no-op, and
     skips it while an earlier delivery to the same URL of the same job is still pending (that one
-    publishes this one when it is done).
+    publishes this one when it is done). A process told to stop hands the message back unclaimed.
     """
+    if shutdown.requested():
+        _publish([delivery_id])
+        return "handed back"
     now = timezone.now()
     lease_until = now + LEASE
     earlier_pending = CallbackDelivery.objects.filter(
@@ -242,20 +281,57 @@ def callback_deliver(*, delivery_id: int) -> str:
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1)))
         .exclude(Exists(earlier_pending))
-        .update(lease_until=lease_until, attempts=F("attempts") + 1)
+        .update(lease_until=lease_until, claimed_at=now, attempts=F("attempts") + 1)
     )
     if not claimed:
         return "skipped"
     row = CallbackDelivery.objects.select_related("job__client").get(pk=delivery_id)
+    host = _host(row.url)
+    wait = leases.slow_host_wait(
+        host, settings.TASKENGINE_CALLBACK_SLOW_HOST_LIMIT, SLOW_REQUEST_SECONDS, ATTEMPT_DEADLINE
+    )
+    if wait is not None:
+        return _defer(row, now, wait)
+    leases.hold(row.pk, host, claimed_at=now, lease=LEASE)
+    try:
+        return _attempt(row, claimed_at=now)
+    finally:
+        leases.release(row.pk)
+
+
+def _host(url: str) -> str:
+    """The host and port a URL's requests go to: the unit the slow-host limit counts by."""
+    try:
+        parts = urlsplit(url)
+        return f"{(parts.hostname or '').lower()}:{parts.port or ''}"
+    except ValueError:
+        return url
+
+
+def _defer(row: CallbackDelivery, claimed_at: datetime, wait: float) -> str:
+    """Put a claimed delivery back for ``wait`` seconds without counting an attempt: its receiver is
+    slow for every request this process has outstanding to it."""
+    due = timezone.now() + timedelta(seconds=wait)
+    updated = CallbackDelivery.objects.filter(pk=row.pk, claimed_at=claimed_at).update(
+        lease_until=None, claimed_at=None, attempts=Greatest(F("attempts") - 1, 0), next_attempt_at=due
+    )
+    if updated:
+        _publish([row.pk], countdown=wait)
+    return "deferred"
+
+
+def _attempt(row: CallbackDelivery, *, claimed_at: datetime) -> str:
+    """Send a claimed delivery once and record the outcome (fenced by ``claimed_at``)."""
     job = row.job
-    task_name = Task.objects.filter(pk=row.task_id).values_list("name", flat=True).first()
-    what = _describe(row, task_name)
+    what = _describe(row, _task_name(row))
     url = outbound.redact(row.url)
     delays = retry_delays()
     max_attempts = len(delays) + 1
 
-    first_of_job = not CallbackDelivery.objects.filter(job_id=job.pk, id__lt=row.pk).exists()
-    if first_of_job and row.attempts == 1:
+    first_of_job = (
+        row.attempts == 1 and not CallbackDelivery.objects.filter(job_id=job.pk, id__lt=row.pk).exists()
+    )
+    if first_of_job:
         own = WorkflowDefinition.objects.filter(client_id=job.client_id, name=job.workflow).exists()
         job_log(
             job.pk,
@@ -270,7 +346,7 @@ def callback_deliver(*, delivery_id: int) -> str:
     except SecretUnreadable:
         return _not_sent(
             row,
-            lease_until,
+            claimed_at,
             "the client's webhook secret cannot be decrypted with the configured keys",
             f"{what} to {url} not sent: the client's webhook secret cannot be decrypted",
         )
@@ -281,7 +357,7 @@ def callback_deliver(*, delivery_id: int) -> str:
         except SecretUnreadable:
             return _not_sent(
                 row,
-                lease_until,
+                claimed_at,
                 "the job's content keys cannot be decrypted with the configured keys",
                 f"{what} to {url} not sent: the job's content keys cannot be decrypted",
             )
@@ -293,7 +369,7 @@ def callback_deliver(*, delivery_id: int) -> str:
             # one that does not check learn nothing is wrong: refuse, and say why.
             return _not_sent(
                 row,
-                lease_until,
+                claimed_at,
                 "the client's webhook secret is not a valid whsec_<base64> secret",
                 f"{what} to {url} not sent: the client's webhook secret is not valid",
             )
@@ -306,11 +382,12 @@ def callback_deliver(*, delivery_id: int) -> str:
             headers=headers,
             timeout=TIMEOUT,
             max_bytes=MAX_RESPONSE_BYTES,
+            deadline=ATTEMPT_DEADLINE,
         )
         status = response.status_code
         error = "" if response.ok else f"HTTP {status}"
     except outbound.UrlRefused as exc:
-        return _not_sent(row, lease_until, exc.message, f"{what} to {url} not sent: {exc.message}")
+        return _not_sent(row, claimed_at, exc.message, f"{what} to {url} not sent: {exc.message}")
     except outbound.OutboundError as exc:
         error = str(exc)
     except Exception as exc:
@@ -323,7 +400,7 @@ def callback_deliver(*, delivery_id: int) -> str:
     if not error:
         return _finish(
             row,
-            lease_until,
+            claimed_at,
             state=CallbackDelivery.State.SENT,
             status=status,
             log=(f"{what} sent to {url} (HTTP {status}, {attempt})", Severity.INFO),
@@ -332,7 +409,7 @@ def callback_deliver(*, delivery_id: int) -> str:
     if row.attempts >= max_attempts:
         return _finish(
             row,
-            lease_until,
+            claimed_at,
             state=CallbackDelivery.State.FAILED,
             status=status,
             error=error,
@@ -340,8 +417,9 @@ def callback_deliver(*, delivery_id: int) -> str:
             outcome="failed",
         )
     delay = delays[row.attempts - 1]
-    updated = CallbackDelivery.objects.filter(pk=row.pk, lease_until=lease_until).update(
+    updated = CallbackDelivery.objects.filter(pk=row.pk, claimed_at=claimed_at).update(
         lease_until=None,
+        claimed_at=None,
         next_attempt_at=timezone.now() + timedelta(seconds=delay),
         last_status=status,
         last_error=error,
@@ -359,11 +437,11 @@ def callback_deliver(*, delivery_id: int) -> str:
     return "retry"
 
 
-def _not_sent(row: CallbackDelivery, lease_until: datetime, error: str, line: str) -> str:
+def _not_sent(row: CallbackDelivery, claimed_at: datetime, error: str, line: str) -> str:
     """Give up a delivery that cannot be sent as it should be (no retry can help), saying why."""
     return _finish(
         row,
-        lease_until,
+        claimed_at,
         state=CallbackDelivery.State.FAILED,
         error=error,
         log=(line, Severity.ERROR),
@@ -373,7 +451,7 @@ def _not_sent(row: CallbackDelivery, lease_until: datetime, error: str, line: st
 
 def _finish(
     row: CallbackDelivery,
-    lease_until: datetime,
+    claimed_at: datetime,
     *,
     state: int,
     log: tuple[str, int],
@@ -381,9 +459,27 @@ def _finish(
     status: int | None = None,
     error: str = "",
 ) -> str:
-    updated = CallbackDelivery.objects.filter(pk=row.pk, lease_until=lease_until).update(
+    # One commit for the outcome, its log line and the next delivery's turn.
+    with transaction.atomic():
+        return _record_finish(
+            row, claimed_at, state=state, log=log, outcome=outcome, status=status, error=error
+        )
+
+
+def _record_finish(
+    row: CallbackDelivery,
+    claimed_at: datetime,
+    *,
+    state: int,
+    log: tuple[str, int],
+    outcome: str,
+    status: int | None,
+    error: str,
+) -> str:
+    updated = CallbackDelivery.objects.filter(pk=row.pk, claimed_at=claimed_at).update(
         state=state,
         lease_until=None,
+        claimed_at=None,
         last_status=status,
         last_error=error,
         sent_at=timezone.now() if state == CallbackDelivery.State.SENT else None,
@@ -392,40 +488,81 @@ def _finish(
         return "skipped"
     message, severity = log
     job_log(row.job_id, message, progname=PROGNAME, severity=severity, task_id=row.task_id)
-    successor = (
-        CallbackDelivery.objects.filter(
-            job_id=row.job_id, url=row.url, id__gt=row.pk, state=CallbackDelivery.State.PENDING
-        )
-        .order_by("id")
-        .values_list("pk", flat=True)
-        .first()
-    )
+    successor = _next_in_line(row)
     if successor is not None:
         transaction.on_commit(lambda: _publish([successor]), robust=True)
     return outcome
 
 
-def callbacks_redeliver(*, now: datetime | None = None, limit: int = 1000) -> int:
-    """Re-publish pending deliveries whose message was lost (a flushed Redis, a killed worker).
+# The model's table (CallbackDelivery._meta.db_table, checked by a test).
+NEXT_IN_LINE_SQL = (
+    "UPDATE scheduling_callbackdelivery SET next_attempt_at = %s WHERE id = ("
+    "SELECT id FROM scheduling_callbackdelivery WHERE job_id = %s AND url = %s AND id > %s AND state = %s "
+    "ORDER BY id LIMIT 1) RETURNING id"
+)
 
-    Only the head of each (job, URL) line is published; the rest follow it in order.
+
+def _next_in_line(row: CallbackDelivery) -> int | None:
+    """The next pending delivery to the same URL of the same job, marked due now (the recovery sweep
+    counts from then how long it has waited for its message); one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            NEXT_IN_LINE_SQL,
+            [timezone.now(), row.job_id, row.url, row.pk, int(CallbackDelivery.State.PENDING)],
+        )
+        found = cursor.fetchone()
+    return int(found[0]) if found else None
+
+
+def callbacks_redeliver(*, now: datetime | None = None, limit: int = 1000) -> int:
+    """The deliveries' reconciler: re-send what Postgres says is due but nothing is sending. Returns how
+    many deliveries it re-published.
+
+    * A claimed delivery whose lease ran out was interrupted (its process was killed): the attempt is
+      not counted against the receiver's back-off and the delivery is sent again at once.
+    * A due delivery, first of its (job, URL) line, unclaimed for ``LOST_AFTER`` has lost its message
+      (a flushed Redis, a message a killed process held): published again, and marked due now so the
+      next sweep waits as long again for this message.
     """
     now = now or timezone.now()
-    stale = now - REDELIVER_AFTER
+    pending = CallbackDelivery.objects.filter(state=CallbackDelivery.State.PENDING)
+    interrupted = list(
+        pending.filter(lease_until__lt=now)
+        .order_by("id")
+        .values_list("pk", "job_id", "task_id", "kind", "event", "url")[:limit]
+    )
+    resent: list[int] = []
+    for pk, job_id, task_id, kind, event, url in interrupted:
+        if pending.filter(pk=pk, lease_until__lt=now).update(
+            lease_until=None, claimed_at=None, attempts=Greatest(F("attempts") - 1, 0), next_attempt_at=now
+        ):
+            what = f"Job callback ({event})" if kind == "job" else f"Task {event} callback"
+            job_log(
+                job_id,
+                f"{what} to {outbound.redact(url)} interrupted (its sender stopped); sending again",
+                progname=PROGNAME,
+                severity=Severity.WARN,
+                task_id=task_id,
+            )
+            resent.append(pk)
     earlier_pending = CallbackDelivery.objects.filter(
         job_id=OuterRef("job_id"),
         url=OuterRef("url"),
         id__lt=OuterRef("id"),
         state=CallbackDelivery.State.PENDING,
     )
-    ids = list(
-        CallbackDelivery.objects.filter(state=CallbackDelivery.State.PENDING)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .filter(Q(next_attempt_at__lte=stale) | Q(next_attempt_at__isnull=True, created_at__lte=stale))
+    lost = list(
+        pending.filter(lease_until__isnull=True)
+        .annotate(due=Coalesce("next_attempt_at", "created_at"))
+        .filter(due__lte=now - LOST_AFTER)
         .exclude(Exists(earlier_pending))
         .order_by("id")
         .values_list("pk", flat=True)[:limit]
     )
+    if lost:
+        pending.filter(pk__in=lost, lease_until__isnull=True).update(next_attempt_at=now)
+    ids = resent + lost
     if ids:
         transaction.on_commit(lambda: _publish(ids), robust=True)
+        logger.warning("callbacks: re-sent %d interrupted and %d lost deliveries", len(resent), len(lost))
     return len(ids)

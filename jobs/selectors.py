@@ -95,6 +95,22 @@ def job_tasks(*, job: Job) -> QuerySet[Task]:
     return Task.objects.filter(job=job).order_by("position")
 
 
+# Parts of GET /jobs/<id> that a higher room reads (``?callbacks=1``: the callbacks room's deliveries),
+# registered by that room's AppConfig.ready: name -> reader(job) -> the rows the part renders.
+_DETAIL_PARTS: dict[str, Any] = {}
+
+
+def register_job_detail_part(name: str, reader: Any) -> None:
+    """Let a higher room answer part ``name`` of a job's detail (``reader(job)`` returns its rows)."""
+    _DETAIL_PARTS[name] = reader
+
+
+def job_detail_part(*, job: Job, name: str) -> Any:
+    """Part ``name`` of a visible job's detail, read by the room that registered it (empty if none)."""
+    reader = _DETAIL_PARTS.get(name)
+    return [] if reader is None else reader(job)
+
+
 def job_log_entries(*, requester: Client, job_id: int, show_all: bool = False) -> QuerySet[LogEntry]:
     """A visible job's log, ordered by id; entries marked not visible only with ``show_all``."""
     job = job_get(requester=requester, job_id=job_id)

@@ -6,10 +6,12 @@ several processes, each would count only what it saw, and Redis may lose everyth
 the rows are there. So:
 
 - job and task counts per state are gauges (rows come and go with the clean-up);
-- ``taskengine_job_duration_seconds`` and ``taskengine_step_duration_seconds`` are histograms over the
-  jobs and tasks that *finished in the last* ``DURATION_WINDOW`` (a sliding window, not a cumulative
-  counter): ``histogram_quantile(0.95, taskengine_job_duration_seconds_bucket)`` is the p95 of the last
-  hour; do not wrap them in ``rate()``;
+- ``taskengine_job_duration_seconds``, ``taskengine_step_duration_seconds`` and
+  ``taskengine_callback_latency_seconds`` (a job's end, or a task's event, to its callback receiver's
+  2xx; label ``kind``: job or task) are histograms over the jobs, tasks and deliveries that *finished
+  in the last* ``DURATION_WINDOW`` (a sliding window, not a cumulative counter):
+  ``histogram_quantile(0.95, taskengine_job_duration_seconds_bucket)`` is the p95 of the last hour; do
+  not wrap them in ``rate()``;
 - queue depth, workers and running steps come from Redis (``monitoring.selectors``); when Redis is down
   ``taskengine_redis_up`` is 0 and those series are absent, the Postgres ones are still served;
 - ``taskengine_step_attempts_total`` / ``taskengine_step_attempts_failed_total`` are the workers' Redis
@@ -47,6 +49,9 @@ DURATION_WINDOW = timedelta(hours=1)
 # Seconds. Jobs run from sub-second no-op chains to hour-long media captures.
 JOB_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 STEP_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+# Seconds from an event (a job's end) to its receiver's 2xx: sub-second when all is well, the retry
+# back-off's steps (5 s, 15 s, 1 min, …) when a receiver failed.
+CALLBACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600)
 
 
 def metrics_token() -> str:
@@ -81,6 +86,21 @@ def _duration_histogram(
         cumulative.append(("+Inf", float(row["total"])))
         seconds = row["seconds"].total_seconds() if row["seconds"] is not None else 0.0
         family.add_metric(labels, cumulative, max(0.0, seconds))
+    return family
+
+
+def _callback_latency_histogram(since: Any) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(
+        "taskengine_callback_latency_seconds",
+        "Event (a job's end, a task's start or end) to the callback receiver's 2xx, for the callbacks "
+        "delivered in the last hour (sliding window).",
+        labels=["kind"],
+    )
+    for row in selectors.delivery_latency_rows(since, CALLBACK_BUCKETS):
+        cumulative = [(str(float(bound)), float(row[f"le_{i}"])) for i, bound in enumerate(CALLBACK_BUCKETS)]
+        cumulative.append(("+Inf", float(row["total"])))
+        seconds = row["seconds"].total_seconds() if row["seconds"] is not None else 0.0
+        family.add_metric([str(row["kind"])], cumulative, max(0.0, seconds))
     return family
 
 
@@ -152,6 +172,7 @@ class EngineCollector(Collector):
         for delivery_state in CallbackDelivery.State:
             callbacks.add_metric([delivery_state.label], by_delivery.get(delivery_state.value, 0))
         yield callbacks
+        yield _callback_latency_histogram(since)
 
         yield from self._redis_figures()
 

@@ -191,5 +191,23 @@ def retry_counts() -> dict[str, int]:
     return {"tasks": retried["tasks"] or 0, "retries": retried["retries"] or 0}
 
 
+def delivery_latency_rows(since: datetime, buckets: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Callback deliveries sent since ``since``, grouped by ``kind``: ``total``, ``seconds`` (their summed
+    latency, event -> the receiver's 2xx) and ``le_<i>`` (how many took at most ``buckets[i]``)."""
+    latency = ExpressionWrapper(F("sent_at") - F("created_at"), output_field=DurationField())
+    counts = {
+        f"le_{index}": Count("id", filter=Q(latency__lte=timedelta(seconds=bound)))
+        for index, bound in enumerate(buckets)
+    }
+    rows = (
+        CallbackDelivery.objects.filter(state=CallbackDelivery.State.SENT, sent_at__gte=since)
+        .annotate(latency=latency)
+        .order_by()
+        .values("kind")
+        .annotate(total=Count("id"), seconds=Sum("latency"), **counts)
+    )
+    return [dict(row) for row in rows]
+
+
 def delivery_state_counts() -> dict[int, int]:
     return dict(CallbackDelivery.objects.order_by().values_list("state").annotate(n=Count("id")))

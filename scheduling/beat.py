@@ -62,9 +62,12 @@ SCHEDULES: tuple[ScheduleSpec, ...] = (
         task="scheduling.redeliver_callbacks",
         klass="RedeliverCallbacks",
         queue="scheduler",
-        description="Re-sends pending callbacks whose message was lost.",
-        every=_fixed(60),
-        first_in=30,
+        description=(
+            "Re-sends callbacks that Postgres says are due but nothing is sending (a lost message, a "
+            "flushed Redis, a killed control process) within seconds."
+        ),
+        every=_fixed(5),
+        first_in=5,
     ),
     ScheduleSpec(
         name="cleanup",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import logging
 import os
 import threading
 import warnings
@@ -12,12 +13,14 @@ from typing import Any
 from billiard.process import current_process
 from celery import Celery, bootsteps, platforms, signals
 from celery.exceptions import SecurityWarning
+from celery.worker.consumer import Consumer as CeleryConsumer
 from django.db import close_old_connections
 
 from taskengine_site import shutdown
 from taskengine_site.heap import freeze_heap
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskengine_site.settings")
+logger = logging.getLogger(__name__)
 
 app = Celery("taskengine")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -112,6 +115,54 @@ class ShutdownNotice(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(ShutdownNotice)
+
+
+# A consumer that lost Redis (restarted, failed over) tries again after these many seconds, then each
+# step longer, at most RECONNECT_MAX apart; kombu's own 2, 4, 6 … 30 s left a worker idle for seconds
+# after Redis was back, with callbacks and dispatches waiting for it.
+RECONNECT_FIRST = 0.25
+RECONNECT_STEP = 0.25
+RECONNECT_MAX = 2.0
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer, reconnecting to the broker within a fraction of a second of its return, and
+    surviving the loss of a connection while it held unacknowledged messages."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The same dropped client fails the acknowledgement of a task that ends after the connection was
+        # lost (the threads pool acknowledges through the event loop): kombu raises AttributeError where
+        # it means "no connection". Counted as a connection error, it is logged and the message is left
+        # to the broker (delivered again; every task claims in Postgres first), instead of ending the
+        # worker. The consumer's own loop treats it as a lost connection too: it reconnects.
+        errors: tuple[type[BaseException], ...] = tuple(getattr(self, "connection_errors", ()))
+        self.connection_errors = (*errors, AttributeError)
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        # Celery first collects the lost connection (which drops its transport's client), then closes
+        # it; closing a channel that holds unacknowledged messages tries to restore them through that
+        # dropped client, and kombu raises AttributeError, which Celery takes for an unrecoverable
+        # error: the whole worker exited after a Redis restart (the control process, whose threads
+        # hold many messages at once, every few restarts). Those messages stay in Redis's unacked
+        # set, which the broker restores later; the reconcilers re-publish what they carried within
+        # seconds. The consumer goes on reconnecting.
+        try:
+            super().on_connection_error_after_connected(exc)
+        except AttributeError:
+            logger.warning("broker connection lost with messages unacknowledged; reconnecting", exc_info=True)
+
+    def ensure_connected(self, conn: Any) -> Any:
+        ensure = conn.ensure_connection
+
+        def quickly(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("interval_start", RECONNECT_FIRST)
+            kwargs.setdefault("interval_step", RECONNECT_STEP)
+            kwargs.setdefault("interval_max", RECONNECT_MAX)
+            return ensure(*args, **kwargs)
+
+        conn.ensure_connection = quickly
+        return super().ensure_connected(conn)
 
 
 @signals.worker_shutting_down.connect(weak=False, dispatch_uid="taskengine-shutdown-pass-on")

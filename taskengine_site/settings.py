@@ -234,6 +234,10 @@ SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 TASKENGINE_CALLBACK_RETRY_DELAYS = env_ints(
     "TASKENGINE_CALLBACK_RETRY_DELAYS", (5, 15, 60, 180, 600, 1200, 1500), minimum=0
 )
+# A control process sends at most this many callbacks at once to a receiver host with a request
+# outstanding for over 2 s, deferring the others (not counted as attempts), so a hanging receiver
+# cannot take every sending thread from the others; 0 never defers.
+TASKENGINE_CALLBACK_SLOW_HOST_LIMIT = env_int("TASKENGINE_CALLBACK_SLOW_HOST_LIMIT", 4, minimum=0)
 
 # The release phase (manage.py release): a migration statement that waits longer than this for a lock on
 # a table in use fails, and the release with it, instead of stalling every query queued behind it.
@@ -245,6 +249,8 @@ TASKENGINE_MIGRATE_LOCK_TIMEOUT_SECONDS = env_int("TASKENGINE_MIGRATE_LOCK_TIMEO
 TASKENGINE_VISIBILITY_TIMEOUT = env_int("TASKENGINE_VISIBILITY_TIMEOUT", 3600, minimum=10)
 CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Its reconnection after losing Redis is quicker than Celery's default (taskengine_site.celery.Consumer).
+CELERY_WORKER_CONSUMER = "taskengine_site.celery:Consumer"
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": TASKENGINE_VISIBILITY_TIMEOUT,
     "socket_connect_timeout": 5,

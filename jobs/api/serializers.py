@@ -18,6 +18,7 @@ from jobs import selectors
 from jobs.models import Job, Task
 from jobs.services import MAX_BATCH
 from jobs.states import OPERATOR_TARGETS, JobState, TaskState
+from taskengine_site import outbound
 from taskengine_site.api import StrictCharField, StrictKeysMixin, TimestampField
 from taskengine_site.outbound import validate_url
 
@@ -433,6 +434,55 @@ class JobDetailQuerySerializer(serializers.Serializer):
         default=False,
         help_text="1 adds the job's steps as a tasks list (empty until the job first starts).",
     )
+    callbacks = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="1 adds the job's callback deliveries as a callbacks list, in the order of their events.",
+    )
+
+
+@extend_schema_field(
+    {"type": "string", "enum": ["pending", "sent", "failed"]}, component_name="CallbackDeliveryState"
+)
+class DeliveryStateField(serializers.Field):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Any) -> str:
+        return str(value.get_state_display())
+
+
+class CallbackDeliveryItemSerializer(serializers.Serializer):
+    """One callback delivery of a job in GET /jobs/<id>?callbacks=1 (rows of the callbacks room)."""
+
+    id = serializers.IntegerField(read_only=True)
+    kind = serializers.CharField(read_only=True, help_text="task or job")
+    event = serializers.CharField(
+        read_only=True, help_text="start, complete, fail (task); completed, failed (job)"
+    )
+    task_id = serializers.IntegerField(read_only=True, help_text="The task the event is about (0: none).")
+    url = serializers.SerializerMethodField(help_text="The endpoint, without credentials, query or fragment.")
+    state = DeliveryStateField(source="*")
+    attempts = serializers.IntegerField(read_only=True, help_text="Attempts made (one in flight counts).")
+    last_status = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="HTTP status of the last answer."
+    )
+    last_error = serializers.CharField(read_only=True, help_text="Why the last attempt failed, if it did.")
+    next_attempt_at = TimestampField(
+        allow_null=True, help_text="When a pending delivery is due (null: now, or not pending)."
+    )
+    created_at = TimestampField(help_text="When its event happened.")
+    sent_at = TimestampField(allow_null=True, help_text="When the receiver answered 2xx.")
+
+    def get_url(self, row: Any) -> str:
+        return outbound.redact(row.url)
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        if data["state"] != "pending":
+            data["next_attempt_at"] = None
+        return data
 
 
 # Published as JobDetail: the one documented shape of GET /jobs/<id>, where tasks is optional.
@@ -443,7 +493,10 @@ class JobDetailWithTasksSerializer(JobDetailSerializer):
 
     # Not read-only so the schema does not list it as always present (this serializer only documents).
     tasks = TaskItemSerializer(many=True, required=False, help_text="Only with ?tasks=1; in workflow order.")
+    callbacks = CallbackDeliveryItemSerializer(
+        many=True, required=False, help_text="Only with ?callbacks=1; in the order of their events."
+    )
 
     class Meta(JobDetailSerializer.Meta):
-        fields = [*JobDetailSerializer.Meta.fields, "tasks"]
+        fields = [*JobDetailSerializer.Meta.fields, "tasks", "callbacks"]
         read_only_fields = fields

@@ -22,6 +22,7 @@ from jobs.api.serializers import (
     AcceptedSerializer,
     BatchAcceptedSerializer,
     BatchItemSerializer,
+    CallbackDeliveryItemSerializer,
     JobBatchSerializer,
     JobDetailQuerySerializer,
     JobDetailSerializer,
@@ -208,7 +209,7 @@ class JobViewSet(ApiViewSet):
 
     @extend_schema(
         operation_id="job_retrieve",
-        summary="One job (with its steps when asked: ?tasks=1)",
+        summary="One job (with its steps and callback deliveries when asked: ?tasks=1, ?callbacks=1)",
         parameters=[JobDetailQuerySerializer],
         responses={200: JobDetailWithTasksSerializer},
         tags=["jobs"],
@@ -217,11 +218,16 @@ class JobViewSet(ApiViewSet):
         query = JobDetailQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         job = selectors.job_get(requester=requester(request), job_id=int(pk))
-        if not query.validated_data["tasks"]:
+        if not (query.validated_data["tasks"] or query.validated_data["callbacks"]):
             return Response(JobDetailSerializer(job).data)
-        # The documented shape stays the default; the tasks list is opt-in (a progress bar wants it).
+        # The documented shape stays the default; the lists are opt-in (a progress bar wants the tasks,
+        # a client wondering about a callback its deliveries).
         body = JobDetailSerializer(job).data
-        body["tasks"] = TaskItemSerializer(selectors.job_tasks(job=job), many=True).data
+        if query.validated_data["tasks"]:
+            body["tasks"] = TaskItemSerializer(selectors.job_tasks(job=job), many=True).data
+        if query.validated_data["callbacks"]:
+            deliveries = selectors.job_detail_part(job=job, name="callbacks")
+            body["callbacks"] = CallbackDeliveryItemSerializer(deliveries, many=True).data
         return Response(body)
 
     @extend_schema(

@@ -29,8 +29,12 @@ logger = logging.getLogger(__name__)
 CONTROLLER_QUEUE = "controller"
 CALLBACK_QUEUE = "callback"
 SCHEDULER_QUEUE = "scheduler"
-# Every queue a worker of this engine consumes (the Procfile's worker, the queue page, /metrics).
+# Every queue a worker of this engine consumes (the queue page, /metrics). The Procfile's ``worker``
+# consumes the step queues only; its ``control`` process the others, so a dispatch, a promotion or a
+# callback never waits behind a long step.
 QUEUES = (CONTROLLER_QUEUE, *STEP_QUEUES, CALLBACK_QUEUE, SCHEDULER_QUEUE)
+WORKER_QUEUES = STEP_QUEUES
+CONTROL_QUEUES = (CONTROLLER_QUEUE, CALLBACK_QUEUE, SCHEDULER_QUEUE)
 
 RUN_TASK = "jobs.tasks.run_task"
 ADVANCE_JOB = "jobs.tasks.advance_job"

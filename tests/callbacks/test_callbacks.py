@@ -9,18 +9,15 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from callbacks import services as callbacks
 from callbacks.models import CallbackDelivery
-from clients.models import Client
 from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import JobState, TaskState
 from logs.models import LogEntry, Severity
 from taskengine_site import webhooks
-from tests import factories
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 TASK_KEYS = {"job_id", "task_id", "task_name", "workflow", "event", "content_id", "message", "time", "client"}
@@ -36,31 +33,6 @@ JOB_KEYS = {
     "time",
     "client",
 }
-
-
-@pytest.fixture
-def make_job(make_client):
-    def factory(
-        endpoints, *, secret: str = "", steps=("get_filenames", "prepare_switch", "rename_manifests")
-    ):
-        client, _ = make_client()
-        if secret:
-            # Set on the row directly: client_create refuses a malformed secret, but a row edited by
-            # hand (or by an older release) may still hold one.
-            Client.objects.filter(pk=client.pk).update(webhook_secret=secret)
-            client.refresh_from_db()
-        parameters = {
-            "content_id": "c-42",
-            "folder": "vod/c-42",
-            "drm": ["widevine"],
-            "custom_data": {"order": 7},
-            "rest_endpoints": endpoints,
-        }
-        return factories.job(
-            client, workflow="drmswitch", queue_state=JobState.STARTED, tasks=steps, parameters=parameters
-        )
-
-    return factory
 
 
 def tasks_of(job: Job) -> list[Task]:

