@@ -72,16 +72,23 @@ def test_every_step_attempt_is_a_task_in_the_monitor(
         timeout=30,
     )
 
+    def run_tasks() -> list[Any]:
+        return [t for _, t in list(monitor.state.tasks.items()) if t.name == "jobs.tasks.run_task"]
+
     def all_six() -> list[Any] | None:
+        # A job ends (in Postgres) inside its run_task, before that message's own task-succeeded event
+        # is sent: wait for those events too.
         found = monitor.step_tasks()
-        return found if len(found) == 6 else None
+        runs = run_tasks()
+        done = len(found) == 6 and runs and all(run.state == "SUCCESS" for run in runs)
+        return found if done else None
 
     steps = wait_until(all_six, timeout=10)
     log = engine_processes.log(worker)
     assert "step event not sent" not in log, log[-3000:]
     # Celery's own task events are on too: the run_task messages that ran the steps.
-    runs = [t for _, t in monitor.state.tasks.items() if t.name == "jobs.tasks.run_task"]
-    assert runs and all(run.state == "SUCCESS" for run in runs)
+    runs = run_tasks()
+    assert runs and all(run.state == "SUCCESS" for run in runs), [run.state for run in runs]
     by_job: dict[int, list[Any]] = {}
     for step in steps:
         by_job.setdefault(step.job_id, []).append(step)
