@@ -131,13 +131,17 @@ def test_a_worker_whose_main_process_alone_gets_sigterm_tells_its_pool(
 ) -> None:
     # Docker and Kubernetes signal the container's first process only: the pool learns it from there.
     client, _ = make_client()
-    worker = engine_processes.start_worker(concurrency=2, name="main-only", extra_env=GRACE)
-    job, _ = job_submit(client=client, workflow="sleep", parameters={"seconds": 30})
+    # A grace far from the time a worker takes to stop (2-5 s, more on a loaded machine), so that a step
+    # handed back at once and one held until the deadline cannot be confused.
+    worker = engine_processes.start_worker(
+        concurrency=2, name="main-only", extra_env={"TASKENGINE_SHUTDOWN_GRACE_SECONDS": "20"}
+    )
+    job, _ = job_submit(client=client, workflow="sleep", parameters={"seconds": 60})
     task = step_of(job)
     began = time.monotonic()
     os.kill(worker.popen.pid, signal.SIGTERM)
-    worker.popen.wait(15)
-    assert time.monotonic() - began < 4, "handed back at once, not at the deadline"
+    worker.popen.wait(30)
+    assert time.monotonic() - began < 12, "handed back at once, not at the 20 s deadline"
     task.refresh_from_db()
     assert (task.state, task.attempts) == (TaskState.QUEUED, 0)
     log = engine_processes.log(worker)
