@@ -179,7 +179,11 @@ def test_rolling_restart_loses_nothing_and_costs_a_running_step_seconds(make_eng
         if proc.kind == "control":
             # Callbacks of jobs that ended while no control process ran are judged from its return.
             engine.wait_ready(done.new)
-            engine.fault(done.signalled, time.time())
+        # Every restart is a fault for the callbacks under way: a stopping worker can lose the message of a
+        # delivery it had just recorded (seen once: re-published by the recovery sweep 8.8 s later), which
+        # the sweep recovers within seconds. Such callbacks are held to the after-fault bound, from the
+        # restart's end; the others to the no-fault one.
+        engine.fault(done.signalled, time.time())
 
     with Traffic(engine, pause=0.5) as traffic:
         turn = 0
