@@ -746,6 +746,18 @@ class Engine:
 
     # -- results, from Postgres --
 
+    def completions_recorded_twice(self, message: str) -> list[int]:
+        """The submitted jobs' tasks whose completion log line (a ``LIKE`` pattern) is there twice or more."""
+        completions = Counter(
+            task_id
+            for (task_id,) in self.sql(
+                "SELECT l.task_id FROM logs_logentry l JOIN jobs_task t ON t.id = l.task_id "
+                "WHERE t.job_id = ANY(%s) AND l.message LIKE %s",
+                [self.submitted, message],
+            )
+        )
+        return sorted(task for task, count in completions.items() if count > 1)
+
     def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
         return self.cluster.postgres.execute(self.database, query, params)
 
@@ -795,15 +807,7 @@ class Engine:
         lost = [j for j in self.submitted if j not in found or found[j][1] not in TERMINAL_STATES]
         failed = [j for j, r in found.items() if r[2] or r[1] == 4]
         durations = [float(r[3]) for r in rows if r[3] is not None]
-        completions = Counter(
-            task_id
-            for (task_id,) in self.sql(
-                "SELECT l.task_id FROM logs_logentry l JOIN jobs_task t ON t.id = l.task_id "
-                "WHERE t.job_id = ANY(%s) AND l.message = %s",
-                [self.submitted, "'sleep' completed successfully"],
-            )
-        )
-        recorded_twice = sorted(t for t, c in completions.items() if c > 1)
+        recorded_twice = self.completions_recorded_twice("'sleep' completed successfully")
         deliveries = Counter(
             task_id
             for (task_id,) in self.sql(

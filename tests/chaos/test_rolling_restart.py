@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -206,15 +205,7 @@ def test_rolling_restart_loses_nothing_and_costs_a_running_step_seconds(make_eng
     )
 
     figures = engine.figures()
-    completions = Counter(
-        task
-        for (task,) in engine.sql(
-            "SELECT l.task_id FROM logs_logentry l JOIN jobs_task t ON t.id = l.task_id "
-            "WHERE t.job_id = ANY(%s) AND l.message LIKE %s",
-            [engine.submitted, "'%%' completed successfully"],
-        )
-    )
-    recorded_twice = sorted(task for task, count in completions.items() if count > 1)
+    recorded_twice = engine.completions_recorded_twice("'%%' completed successfully")
     received_twice = sorted(task for task, ids in engine.receiver.task_completions().items() if len(ids) > 1)
     handed_back = {
         task
