@@ -36,27 +36,34 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from callbacks import leases
 from callbacks.models import CallbackDelivery
 from clients.crypto import SecretUnreadable
+from clients.models import Client
 from jobs.engine import bus
-from jobs.models import Job, Task, WorkflowDefinition
+from jobs.engine.sql import load
+from jobs.models import Job, Task
 from jobs.workflows import registry
 from logs.models import Severity
 from logs.services import job_log
-from taskengine_site import outbound, shutdown, webhooks
+from taskengine_site import outbound, prepared, shutdown, webhooks
 
 logger = logging.getLogger(__name__)
+
+# The delivery's hot statements, by name (callbacks/sql/deliveries.sql; same layout as the engine's).
+_SQL = load(Path(__file__).with_name("sql"))
 
 PROGNAME = "callback"
 TASK_EVENTS = ("start", "complete", "fail")
@@ -238,7 +245,7 @@ def _serialise(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _task_name(row: CallbackDelivery) -> str | None:
+def _task_name(row: Claimed) -> str | None:
     """The task's name as its callback's body holds it (a job callback names none)."""
     if row.kind != "task":
         return None
@@ -251,10 +258,48 @@ def _task_name(row: CallbackDelivery) -> str | None:
     return Task.objects.filter(pk=row.task_id).values_list("name", flat=True).first()
 
 
-def _describe(row: CallbackDelivery, task_name: str | None) -> str:
+def _describe(row: Claimed, task_name: str | None) -> str:
     if row.kind == "job":
         return f"Job callback ({row.event})"
     return f"'{task_name}' {row.event} callback"
+
+
+@dataclass
+class Claimed:
+    """A delivery claimed for one attempt, with what sending it needs (one statement read it all)."""
+
+    pk: int
+    job_id: int
+    task_id: int
+    kind: str
+    event: str
+    url: str
+    body: str
+    webhook_id: str
+    attempts: int
+    workflow_uuid: Any
+    client_name: str
+    stored_secret: str | None
+    first_of_job: bool
+    own_definitions: bool
+    # Log lines written with the attempt's outcome, in order, before its own line.
+    lines: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _claim(delivery_id: int, now: datetime) -> Claimed | None:
+    """Claim ``delivery_id`` for one attempt (compare-and-set on its lease; one statement), or None
+    when it is not due, already claimed, done, or waiting behind an earlier delivery of its line."""
+    params = {
+        "id": delivery_id,
+        "now": now,
+        "lease_until": now + LEASE,
+        "due_by": now + timedelta(seconds=1),
+        "pending": int(CallbackDelivery.State.PENDING),
+    }
+    with prepared.cursor() as cursor:
+        cursor.execute(_SQL["claim_delivery"].text, params)
+        found = cursor.fetchone()
+    return Claimed(*found) if found else None
 
 
 def callback_deliver(*, delivery_id: int) -> str:
@@ -264,28 +309,15 @@ def callback_deliver(*, delivery_id: int) -> str:
     Claims the delivery first (compare-and-set on its lease), so a duplicate message is a no-op, and
     skips it while an earlier delivery to the same URL of the same job is still pending (that one
     publishes this one when it is done). A process told to stop hands the message back unclaimed.
+    Two statements in all: the claim (which reads what the attempt needs) and the outcome's record.
     """
     if shutdown.requested():
         _publish([delivery_id])
         return "handed back"
     now = timezone.now()
-    lease_until = now + LEASE
-    earlier_pending = CallbackDelivery.objects.filter(
-        job_id=OuterRef("job_id"),
-        url=OuterRef("url"),
-        id__lt=OuterRef("id"),
-        state=CallbackDelivery.State.PENDING,
-    )
-    claimed = (
-        CallbackDelivery.objects.filter(pk=delivery_id, state=CallbackDelivery.State.PENDING)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1)))
-        .exclude(Exists(earlier_pending))
-        .update(lease_until=lease_until, claimed_at=now, attempts=F("attempts") + 1)
-    )
-    if not claimed:
+    row = _claim(delivery_id, now)
+    if row is None:
         return "skipped"
-    row = CallbackDelivery.objects.select_related("job__client").get(pk=delivery_id)
     host = _host(row.url)
     wait = leases.slow_host_wait(
         host, settings.TASKENGINE_CALLBACK_SLOW_HOST_LIMIT, SLOW_REQUEST_SECONDS, ATTEMPT_DEADLINE
@@ -308,7 +340,7 @@ def _host(url: str) -> str:
         return url
 
 
-def _defer(row: CallbackDelivery, claimed_at: datetime, wait: float) -> str:
+def _defer(row: Claimed, claimed_at: datetime, wait: float) -> str:
     """Put a claimed delivery back for ``wait`` seconds without counting an attempt: its receiver is
     slow for every request this process has outstanding to it."""
     due = timezone.now() + timedelta(seconds=wait)
@@ -320,29 +352,26 @@ def _defer(row: CallbackDelivery, claimed_at: datetime, wait: float) -> str:
     return "deferred"
 
 
-def _attempt(row: CallbackDelivery, *, claimed_at: datetime) -> str:
+def _attempt(row: Claimed, *, claimed_at: datetime) -> str:
     """Send a claimed delivery once and record the outcome (fenced by ``claimed_at``)."""
-    job = row.job
     what = _describe(row, _task_name(row))
     url = outbound.redact(row.url)
     delays = retry_delays()
     max_attempts = len(delays) + 1
 
-    first_of_job = (
-        row.attempts == 1 and not CallbackDelivery.objects.filter(job_id=job.pk, id__lt=row.pk).exists()
-    )
-    if first_of_job:
-        own = WorkflowDefinition.objects.filter(client_id=job.client_id, name=job.workflow).exists()
-        job_log(
-            job.pk,
-            "Using client definitions." if own else "No client definitions. Using common definitions.",
-            progname=PROGNAME,
-            task_id=row.task_id,
+    if row.first_of_job:
+        row.lines.append(
+            (
+                "Using client definitions."
+                if row.own_definitions
+                else "No client definitions. Using common definitions.",
+                Severity.INFO,
+            )
         )
 
-    headers = {"Workflow-Id": str(job.workflow_uuid), "Content-Type": "application/json"}
+    headers = {"Workflow-Id": str(row.workflow_uuid), "Content-Type": "application/json"}
     try:
-        secret = job.client.get_webhook_secret()  # decrypted from its at-rest token
+        secret = Client.stored_webhook_secret(row.client_name, row.stored_secret)
     except SecretUnreadable:
         return _not_sent(
             row,
@@ -353,7 +382,7 @@ def _attempt(row: CallbackDelivery, *, claimed_at: datetime) -> str:
     body = row.body
     if secret and row.kind == "job":
         try:
-            body = _with_secret_fields(row.body, job.pk)
+            body = _with_secret_fields(row.body, row.job_id)
         except SecretUnreadable:
             return _not_sent(
                 row,
@@ -398,120 +427,76 @@ def _attempt(row: CallbackDelivery, *, claimed_at: datetime) -> str:
 
     attempt = f"attempt {row.attempts} of {max_attempts}"
     if not error:
-        return _finish(
-            row,
-            claimed_at,
-            state=CallbackDelivery.State.SENT,
-            status=status,
-            log=(f"{what} sent to {url} (HTTP {status}, {attempt})", Severity.INFO),
-            outcome="sent",
+        row.lines.append((f"{what} sent to {url} (HTTP {status}, {attempt})", Severity.INFO))
+        return _record_attempt(
+            row, claimed_at, state=CallbackDelivery.State.SENT, status=status, outcome="sent"
         )
     if row.attempts >= max_attempts:
-        return _finish(
-            row,
-            claimed_at,
-            state=CallbackDelivery.State.FAILED,
-            status=status,
-            error=error,
-            log=(f"{what} to {url} failed: {error} ({attempt}); giving up", Severity.ERROR),
-            outcome="failed",
+        row.lines.append((f"{what} to {url} failed: {error} ({attempt}); giving up", Severity.ERROR))
+        return _record_attempt(
+            row, claimed_at, state=CallbackDelivery.State.FAILED, status=status, error=error, outcome="failed"
         )
     delay = delays[row.attempts - 1]
-    updated = CallbackDelivery.objects.filter(pk=row.pk, claimed_at=claimed_at).update(
-        lease_until=None,
-        claimed_at=None,
-        next_attempt_at=timezone.now() + timedelta(seconds=delay),
-        last_status=status,
-        last_error=error,
+    row.lines.append((f"{what} to {url} failed: {error} ({attempt}); retrying in {delay}s", Severity.WARN))
+    _record_attempt(
+        row,
+        claimed_at,
+        state=CallbackDelivery.State.PENDING,
+        status=status,
+        error=error,
+        outcome="retry",
+        retry_in=delay,
     )
-    if updated:
-        job_log(
-            job.pk,
-            f"{what} to {url} failed: {error} ({attempt}); retrying in {delay}s",
-            progname=PROGNAME,
-            severity=Severity.WARN,
-            task_id=row.task_id,
-        )
-        if delay <= bus.MAX_COUNTDOWN_SECONDS:
-            transaction.on_commit(lambda: _publish([row.pk], countdown=delay), robust=True)
     return "retry"
 
 
-def _not_sent(row: CallbackDelivery, claimed_at: datetime, error: str, line: str) -> str:
+def _not_sent(row: Claimed, claimed_at: datetime, error: str, line: str) -> str:
     """Give up a delivery that cannot be sent as it should be (no retry can help), saying why."""
-    return _finish(
-        row,
-        claimed_at,
-        state=CallbackDelivery.State.FAILED,
-        error=error,
-        log=(line, Severity.ERROR),
-        outcome="failed",
+    row.lines.append((line, Severity.ERROR))
+    return _record_attempt(
+        row, claimed_at, state=CallbackDelivery.State.FAILED, error=error, outcome="failed"
     )
 
 
-def _finish(
-    row: CallbackDelivery,
+def _record_attempt(
+    row: Claimed,
     claimed_at: datetime,
     *,
     state: int,
-    log: tuple[str, int],
     outcome: str,
     status: int | None = None,
     error: str = "",
+    retry_in: int | None = None,
 ) -> str:
-    # One commit for the outcome, its log line and the next delivery's turn.
-    with transaction.atomic():
-        return _record_finish(
-            row, claimed_at, state=state, log=log, outcome=outcome, status=status, error=error
-        )
-
-
-def _record_finish(
-    row: CallbackDelivery,
-    claimed_at: datetime,
-    *,
-    state: int,
-    log: tuple[str, int],
-    outcome: str,
-    status: int | None,
-    error: str,
-) -> str:
-    updated = CallbackDelivery.objects.filter(pk=row.pk, claimed_at=claimed_at).update(
-        state=state,
-        lease_until=None,
-        claimed_at=None,
-        last_status=status,
-        last_error=error,
-        sent_at=timezone.now() if state == CallbackDelivery.State.SENT else None,
-    )
-    if not updated:
+    """Record the attempt's outcome, its log lines and (when the delivery is done) the next delivery's
+    turn in one statement, so one commit; then publish what comes next. ``skipped`` when the claim no
+    longer holds (the sweep gave the delivery to another attempt)."""
+    now = timezone.now()
+    params = {
+        "id": row.pk,
+        "claimed_at": claimed_at,
+        "state": int(state),
+        "pending": int(CallbackDelivery.State.PENDING),
+        "status": status,
+        "error": error,
+        "sent_at": now if state == CallbackDelivery.State.SENT else None,
+        "next_attempt_at": now + timedelta(seconds=retry_in) if retry_in is not None else None,
+        "task_id": row.task_id,
+        "progname": PROGNAME,
+        "messages": [message for message, _ in row.lines],
+        "severities": [int(severity) for _, severity in row.lines],
+        "now": now,
+    }
+    with prepared.cursor() as cursor:
+        cursor.execute(_SQL["record_attempt"].text, params)
+        recorded, successor = cursor.fetchone()
+    if not recorded:
         return "skipped"
-    message, severity = log
-    job_log(row.job_id, message, progname=PROGNAME, severity=severity, task_id=row.task_id)
-    successor = _next_in_line(row)
     if successor is not None:
         transaction.on_commit(lambda: _publish([successor]), robust=True)
+    if retry_in is not None and retry_in <= bus.MAX_COUNTDOWN_SECONDS:
+        transaction.on_commit(lambda: _publish([row.pk], countdown=retry_in), robust=True)
     return outcome
-
-
-# The model's table (CallbackDelivery._meta.db_table, checked by a test).
-NEXT_IN_LINE_SQL = (
-    "UPDATE scheduling_callbackdelivery SET next_attempt_at = %s WHERE id = ("
-    "SELECT id FROM scheduling_callbackdelivery WHERE job_id = %s AND url = %s AND id > %s AND state = %s "
-    "ORDER BY id LIMIT 1) RETURNING id"
-)
-
-
-def _next_in_line(row: CallbackDelivery) -> int | None:
-    """The next pending delivery to the same URL of the same job, marked due now (the recovery sweep
-    counts from then how long it has waited for its message); one statement."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            NEXT_IN_LINE_SQL,
-            [timezone.now(), row.job_id, row.url, row.pk, int(CallbackDelivery.State.PENDING)],
-        )
-        found = cursor.fetchone()
-    return int(found[0]) if found else None
 
 
 def callbacks_redeliver(*, now: datetime | None = None, limit: int = 1000) -> int:

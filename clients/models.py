@@ -41,6 +41,14 @@ class Client(models.Model):
             raise crypto.SecretUnreadable(f"the webhook secret of client {self.name!r} cannot be decrypted")
         return str(self.webhook_secret)
 
+    @classmethod
+    def stored_webhook_secret(cls, name: str, stored: str | None) -> str:
+        """``get_webhook_secret`` of a client whose ``webhook_secret`` column was read by raw SQL (the
+        stored token, not yet decrypted): the callback sender's claim reads it with the delivery."""
+        field = cls._meta.get_field("webhook_secret")
+        value = field.from_db_value(stored, None, None)  # type: ignore[attr-defined]
+        return cls(name=name, webhook_secret=value).get_webhook_secret() if value else ""
+
 
 class ApiKey(models.Model):
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="api_keys")

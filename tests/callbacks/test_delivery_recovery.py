@@ -5,6 +5,7 @@ and visible (GET /jobs/<id>?callbacks=1, the admin, /metrics)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,8 @@ from django.utils import timezone
 from callbacks import leases
 from callbacks import services as callbacks
 from callbacks.models import CallbackDelivery
+from clients.models import Client
+from jobs.models import Job, WorkflowDefinition
 from logs.models import LogEntry
 from taskengine_site import shutdown
 from tests import factories
@@ -105,10 +108,16 @@ def test_a_sender_cannot_renew_or_record_an_attempt_the_sweep_took_from_it(
     finally:
         leases.release(row.pk)
     fresh = CallbackDelivery.objects.get(pk=row.pk)
-    assert callbacks._finish(
-        fresh, stale, state=CallbackDelivery.State.SENT, log=("x", 1), outcome="sent"
-    ) == ("skipped")
+    old_claim = callbacks.Claimed(
+        pk=fresh.pk, job_id=fresh.job_id, task_id=fresh.task_id, kind=fresh.kind, event=fresh.event,
+        url=fresh.url, body=fresh.body, webhook_id=fresh.webhook_id, attempts=1, workflow_uuid="w",
+        client_name="c", stored_secret="", first_of_job=False, own_definitions=False, lines=[("x", 1)],
+    )  # fmt: skip
+    lines_before = LogEntry.objects.filter(job_id=fresh.job_id).count()
+    outcome = callbacks._record_attempt(old_claim, stale, state=CallbackDelivery.State.SENT, outcome="sent")
+    assert outcome == "skipped"
     assert CallbackDelivery.objects.get(pk=row.pk).state == CallbackDelivery.State.PENDING
+    assert LogEntry.objects.filter(job_id=fresh.job_id).count() == lines_before  # its line is fenced out too
 
 
 def test_a_lost_message_is_published_again_within_seconds_and_only_once_per_wait(make_job, queues, committed):
@@ -142,8 +151,13 @@ def test_the_next_delivery_in_line_is_due_when_the_one_before_is_done(
     assert [m.args for m in queues.pop_all()] == [[second.pk]]
 
 
-def test_the_next_in_line_statement_names_the_models_table():
-    assert callbacks.NEXT_IN_LINE_SQL.count(CallbackDelivery._meta.db_table) == 2
+def test_the_delivery_statements_name_only_the_models_tables():
+    tables = {model._meta.db_table for model in (CallbackDelivery, LogEntry, Job, Client, WorkflowDefinition)}
+    named = set()
+    for statement in callbacks._SQL.values():
+        named |= set(re.findall(r"(?:FROM|JOIN|UPDATE|INTO)\s+([a-z_]+)", statement.text))
+    assert named - {"done", "successor", "unnest"} == tables  # and its own CTEs, unnest()
+    assert set(callbacks._SQL) == {"claim_delivery", "record_attempt"}
 
 
 def test_a_failing_receiver_still_waits_out_its_back_off(
