@@ -469,7 +469,7 @@ def _record_attempt(
     retry_in: int | None = None,
 ) -> str:
     """Record the attempt's outcome, its log lines and (when the delivery is done) the next delivery's
-    turn in one statement, so one commit; then publish what comes next. ``skipped`` when the claim no
+    turn in one commit; then publish what comes next. ``skipped`` when the claim no
     longer holds (the sweep gave the delivery to another attempt)."""
     now = timezone.now()
     params = {
@@ -487,11 +487,24 @@ def _record_attempt(
         "severities": [int(severity) for _, severity in row.lines],
         "now": now,
     }
-    with prepared.cursor() as cursor:
+    successor = None
+    # One commit; a delivery that is done hands the line on to its successor in the same transaction.
+    with transaction.atomic(), prepared.cursor() as cursor:
         cursor.execute(_SQL["record_attempt"].text, params)
-        recorded, successor = cursor.fetchone()
-    if not recorded:
-        return "skipped"
+        (recorded,) = cursor.fetchone()
+        if not recorded:
+            return "skipped"
+        if state != CallbackDelivery.State.PENDING:
+            line = {
+                "job_id": row.job_id,
+                "url": row.url,
+                "id": row.pk,
+                "pending": params["pending"],
+                "now": now,
+            }
+            cursor.execute(_SQL["next_in_line"].text, line)
+            found = cursor.fetchone()
+            successor = found[0] if found else None
     if successor is not None:
         transaction.on_commit(lambda: _publish([successor]), robust=True)
     if retry_in is not None and retry_in <= bus.MAX_COUNTDOWN_SECONDS:

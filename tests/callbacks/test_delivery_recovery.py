@@ -156,8 +156,8 @@ def test_the_delivery_statements_name_only_the_models_tables():
     named = set()
     for statement in callbacks._SQL.values():
         named |= set(re.findall(r"(?:FROM|JOIN|UPDATE|INTO)\s+([a-z_]+)", statement.text))
-    assert named - {"done", "successor", "unnest"} == tables  # and its own CTEs, unnest()
-    assert set(callbacks._SQL) == {"claim_delivery", "record_attempt"}
+    assert named - {"done", "unnest"} == tables  # and its own CTE, unnest()
+    assert set(callbacks._SQL) == {"claim_delivery", "record_attempt", "next_in_line"}
 
 
 def test_a_failing_receiver_still_waits_out_its_back_off(
@@ -315,3 +315,55 @@ def test_metrics_have_the_callback_latency_histogram(
         if line.startswith('taskengine_callback_latency_seconds_sum{kind="task"}')
     ]
     assert abs(float(total.split()[-1]) - 3.0) < 0.01
+
+
+def _raw_connection() -> Any:
+    """A second, independent Postgres session on the test database (another sender's)."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    return psycopg.connect(**params, autocommit=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_that_meets_the_earlier_delivery_being_recorded_waits_for_it_and_goes_out(
+    make_job, receiver, allow_loopback, queues
+):
+    """The race behind 'lost' deliveries: a delivery's message arrives while another thread records the
+    outcome of the one ahead of it, whose snapshot was taken before this delivery existed. Skipping here
+    (the earlier one still looked pending) would leave this delivery to the recovery sweep, seconds
+    later: the claim waits for that record's commit instead, then finds its line free."""
+    import threading
+
+    from django.db import connection
+
+    job = make_job([receiver.url("/cb")])
+    task = tasks_of(job)[0]
+    callbacks.task_event(task.pk, "start")
+    callbacks.task_event(task.pk, "complete")
+    first, second = CallbackDelivery.objects.order_by("id")
+    outcome: list[str] = []
+
+    def deliver_second() -> None:
+        try:
+            outcome.append(callbacks.callback_deliver(delivery_id=second.pk))
+        finally:
+            connection.close()
+
+    with _raw_connection() as other:
+        # Another sender records the first delivery as sent: its row is written, not yet committed.
+        other.execute("BEGIN")
+        other.execute("UPDATE scheduling_callbackdelivery SET state = %s WHERE id = %s", [1, first.pk])
+        sender = threading.Thread(target=deliver_second)
+        sender.start()
+        sender.join(0.5)
+        waited = sender.is_alive()
+        other.execute("COMMIT")
+    sender.join(10)
+    assert waited, outcome  # it did not decide on what it saw before the record
+    assert outcome == ["sent"]
+    assert CallbackDelivery.objects.get(pk=second.pk).state == CallbackDelivery.State.SENT
+    assert len(receiver.received("/cb")) == 1

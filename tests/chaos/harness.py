@@ -371,6 +371,10 @@ class Cluster:
         if not self.postgres.running:
             self.postgres.start()
         self.postgres.stop()
+        if os.environ.get("TASKENGINE_CHAOS_KEEP"):
+            # Its processes' logs and the stopped database, to read after a failure (README, chaos).
+            print(f"chaos: kept {self.root}", file=sys.stderr)
+            return
         shutil.rmtree(self.root, ignore_errors=True)
 
 
