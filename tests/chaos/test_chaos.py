@@ -11,7 +11,6 @@ within 30 s of the fault's end at p99 when one was (``assert_callbacks``).
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import threading
