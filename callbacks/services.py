@@ -289,7 +289,7 @@ class Claimed:
 def _claim(delivery_id: int, now: datetime) -> Claimed | None:
     """Claim ``delivery_id`` for one attempt (compare-and-set on its lease; one statement), or None
     when it is not due, already claimed, done, or waiting behind an earlier delivery of its line."""
-    params = {
+    params: dict[str, Any] = {
         "id": delivery_id,
         "now": now,
         "lease_until": now + LEASE,
@@ -472,7 +472,7 @@ def _record_attempt(
     turn in one commit; then publish what comes next. ``skipped`` when the claim no
     longer holds (the sweep gave the delivery to another attempt)."""
     now = timezone.now()
-    params = {
+    params: dict[str, Any] = {
         "id": row.pk,
         "claimed_at": claimed_at,
         "state": int(state),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.db import models
 
 from clients import crypto
@@ -45,8 +47,8 @@ class Client(models.Model):
     def stored_webhook_secret(cls, name: str, stored: str | None) -> str:
         """``get_webhook_secret`` of a client whose ``webhook_secret`` column was read by raw SQL (the
         stored token, not yet decrypted): the callback sender's claim reads it with the delivery."""
-        field = cls._meta.get_field("webhook_secret")
-        value = field.from_db_value(stored, None, None)  # type: ignore[attr-defined]
+        field = cast(EncryptedTextField, cls._meta.get_field("webhook_secret"))
+        value = field.from_db_value(stored, None, None)
         return cls(name=name, webhook_secret=value).get_webhook_secret() if value else ""
 
 
