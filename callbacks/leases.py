@@ -31,6 +31,11 @@ from callbacks.models import CallbackDelivery
 logger = logging.getLogger(__name__)
 
 LEASE_BEAT = 2.0
+# A host seen slow stays slow this long after the last evidence (a request outstanding or finished past
+# the slow threshold), unless a request to it is answered fast: otherwise, when its hanging requests
+# timed out together, the next burst would again take as many threads as arrive before one of them is
+# old enough to count.
+SLOW_MEMORY = 30.0
 # A deferred delivery waits at least this long, and at most MAX_WAIT, for its slow host.
 MIN_WAIT = 0.5
 MAX_WAIT = 15.0
@@ -47,6 +52,7 @@ _lock = threading.Lock()
 _in_flight: dict[int, InFlight] = {}
 _lease = timedelta(seconds=8)
 _keeper: threading.Thread | None = None
+_slow_until: dict[str, float] = {}  # host -> time.monotonic() until which it counts as slow
 
 
 def hold(delivery_id: int, host: str, *, claimed_at: datetime, lease: timedelta) -> None:
@@ -61,10 +67,17 @@ def hold(delivery_id: int, host: str, *, claimed_at: datetime, lease: timedelta)
             _keeper.start()
 
 
-def release(delivery_id: int) -> None:
-    """The attempt at ``delivery_id`` is over (recorded, or given back)."""
+def release(delivery_id: int, slow_after: float | None = None) -> None:
+    """The attempt at ``delivery_id`` is over (recorded, or given back). With ``slow_after``: an attempt
+    that took longer marks its host slow for ``SLOW_MEMORY`` seconds; a quicker one clears the mark."""
     with _lock:
-        _in_flight.pop(delivery_id, None)
+        item = _in_flight.pop(delivery_id, None)
+        if item is None or slow_after is None:
+            return
+        if time.monotonic() - item.started > slow_after:
+            _slow_until[item.host] = time.monotonic() + SLOW_MEMORY
+        else:
+            _slow_until.pop(item.host, None)
 
 
 def in_flight() -> dict[int, InFlight]:
@@ -76,7 +89,8 @@ def in_flight() -> dict[int, InFlight]:
 def slow_host_wait(host: str, limit: int, slow_after: float, deadline: float) -> float | None:
     """None when a request to ``host`` may start now; else how long the next delivery to it waits.
 
-    A host with a request outstanding for over ``slow_after`` seconds is slow: it gets at most ``limit``
+    A host with a request outstanding for over ``slow_after`` seconds is slow (and stays so for
+    ``SLOW_MEMORY`` seconds, see ``release``): it gets at most ``limit``
     requests at once (counting the fresh ones too, or every deferred delivery coming due together
     would take a thread each). The wait lasts until the oldest slow request reaches its ``deadline``,
     within [MIN_WAIT, MAX_WAIT], with a little jitter so the waiting deliveries do not all come back
@@ -87,8 +101,13 @@ def slow_host_wait(host: str, limit: int, slow_after: float, deadline: float) ->
     now = time.monotonic()
     with _lock:
         ages = [now - item.started for item in _in_flight.values() if item.host == host]
-    oldest = max(ages, default=0.0)
-    if oldest <= slow_after or len(ages) < limit:
+        oldest = max(ages, default=0.0)
+        if oldest > slow_after:
+            _slow_until[host] = now + SLOW_MEMORY
+        slow = _slow_until.get(host, 0.0) > now
+        if not slow:
+            _slow_until.pop(host, None)
+    if not slow or len(ages) < limit:
         return None
     soonest = max(0.0, deadline - oldest)
     return min(MAX_WAIT, max(MIN_WAIT, soonest)) + random.uniform(0, 0.5)  # noqa: S311 (jitter)

@@ -328,7 +328,7 @@ def callback_deliver(*, delivery_id: int) -> str:
     try:
         return _attempt(row, claimed_at=now)
     finally:
-        leases.release(row.pk)
+        leases.release(row.pk, slow_after=SLOW_REQUEST_SECONDS)
 
 
 def _host(url: str) -> str:

@@ -31,9 +31,11 @@ def _nothing_in_flight():
     """The in-process registry of attempts is per process: each test starts (and leaves) it empty."""
     with leases._lock:
         leases._in_flight.clear()
+        leases._slow_until.clear()
     yield
     with leases._lock:
         leases._in_flight.clear()
+        leases._slow_until.clear()
 
 
 def deliver_once(queues: Any) -> None:
@@ -207,6 +209,41 @@ def test_a_receiver_slow_for_every_request_has_its_next_deliveries_deferred_not_
         leases._in_flight.clear()
     CallbackDelivery.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
     assert callbacks.callback_deliver(delivery_id=row.pk) == "sent"
+
+
+def test_a_host_seen_slow_stays_slow_after_its_hanging_requests_time_out_until_one_is_answered_fast():
+    """Its requests that hung until their timeout are over; the next ones are fresh. Without the memory
+    of its slowness, as many of them would start as arrive before one is old enough to count."""
+    now = timezone.now()
+    started = time.monotonic()
+    with leases._lock:  # two requests outstanding for 12 s: they time out now
+        leases._in_flight[-1] = leases.InFlight("hangs.example:", started - 12, now)
+        leases._in_flight[-2] = leases.InFlight("hangs.example:", started - 12, now)
+    leases.release(-1, slow_after=2.0)
+    leases.release(-2, slow_after=2.0)
+    with leases._lock:  # two fresh ones to it, 0.1 s old
+        leases._in_flight[-3] = leases.InFlight("hangs.example:", started - 0.1, now)
+        leases._in_flight[-4] = leases.InFlight("hangs.example:", started - 0.1, now)
+    wait = leases.slow_host_wait("hangs.example:", 2, 2.0, callbacks.ATTEMPT_DEADLINE)
+    assert wait is not None and leases.MIN_WAIT <= wait <= leases.MAX_WAIT + 0.5
+    # ... and with fewer than the limit outstanding, the next may go.
+    leases.release(-4)
+    assert leases.slow_host_wait("hangs.example:", 2, 2.0, callbacks.ATTEMPT_DEADLINE) is None
+    # The memory runs out ...
+    with leases._lock:
+        leases._in_flight[-5] = leases.InFlight("hangs.example:", started - 0.1, now)
+        leases._slow_until["hangs.example:"] = time.monotonic() - 0.01
+    assert leases.slow_host_wait("hangs.example:", 2, 2.0, callbacks.ATTEMPT_DEADLINE) is None
+    # ... or a request answered fast clears it at once.
+    with leases._lock:
+        leases._slow_until["hangs.example:"] = time.monotonic() + leases.SLOW_MEMORY
+    assert leases.slow_host_wait("hangs.example:", 2, 2.0, callbacks.ATTEMPT_DEADLINE) is not None
+    leases.release(-3, slow_after=2.0)
+    with leases._lock:
+        leases._in_flight[-6] = leases.InFlight("hangs.example:", started - 0.1, now)
+    assert leases.slow_host_wait("hangs.example:", 2, 2.0, callbacks.ATTEMPT_DEADLINE) is None
+    # Another host never was slow.
+    assert leases.slow_host_wait("other.example:", 2, 2.0, callbacks.ATTEMPT_DEADLINE) is None
 
 
 def test_a_stopping_process_hands_a_delivery_back_unclaimed(
