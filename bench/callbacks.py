@@ -17,17 +17,20 @@ Two phases of ``--seconds`` each, on the same processes:
 
 Latency = the receiver's arrival time of a job's end callback minus the job's ``finished_at`` (same
 machine clock), for the four clients whose receivers answer; p50 and p99 of each phase, with ``nproc``
-and the load average beside them. Goal: phase 2's figures no worse than phase 1's.
+and the load average beside them; and the control process's CPU time in the phase over the delivery
+attempts made in it (its dispatches and deferrals included). Goal: phase 2's figures no worse than phase 1's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from bench import common
@@ -128,6 +131,21 @@ def latencies(ids: list[int], receivers: list[Receiver], timeout: float) -> tupl
     return values, len(wanted) - len(arrived)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def attempts_made() -> int:
+    """Every delivery attempt recorded so far (sent, failed or to be retried), deferrals not counted."""
+    from django.db.models import Sum
+
+    from callbacks.models import CallbackDelivery
+
+    return int(CallbackDelivery.objects.aggregate(n=Sum("attempts"))["n"] or 0)
+
+
 def owners(ids: list[int]) -> dict[int, int]:
     from jobs.models import Job
 
@@ -157,7 +175,7 @@ def main(argv: list[str]) -> int:
     procs = common.Processes()
     try:
         procs.celery_worker("worker", env, queues=["work", "windows_capture"], concurrency=2)
-        procs.spawn(
+        control = procs.spawn(
             "control",
             [
                 sys.executable, "-m", "celery", "-A", "taskengine_site", "worker",
@@ -175,11 +193,14 @@ def main(argv: list[str]) -> int:
         for phase, hang in (("all answer", False), ("one hangs", True)):
             receivers[-1].hang = hang
             load_before = common.machine()
+            cpu_before, attempts_before = cpu_seconds(control.pid), attempts_made()
             ids = submit_for(args.seconds, args.rate, clients, receivers)
             by_client = owners(ids)
             others = [job for job in ids if by_client.get(job) != clients[-1].pk]
             values, missing = latencies(others, receivers[:-1], timeout=60)
-            results.append((phase, len(ids), len(others), values, missing, load_before, common.machine()))
+            cpu = (cpu_seconds(control.pid) - cpu_before) / max(1, attempts_made() - attempts_before)
+            after = common.machine()
+            results.append((phase, len(ids), len(others), values, missing, load_before, after, cpu))
         hung = receivers[-1]
     finally:
         procs.stop_all()
@@ -188,11 +209,12 @@ def main(argv: list[str]) -> int:
         f"bench.callbacks: rate={args.rate:g}/s seconds={args.seconds:g} receiver={args.receiver_ms:g}ms "
         f"control_threads={args.threads}"
     )
-    for phase, submitted, counted, values, missing, before, after in results:
+    for phase, submitted, counted, values, missing, before, after, cpu in results:
         print(
             f"  {phase}: jobs={submitted} measured={counted} (the four answering clients) "
             f"p50={common.pct(values, 50):.3f}s p99={common.pct(values, 99):.3f}s "
             f"max={max(values, default=float('nan')):.3f}s missing={missing} "
+            f"control_cpu_per_attempt={cpu * 1000:.2f}ms "
             f"| before {before} | after {after}"
         )
     print(f"  hanging receiver: {hung.requests} answered before it hung (its callbacks retry with back-off)")
