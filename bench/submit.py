@@ -1,7 +1,7 @@
 """Item 2 of issue 6: POST /job under load on loopback, beside GET / (the same gunicorn's floor).
 
     .venv/bin/python -m bench.submit [--rate 50] [--seconds 20] [--wrk-seconds 10] [--connections 8]
-                                     [--batch 500] [--batch-seconds 10]
+                                     [--batch 500] [--batch-seconds 10] [--database te_bench_submit]
 
 1. Paced load (open loop): a Python generator sends ``--rate`` requests/s for ``--seconds`` from 16
    threads with keep-alive connections; latency runs from each request's *scheduled* time (so a stall
@@ -196,11 +196,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--web-threads", type=int, default=4)
     parser.add_argument("--batch", type=int, default=500, help="jobs per POST /jobs request (0: skip)")
     parser.add_argument("--batch-seconds", type=float, default=10)
+    parser.add_argument("--database", default="te_bench_submit", help="emptied at the start of the run")
     args = parser.parse_args(argv)
 
     # Its own database: bench.e2e/schedule/memory empty te_bench at their start, which would truncate
     # this run's jobs if they ran beside it.
-    env = common.setup_django("te_bench_submit")
+    env = common.setup_django(args.database)
     # The per-client rate limit (default 1200/minute) is policy, not capacity: lifted to measure capacity.
     env["TASKENGINE_RATE_LIMIT"] = "10000000/minute"
     common.reset_jobs()
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         paced(port, client, key, "POST", "/job", args.rate, 2)  # warm-up (imports, connections)
         stop = threading.Event()
         probe: dict[str, Any] = {}
-        prober = threading.Thread(target=lambda: probe.update(commit_probe("te_bench_submit", stop)))
+        prober = threading.Thread(target=lambda: probe.update(commit_probe(args.database, stop)))
         prober.start()
         try:
             post_paced = paced(port, client, key, "POST", "/job", args.rate, args.seconds)
