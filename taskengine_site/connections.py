@@ -13,7 +13,7 @@ writes, a transaction already open).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import InterfaceError, OperationalError, connection
 
@@ -22,18 +22,19 @@ T = TypeVar("T")
 
 def first_read(run: Callable[[], T]) -> T:
     """``run()``, a read, with the connection's pending health check done by running it."""
+    db: Any = connection  # the health check's attributes are Django's own, not in its type stubs
     if (
-        connection.connection is None  # a new connection is made for it: nothing to check
-        or not connection.health_check_enabled
-        or connection.health_check_done
-        or connection.in_atomic_block
+        db.connection is None  # a new connection is made for it: nothing to check
+        or not db.health_check_enabled
+        or db.health_check_done
+        or db.in_atomic_block
     ):
         return run()
-    connection.health_check_done = True
+    db.health_check_done = True
     try:
         return run()
     except (OperationalError, InterfaceError):
-        if connection.is_usable():
+        if db.is_usable():
             raise  # the statement failed, not the connection
-        connection.close()
+        db.close()
     return run()

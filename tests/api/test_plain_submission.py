@@ -135,7 +135,9 @@ def _serializer(body: Any, client: Any) -> JobSubmitSerializer:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("body", PLAIN + OTHERS, ids=lambda body: json.dumps(body)[:60])
-def test_where_the_plain_path_answers_it_answers_what_the_serializer_validates(body: Any, requester: Any) -> None:
+def test_where_the_plain_path_answers_it_answers_what_the_serializer_validates(
+    body: Any, requester: Any
+) -> None:
     plain = plain_submission(body, requester.name)
     checked = _serializer(body, requester)
     if plain is None:
