@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.reset_jobs()
     client, key = common.bench_client()
 
-    from django.core.wsgi import get_wsgi_application
     from django.db.backends.base.base import BaseDatabaseWrapper
     from rest_framework.request import Request
     from rest_framework.views import APIView
@@ -99,7 +98,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wrap(services, "_insert_many", "  insert job(s) + log entries")
     wrap(bus, "_send", "  dispatch publish (Celery)")
 
-    app = get_wsgi_application()
+    from taskengine_site.handler import Handler
+
+    app = Handler()  # the web process's handler (taskengine_site/wsgi.py, without its warm-up)
     statuses: list[str] = []
     path, payload = "/job", BODY
     if args.batch:

@@ -286,7 +286,7 @@ def jobs_submit(*, client: Client, requests: Sequence[SubmitRequest | DomainErro
 
 
 @cache
-def _column_plan(model: type[Any], prefix: str) -> tuple[tuple[str, str, str], ...]:
+def _column_plan(model: Any, prefix: str) -> tuple[tuple[str, str, str], ...]:
     """``(attname, column key, kind)`` of each column ``_column_values`` writes for new ``model`` rows,
     kind ``stamp`` (``auto_now``), ``json`` or ``plain``: read from the model's fields once, not for each
     submission (the fields' attributes were a third of the insert's CPU)."""
@@ -310,7 +310,7 @@ def _column_values(model_objects: list[Any], prefix: str, now: datetime) -> dict
     instant), and set on the objects too, as a save does; JSON is text (the statement casts it), the rest
     as set."""
     columns: dict[str, list[Any]] = {}
-    for attname, column, kind in _column_plan(type(model_objects[0]), prefix):
+    for attname, column, kind in _column_plan(model_objects[0]._meta.model, prefix):
         if kind == "stamp":
             values: list[Any] = []
             for model_object in model_objects:
