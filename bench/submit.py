@@ -1,14 +1,18 @@
 """Item 2 of issue 6: POST /job under load on loopback, beside GET / (the same gunicorn's floor).
 
-    .venv/bin/python -m bench.submit [--rate 50] [--seconds 20] [--wrk-seconds 10] [--connections 8]
-                                     [--batch 500] [--batch-seconds 10] [--database te_bench_submit]
+    .venv/bin/python -m bench.submit [--rate 50] [--seconds 20] [--wrk-seconds 10] [--wrk-rounds 1]
+                                     [--connections 8] [--batch 500] [--batch-seconds 10]
+                                     [--database te_bench_submit]
 
 1. Paced load (open loop): a Python generator sends ``--rate`` requests/s for ``--seconds`` from 16
    threads with keep-alive connections; latency runs from each request's *scheduled* time (so a stall
    is not hidden by coordinated omission). p50/p99 of POST /job and of GET / at the same rate.
 2. Highest sustained rate: Debian's ``wrk`` (C, so the generator costs little CPU) with a Lua script
    POSTing a ``noop`` job over ``--connections`` keep-alive connections for ``--wrk-seconds``; the rate
-   counts only when every response was 2xx. Same for GET /.
+   counts only when every response was 2xx. Same for GET /. With ``--wrk-rounds N`` the two alternate N
+   times (POST, GET, POST, GET, …): on a machine shared with other work, whose load moves within
+   seconds, both sides then see the same moments; the rates are the means and each round's ratio is
+   printed too.
 
 3. Beside the paced POSTs, a commit probe: one connection of the benchmark's own INSERTs a row into a
    scratch table and commits, 10 times a second, and its latency is reported beside POST's. Every
@@ -186,12 +190,26 @@ def wrk(
     }
 
 
+def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several wrk runs of equal length as one: the mean rate, every non-2xx answer, the worst p99."""
+    p99s = [run["p99_ms"] for run in runs if run["p99_ms"] is not None]
+    return {
+        "rps": round(sum(run["rps"] for run in runs) / len(runs), 2),
+        "non_2xx": sum(run["non_2xx"] for run in runs),
+        "socket_errors": "; ".join(run["socket_errors"] for run in runs if run["socket_errors"]),
+        "p99_ms": max(p99s) if p99s else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--wrk-seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--wrk-rounds", type=int, default=1, help="alternate the POST and GET wrk runs this many times"
+    )
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=4)
     parser.add_argument("--batch", type=int, default=500, help="jobs per POST /jobs request (0: skip)")
@@ -229,8 +247,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.batch:
             result["batch"] = batch_rate(port, client, key, args.batch, args.batch_seconds)
         if shutil.which("wrk"):
-            result["post_max"] = wrk(port, client, key, "POST", "/job", args.wrk_seconds, args.connections)
-            result["root_max"] = wrk(port, client, key, "GET", "/", args.wrk_seconds, args.connections)
+            posts, roots = [], []
+            for _ in range(args.wrk_rounds):
+                posts.append(wrk(port, client, key, "POST", "/job", args.wrk_seconds, args.connections))
+                roots.append(wrk(port, client, key, "GET", "/", args.wrk_seconds, args.connections))
+            result["post_max"], result["root_max"] = combined(posts), combined(roots)
+            result["round_ratios"] = [
+                round(p["rps"] / r["rps"], 3) for p, r in zip(posts, roots, strict=True)
+            ]
     finally:
         procs.stop_all()
         common.redis_cleanup()
@@ -252,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "post_over_root": (
             round(result["post_max"]["rps"] / result["root_max"]["rps"], 3) if "root_max" in result else None
         ),
+        "round_ratios": result.get("round_ratios"),
         "batch_jobs_per_second": result.get("batch", {}).get("jobs_per_second"),
         "batch_errors": result.get("batch", {}).get("errors"),
         "jobs_created": Job.objects.count(),
