@@ -58,9 +58,12 @@ task_postrun.connect(flush, weak=False)
 
 
 def _wsgi() -> Any:
-    from django.core.wsgi import get_wsgi_application
+    import django
 
-    return get_wsgi_application()
+    django.setup(set_prefix=False)
+    from taskengine_site.handler import Handler  # the web process's handler (taskengine_site/wsgi.py)
+
+    return Handler()
 
 
 application = _wsgi()

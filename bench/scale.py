@@ -157,8 +157,9 @@ def _cpu_ms(pids: list[int]) -> dict[int, float]:
     return spent
 
 
-def server_pids(web_group: int) -> list[int]:
-    """gunicorn's processes (its process group) and the Postgres backends serving this database."""
+def server_pids(web_group: int, dbname: str | None = None) -> list[int]:
+    """gunicorn's processes (its process group) and the Postgres backends serving ``dbname`` (this
+    benchmark's database by default)."""
     from django.db import connection
 
     pids = []
@@ -171,7 +172,7 @@ def server_pids(web_group: int) -> list[int]:
                 continue
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB]
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [dbname or DB]
         )
         pids += [row[0] for row in cursor.fetchall()]
     return pids

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from clients import keys
 from clients.models import ApiKey, Client
 from taskengine_site import prepared
+from taskengine_site.connections import first_read
 
 # Writing last_used_at on every request would add a write to every read; a minute is precise enough.
 LAST_USED_GRANULARITY = timedelta(seconds=60)
@@ -77,34 +78,42 @@ def _key_with_client(prefix: str) -> ApiKey | None:
     return row
 
 
+def authenticate_headers(meta: dict[str, Any]) -> tuple[Client, ApiKey] | None:
+    """The client and key a request's headers (``request.META``) name; None when it gives neither.
+
+    Raises ``AuthenticationFailed`` when one is missing or they do not match an active client's key.
+    """
+    name = meta.get("HTTP_CLIENT")
+    key = meta.get("HTTP_API_KEY") or meta.get("HTTP_X_API_KEY")
+    if not name and not key:
+        return None  # no credentials: permission classes decide (401 where a key is needed)
+    if not name or not key:
+        raise exceptions.AuthenticationFailed(UNAUTHORISED)
+    prefix = keys.prefix_of(key)
+    # Usually the request's first statement: it checks the kept connection too (taskengine_site.connections).
+    row = first_read(lambda: _key_with_client(prefix)) if prefix is not None else None
+    # Hash even when no row matched, so a wrong prefix costs the same time as a wrong secret.
+    stored = row.key_hash if row is not None else "0" * 64
+    valid = keys.matches(key, stored)
+    if (
+        row is None
+        or not valid
+        or row.revoked_at is not None
+        or not row.client.is_active
+        or row.client.name != name
+    ):
+        raise exceptions.AuthenticationFailed(UNAUTHORISED)
+    now = timezone.now()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_GRANULARITY:
+        ApiKey.objects.filter(pk=row.pk).update(last_used_at=now)
+    return row.client, row
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """Authenticates a request as a :class:`Client`; ``request.user`` is the client."""
 
     def authenticate(self, request: Request) -> tuple[Client, ApiKey] | None:
-        meta: dict[str, Any] = request.META
-        name = meta.get("HTTP_CLIENT")
-        key = meta.get("HTTP_API_KEY") or meta.get("HTTP_X_API_KEY")
-        if not name and not key:
-            return None  # no credentials: permission classes decide (401 where a key is needed)
-        if not name or not key:
-            raise exceptions.AuthenticationFailed(UNAUTHORISED)
-        prefix = keys.prefix_of(key)
-        row = _key_with_client(prefix) if prefix is not None else None
-        # Hash even when no row matched, so a wrong prefix costs the same time as a wrong secret.
-        stored = row.key_hash if row is not None else "0" * 64
-        valid = keys.matches(key, stored)
-        if (
-            row is None
-            or not valid
-            or row.revoked_at is not None
-            or not row.client.is_active
-            or row.client.name != name
-        ):
-            raise exceptions.AuthenticationFailed(UNAUTHORISED)
-        now = timezone.now()
-        if row.last_used_at is None or now - row.last_used_at > LAST_USED_GRANULARITY:
-            ApiKey.objects.filter(pk=row.pk).update(last_used_at=now)
-        return row.client, row
+        return authenticate_headers(request.META)
 
     def authenticate_header(self, request: Request) -> str:
         return "api-key"

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -284,28 +285,43 @@ def jobs_submit(*, client: Client, requests: Sequence[SubmitRequest | DomainErro
     return outcomes
 
 
+@cache
+def _column_plan(model: Any, prefix: str) -> tuple[tuple[str, str, str], ...]:
+    """``(attname, column key, kind)`` of each column ``_column_values`` writes for new ``model`` rows,
+    kind ``stamp`` (``auto_now``), ``json`` or ``plain``: read from the model's fields once, not for each
+    submission (the fields' attributes were a third of the insert's CPU)."""
+    plan = []
+    for field in model._meta.concrete_fields:
+        if field.primary_key or (prefix and field.name == "job"):
+            continue
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            kind = "stamp"
+        elif field.get_internal_type() == "JSONField":
+            kind = "json"
+        else:
+            kind = "plain"
+        plan.append((field.attname, f"{prefix}{field.column}", kind))
+    return tuple(plan)
+
+
 def _column_values(model_objects: list[Any], prefix: str, now: datetime) -> dict[str, list[Any]]:
     """Each concrete column of ``model_objects`` (new rows of one model) as a list, the values a save
     would write: ``auto_now`` times are ``now`` unless already set (``_prepare`` sets the submission's
     instant), and set on the objects too, as a save does; JSON is text (the statement casts it), the rest
     as set."""
     columns: dict[str, list[Any]] = {}
-    for field in model_objects[0]._meta.concrete_fields:
-        if field.primary_key or (prefix and field.name == "job"):
-            continue
-        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+    for attname, column, kind in _column_plan(model_objects[0]._meta.model, prefix):
+        if kind == "stamp":
             values: list[Any] = []
             for model_object in model_objects:
-                stamp = getattr(model_object, field.attname) or now
-                setattr(model_object, field.attname, stamp)
+                stamp = getattr(model_object, attname) or now
+                setattr(model_object, attname, stamp)
                 values.append(stamp)
-        elif field.get_internal_type() == "JSONField":
-            values = [
-                None if (v := getattr(o, field.attname)) is None else json.dumps(v) for o in model_objects
-            ]
+        elif kind == "json":
+            values = [None if (v := getattr(o, attname)) is None else json.dumps(v) for o in model_objects]
         else:
-            values = [getattr(o, field.attname) for o in model_objects]
-        columns[f"{prefix}{field.column}"] = values
+            values = [getattr(o, attname) for o in model_objects]
+        columns[column] = values
     return columns
 
 

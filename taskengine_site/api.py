@@ -149,47 +149,49 @@ def _refuse_constant(name: str) -> Any:
 # --- Throttling ---------------------------------------------------------------------------------------
 
 
-class ClientRateThrottle(throttling.BaseThrottle):
-    """Per-client fixed-window request limit kept in the Redis cache (``TASKENGINE_RATE_LIMIT``).
+def rate_limit_wait(ident: str) -> float | None:
+    """Count one request of ``ident`` (``client:<pk>``, or ``ip:<address>``) in its current window of
+    ``TASKENGINE_RATE_LIMIT``; None if it is within the limit, else the seconds until the window ends.
 
     A counter per window (one INCR per request) instead of DRF's timestamp list, which grows with the
     rate; with the project's cache backend (taskengine_site.cache) creating and counting it is one round
     trip, with any other backend it is ``add`` + ``incr``. If Redis is unreachable the request is let
     through: the limit protects the engine, it must not take the API down with the cache.
     """
+    limit, window = parse_rate(settings.TASKENGINE_RATE_LIMIT)  # 0 requests: no limit
+    if limit <= 0:
+        return None
+    now = time.time()
+    start = int(now // window) * window
+    key = f"throttle:{ident}:{start}"
+    try:
+        incr_window = getattr(cache, "incr_window", None)
+        if incr_window is not None:  # taskengine_site.cache.RedisCache: one round trip
+            count = incr_window(key, window + 1)
+        else:
+            cache.add(key, 0, timeout=window + 1)
+            count = cache.incr(key)
+    except Exception:  # cache down or key evicted between add and incr: fail open
+        return None
+    if count > limit:
+        return max(1.0, start + window - now)
+    return None
+
+
+class ClientRateThrottle(throttling.BaseThrottle):
+    """Per-client fixed-window request limit kept in the Redis cache (``TASKENGINE_RATE_LIMIT``):
+    :func:`rate_limit_wait` for each request."""
 
     def __init__(self) -> None:
         self._wait: float | None = None
 
-    @staticmethod
-    def rate() -> tuple[int, int]:
-        """``(requests, window seconds)`` from ``"<n>/<second|minute|hour|day>"``; 0 requests: no limit."""
-        return parse_rate(settings.TASKENGINE_RATE_LIMIT)
-
     def allow_request(self, request: Request, view: APIView) -> bool:
-        limit, window = self.rate()
-        if limit <= 0:
-            return True
         user = request.user
         ident = (
             f"client:{user.pk}" if getattr(user, "pk", None) is not None else f"ip:{self.get_ident(request)}"
         )
-        now = time.time()
-        start = int(now // window) * window
-        key = f"throttle:{ident}:{start}"
-        try:
-            incr_window = getattr(cache, "incr_window", None)
-            if incr_window is not None:  # taskengine_site.cache.RedisCache: one round trip
-                count = incr_window(key, window + 1)
-            else:
-                cache.add(key, 0, timeout=window + 1)
-                count = cache.incr(key)
-        except Exception:  # cache down or key evicted between add and incr: fail open
-            return True
-        if count > limit:
-            self._wait = max(1.0, start + window - now)
-            return False
-        return True
+        self._wait = rate_limit_wait(ident)
+        return self._wait is None
 
     def wait(self) -> float | None:
         return math.ceil(self._wait) if self._wait is not None else None

@@ -1,10 +1,16 @@
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskengine_site.settings")
 
-application = get_wsgi_application()
+# What django.core.wsgi.get_wsgi_application does, with the project's handler (a shorter middleware
+# chain for POST /job: taskengine_site/handler.py).
+django.setup(set_prefix=False)
+
+from taskengine_site.handler import Handler  # noqa: E402
+
+application = Handler()
 
 # Import now what the first request would otherwise import (the URLconf and its views, the cache
 # backend, the Celery app's publishing side): without it, each gunicorn worker's first requests waited

@@ -1,0 +1,146 @@
+"""``POST /job`` without DRF's request machinery, for the requests most submissions are.
+
+``POST /job`` is the endpoint clients call most. Around the job's insert, DRF's generic machinery (its
+request object, content negotiation, authentication, throttle and permission classes instantiated for
+each request, the response's rendering) and the Django middleware cost several times the insert in CPU
+(bench/README.md, issue 16). :func:`job_submit_view` answers a request itself when it is of the usual
+kind: JSON sent and JSON accepted, the client's headers given, a plain body (``plain_submission``). It
+runs the same checks through the same functions, in DRF's order where the order shows: authentication
+(401), the client's rate limit (429), then the submission (``job_submit``). Every other request goes,
+before anything is counted or written, to ``JobViewSet.create`` as it always did, which words its
+answer. Answers of this path are rendered as DRF renders them: the same bytes, status and headers;
+tests/api/test_submit_view.py sends honest and hostile requests down both paths and compares.
+
+The route's OpenAPI description stays ``JobViewSet.create``'s: this function carries that view's
+``cls``, ``initkwargs`` and ``actions``, which is what drf-spectacular reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from rest_framework import exceptions
+from rest_framework.renderers import JSONRenderer
+
+from clients.authentication import authenticate_headers
+from jobs.api.serializers import plain_submission
+from jobs.api.views import JobViewSet, idempotency_key, request_meta
+from jobs.services import job_submit
+from taskengine_site.api import rate_limit_wait
+from taskengine_site.errors import exception_handler
+from taskengine_site.inputs import json_problem
+
+_drf_view = JobViewSet.as_view({"post": "create"})
+# What DRF's finalize_response adds to every answer of that view (its allowed methods).
+ALLOW = "POST, OPTIONS"
+# Accept headers DRF answers with plain JSON (no indent or other parameter to honour).
+_ACCEPT_JSON = frozenset({None, "*/*", "application/json"})
+_JSON_BODY = frozenset({"application/json", "application/json; charset=utf-8"})
+_renderer = JSONRenderer()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _render(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+    """``Response(data, status, headers)`` as the DRF view's finalize_response and JSONRenderer make it."""
+    response = HttpResponse(_renderer.render(data), status=status, content_type=_renderer.media_type)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    response["Allow"] = ALLOW
+    return response
+
+
+def _refusal(exc: Exception) -> HttpResponse:
+    """What the DRF view answers for ``exc`` raised in it (the project's exception handler), or raise."""
+    response = exception_handler(exc, {"view": JobViewSet(), "args": (), "kwargs": {}, "request": None})
+    if response is None:
+        raise exc
+    # The handler's own headers (Retry-After); the content type is the renderer's.
+    headers = {name: value for name, value in response.items() if name.lower() != "content-type"}
+    return _render(response.data, response.status_code, headers)
+
+
+def _plain_body(request: HttpRequest) -> Any:
+    """The request's JSON body when LimitedJSONParser would take it as it is; else ``_OTHER``."""
+    meta = request.META
+    if meta.get("CONTENT_TYPE") not in _JSON_BODY:
+        return _OTHER
+    try:
+        length = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return _OTHER
+    if not 0 < length <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        return _OTHER
+    raw = request.body  # a failed read is raised, as the parser's read raises it
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except Exception:
+        return _OTHER
+    if json_problem(data) is not None:
+        return _OTHER
+    return data
+
+
+_OTHER = object()
+
+
+def job_submit_view(request: HttpRequest) -> HttpResponse:
+    """POST /job: a usual request answered here, any other by ``JobViewSet.create`` (module docstring)."""
+    meta = request.META
+    if (
+        request.method != "POST"
+        or meta.get("QUERY_STRING")  # ?format= and the like are DRF's to read
+        or meta.get("HTTP_ACCEPT") not in _ACCEPT_JSON
+    ):
+        return _drf_view(request)
+    try:
+        found = authenticate_headers(meta)
+    except Exception as exc:
+        return _refusal(exc)
+    if found is None:
+        return _drf_view(request)  # no credentials at all
+    client = found[0]
+    try:
+        key = idempotency_key(meta)
+    except Exception:
+        return _drf_view(request)
+    data = _plain_body(request)
+    if data is _OTHER:
+        return _drf_view(request)
+    validated = plain_submission(data, client.name)
+    if validated is None:
+        return _drf_view(request)
+    # Nothing is counted or written before this point: any request handed over above is answered by
+    # the DRF view in full, its rate limit included.
+    try:
+        wait = rate_limit_wait(f"client:{client.pk}")
+        if wait is not None:
+            raise exceptions.Throttled(math.ceil(wait))
+        spec = validated["job"]
+        job, _created = job_submit(
+            client=client,
+            workflow=spec["workflow"],
+            parameters=validated["parameters"],
+            priority=spec.get("priority", 5),
+            run_at=spec.get("run_at"),
+            semaphore_url=spec.get("semaphore_url"),
+            persist=spec.get("persist", False),
+            idempotency_key=key,
+            request_meta=request_meta("POST", request.path, meta, data),
+        )
+    except Exception as exc:
+        return _refusal(exc)
+    return _render({"id": job.pk, "result": "accepted"})
+
+
+# The DRF view's identity (cls, initkwargs, actions, csrf_exempt): the schema generator reads the route
+# as that view's, and CSRF checks skip it as they skip every API view.
+job_submit_view.__dict__.update(
+    {name: value for name, value in _drf_view.__dict__.items() if name != "__wrapped__"}
+)

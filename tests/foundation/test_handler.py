@@ -1,0 +1,128 @@
+"""The web process's handler (taskengine_site.handler): POST /job through a shorter middleware chain
+answers exactly what the whole chain answers; every other path goes through the whole chain."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import re
+import sys
+from typing import Any
+
+import pytest
+from django.core.handlers.wsgi import WSGIHandler
+
+from taskengine_site.handler import SKIPPED, Handler, lean_middleware
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _environ(method: str, path: str, body: bytes = b"", **headers: Any) -> dict[str, Any]:
+    environ = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000", "HTTP_HOST": "127.0.0.1:8000",
+        "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0), "wsgi.multithread": True, "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }  # fmt: skip
+    if body:
+        environ.update(CONTENT_TYPE="application/json", CONTENT_LENGTH=str(len(body)))
+    environ.update(headers)
+    return environ
+
+
+def _call(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen.update(status=status, headers=headers)
+
+    response = app(environ, start_response)
+    try:
+        content = b"".join(response)
+    finally:
+        response.close()
+    # A job's id differs from one answer to the next (and with it the length).
+    content = re.sub(rb'"id":\d+', b'"id":0', content)
+    headers = [(k, "n" if k == "Content-Length" else _unique(v)) for k, v in seen["headers"]]
+    return seen["status"], sorted(headers), content
+
+
+def _unique(value: str) -> str:
+    """A header without what differs between two answers: a fresh CSRF token, a cookie's expiry."""
+    value = re.sub(r"csrftoken=\w+", "csrftoken=<new>", value)
+    return re.sub(r"expires=[^;]+", "expires=<date>", value)
+
+
+def _requests(key: str, name: str) -> list[dict[str, Any]]:
+    good = json.dumps({"job": {"workflow": "noop"}, "parameters": {"content_id": "c"}}).encode()
+    creds = {"HTTP_CLIENT": name, "HTTP_API_KEY": key}
+    return [
+        _environ("POST", "/job", good, **creds),
+        _environ("POST", "/job", good, **creds, HTTP_COOKIE="sessionid=abc; csrftoken=" + "x" * 32),
+        _environ("POST", "/job", good, **creds, HTTP_COOKIE="csrftoken=malformed!"),
+        _environ("POST", "/job", good, **creds, HTTP_COOKIE="messages=abc:def; sessionid="),
+        _environ("POST", "/job", good, **creds, HTTP_ACCEPT="text/html"),
+        _environ(
+            "POST", "/job", json.dumps({"job": {"workflow": "noop", "persist": "yes"}}).encode(), **creds
+        ),
+        _environ("POST", "/job", b"{", **creds),
+        _environ("POST", "/job", good),
+        _environ("POST", "/job", good, HTTP_CLIENT=name, HTTP_API_KEY=key + "x"),
+        _environ("POST", "/job", good, **{**creds, "HTTP_HOST": "evil.example.com"}),
+        _environ("GET", "/job", b"", **creds),
+        _environ("OPTIONS", "/job", b"", **creds),
+        _environ("POST", "/job/", good, **creds),
+    ]
+
+
+def test_post_job_through_the_short_chain_answers_what_the_whole_chain_answers(make_client: Any) -> None:
+    client, key = make_client()
+    short, whole = Handler(), WSGIHandler()
+    for environ in _requests(key, client.name):
+        again = {**environ, "wsgi.input": io.BytesIO(environ["wsgi.input"].getvalue())}
+        assert _call(short, environ) == _call(whole, again), environ["PATH_INFO"]
+
+
+def test_only_post_job_takes_the_short_chain(make_client: Any) -> None:
+    handler = Handler()
+    taken: list[str] = []
+    lean = handler.lean
+
+    def counting(environ: dict[str, Any], start_response: Any) -> Any:
+        taken.append(environ["PATH_INFO"])
+        return lean(environ, start_response)
+
+    handler.lean = counting  # type: ignore[assignment]
+    client, key = make_client()
+    for environ in [*_requests(key, client.name), _environ("GET", "/"), _environ("GET", "/jobs")]:
+        _call(handler, environ)
+    assert set(taken) == {"/job"}
+    assert len(taken) == len(_requests(key, client.name)) - 1  # all but /job/
+
+
+def test_the_short_chain_leaves_out_only_the_three(settings: Any) -> None:
+    handler = Handler()
+    names = [type(m).__module__ + "." + type(m).__name__ for m in _chain(handler.lean)]
+    assert names == [name for name in settings.MIDDLEWARE if name not in SKIPPED]
+    assert len(names) == len(settings.MIDDLEWARE) - len(SKIPPED)
+    # The whole chain is the settings' list, untouched by building the short one.
+    assert [type(m).__module__ + "." + type(m).__name__ for m in _chain(handler)] == settings.MIDDLEWARE
+    # A middleware added later stays in both.
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "example.Added"]
+    assert lean_middleware()[-1] == "example.Added"
+
+
+def _chain(handler: Any) -> list[Any]:
+    """The middleware instances of a handler's chain, outermost first (Django wraps each instance in a
+    function that converts exceptions; the innermost link is the handler's own _get_response)."""
+    found: list[Any] = []
+    link = handler._middleware_chain
+    while True:
+        inner = inspect.unwrap(link)
+        if inspect.ismethod(inner) or not hasattr(inner, "get_response"):
+            return found
+        found.append(inner)
+        link = inner.get_response
