@@ -1,7 +1,7 @@
 """Items 1 and 7 of issue 6: end-to-end overhead against the raw Celery floor, and peers, in one run.
 
     .venv/bin/python -m bench.e2e [--jobs 1000] [--rounds 1] [--peers rq,procrastinate] [--submitters 4]
-                                  [--steps 5|1] [--batch 0|N]
+                                  [--steps 5|1] [--batch 0|N] [--db te_bench]
 
 Sides, run one after the other in each round (only one side's processes are alive while it is timed):
 
@@ -247,14 +247,14 @@ def side_rq(
 
 
 def side_procrastinate(
-    procs: common.Processes, env: dict[str, str], n: int, redis: Any, steps: int = 5
+    procs: common.Processes, env: dict[str, str], n: int, redis: Any, steps: int = 5, db: str = "te_bench"
 ) -> dict[str, Any]:
     import psycopg
 
     from bench import peers
 
-    created = common.ensure_database("te_bench_procrastinate")
-    conninfo = common.database_url("te_bench_procrastinate")
+    created = common.ensure_database(f"{db}_procrastinate")
+    conninfo = common.database_url(f"{db}_procrastinate")
     env = dict(env, BENCH_PROCRASTINATE_DB=conninfo, PYTHONPATH=str(common.BASE_DIR))
     proc_bin = str(common.BASE_DIR / ".venv" / "bin" / "procrastinate")
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -314,10 +314,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--submitters", type=int, default=4)
     parser.add_argument("--steps", type=int, choices=(1, 5), default=5, help="no-op steps a job")
     parser.add_argument("--batch", type=int, default=0, help="engine jobs per POST /jobs (0: POST /job)")
+    parser.add_argument(
+        "--db", default="te_bench", help="the engine's database (Procrastinate's is <db>_procrastinate)"
+    )
     args = parser.parse_args(argv)
     workflow = "noop5" if args.steps == 5 else "noop"
 
-    env = common.setup_django("te_bench")
+    env = common.setup_django(args.db)
     import redis as redislib
 
     redis = redislib.Redis.from_url(common.REDIS_URL)
@@ -345,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 elif side == "rq":
                     res = side_rq(procs, env, args.jobs, redis, args.steps)
                 else:
-                    res = side_procrastinate(procs, env, args.jobs, redis, args.steps)
+                    res = side_procrastinate(procs, env, args.jobs, redis, args.steps, args.db)
                 print(f"  round {r + 1} {side}: {json.dumps(res)}", flush=True)
                 results.setdefault(side, []).append(res)
     finally:
