@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -292,7 +293,6 @@ def side_procrastinate(
 
 
 def _stop(popen: subprocess.Popen[bytes]) -> None:
-    import os
     import signal
 
     if popen.poll() is None:
@@ -319,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     workflow = "noop5" if args.steps == 5 else "noop"
+    # Read by bench.peers when it is first imported (this process submits Procrastinate's jobs too).
+    os.environ["BENCH_PROCRASTINATE_DB"] = common.database_url(f"{args.db}_procrastinate")
 
     env = common.setup_django(args.db)
     import redis as redislib
