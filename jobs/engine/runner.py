@@ -80,11 +80,19 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
+# What ``_claim(quiet=True)`` returns for a task of a job that may call back: it claimed nothing.
+MAY_CALL_BACK: Any = object()
+
+
+def _claim(task_id: int, *, log_start: bool = False, quiet: bool = False) -> Claimed | None:
     """Claim task ``task_id`` for one attempt (and write its start's log entries when ``log_start``).
 
     Claimable: queued, or retrying and due, or running with a stale heartbeat (its worker died) — and
     only while the job is started, so a paused or broken job runs nothing new. None when not claimable.
+
+    ``quiet`` (with ``log_start``): only a task of a job that cannot call back is claimed, by one
+    statement whose commit, in autocommit, does not wait for its WAL flush (``start_task_quiet`` says
+    why that is safe); for a job that may call back nothing is claimed and ``MAY_CALL_BACK`` returned.
     """
     now = timezone.now()
     params: dict[str, Any] = {
@@ -92,14 +100,25 @@ def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
         "now": now,
         "task": task_id,
         "stale": now - stale_after(),
+        "quiet_only": quiet,
     }
     if log_start:
         params.update(progname=PROGNAME, notice=NO_CLIENT_DEFINITIONS)
+    if quiet:
+        # Inside a caller's transaction the setting would last until its commit: never weaken that.
+        params["async"] = not connection.in_atomic_block
+        name = "start_task_quiet"
+    else:
+        name = "start_task" if log_start else "claim_task"
     with prepared.cursor() as cursor:
-        cursor.execute(sql("start_task" if log_start else "claim_task"), params)
+        cursor.execute(sql(name), params)
         row = cursor.fetchone()
     if row is None:
         return None
+    if quiet:
+        if not row[0]:
+            return MAY_CALL_BACK
+        row = row[1:-1]
     attempts, job_id, name, position, queue, parameters, job_parameters, workflow, source, client, earlier = (
         row
     )
@@ -303,11 +322,15 @@ def run_task(task_id: int) -> None:
         _pass_on(task_id)
         return
     deadline = time.monotonic() + chain_seconds()
-    # One transaction for the claim and the start's records: one commit (one WAL flush) instead of
-    # one per statement. It commits before the step runs, which runs outside any transaction.
     try:
-        with transaction.atomic():
-            task = _start(task_id)
+        # A job that cannot call back: the claim and the start's log lines are one statement in
+        # autocommit. Otherwise one transaction for the claim and the start's records (the start
+        # callback among them): one commit instead of one per statement. Either commits before the
+        # step runs, which runs outside any transaction.
+        task = _claim(task_id, log_start=True, quiet=True)
+        if task is MAY_CALL_BACK:
+            with transaction.atomic():
+                task = _start(task_id)
         while task is not None:
             task = _run_attempt(task, chain_until=deadline)
     finally:
