@@ -14,10 +14,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -80,45 +82,21 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-# What ``_claim(quiet=True)`` returns for a task of a job that may call back: it claimed nothing.
-MAY_CALL_BACK: Any = object()
-
-
-def _claim(task_id: int, *, log_start: bool = False, quiet: bool = False) -> Claimed | None:
-    """Claim task ``task_id`` for one attempt (and write its start's log entries when ``log_start``).
-
-    Claimable: queued, or retrying and due, or running with a stale heartbeat (its worker died) — and
-    only while the job is started, so a paused or broken job runs nothing new. None when not claimable.
-
-    ``quiet`` (with ``log_start``): only a task of a job that cannot call back is claimed, by one
-    statement whose commit, in autocommit, does not wait for its WAL flush (``start_task_quiet`` says
-    why that is safe); for a job that may call back nothing is claimed and ``MAY_CALL_BACK`` returned.
-    """
+def _claim_params(task_id: int, *, log_start: bool, quiet_only: bool) -> dict[str, Any]:
     now = timezone.now()
     params: dict[str, Any] = {
         "worker": worker_name(),
         "now": now,
         "task": task_id,
         "stale": now - stale_after(),
-        "quiet_only": quiet,
+        "quiet_only": quiet_only,
     }
     if log_start:
         params.update(progname=PROGNAME, notice=NO_CLIENT_DEFINITIONS)
-    if quiet:
-        # Inside a caller's transaction the setting would last until its commit: never weaken that.
-        params["async"] = not connection.in_atomic_block
-        name = "start_task_quiet"
-    else:
-        name = "start_task" if log_start else "claim_task"
-    with prepared.cursor() as cursor:
-        cursor.execute(sql(name), params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    if quiet:
-        if not row[0]:
-            return MAY_CALL_BACK
-        row = row[1:-1]
+    return params
+
+
+def _claimed(task_id: int, row: Sequence[Any]) -> Claimed:
     attempts, job_id, name, position, queue, parameters, job_parameters, workflow, source, client, earlier = (
         row
     )
@@ -137,6 +115,47 @@ def _claim(task_id: int, *, log_start: bool = False, quiet: bool = False) -> Cla
         # The earlier steps' results, by name in step order (a later step of the same name wins).
         results=_json(earlier) or {},
     )
+
+
+def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
+    """Claim task ``task_id`` for one attempt (and write its start's log entries when ``log_start``).
+
+    Claimable: queued, or retrying and due, or running with a stale heartbeat (its worker died) — and
+    only while the job is started, so a paused or broken job runs nothing new. None when not claimable.
+    """
+    params = _claim_params(task_id, log_start=log_start, quiet_only=False)
+    with prepared.cursor() as cursor:
+        cursor.execute(sql("start_task" if log_start else "claim_task"), params)
+        row = cursor.fetchone()
+    return None if row is None else _claimed(task_id, row)
+
+
+class _Unclaimed(Enum):
+    MAY_CALL_BACK = "may call back"
+
+
+# What ``_claim_quiet`` returns for a task of a job that may call back: it claimed nothing.
+MAY_CALL_BACK = _Unclaimed.MAY_CALL_BACK
+
+
+def _claim_quiet(task_id: int) -> Claimed | Literal[_Unclaimed.MAY_CALL_BACK] | None:
+    """``_claim(task_id, log_start=True)`` for a job that cannot call back: one statement whose commit,
+    in autocommit, does not wait for its WAL flush (``start_task_quiet`` says why that is safe).
+
+    For a job that may call back nothing is claimed and ``MAY_CALL_BACK`` is returned: its start
+    callback is recorded with its claim, in a transaction (``_start``).
+    """
+    params = _claim_params(task_id, log_start=True, quiet_only=True)
+    # Inside a caller's transaction the setting would last until its commit: never weaken that.
+    params["async"] = not connection.in_atomic_block
+    with prepared.cursor() as cursor:
+        cursor.execute(sql("start_task_quiet"), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    if not row[0]:
+        return MAY_CALL_BACK
+    return _claimed(task_id, row[1:-1])
 
 
 @dataclass
@@ -327,7 +346,7 @@ def run_task(task_id: int) -> None:
         # autocommit. Otherwise one transaction for the claim and the start's records (the start
         # callback among them): one commit instead of one per statement. Either commits before the
         # step runs, which runs outside any transaction.
-        task = _claim(task_id, log_start=True, quiet=True)
+        task = _claim_quiet(task_id)
         if task is MAY_CALL_BACK:
             with transaction.atomic():
                 task = _start(task_id)

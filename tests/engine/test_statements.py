@@ -261,7 +261,7 @@ def test_the_quiet_claim_agrees_with_the_callback_hand_off(submit, broker, param
     job = submit("noop", parameters=parameters)
     broker.drain(skip=lambda message: message.task == "jobs.tasks.run_task")
     task = job.tasks.get()
-    claimed = runner._claim(task.pk, log_start=True, quiet=True)
+    claimed = runner._claim_quiet(task.pk)
     if notify.may_call_back(parameters):
         assert claimed is runner.MAY_CALL_BACK
         assert Task.objects.get(pk=task.pk).state == TaskState.QUEUED  # nothing claimed
@@ -270,14 +270,17 @@ def test_the_quiet_claim_agrees_with_the_callback_hand_off(submit, broker, param
         assert isinstance(claimed, runner.Claimed) and claimed.attempt == 1
         assert claimed.job_parameters == parameters
     assert Task.objects.get(pk=task.pk).state == TaskState.RUNNING
-    assert [m for _, _, m, _ in json_log(job.pk)][-2:] == [runner.NO_CLIENT_DEFINITIONS, "Task 'noop' started"]
+    assert [m for _, _, m, _ in json_log(job.pk)][-2:] == [
+        runner.NO_CLIENT_DEFINITIONS,
+        "Task 'noop' started",
+    ]
 
 
 @pytest.mark.django_db
 def test_the_quiet_claim_writes_what_the_transactional_one_writes(submit, broker):
     quiet, loud = submit("noop5"), submit("noop5")
     broker.drain(skip=lambda message: message.task == "jobs.tasks.run_task")
-    a = runner._claim(quiet.tasks.get(position=1).pk, log_start=True, quiet=True)
+    a = runner._claim_quiet(quiet.tasks.get(position=1).pk)
     b = runner._claim(loud.tasks.get(position=1).pk, log_start=True)
     assert isinstance(a, runner.Claimed) and isinstance(b, runner.Claimed)
     fields = ("attempt", "name", "position", "queue", "parameters", "workflow", "common_definition")
@@ -288,7 +291,7 @@ def test_the_quiet_claim_writes_what_the_transactional_one_writes(submit, broker
     qb = Task.objects.filter(pk=b.pk).values_list(*columns[:3]).get()
     assert qa == qb
     # Not claimable a second time (a duplicate delivery), by either statement.
-    assert runner._claim(a.pk, log_start=True, quiet=True) is None
+    assert runner._claim_quiet(a.pk) is None
     assert runner._claim(a.pk, log_start=True) is None
 
 
@@ -302,7 +305,7 @@ def test_inside_a_transaction_the_quiet_claim_leaves_its_commit_alone(submit, br
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         before = cursor.fetchone()[0]
-        assert runner._claim(job.tasks.get().pk, log_start=True, quiet=True) is not None
+        assert runner._claim_quiet(job.tasks.get().pk) is not None
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == before
 
