@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Literal
 
@@ -74,6 +74,11 @@ class Claimed:
     workflow: str
     common_definition: bool
     client_name: str
+    # The claim's time, stored as the task's ``started_at``: with ``attempt``, the fence of every write of
+    # this attempt. The number alone can come back: a claim that an asynchronous commit lost in a
+    # Postgres crash leaves ``attempts`` as it was, and the next claim takes the same number while this
+    # attempt may still be running; the time never repeats.
+    claimed_at: datetime
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,7 +101,7 @@ def _claim_params(task_id: int, *, log_start: bool, quiet_only: bool) -> dict[st
     return params
 
 
-def _claimed(task_id: int, row: Sequence[Any]) -> Claimed:
+def _claimed(task_id: int, row: Sequence[Any], claimed_at: datetime) -> Claimed:
     attempts, job_id, name, position, queue, parameters, job_parameters, workflow, source, client, earlier = (
         row
     )
@@ -112,6 +117,7 @@ def _claimed(task_id: int, row: Sequence[Any]) -> Claimed:
         workflow=workflow,
         common_definition=source == "common",
         client_name=client,
+        claimed_at=claimed_at,
         # The earlier steps' results, by name in step order (a later step of the same name wins).
         results=_json(earlier) or {},
     )
@@ -127,7 +133,7 @@ def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
     with prepared.cursor() as cursor:
         cursor.execute(sql("start_task" if log_start else "claim_task"), params)
         row = cursor.fetchone()
-    return None if row is None else _claimed(task_id, row)
+    return None if row is None else _claimed(task_id, row, params["now"])
 
 
 class _Unclaimed(Enum):
@@ -155,7 +161,7 @@ def _claim_quiet(task_id: int) -> Claimed | Literal[_Unclaimed.MAY_CALL_BACK] | 
         return None
     if not row[0]:
         return MAY_CALL_BACK
-    return _claimed(task_id, row[1:-1])
+    return _claimed(task_id, row[1:-1], params["now"])
 
 
 @dataclass
@@ -165,6 +171,7 @@ class _Heartbeat:
     task_id: int
     job_id: int
     attempt: int
+    claimed_at: datetime
     cancelled: threading.Event = field(default_factory=threading.Event)
     last_beat: float = 0.0
     progress: float | None = None
@@ -177,9 +184,9 @@ class _Heartbeat:
         fields: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
         if progress is not None:
             fields["progress"] = max(0.0, min(100.0, float(progress)))
-        owned = Task.objects.filter(pk=self.task_id, state=TaskState.RUNNING, attempts=self.attempt).update(
-            **fields
-        )
+        owned = Task.objects.filter(
+            pk=self.task_id, state=TaskState.RUNNING, attempts=self.attempt, started_at=self.claimed_at
+        ).update(**fields)
         state = Job.objects.filter(pk=self.job_id).values_list("queue_state", flat=True).first()
         # Pausing lets the running task finish (DESIGN §1); breaking, or losing the claim, stops it.
         if not owned or state is None or state == JobState.BROKEN:
@@ -394,7 +401,7 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
     """Run one claimed attempt and record it; returns the job's next task when this worker claimed it."""
     attempt = task.attempt
     results = task.results
-    heartbeat = _Heartbeat(task_id=task.pk, job_id=task.job_id, attempt=attempt)
+    heartbeat = _Heartbeat(task_id=task.pk, job_id=task.job_id, attempt=attempt, claimed_at=task.claimed_at)
     job_id = task.job_id
 
     def log(message: str, severity: int = Severity.INFO) -> None:
@@ -489,6 +496,7 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
                 "job": task.job_id,
                 "task": task.pk,
                 "attempt": attempt,
+                "started": task.claimed_at,
                 "result": encoded,
                 "now": now,
                 "hold": hold_queue,
@@ -533,6 +541,7 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
         workflow=task.workflow,
         common_definition=task.common_definition,
         client_name=task.client_name,
+        claimed_at=now,  # step_end's claim of the next step stores its ``now`` as ``started_at``
         # What the claim's query would read: the earlier results in step order, this one last.
         results={**task.results, task.name: json.loads(encoded)},
     )
@@ -653,4 +662,6 @@ def _log(task: Claimed, message: str, severity: int) -> None:
 
 def _owned(task: Claimed, attempt: int) -> QuerySet[Task]:
     """The task's row while this attempt still owns it (the fence of every write of an attempt)."""
-    return Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
+    return Task.objects.filter(
+        pk=task.pk, state=TaskState.RUNNING, attempts=attempt, started_at=task.claimed_at
+    )

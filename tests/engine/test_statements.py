@@ -138,6 +138,7 @@ def _end(task: Task, *, attempt: int = 1, hold: str | None = None) -> tuple[Any,
                 "job": task.job_id,
                 "task": task.pk,
                 "attempt": attempt,
+                "started": Task.objects.get(pk=task.pk).started_at,
                 "result": json.dumps({"n": task.position}),
                 "now": now,
                 "hold": hold,
@@ -211,7 +212,7 @@ def test_step_end_fences_a_stale_attempt(started):
 def test_step_end_leaves_an_unusual_job_to_the_controller(started):
     """An earlier step not completed: the step is recorded, nothing moves, the job stays started."""
     job, tasks = started()
-    Task.objects.filter(pk=tasks[1].pk).update(state=TaskState.RUNNING, attempts=1)
+    Task.objects.filter(pk=tasks[1].pk).update(state=TaskState.RUNNING, attempts=1, started_at=timezone.now())
     row = _end(Task.objects.get(pk=tasks[1].pk), hold="work")
     assert row is not None and row[:3] == (JobState.STARTED, False, None)
     assert _states(job)[:3] == [TaskState.RUNNING, TaskState.COMPLETED, TaskState.PENDING]
@@ -338,3 +339,40 @@ def test_in_autocommit_the_quiet_claim_is_asynchronous_for_its_own_commit_only(m
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == before  # and no longer
     assert Task.objects.get(pk=job.tasks.get().pk).state == TaskState.RUNNING
+
+
+@pytest.mark.django_db
+def test_an_attempt_whose_claim_was_lost_and_made_again_records_nothing(submit, broker):
+    """A quiet claim lost in a Postgres crash leaves ``attempts`` as it was, so the next claim takes the
+    same number while the first execution may still run: the claim's time tells them apart."""
+    job = submit("noop5")
+    broker.drain(skip=lambda message: message.task == "jobs.tasks.run_task")
+    first_task = job.tasks.get(position=1)
+    lost = runner._claim_quiet(first_task.pk)
+    assert isinstance(lost, runner.Claimed) and lost.attempt == 1
+    # What the crash leaves: the row as before the claim (its log lines are gone too, not needed here).
+    Task.objects.filter(pk=first_task.pk).update(
+        state=TaskState.QUEUED, attempts=0, worker="", started_at=None, heartbeat_at=None
+    )
+    again = runner._claim_quiet(first_task.pk)
+    assert isinstance(again, runner.Claimed) and again.attempt == 1
+    assert again.claimed_at != lost.claimed_at
+    # The first execution ends, beats, fails or is handed back: none of it touches the second's row.
+    assert runner._complete(lost, 1, {"first": True}, hold_queue="work") is None
+    beat = runner._Heartbeat(task_id=lost.pk, job_id=lost.job_id, attempt=1, claimed_at=lost.claimed_at)
+    beat.beat()
+    assert beat.cancelled.is_set()
+    assert not runner._owned(lost, 1).exists()
+    runner._hand_back(lost, 1)
+    row = Task.objects.get(pk=first_task.pk)
+    assert (row.state, row.attempts, row.started_at, row.result) == (
+        TaskState.RUNNING,
+        1,
+        again.claimed_at,
+        None,
+    )
+    # The second one owns the task and moves the job on.
+    following = runner._complete(again, 1, {"second": True}, hold_queue="work")
+    assert following is not None and following.position == 2
+    assert Task.objects.get(pk=first_task.pk).result == {"second": True}
+    assert following.claimed_at == Task.objects.get(pk=following.pk).started_at
