@@ -1,9 +1,10 @@
 """The runner: one attempt of one task, on the worker of the task's queue (DESIGN §4, §5).
 
-The attempt is claimed by compare-and-set (the claim bumps ``attempts``, which then fences every later
-write of this attempt), the step runs outside any transaction while a heartbeat thread proves it alive,
-and the outcome is recorded in one transaction that also moves the job on (next task, or the job's end):
-there is no hand-over message between a step's end and the next step's start.
+The attempt is claimed by compare-and-set (the claim bumps ``attempts`` and notes its time as
+``started_at``; the two then fence every later write of this attempt), the step runs outside any
+transaction while a heartbeat thread proves it alive, and the outcome is recorded in one transaction
+that also moves the job on (next task, or the job's end): there is no hand-over message between a
+step's end and the next step's start.
 """
 
 from __future__ import annotations
@@ -607,9 +608,9 @@ def _hand_back(task: Claimed, attempt: int) -> None:
     retry, so ``attempts`` returns to what it was before the claim and the retry budget is untouched;
     the task is queued again at once (on a started job) and the job's log says why.
 
-    ``attempts`` fences every write of an attempt, and the next claim will reuse this number: that is
-    safe because the step has stopped (its children with it) and its heartbeat has settled, so nothing
-    of this attempt writes again.
+    ``attempts`` (with ``started_at``) fences every write of an attempt, and the next claim will reuse
+    this number: that is safe because the step has stopped (its children with it) and its heartbeat has
+    settled, so nothing of this attempt writes again (and the next claim's time differs anyway).
     """
     now = timezone.now()
     with transaction.atomic():
