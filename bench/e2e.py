@@ -1,7 +1,7 @@
 """Items 1 and 7 of issue 6: end-to-end overhead against the raw Celery floor, and peers, in one run.
 
     .venv/bin/python -m bench.e2e [--jobs 1000] [--rounds 1] [--peers rq,procrastinate] [--submitters 4]
-                                  [--steps 5|1] [--batch 0|N]
+                                  [--steps 5|1] [--batch 0|N] [--db te_bench]
 
 Sides, run one after the other in each round (only one side's processes are alive while it is timed):
 
@@ -31,13 +31,73 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from bench import common
+
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds of each of these processes still alive, from /proc."""
+    spent = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        spent[pid] = (int(fields[11]) + int(fields[12])) * _TICK_S  # utime, stime
+    return spent
+
+
+def _side_pids(groups: Iterable[int], database: bool) -> list[int]:
+    """The processes of these process groups (a worker and its pool, gunicorn) and, with ``database``,
+    the Postgres backends of the bench database other than this process's own."""
+    wanted = set(groups)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) in wanted:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    if database:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            pids += [row[0] for row in cursor.fetchall()]
+    return pids
+
+
+class _CpuMeter:
+    """The CPU a side spends between ``start`` and ``stop``: its worker processes (and gunicorn, and the
+    Postgres backends of the bench database, for the engine) plus this process (it submits). Redis is
+    left out: its server is shared with whatever else runs on the machine. A process that ends before
+    ``stop`` is lost (counts low); one that starts during the run counts whole."""
+
+    def __init__(self, groups: Iterable[int], database: bool) -> None:
+        self.groups, self.database = list(groups), database
+
+    def start(self) -> None:
+        self.before = _cpu_s(_side_pids(self.groups, self.database))
+        self.own = time.process_time()
+
+    def stop(self) -> float:
+        after = _cpu_s(_side_pids(self.groups, self.database) + list(self.before))
+        spent = sum(total - self.before.get(pid, 0.0) for pid, total in after.items())
+        return spent + time.process_time() - self.own
 
 
 def _wait_counter(client: Any, key: str, target: int, timeout: float) -> float:
@@ -62,11 +122,14 @@ def side_celery(
     rawcelery.submit(1, steps)  # warm-up: the worker is consuming once this chain is done
     _wait_counter(redis, key, 1, 60)
     redis.delete(key)
+    meter = _CpuMeter([worker.pid], database=False)
+    meter.start()
     start = time.monotonic()
     rawcelery.submit(n, steps)
     end = _wait_counter(redis, key, n, 600)
+    cpu = meter.stop()
     _stop(worker)
-    return {"seconds": end - start}
+    return {"seconds": end - start, "cpu_ms_per_job": cpu * 1000 / n}
 
 
 def _submit_jobs(
@@ -123,6 +186,7 @@ def side_engine(
     threads: int,
     workflow: str = "noop5",
     batch: int = 0,
+    web_group: int = 0,
 ) -> dict[str, Any]:
     from jobs.models import Job, Task
     from jobs.states import JobState
@@ -140,6 +204,8 @@ def side_engine(
     redis.delete(qkey)
     commits_before = _commits()
     first_id = max(warm) + 1
+    meter = _CpuMeter([worker.pid, web_group], database=True)
+    meter.start()
     start = time.monotonic()
     ids = _submit_jobs(port, client, key, n, threads, workflow, batch)
     submitted = time.monotonic()
@@ -153,6 +219,7 @@ def side_engine(
 
     common.wait_until(done, timeout=900, interval=0.05, what="engine jobs")
     end = time.monotonic()
+    cpu = meter.stop()
     time.sleep(1.5)  # the last processes flush their query counts after their task ends
     queries = int(redis.get(qkey) or 0)
     commits = _commits() - commits_before - polls[0] - 2  # minus this process's own reads
@@ -198,6 +265,7 @@ def side_engine(
         "lone_transition_ms_median": common.median(lone),
         "lone_transition_ms_p90": common.pct(lone, 90),
         "steps_per_second": n * (5 if workflow == "noop5" else 1) / (end - start),
+        "cpu_ms_per_job": cpu * 1000 / n,
     }
 
 
@@ -247,14 +315,14 @@ def side_rq(
 
 
 def side_procrastinate(
-    procs: common.Processes, env: dict[str, str], n: int, redis: Any, steps: int = 5
+    procs: common.Processes, env: dict[str, str], n: int, redis: Any, steps: int = 5, db: str = "te_bench"
 ) -> dict[str, Any]:
     import psycopg
 
     from bench import peers
 
-    created = common.ensure_database("te_bench_procrastinate")
-    conninfo = common.database_url("te_bench_procrastinate")
+    created = common.ensure_database(f"{db}_procrastinate")
+    conninfo = common.database_url(f"{db}_procrastinate")
     env = dict(env, BENCH_PROCRASTINATE_DB=conninfo, PYTHONPATH=str(common.BASE_DIR))
     proc_bin = str(common.BASE_DIR / ".venv" / "bin" / "procrastinate")
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -292,7 +360,6 @@ def side_procrastinate(
 
 
 def _stop(popen: subprocess.Popen[bytes]) -> None:
-    import os
     import signal
 
     if popen.poll() is None:
@@ -314,10 +381,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--submitters", type=int, default=4)
     parser.add_argument("--steps", type=int, choices=(1, 5), default=5, help="no-op steps a job")
     parser.add_argument("--batch", type=int, default=0, help="engine jobs per POST /jobs (0: POST /job)")
+    parser.add_argument(
+        "--db", default="te_bench", help="the engine's database (Procrastinate's is <db>_procrastinate)"
+    )
     args = parser.parse_args(argv)
     workflow = "noop5" if args.steps == 5 else "noop"
+    # Read by bench.peers when it is first imported (this process submits Procrastinate's jobs too).
+    os.environ["BENCH_PROCRASTINATE_DB"] = common.database_url(f"{args.db}_procrastinate")
 
-    env = common.setup_django("te_bench")
+    env = common.setup_django(args.db)
     import redis as redislib
 
     redis = redislib.Redis.from_url(common.REDIS_URL)
@@ -329,7 +401,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, list[dict[str, Any]]] = {}
     load_before = common.machine()
     try:
-        procs.gunicorn(env, port, app="bench.counting:application")
+        web = procs.gunicorn(env, port, app="bench.counting:application")
         peers = [p for p in args.peers.split(",") if p]
         for r in range(args.rounds):
             order = ["celery", "engine", *peers]
@@ -340,12 +412,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     res = side_celery(procs, env, args.jobs, redis, args.steps)
                 elif side == "engine":
                     res = side_engine(
-                        procs, env, args.jobs, redis, port, client, key, args.submitters, workflow, args.batch
+                        procs,
+                        env,
+                        args.jobs,
+                        redis,
+                        port,
+                        client,
+                        key,
+                        args.submitters,
+                        workflow,
+                        args.batch,
+                        web.pid,
                     )
                 elif side == "rq":
                     res = side_rq(procs, env, args.jobs, redis, args.steps)
                 else:
-                    res = side_procrastinate(procs, env, args.jobs, redis, args.steps)
+                    res = side_procrastinate(procs, env, args.jobs, redis, args.steps, args.db)
                 print(f"  round {r + 1} {side}: {json.dumps(res)}", flush=True)
                 results.setdefault(side, []).append(res)
     finally:
@@ -364,6 +446,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "engine_submit_s": round(engine["submit_seconds"], 2),
         "ratios_per_round": [
             round(e["seconds"] / c["seconds"], 2)
+            for e, c in zip(results["engine"], results["celery"], strict=True)
+        ],
+        # CPU of the side's own processes per job (bench/README.md, "How things are measured"): what the
+        # machine's other load moves far less than wall time.
+        "cpu_ms_per_job": {
+            side: [round(r["cpu_ms_per_job"], 2) for r in runs]
+            for side, runs in results.items()
+            if side in ("celery", "engine")
+        },
+        "cpu_ratios_per_round": [
+            round(e["cpu_ms_per_job"] / c["cpu_ms_per_job"], 2)
             for e, c in zip(results["engine"], results["celery"], strict=True)
         ],
         "transition_ms_median_loaded": round(engine["transition_ms_median"], 1),

@@ -1,9 +1,10 @@
 """The runner: one attempt of one task, on the worker of the task's queue (DESIGN §4, §5).
 
-The attempt is claimed by compare-and-set (the claim bumps ``attempts``, which then fences every later
-write of this attempt), the step runs outside any transaction while a heartbeat thread proves it alive,
-and the outcome is recorded in one transaction that also moves the job on (next task, or the job's end):
-there is no hand-over message between a step's end and the next step's start.
+The attempt is claimed by compare-and-set (the claim bumps ``attempts`` and notes its time as
+``started_at``; the two then fence every later write of this attempt), the step runs outside any
+transaction while a heartbeat thread proves it alive, and the outcome is recorded in one transaction
+that also moves the job on (next task, or the job's end): there is no hand-over message between a
+step's end and the next step's start.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -72,6 +75,11 @@ class Claimed:
     workflow: str
     common_definition: bool
     client_name: str
+    # The claim's time, stored as the task's ``started_at``: with ``attempt``, the fence of every write of
+    # this attempt. The number alone can come back: a claim that an asynchronous commit lost in a
+    # Postgres crash leaves ``attempts`` as it was, and the next claim takes the same number while this
+    # attempt may still be running; the time never repeats.
+    claimed_at: datetime
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,26 +88,21 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
-    """Claim task ``task_id`` for one attempt (and write its start's log entries when ``log_start``).
-
-    Claimable: queued, or retrying and due, or running with a stale heartbeat (its worker died) — and
-    only while the job is started, so a paused or broken job runs nothing new. None when not claimable.
-    """
+def _claim_params(task_id: int, *, log_start: bool, quiet_only: bool) -> dict[str, Any]:
     now = timezone.now()
     params: dict[str, Any] = {
         "worker": worker_name(),
         "now": now,
         "task": task_id,
         "stale": now - stale_after(),
+        "quiet_only": quiet_only,
     }
     if log_start:
         params.update(progname=PROGNAME, notice=NO_CLIENT_DEFINITIONS)
-    with prepared.cursor() as cursor:
-        cursor.execute(sql("start_task" if log_start else "claim_task"), params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
+    return params
+
+
+def _claimed(task_id: int, row: Sequence[Any], claimed_at: datetime) -> Claimed:
     attempts, job_id, name, position, queue, parameters, job_parameters, workflow, source, client, earlier = (
         row
     )
@@ -115,9 +118,51 @@ def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
         workflow=workflow,
         common_definition=source == "common",
         client_name=client,
+        claimed_at=claimed_at,
         # The earlier steps' results, by name in step order (a later step of the same name wins).
         results=_json(earlier) or {},
     )
+
+
+def _claim(task_id: int, *, log_start: bool = False) -> Claimed | None:
+    """Claim task ``task_id`` for one attempt (and write its start's log entries when ``log_start``).
+
+    Claimable: queued, or retrying and due, or running with a stale heartbeat (its worker died) — and
+    only while the job is started, so a paused or broken job runs nothing new. None when not claimable.
+    """
+    params = _claim_params(task_id, log_start=log_start, quiet_only=False)
+    with prepared.cursor() as cursor:
+        cursor.execute(sql("start_task" if log_start else "claim_task"), params)
+        row = cursor.fetchone()
+    return None if row is None else _claimed(task_id, row, params["now"])
+
+
+class _Unclaimed(Enum):
+    MAY_CALL_BACK = "may call back"
+
+
+# What ``_claim_quiet`` returns for a task of a job that may call back: it claimed nothing.
+MAY_CALL_BACK = _Unclaimed.MAY_CALL_BACK
+
+
+def _claim_quiet(task_id: int) -> Claimed | Literal[_Unclaimed.MAY_CALL_BACK] | None:
+    """``_claim(task_id, log_start=True)`` for a job that cannot call back: one statement whose commit,
+    in autocommit, does not wait for its WAL flush (``start_task_quiet`` says why that is safe).
+
+    For a job that may call back nothing is claimed and ``MAY_CALL_BACK`` is returned: its start
+    callback is recorded with its claim, in a transaction (``_start``).
+    """
+    params = _claim_params(task_id, log_start=True, quiet_only=True)
+    # Inside a caller's transaction the setting would last until its commit: never weaken that.
+    params["async"] = not connection.in_atomic_block
+    with prepared.cursor() as cursor:
+        cursor.execute(sql("start_task_quiet"), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    if not row[0]:
+        return MAY_CALL_BACK
+    return _claimed(task_id, row[1:-1], params["now"])
 
 
 @dataclass
@@ -127,6 +172,7 @@ class _Heartbeat:
     task_id: int
     job_id: int
     attempt: int
+    claimed_at: datetime
     cancelled: threading.Event = field(default_factory=threading.Event)
     last_beat: float = 0.0
     progress: float | None = None
@@ -139,9 +185,9 @@ class _Heartbeat:
         fields: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
         if progress is not None:
             fields["progress"] = max(0.0, min(100.0, float(progress)))
-        owned = Task.objects.filter(pk=self.task_id, state=TaskState.RUNNING, attempts=self.attempt).update(
-            **fields
-        )
+        owned = Task.objects.filter(
+            pk=self.task_id, state=TaskState.RUNNING, attempts=self.attempt, started_at=self.claimed_at
+        ).update(**fields)
         state = Job.objects.filter(pk=self.job_id).values_list("queue_state", flat=True).first()
         # Pausing lets the running task finish (DESIGN §1); breaking, or losing the claim, stops it.
         if not owned or state is None or state == JobState.BROKEN:
@@ -303,11 +349,15 @@ def run_task(task_id: int) -> None:
         _pass_on(task_id)
         return
     deadline = time.monotonic() + chain_seconds()
-    # One transaction for the claim and the start's records: one commit (one WAL flush) instead of
-    # one per statement. It commits before the step runs, which runs outside any transaction.
     try:
-        with transaction.atomic():
-            task = _start(task_id)
+        # A job that cannot call back: the claim and the start's log lines are one statement in
+        # autocommit. Otherwise one transaction for the claim and the start's records (the start
+        # callback among them): one commit instead of one per statement. Either commits before the
+        # step runs, which runs outside any transaction.
+        task = _claim_quiet(task_id)
+        if task is MAY_CALL_BACK:
+            with transaction.atomic():
+                task = _start(task_id)
         while task is not None:
             task = _run_attempt(task, chain_until=deadline)
     finally:
@@ -352,7 +402,7 @@ def _run_attempt(task: Claimed, *, chain_until: float) -> Claimed | None:
     """Run one claimed attempt and record it; returns the job's next task when this worker claimed it."""
     attempt = task.attempt
     results = task.results
-    heartbeat = _Heartbeat(task_id=task.pk, job_id=task.job_id, attempt=attempt)
+    heartbeat = _Heartbeat(task_id=task.pk, job_id=task.job_id, attempt=attempt, claimed_at=task.claimed_at)
     job_id = task.job_id
 
     def log(message: str, severity: int = Severity.INFO) -> None:
@@ -447,6 +497,7 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
                 "job": task.job_id,
                 "task": task.pk,
                 "attempt": attempt,
+                "started": task.claimed_at,
                 "result": encoded,
                 "now": now,
                 "hold": hold_queue,
@@ -491,6 +542,7 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
         workflow=task.workflow,
         common_definition=task.common_definition,
         client_name=task.client_name,
+        claimed_at=now,  # step_end's claim of the next step stores its ``now`` as ``started_at``
         # What the claim's query would read: the earlier results in step order, this one last.
         results={**task.results, task.name: json.loads(encoded)},
     )
@@ -556,9 +608,9 @@ def _hand_back(task: Claimed, attempt: int) -> None:
     retry, so ``attempts`` returns to what it was before the claim and the retry budget is untouched;
     the task is queued again at once (on a started job) and the job's log says why.
 
-    ``attempts`` fences every write of an attempt, and the next claim will reuse this number: that is
-    safe because the step has stopped (its children with it) and its heartbeat has settled, so nothing
-    of this attempt writes again.
+    ``attempts`` (with ``started_at``) fences every write of an attempt, and the next claim will reuse
+    this number: that is safe because the step has stopped (its children with it) and its heartbeat has
+    settled, so nothing of this attempt writes again (and the next claim's time differs anyway).
     """
     now = timezone.now()
     with transaction.atomic():
@@ -611,4 +663,6 @@ def _log(task: Claimed, message: str, severity: int) -> None:
 
 def _owned(task: Claimed, attempt: int) -> QuerySet[Task]:
     """The task's row while this attempt still owns it (the fence of every write of an attempt)."""
-    return Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, attempts=attempt)
+    return Task.objects.filter(
+        pk=task.pk, state=TaskState.RUNNING, attempts=attempt, started_at=task.claimed_at
+    )

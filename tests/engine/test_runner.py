@@ -463,6 +463,7 @@ def test_reconcile_reruns_a_task_whose_worker_died(submit: Callable[..., Job], b
         workflow="noop",
         common_definition=True,
         client_name="",
+        claimed_at=stale,
     )
     assert runner._complete(late, 1, {"late": True}, hold_queue="work") is None
     task.refresh_from_db()

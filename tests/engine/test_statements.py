@@ -138,6 +138,7 @@ def _end(task: Task, *, attempt: int = 1, hold: str | None = None) -> tuple[Any,
                 "job": task.job_id,
                 "task": task.pk,
                 "attempt": attempt,
+                "started": Task.objects.get(pk=task.pk).started_at,
                 "result": json.dumps({"n": task.position}),
                 "now": now,
                 "hold": hold,
@@ -211,7 +212,7 @@ def test_step_end_fences_a_stale_attempt(started):
 def test_step_end_leaves_an_unusual_job_to_the_controller(started):
     """An earlier step not completed: the step is recorded, nothing moves, the job stays started."""
     job, tasks = started()
-    Task.objects.filter(pk=tasks[1].pk).update(state=TaskState.RUNNING, attempts=1)
+    Task.objects.filter(pk=tasks[1].pk).update(state=TaskState.RUNNING, attempts=1, started_at=timezone.now())
     row = _end(Task.objects.get(pk=tasks[1].pk), hold="work")
     assert row is not None and row[:3] == (JobState.STARTED, False, None)
     assert _states(job)[:3] == [TaskState.RUNNING, TaskState.COMPLETED, TaskState.PENDING]
@@ -230,3 +231,148 @@ def test_a_refused_move_changes_nothing(submit):
     )
     job.refresh_from_db()
     assert job.queue_state == JobState.SCHEDULED
+
+
+# --- start_task_quiet: the claim of a job that cannot call back ---------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {},
+        {"rest_endpoints": None},
+        {"rest_endpoints": []},
+        {"rest_endpoints": ""},
+        {"rest_endpoints": False},
+        {"rest_endpoints": 0},
+        {"rest_endpoints": {}},
+        {"rest_endpoints": ["https://example.com/hook"]},
+        {"rest_endpoints": "https://example.com/hook"},
+        {"rest_endpoints": [""]},
+        {"rest_endpoints": 1},
+        {"other": 1},
+    ],
+)
+def test_the_quiet_claim_agrees_with_the_callback_hand_off(submit, broker, parameters):
+    """``cannot_call_back`` is true only where ``notify.may_call_back`` is false: a job the statement
+    claims quietly never had a start callback to record."""
+    from jobs.engine import notify
+
+    job = submit("noop", parameters=parameters)
+    broker.drain(skip=lambda message: message.task == "jobs.tasks.run_task")
+    task = job.tasks.get()
+    claimed = runner._claim_quiet(task.pk)
+    if notify.may_call_back(parameters):
+        assert claimed is runner.MAY_CALL_BACK
+        assert Task.objects.get(pk=task.pk).state == TaskState.QUEUED  # nothing claimed
+        assert runner._claim(task.pk, log_start=True) is not None
+    else:
+        assert isinstance(claimed, runner.Claimed) and claimed.attempt == 1
+        assert claimed.job_parameters == parameters
+    assert Task.objects.get(pk=task.pk).state == TaskState.RUNNING
+    assert [m for _, _, m, _ in json_log(job.pk)][-2:] == [
+        runner.NO_CLIENT_DEFINITIONS,
+        "Task 'noop' started",
+    ]
+
+
+@pytest.mark.django_db
+def test_the_quiet_claim_writes_what_the_transactional_one_writes(submit, broker):
+    quiet, loud = submit("noop5"), submit("noop5")
+    broker.drain(skip=lambda message: message.task == "jobs.tasks.run_task")
+    a = runner._claim_quiet(quiet.tasks.get(position=1).pk)
+    b = runner._claim(loud.tasks.get(position=1).pk, log_start=True)
+    assert isinstance(a, runner.Claimed) and isinstance(b, runner.Claimed)
+    fields = ("attempt", "name", "position", "queue", "parameters", "workflow", "common_definition")
+    assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
+    assert [row[0::2] for row in json_log(quiet.pk)] == [row[0::2] for row in json_log(loud.pk)]
+    columns = ("state", "attempts", "worker", "started_at", "heartbeat_at")
+    qa = Task.objects.filter(pk=a.pk).values_list(*columns[:3]).get()
+    qb = Task.objects.filter(pk=b.pk).values_list(*columns[:3]).get()
+    assert qa == qb
+    # Not claimable a second time (a duplicate delivery), by either statement.
+    assert runner._claim_quiet(a.pk) is None
+    assert runner._claim(a.pk, log_start=True) is None
+
+
+@pytest.mark.django_db
+def test_inside_a_transaction_the_quiet_claim_leaves_its_commit_alone(submit, broker):
+    """The test's transaction stands for a caller's: the claim must not make its commit asynchronous."""
+    from django.db import connection
+
+    job = submit("noop")
+    broker.drain(skip=lambda message: message.task == "jobs.tasks.run_task")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        before = cursor.fetchone()[0]
+        assert runner._claim_quiet(job.tasks.get().pk) is not None
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_autocommit_the_quiet_claim_is_asynchronous_for_its_own_commit_only(make_client):
+    from django.db import connection
+
+    from jobs.engine import dispatcher
+    from jobs.services import job_submit
+
+    client, _ = make_client()
+    job, _ = job_submit(client=client, workflow="noop", parameters={})
+    dispatcher.dispatch()
+    assert not connection.in_atomic_block
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        before = cursor.fetchone()[0]
+    assert before != "off"
+    with prepared.cursor() as cursor:
+        now = timezone.now()
+        params = {
+            "worker": "w", "now": now, "task": job.tasks.get().pk, "stale": now, "quiet_only": True,
+            "progname": "worker", "notice": runner.NO_CLIENT_DEFINITIONS, "async": True,
+        }  # fmt: skip
+        cursor.execute(sql("start_task_quiet"), params)
+        row = cursor.fetchone()
+    assert row[0] is True and row[-1] == "off"  # what set_config set, for that statement's commit
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == before  # and no longer
+    assert Task.objects.get(pk=job.tasks.get().pk).state == TaskState.RUNNING
+
+
+@pytest.mark.django_db
+def test_an_attempt_whose_claim_was_lost_and_made_again_records_nothing(submit, broker):
+    """A quiet claim lost in a Postgres crash leaves ``attempts`` as it was, so the next claim takes the
+    same number while the first execution may still run: the claim's time tells them apart."""
+    job = submit("noop5")
+    broker.drain(skip=lambda message: message.task == "jobs.tasks.run_task")
+    first_task = job.tasks.get(position=1)
+    lost = runner._claim_quiet(first_task.pk)
+    assert isinstance(lost, runner.Claimed) and lost.attempt == 1
+    # What the crash leaves: the row as before the claim (its log lines are gone too, not needed here).
+    Task.objects.filter(pk=first_task.pk).update(
+        state=TaskState.QUEUED, attempts=0, worker="", started_at=None, heartbeat_at=None
+    )
+    again = runner._claim_quiet(first_task.pk)
+    assert isinstance(again, runner.Claimed) and again.attempt == 1
+    assert again.claimed_at != lost.claimed_at
+    # The first execution ends, beats, fails or is handed back: none of it touches the second's row.
+    assert runner._complete(lost, 1, {"first": True}, hold_queue="work") is None
+    beat = runner._Heartbeat(task_id=lost.pk, job_id=lost.job_id, attempt=1, claimed_at=lost.claimed_at)
+    beat.beat()
+    assert beat.cancelled.is_set()
+    assert not runner._owned(lost, 1).exists()
+    runner._hand_back(lost, 1)
+    row = Task.objects.get(pk=first_task.pk)
+    assert (row.state, row.attempts, row.started_at, row.result) == (
+        TaskState.RUNNING,
+        1,
+        again.claimed_at,
+        None,
+    )
+    # The second one owns the task and moves the job on.
+    following = runner._complete(again, 1, {"second": True}, hold_queue="work")
+    assert following is not None and following.position == 2
+    assert Task.objects.get(pk=first_task.pk).result == {"second": True}
+    assert following.claimed_at == Task.objects.get(pk=following.pk).started_at

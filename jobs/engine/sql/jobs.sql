@@ -69,3 +69,7 @@ logged AS (
     ORDER BY j.id
 )
 SELECT workflow_uuid, id FROM j
+
+-- queued_job_exists --
+-- Whether a job is queued: read by a job's end after its commit, which asks for a dispatch only then.
+SELECT EXISTS (SELECT 1 FROM jobs_job WHERE queue_state = <JobState.QUEUED>)

@@ -37,8 +37,9 @@ RETURNING id
 -- step's start (with the common-definitions notice, as start_task writes it), the job's end (under this,
 -- its last step's id, as the reference shows it). In any
 -- other case (an earlier step not completed, the next one not pending) nothing moves here and the
--- controller decides. A step whose attempt no longer owns the task (presumed dead and re-run) records
--- nothing: the statement returns no row.
+-- controller decides. A step whose attempt no longer owns the task (presumed dead and re-run, or its
+-- claim lost in a crash and made again: the number may repeat, hence ``started``, the claim's time)
+-- records nothing: the statement returns no row.
 WITH job AS (
     SELECT j.id, j.queue_state, j.definition ->> 'source' AS source FROM jobs_job AS j
     WHERE j.id = %(job)s FOR UPDATE
@@ -48,7 +49,7 @@ done AS (
         progress = 100.0, finished_at = %(now)s, updated_at = %(now)s
     FROM job
     WHERE t.id = %(task)s AND t.job_id = job.id AND t.state = <TaskState.RUNNING>
-      AND t.attempts = %(attempt)s
+      AND t.attempts = %(attempt)s AND t.started_at = %(started)s
     RETURNING t.id, t.job_id, t.position, job.queue_state, job.source,
         job.queue_state = <JobState.STARTED> AND NOT EXISTS (
             SELECT 1 FROM jobs_task AS e
