@@ -148,9 +148,57 @@ def test_the_next_delivery_in_line_is_due_when_the_one_before_is_done(
     messages = queues.pop_all()
     queues.run(next(m for m in messages if m.args == [first.pk]))
     second.refresh_from_db()
+    # Marked due, and sent right after the first by the same thread: no message of its own needed.
     assert second.next_attempt_at is not None
     assert abs((second.next_attempt_at - timezone.now()).total_seconds()) < 5
+    assert second.state == CallbackDelivery.State.SENT
+    assert [r.json()["event"] for r in receiver.received("/cb")] == ["start", "complete"]
+    assert queues.pop_all() == []
+    # Its own message, arriving afterwards, finds it sent.
+    queues.run(next(m for m in messages if m.args == [second.pk]))
+    assert len(receiver.received("/cb")) == 2
+
+
+def test_a_line_longer_than_a_chain_is_handed_on_by_a_message(
+    make_job, receiver, allow_loopback, queues, committed, monkeypatch
+):
+    monkeypatch.setattr(callbacks, "CHAIN", 2)
+    job = make_job([receiver.url("/cb")])
+    with committed():
+        for event in ("start", "complete", "fail"):
+            callbacks.task_event(tasks_of(job)[0].pk, event)
+    first, second, third = CallbackDelivery.objects.order_by("id")
+    queues.pop_all()
+    assert callbacks.callback_deliver(delivery_id=first.pk) == "sent"
+    states = dict(CallbackDelivery.objects.values_list("pk", "state"))
+    assert (states[second.pk], states[third.pk]) == (
+        CallbackDelivery.State.SENT,
+        CallbackDelivery.State.PENDING,
+    )
+    assert [m.args for m in queues.pop_all()] == [[third.pk]]
+
+
+def test_a_stopping_process_hands_the_next_in_line_on_by_a_message(
+    make_job, receiver, allow_loopback, queues, committed, monkeypatch
+):
+    job = make_job([receiver.url("/cb")])
+    with committed():
+        callbacks.task_event(tasks_of(job)[0].pk, "start")
+        callbacks.task_event(tasks_of(job)[0].pk, "complete")
+    first, second = CallbackDelivery.objects.order_by("id")
+    queues.pop_all()
+    real_attempt = callbacks._attempt
+
+    def attempt_then_told_to_stop(*args: Any, **kwargs: Any) -> str:
+        outcome = real_attempt(*args, **kwargs)
+        monkeypatch.setattr(shutdown, "_noticed_at", time.monotonic() - 10)
+        return outcome
+
+    monkeypatch.setattr(callbacks, "_attempt", attempt_then_told_to_stop)
+    assert callbacks.callback_deliver(delivery_id=first.pk) == "sent"
+    assert CallbackDelivery.objects.get(pk=second.pk).state == CallbackDelivery.State.PENDING
     assert [m.args for m in queues.pop_all()] == [[second.pk]]
+    assert len(receiver.received("/cb")) == 1
 
 
 def test_the_delivery_statements_name_only_the_models_tables():

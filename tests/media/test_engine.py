@@ -66,8 +66,10 @@ def test_vodstream_job_completes_with_its_callback_outputs(
     messages = [entry[2] for entry in json_log(job.pk)]
     assert any(m.startswith("Encode took") for m in messages)
 
-    for row in CallbackDelivery.objects.filter(job=job).order_by("id"):
-        assert callbacks.callback_deliver(delivery_id=row.pk) == "sent"
+    # The first pending delivery's message sends it and the next ones of its line after it, in order.
+    pending = CallbackDelivery.objects.filter(job=job, state=CallbackDelivery.State.PENDING).order_by("id")
+    while (first := pending.first()) is not None:
+        assert callbacks.callback_deliver(delivery_id=first.pk) == "sent"
     (sent,) = [r for r in receiver.received("/cb") if r.json().get("status") == "completed"]
     payload = Webhook(secret).verify(sent.body.decode(), sent.headers)
     (key,) = payload["keys"]
