@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from bench import common
@@ -131,12 +129,6 @@ def latencies(ids: list[int], receivers: list[Receiver], timeout: float) -> tupl
     return values, len(wanted) - len(arrived)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def attempts_made() -> int:
     """Every delivery attempt recorded so far (sent, failed or to be retried), deferrals not counted."""
     from django.db.models import Sum
@@ -186,6 +178,10 @@ def main(argv: list[str]) -> int:
             env,
         )  # fmt: skip
         common.wait_worker_ready(common.PREFIX, count=2, timeout=60)
+
+        def control_cpu() -> float:
+            return common.cpu_seconds([control.pid])[control.pid]
+
         submit_for(3, args.rate, clients, receivers)  # warm-up, not counted
         time.sleep(3)
 
@@ -193,12 +189,12 @@ def main(argv: list[str]) -> int:
         for phase, hang in (("all answer", False), ("one hangs", True)):
             receivers[-1].hang = hang
             load_before = common.machine()
-            cpu_before, attempts_before = cpu_seconds(control.pid), attempts_made()
+            cpu_before, attempts_before = control_cpu(), attempts_made()
             ids = submit_for(args.seconds, args.rate, clients, receivers)
             by_client = owners(ids)
             others = [job for job in ids if by_client.get(job) != clients[-1].pk]
             values, missing = latencies(others, receivers[:-1], timeout=60)
-            cpu = (cpu_seconds(control.pid) - cpu_before) / max(1, attempts_made() - attempts_before)
+            cpu = (control_cpu() - cpu_before) / max(1, attempts_made() - attempts_before)
             after = common.machine()
             results.append((phase, len(ids), len(others), values, missing, load_before, after, cpu))
         hung = receivers[-1]

@@ -42,20 +42,6 @@ from typing import Any
 
 from bench import common
 
-_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pids: Iterable[int]) -> dict[int, float]:
-    """User + system CPU seconds of each of these processes still alive, from /proc."""
-    spent = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        spent[pid] = (int(fields[11]) + int(fields[12])) * _TICK_S  # utime, stime
-    return spent
-
 
 def _side_pids(groups: Iterable[int], database: bool) -> list[int]:
     """The processes of these process groups (a worker and its pool, gunicorn) and, with ``database``,
@@ -91,11 +77,11 @@ class _CpuMeter:
         self.groups, self.database = list(groups), database
 
     def start(self) -> None:
-        self.before = _cpu_s(_side_pids(self.groups, self.database))
+        self.before = common.cpu_seconds(_side_pids(self.groups, self.database))
         self.own = time.process_time()
 
     def stop(self) -> float:
-        after = _cpu_s(_side_pids(self.groups, self.database) + list(self.before))
+        after = common.cpu_seconds(_side_pids(self.groups, self.database) + list(self.before))
         spent = sum(total - self.before.get(pid, 0.0) for pid, total in after.items())
         return spent + time.process_time() - self.own
 

@@ -24,20 +24,13 @@ import os
 import pstats
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bench import common
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
 
 def _backend_cpu(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return common.cpu_seconds([pid]).get(pid)
 
 
 def main() -> None:

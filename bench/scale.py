@@ -142,19 +142,9 @@ def capture_plans(client_name: str) -> str:
     return "\n".join(out)
 
 
-_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu_ms(pids: list[int]) -> dict[int, float]:
     """User + system CPU time (ms) of each of these processes still alive, from /proc."""
-    spent = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        spent[pid] = (int(fields[11]) + int(fields[12])) * _TICK_MS  # utime, stime
-    return spent
+    return {pid: seconds * 1000 for pid, seconds in common.cpu_seconds(pids).items()}
 
 
 def server_pids(web_group: int, dbname: str | None = None) -> list[int]:
