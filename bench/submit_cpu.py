@@ -91,8 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wrap(views, "plain_submission", "body check: plain")
     wrap(submit, "plain_submission", "body check: plain")
     wrap(serializers.JobSubmitSerializer, "is_valid", "body check: JobSubmitSerializer")
-    wrap(views, "job_submit", "job_submit")
-    wrap(submit, "job_submit", "job_submit")
+    wrap(views, "job_submit", "job_submit")  # both paths submit through views.submit_checked
     wrap(views, "jobs_submit", "jobs_submit (batch)")
     wrap(services, "_prepare", "  checks (each job)")
     wrap(services, "_insert_many", "  insert job(s) + log entries")

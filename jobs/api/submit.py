@@ -28,8 +28,7 @@ from rest_framework.renderers import JSONRenderer
 
 from clients.authentication import authenticate_headers
 from jobs.api.serializers import plain_submission
-from jobs.api.views import JobViewSet, idempotency_key, request_meta
-from jobs.services import job_submit
+from jobs.api.views import JobViewSet, idempotency_key, request_meta, submit_checked
 from taskengine_site.api import rate_limit_wait
 from taskengine_site.errors import exception_handler
 from taskengine_site.inputs import json_problem
@@ -122,18 +121,8 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
         wait = rate_limit_wait(f"client:{client.pk}")
         if wait is not None:
             raise exceptions.Throttled(math.ceil(wait))
-        spec = validated["job"]
-        job, _created = job_submit(
-            client=client,
-            workflow=spec["workflow"],
-            parameters=validated["parameters"],
-            priority=spec.get("priority", 5),
-            run_at=spec.get("run_at"),
-            semaphore_url=spec.get("semaphore_url"),
-            persist=spec.get("persist", False),
-            idempotency_key=key,
-            request_meta=request_meta("POST", request.path, meta, data),
-        )
+        logged = request_meta("POST", request.path, meta, data)
+        job = submit_checked(client, validated, idempotency_key=key, request_meta=logged)
     except Exception as exc:
         return _refusal(exc)
     return _render({"id": job.pk, "result": "accepted"})

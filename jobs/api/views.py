@@ -17,6 +17,7 @@ from rest_framework import permissions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from clients.models import Client
 from jobs import selectors
 from jobs.api.serializers import (
     AcceptedSerializer,
@@ -85,6 +86,26 @@ def request_meta(method: str, path: str, meta: dict[str, Any], body: Any) -> dic
     }
 
 
+def submit_checked(
+    client: Client, validated: dict[str, Any], *, idempotency_key: str | None, request_meta: dict[str, Any]
+) -> Job:
+    """Submit one checked ``POST /job`` body (``plain_submission``'s or the serializer's): what both
+    paths of that endpoint (this view and ``jobs.api.submit``) do once the request is accepted."""
+    spec = validated["job"]
+    job, _created = job_submit(
+        client=client,
+        workflow=spec["workflow"],
+        parameters=validated["parameters"],
+        priority=spec.get("priority", 5),
+        run_at=spec.get("run_at"),
+        semaphore_url=spec.get("semaphore_url"),
+        persist=spec.get("persist", False),
+        idempotency_key=idempotency_key,
+        request_meta=request_meta,
+    )
+    return job
+
+
 def _request_meta(request: Request) -> dict[str, Any]:
     return request_meta(request.method or "", request.path, request.META, request.data)
 
@@ -122,18 +143,7 @@ class JobViewSet(ApiViewSet):
             checked = JobSubmitSerializer(data=request.data, context={"request": request})
             checked.is_valid(raise_exception=True)
             validated = checked.validated_data
-        spec = validated["job"]
-        job, _created = job_submit(
-            client=client,
-            workflow=spec["workflow"],
-            parameters=validated["parameters"],
-            priority=spec.get("priority", 5),
-            run_at=spec.get("run_at"),
-            semaphore_url=spec.get("semaphore_url"),
-            persist=spec.get("persist", False),
-            idempotency_key=key,
-            request_meta=_request_meta(request),
-        )
+        job = submit_checked(client, validated, idempotency_key=key, request_meta=_request_meta(request))
         # What AcceptedSerializer renders, built directly.
         return Response({"id": job.pk, "result": "accepted"})
 

@@ -377,13 +377,13 @@ def test_a_value_the_database_still_refuses_is_a_400_not_a_503(api: Any, monkeyp
     # Whatever the parser's checks did not foresee: the same request would fail again, so no Retry-After.
     from django.db import DataError
 
-    from jobs.api import submit, views
+    from jobs.api import views
 
     def refuse(**_: Any) -> Any:
         raise DataError("invalid input syntax for type json\nDETAIL: host=db.internal user=taskengine")
 
-    # Both paths of POST /job: the plain one (jobs.api.submit) and the DRF view's.
-    monkeypatch.setattr(submit, "job_submit", refuse)
+    # Both paths of POST /job (the plain one, jobs.api.submit, and the DRF view's) submit through
+    # views.submit_checked.
     monkeypatch.setattr(views, "job_submit", refuse)
 
     # persist "true" is valid but not plain: it goes the DRF view's way.

@@ -283,8 +283,7 @@ def test_a_database_failure_gets_the_drf_views_answer(api: APIClient, monkeypatc
     def unavailable(**_: Any) -> Any:
         raise OperationalError("server closed the connection unexpectedly\nhost=db.internal")
 
-    monkeypatch.setattr(submit, "job_submit", unavailable)
-    monkeypatch.setattr(views, "job_submit", unavailable)
+    monkeypatch.setattr(views, "job_submit", unavailable)  # both paths submit through views.submit_checked
     fast, drf = _both(api, [{"body": GOOD}])
     assert fast == drf
     status, headers, content = fast[0][0]
@@ -296,8 +295,7 @@ def test_an_unexpected_error_is_raised_by_both(api: APIClient, monkeypatch: Any)
     def broken(**_: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(submit, "job_submit", broken)
-    monkeypatch.setattr(views, "job_submit", broken)
+    monkeypatch.setattr(views, "job_submit", broken)  # both paths submit through views.submit_checked
     for urlconf in ("taskengine_site.urls", DRF_ONLY):
         with override_settings(ROOT_URLCONF=urlconf), pytest.raises(RuntimeError, match="a bug"):
             _send(api, {"body": GOOD})
