@@ -22,6 +22,7 @@ from logs.models import LogEntry
 from taskengine_site import shutdown
 from tests import factories
 from tests.callbacks.test_callbacks import deliver_all, tasks_of
+from tests.sessions import raw_connection
 
 SECRET_QUERY = "token=s3cr3t-query-value"
 
@@ -402,17 +403,6 @@ def test_metrics_have_the_callback_latency_histogram(
     assert abs(float(total.split()[-1]) - 3.0) < 0.01
 
 
-def _raw_connection() -> Any:
-    """A second, independent Postgres session on the test database (another sender's)."""
-    import psycopg
-    from django.db import connection
-
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    return psycopg.connect(**params, autocommit=True)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_that_meets_the_earlier_delivery_being_recorded_waits_for_it_and_goes_out(
     make_job, receiver, allow_loopback, queues
@@ -438,7 +428,7 @@ def test_a_claim_that_meets_the_earlier_delivery_being_recorded_waits_for_it_and
         finally:
             connection.close()
 
-    with _raw_connection() as other:
+    with raw_connection() as other:
         # Another sender records the first delivery as sent: its row is written, not yet committed.
         other.execute("BEGIN")
         other.execute("UPDATE scheduling_callbackdelivery SET state = %s WHERE id = %s", [1, first.pk])

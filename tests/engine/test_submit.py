@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from django.utils import timezone
 
@@ -19,6 +18,7 @@ from jobs.states import JobState
 from logs.models import LogEntry
 from taskengine_site.errors import DomainError
 from tests.engine.conftest import Broker
+from tests.sessions import raw_connection
 from tests.waiting import wait_until
 
 
@@ -166,17 +166,6 @@ def test_idempotency_key_is_per_client(
     assert created and ja.pk != jb.pk
 
 
-def _raw_connection() -> psycopg.Connection[Any]:
-    """A second, independent Postgres session on the test database (another request's)."""
-    import psycopg
-    from django.db import connection
-
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    return psycopg.connect(**params, autocommit=True)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_idempotency_race_is_settled_by_the_unique_constraint(
     make_client: Callable[..., tuple[Client, str]],
@@ -193,7 +182,7 @@ def test_idempotency_race_is_settled_by_the_unique_constraint(
         cursor.execute("SELECT pg_backend_pid()")
         (submitter_pid,) = cursor.fetchone()
     waited: list[bool] = []
-    with _raw_connection() as other, _raw_connection() as watcher:
+    with raw_connection() as other, raw_connection() as watcher:
         # The other request's transaction inserted the same key but has not committed yet.
         other.execute("BEGIN")
         inserted = other.execute(
