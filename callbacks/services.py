@@ -284,7 +284,7 @@ class Claimed:
     own_definitions: bool
     # Log lines written with the attempt's outcome, in order, before its own line.
     lines: list[tuple[str, int]] = field(default_factory=list)
-    # The next delivery of its (job, URL) line, marked due when this one was done.
+    # The next delivery of its (job, URL) line, marked due when this attempt recorded this one done.
     successor: int | None = None
 
 
@@ -322,41 +322,37 @@ def callback_deliver(*, delivery_id: int) -> str:
     out one after the other without a message each through Redis. The next one's own message, if it
     comes later, finds it sent and is skipped.
     """
-    outcome = _deliver_one(delivery_id)
-    successor = _successor.pop(delivery_id, None)
+    outcome, successor = _deliver_one(delivery_id)
     for _ in range(CHAIN - 1):
         if successor is None:
             return outcome
         if shutdown.requested():
             break
-        _deliver_one(successor)
-        successor = _successor.pop(successor, None)
+        _, successor = _deliver_one(successor)
     if successor is not None:
         _publish([successor])
     return outcome
 
 
-# delivery id -> the successor its attempt marked due (read once by callback_deliver, same thread).
-_successor: dict[int, int] = {}
-
-
-def _deliver_one(delivery_id: int) -> str:
+def _deliver_one(delivery_id: int) -> tuple[str, int | None]:
+    """One attempt at ``delivery_id``: what happened, and the next delivery of its line when this one
+    is done and handed the line on."""
     if shutdown.requested():
         _publish([delivery_id])
-        return "handed back"
+        return "handed back", None
     now = timezone.now()
     row = _claim(delivery_id, now)
     if row is None:
-        return "skipped"
+        return "skipped", None
     host = _host(row.url)
     wait = leases.slow_host_wait(
         host, settings.TASKENGINE_CALLBACK_SLOW_HOST_LIMIT, SLOW_REQUEST_SECONDS, ATTEMPT_DEADLINE
     )
     if wait is not None:
-        return _defer(row, now, wait)
+        return _defer(row, now, wait), None
     leases.hold(row.pk, host, claimed_at=now, lease=LEASE)
     try:
-        return _attempt(row, claimed_at=now)
+        return _attempt(row, claimed_at=now), row.successor
     finally:
         leases.release(row.pk, slow_after=SLOW_REQUEST_SECONDS)
 
@@ -535,9 +531,8 @@ def _record_attempt(
             cursor.execute(_SQL["next_in_line"].text, line)
             found = cursor.fetchone()
             successor = found[0] if found else None
-    if successor is not None:
-        # Sent next by the same thread (callback_deliver); published when it cannot be.
-        _successor[row.pk] = successor
+    # Sent next by the same thread (callback_deliver); published when it cannot be.
+    row.successor = successor
     if retry_in is not None and retry_in <= bus.MAX_COUNTDOWN_SECONDS:
         transaction.on_commit(lambda: _publish([row.pk], countdown=retry_in), robust=True)
     return outcome
