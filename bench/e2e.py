@@ -43,18 +43,19 @@ from typing import Any
 from bench import common
 
 
-def _side_pids(groups: Iterable[int], database: bool) -> list[int]:
-    """The processes of these process groups (a worker and its pool, gunicorn) and, with ``database``,
-    the Postgres backends of the bench database other than this process's own."""
-    wanted = set(groups)
-    pids = []
+def _side_pids(groups: dict[int, str], database: bool) -> dict[int, str]:
+    """The processes of these process groups (a worker and its pool, gunicorn), each with its group's
+    name, and, with ``database``, the Postgres backends of the bench database other than this
+    process's own, named ``postgres``."""
+    pids = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if os.getpgid(int(entry.name)) in wanted:
-                    pids.append(int(entry.name))
+                group = os.getpgid(int(entry.name))
             except OSError:
                 continue
+            if group in groups:
+                pids[int(entry.name)] = groups[group]
     if database:
         from django.db import connection
 
@@ -63,27 +64,38 @@ def _side_pids(groups: Iterable[int], database: bool) -> list[int]:
                 "SELECT pid FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-            pids += [row[0] for row in cursor.fetchall()]
+            pids.update((row[0], "postgres") for row in cursor.fetchall())
     return pids
 
 
 class _CpuMeter:
     """The CPU a side spends between ``start`` and ``stop``: its worker processes (and gunicorn, and the
-    Postgres backends of the bench database, for the engine) plus this process (it submits). Redis is
-    left out: its server is shared with whatever else runs on the machine. A process that ends before
-    ``stop`` is lost (counts low); one that starts during the run counts whole."""
+    Postgres backends of the bench database, for the engine) plus this process (it submits), in all and
+    by part (``groups`` names each process group; this process is ``bench``). Redis is left out: its
+    server is shared with whatever else runs on the machine. A process that ends before ``stop`` is
+    lost (counts low); one that starts during the run counts whole."""
 
-    def __init__(self, groups: Iterable[int], database: bool) -> None:
-        self.groups, self.database = list(groups), database
+    def __init__(self, groups: dict[int, str], database: bool) -> None:
+        self.groups, self.database = groups, database
+        self.parts: dict[str, float] = {}
 
     def start(self) -> None:
-        self.before = common.cpu_seconds(_side_pids(self.groups, self.database))
+        self.names = _side_pids(self.groups, self.database)
+        self.before = common.cpu_seconds(self.names)
         self.own = time.process_time()
 
     def stop(self) -> float:
-        after = common.cpu_seconds(_side_pids(self.groups, self.database) + list(self.before))
-        spent = sum(total - self.before.get(pid, 0.0) for pid, total in after.items())
-        return spent + time.process_time() - self.own
+        self.names.update(_side_pids(self.groups, self.database))
+        after = common.cpu_seconds(self.names)
+        self.parts = {"bench": time.process_time() - self.own}
+        for pid, total in after.items():
+            part = self.names[pid]
+            self.parts[part] = self.parts.get(part, 0.0) + total - self.before.get(pid, 0.0)
+        return sum(self.parts.values())
+
+    def per_job_ms(self, n: int) -> dict[str, float]:
+        """CPU ms per job of each part, rounded."""
+        return {part: round(spent * 1000 / n, 2) for part, spent in sorted(self.parts.items())}
 
 
 def _wait_counter(client: Any, key: str, target: int, timeout: float) -> float:
@@ -108,14 +120,14 @@ def side_celery(
     rawcelery.submit(1, steps)  # warm-up: the worker is consuming once this chain is done
     _wait_counter(redis, key, 1, 60)
     redis.delete(key)
-    meter = _CpuMeter([worker.pid], database=False)
+    meter = _CpuMeter({worker.pid: "worker"}, database=False)
     meter.start()
     start = time.monotonic()
     rawcelery.submit(n, steps)
     end = _wait_counter(redis, key, n, 600)
     cpu = meter.stop()
     _stop(worker)
-    return {"seconds": end - start, "cpu_ms_per_job": cpu * 1000 / n}
+    return {"seconds": end - start, "cpu_ms_per_job": cpu * 1000 / n, "cpu_ms_by_part": meter.per_job_ms(n)}
 
 
 def _submit_jobs(
@@ -190,7 +202,7 @@ def side_engine(
     redis.delete(qkey)
     commits_before = _commits()
     first_id = max(warm) + 1
-    meter = _CpuMeter([worker.pid, web_group], database=True)
+    meter = _CpuMeter({worker.pid: "worker", web_group: "web"}, database=True)
     meter.start()
     start = time.monotonic()
     ids = _submit_jobs(port, client, key, n, threads, workflow, batch)
@@ -252,6 +264,7 @@ def side_engine(
         "lone_transition_ms_p90": common.pct(lone, 90),
         "steps_per_second": n * (5 if workflow == "noop5" else 1) / (end - start),
         "cpu_ms_per_job": cpu * 1000 / n,
+        "cpu_ms_by_part": meter.per_job_ms(n),
     }
 
 

@@ -1,7 +1,7 @@
 """The engine's own cost per job, in CPU time: what item 1's wall-clock ratio is made of, measured in a
 way that the machine's other load barely moves.
 
-    .venv/bin/python -m bench.engine_cpu [--jobs 300] [--workflow noop5] [--profile 25]
+    .venv/bin/python -m bench.engine_cpu [--jobs 300] [--workflow noop5] [--every 3] [--profile 25]
 
 One process submits ``--jobs`` jobs through ``job_submit`` (the service behind ``POST /job``), then plays
 the worker: it pops the messages the engine really published to Redis and runs their engine functions
@@ -42,6 +42,13 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions (cProfile)")
     parser.add_argument("--db", default="te_bench_cpu")
     parser.add_argument("--batch", type=int, default=0, help="submit through jobs_submit, N jobs a call")
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=0,
+        help="run the published messages after every N submissions (as when jobs arrive one by one "
+        "while the engine works: a dispatch starts a few jobs), instead of once after all of them",
+    )
     args = parser.parse_args()
 
     common.setup_django(args.db)
@@ -68,14 +75,22 @@ def main() -> None:
     }
     redis = redis_queues.redis_client()
 
+    keys = [key for queue in redis_queues.QUEUES for key in redis_queues.queue_keys(queue)]
+
     def pop_all() -> list[tuple[str, list[Any]]]:
+        """Every message waiting, oldest first per queue, in one round trip (nothing else publishes to
+        this run's queues, so reading and emptying them in one MULTI loses nothing)."""
+        pipe = redis.pipeline(transaction=True)
+        for key in keys:
+            pipe.lrange(key, 0, -1)
+        pipe.delete(*keys)
+        lists = pipe.execute()[:-1]
         messages = []
-        for queue in redis_queues.QUEUES:
-            for key in redis_queues.queue_keys(queue):
-                while (raw := redis.rpop(key)) is not None:
-                    payload = json.loads(str(raw))
-                    body = json.loads(base64.b64decode(payload["body"]))
-                    messages.append((payload["headers"]["task"], list(body[0])))
+        for raws in lists:
+            for raw in reversed(raws):  # published with LPUSH, consumed from the right
+                payload = json.loads(str(raw))
+                body = json.loads(base64.b64decode(payload["body"]))
+                messages.append((payload["headers"]["task"], list(body[0])))
         return messages
 
     for queue in redis_queues.QUEUES:
@@ -105,19 +120,28 @@ def main() -> None:
     with connection.execute_wrapper(count):
         if profiler:
             profiler.enable()
+
+        def drain() -> None:
+            nonlocal messages
+            while batch := pop_all():
+                for name, margs in batch:
+                    messages += 1
+                    handlers[name](*margs)
+
         if args.batch:
             from jobs.services import SubmitRequest, jobs_submit
 
             for first in range(0, args.jobs, args.batch):
                 size = min(args.batch, args.jobs - first)
                 jobs_submit(client=client, requests=[SubmitRequest(args.workflow, {})] * size)
+                if args.every:
+                    drain()
         else:
-            for _ in range(args.jobs):
+            for number in range(1, args.jobs + 1):
                 job_submit(client=client, workflow=args.workflow, parameters={})
-        while batch := pop_all():
-            for name, margs in batch:
-                messages += 1
-                handlers[name](*margs)
+                if args.every and number % args.every == 0:
+                    drain()
+        drain()
         if profiler:
             profiler.disable()
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
@@ -148,6 +172,7 @@ def main() -> None:
         "redis_commands_per_job": round(redis_commands / n, 1),
         "workflow": args.workflow,
         "batch": args.batch,
+        "every": args.every,
         "wall_s": round(wall, 2),
         "machine": common.machine(),
     }
