@@ -20,7 +20,7 @@ from django.db import transaction
 
 from jobs.engine.sql import sql
 from jobs.workflows.registry import QUEUES as STEP_QUEUES
-from taskengine_site import prepared, shutdown
+from taskengine_site import prepared, publish, shutdown
 from taskengine_site.celery import app
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def _send(name: str, args: list[int], queue: str, countdown: float | None = None
     if shutdown.requested():
         # From a stopping worker: not into the read its own consumer may still have pending.
         shutdown.wait_for_consumer_to_let_go()
-    app.send_task(name, args=args, queue=queue, countdown=countdown)
+    publish.send(name, args, queue, countdown)
 
 
 def publish_run(task_id: int, queue: str, countdown: float | None = None) -> None:
