@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Mapping
 
 from django.db import transaction
 
@@ -25,10 +26,19 @@ def setting_get_int(name: str) -> int:
 
 def settings_get_ints(*names: str) -> dict[str, int]:
     """Several documented settings in one query."""
+    return settings_ints_from(
+        dict(Setting.objects.filter(name__in=names).values_list("name", "value")), names
+    )
+
+
+def settings_ints_from(stored: Mapping[str, str], names: Iterable[str]) -> dict[str, int]:
+    """Documented settings as integers, from their stored texts (``stored``, name to value, as read by
+    the caller's own statement): a name not stored, or not an integer, has its default."""
     values = {name: SPECS[name].default for name in names}
-    for name, value in Setting.objects.filter(name__in=names).values_list("name", "value"):
-        with contextlib.suppress(ValueError):
-            values[name] = int(value)
+    for name in values:
+        if name in stored:
+            with contextlib.suppress(ValueError):
+                values[name] = int(stored[name])
     return values
 
 

@@ -21,7 +21,7 @@ from jobs.engine.sql import sql
 from jobs.engine.transitions import job_transition
 from jobs.models import Job, Task
 from jobs.states import TASK_WAITING, JobState, TaskState
-from jobs.workflows.registry import resolve_definition
+from jobs.workflows.registry import resolve_steps
 from logs.models import Severity
 from logs.services import job_log
 from taskengine_site import prepared
@@ -46,12 +46,13 @@ def start_job(job_id: int, *, definitions: dict[tuple[int, str], Resolved] | Non
     return bool(start_jobs([job_id], definitions={} if definitions is None else definitions))
 
 
-def _resolve(client_id: int, workflow: str, memo: dict[tuple[int, str], Resolved]) -> Resolved:
-    """The definition a job of this client and workflow starts with, memoised across a dispatch."""
+def _resolve(client_id: int, workflow: str, own: Any, memo: dict[tuple[int, str], Resolved]) -> Resolved:
+    """The definition a job of this client and workflow starts with (``own``: the steps of the client's
+    own definition of it, read with the job, or None), memoised across a dispatch."""
     key = (client_id, workflow)
     if key not in memo:
         try:
-            memo[key] = resolve_definition(*key)
+            memo[key] = resolve_steps(workflow, own)
         except DomainError as exc:  # a client definition naming a step that no longer exists
             memo[key] = exc
     return memo[key]
@@ -73,12 +74,14 @@ def start_jobs(job_ids: list[int], *, definitions: dict[tuple[int, str], Resolve
         rows = cursor.fetchall()
     started: list[int] = []
     fresh: list[tuple[int, list[dict[str, Any]], bool]] = []
-    for job_id, client_id, workflow, first_start in rows:
+    for job_id, client_id, workflow, first_start, own in rows:
         if not first_start:
             _progress(Job.objects.get(pk=job_id), resume=True)
             started.append(int(job_id))
             continue
-        resolved = _resolve(int(client_id), str(workflow), definitions)
+        # jsonb arrives as its text on Django's connections (Django parses JSONField values itself).
+        steps = None if own is None else json.loads(own)
+        resolved = _resolve(int(client_id), str(workflow), steps, definitions)
         if isinstance(resolved, DomainError):
             message = f"invalid workflow definition '{workflow}': {resolved.message}"
             _end_job(Job.objects.get(pk=job_id), failed=True, message=message)

@@ -8,17 +8,18 @@ lock, so two controllers can never both fill the same free slot.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
-from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db import transaction
 
 from jobs.engine import bus, controller
+from jobs.engine.sql import sql
 from jobs.engine.transitions import job_transition, job_transition_many
-from jobs.models import Job
-from jobs.states import DISPATCH_ORDER, JobState
-from settings_app.services import settings_get_ints
+from jobs.states import JobState
+from settings_app.services import settings_get_ints, settings_ints_from
+from taskengine_site import prepared
 
 logger = logging.getLogger(__name__)
 
@@ -85,30 +86,39 @@ def dispatch() -> list[int]:
 
 
 def _dispatch_locked() -> list[int] | None:
-    """One dispatch under the advisory lock; None when another dispatcher holds it."""
+    """One dispatch under the advisory lock; None when another dispatcher holds it.
+
+    Its reads are named statements (``sql/dispatch.sql``), each after the lock so each sees every
+    dispatch committed before it: a dispatch of a few jobs, as when jobs arrive one by one, cost more
+    CPU in the ORM's compilation of these reads than in the jobs' start (bench/README.md, issue 16).
+    """
     started: list[int] = []
     definitions: dict[tuple[int, str], controller.Resolved] = {}
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DISPATCH_LOCK_KEY])
-            row = cursor.fetchone()
+    with transaction.atomic(), prepared.cursor() as cursor:
+        cursor.execute(sql("dispatch_lock"), {"key": DISPATCH_LOCK_KEY})
+        row = cursor.fetchone()
         if not row or not row[0]:
             return None
-        slots = current_slots()
-        counts = Job.objects.filter(queue_state=JobState.STARTED).aggregate(
-            total=Count("id"), priority=Count("id", filter=Q(priority__lte=slots.priority_threshold))
-        )
-        started_priority = counts["priority"]
-        started_other = counts["total"] - started_priority
+        cursor.execute(sql("dispatch_state"), {"names": list(SLOT_SETTINGS)})
+        # jsonb arrives as its text on Django's connections (Django parses JSONField values itself).
+        stored, per_priority = (json.loads(text) for text in cursor.fetchone())
+        values = settings_ints_from(stored, SLOT_SETTINGS)
+        slots = Slots(values["max_jobs"], values["priority_slots"], values["priority_threshold"])
+        started_priority = sum(n for p, n in per_priority.items() if slots.is_priority(int(p)))
+        started_other = sum(per_priority.values()) - started_priority
         while started_priority + started_other < slots.max_jobs:
-            candidates = Job.objects.filter(queue_state=JobState.QUEUED).order_by(*DISPATCH_ORDER)
-            if not can_start(
-                is_priority=False, started_priority=started_priority, started_other=started_other, slots=slots
-            ):
-                candidates = candidates.filter(priority__lte=slots.priority_threshold)
             # The next candidates in dispatch order, as many as there are free slots: one query a batch.
             free = slots.max_jobs - started_priority - started_other
-            batch = list(candidates.values_list("id", "priority")[:free])
+            if can_start(
+                is_priority=False, started_priority=started_priority, started_other=started_other, slots=slots
+            ):
+                cursor.execute(sql("dispatch_candidates"), {"limit": free})
+            else:
+                cursor.execute(
+                    sql("dispatch_priority_candidates"),
+                    {"limit": free, "threshold": slots.priority_threshold},
+                )
+            batch = [(int(job_id), int(priority)) for job_id, priority in cursor.fetchall()]
             # Which of them the slot rule admits, in order, as if each one started.
             admitted: list[tuple[int, int]] = []
             would_p, would_n = started_priority, started_other
@@ -139,6 +149,10 @@ def _dispatch_locked() -> list[int] | None:
                     started_other += 1
             if not moved:
                 break  # nothing in this batch could move: the next event looks again
+            if len(batch) < free:
+                # The queue held no more than this when read: a job queued since asked for a dispatch
+                # of its own after its commit (bus.publish_dispatch), which runs after this one.
+                break
     if started:
         logger.info("dispatch started jobs %s", started)
     return started

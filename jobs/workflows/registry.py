@@ -222,16 +222,12 @@ def job_callback_fields(job_id: int) -> dict[str, Any]:
     return fields
 
 
-def resolve_definition(client_id: int, workflow: str) -> tuple[list[dict[str, Any]], bool] | None:
-    """The definition ``workflow`` runs for this client: (steps, is_client_definition), or None if unknown.
+def resolve_steps(workflow: str, own: Any) -> tuple[list[dict[str, Any]], bool] | None:
+    """The definition ``workflow`` runs for a client: (steps, is_client_definition), or None if unknown.
 
-    A client definition overrides the common one of the same name.
+    ``own`` is the steps of the client's own definition of ``workflow`` (None when it has none), read
+    by the caller with the job: a client definition overrides the common one of the same name.
     """
-    own = (
-        WorkflowDefinition.objects.filter(client_id=client_id, name=workflow)
-        .values_list("steps", flat=True)
-        .first()
-    )
     if own is not None:
         return validate_definition(own), True
     if workflow in COMMON_DEFINITIONS:

@@ -17,8 +17,9 @@ from clients.models import Client
 from jobs.engine import bus, controller, dispatcher
 from jobs.engine.bus import dispatch_after_job_end
 from jobs.engine.dispatcher import Slots, current_slots, dispatch
-from jobs.models import Job, WorkflowDefinition
-from jobs.states import JobState
+from jobs.engine.sql import STATEMENTS, sql
+from jobs.models import Job, Task, WorkflowDefinition
+from jobs.states import DISPATCH_ORDER, JobState
 from tests.engine.conftest import Broker
 
 
@@ -408,3 +409,43 @@ def test_more_jobs_than_one_start_chunk_are_counted_across_chunks(
     started = dispatch()
     assert len(started) == over
     assert Job.objects.filter(queue_state=JobState.STARTED).count() == over
+
+
+def test_a_dispatch_of_one_job_runs_the_named_statements_only(
+    setting: Callable[..., None], te_client: Client, broker: Broker, committed: Callable[[], Any]
+) -> None:
+    """Jobs that arrive one by one are dispatched a few at a time: each dispatch reads the lock, the slot
+    state and the queue once, with named statements (no ORM query, no second read of a queue that
+    held fewer jobs than the free slots), then starts the job."""
+    setting(max_jobs=5)
+    job = make_job(te_client, 5)
+    broker.clear()  # the setting's own dispatch request
+    names = {statement.text: name for name, statement in STATEMENTS.items()}
+    ran: list[str] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not sql.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
+            ran.append(names.get(sql, sql))
+        return execute(sql, params, many, context)
+
+    with committed(), connections["default"].execute_wrapper(record):
+        assert dispatch() == [job.pk]
+    assert ran == [
+        "dispatch_lock",
+        "dispatch_state",
+        "dispatch_candidates",
+        "job_start",
+        "lock_starting_jobs",
+        "write_definitions",
+        "insert_tasks",
+    ]
+    assert [(m.task, m.args) for m in broker.pop_all()] == [
+        (bus.RUN_TASK, [Task.objects.get(job=job).pk]),
+    ]
+
+
+def test_the_candidates_statements_read_in_dispatch_order() -> None:
+    """The named candidate reads order as ``DISPATCH_ORDER`` says (and its index, job_dispatch_order)."""
+    order = ", ".join(f"{f[1:]} DESC" if f.startswith("-") else f for f in DISPATCH_ORDER)
+    for name in ("dispatch_candidates", "dispatch_priority_candidates"):
+        assert f"ORDER BY {order} LIMIT" in sql(name), name
