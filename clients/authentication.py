@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from clients import keys
 from clients.models import ApiKey, Client
 from taskengine_site import prepared
-from taskengine_site.connections import first_read
+from taskengine_site.connections import first_statement
 
 # Writing last_used_at on every request would add a write to every read; a minute is precise enough.
 LAST_USED_GRANULARITY = timedelta(seconds=60)
@@ -91,7 +91,7 @@ def authenticate_headers(meta: dict[str, Any]) -> tuple[Client, ApiKey] | None:
         raise exceptions.AuthenticationFailed(UNAUTHORISED)
     prefix = keys.prefix_of(key)
     # Usually the request's first statement: it checks the kept connection too (taskengine_site.connections).
-    row = first_read(lambda: _key_with_client(prefix)) if prefix is not None else None
+    row = first_statement(lambda: _key_with_client(prefix)) if prefix is not None else None
     # Hash even when no row matched, so a wrong prefix costs the same time as a wrong secret.
     stored = row.key_hash if row is not None else "0" * 64
     valid = keys.matches(key, stored)

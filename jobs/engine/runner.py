@@ -35,6 +35,7 @@ from jobs.workflows.registry import PermanentError, StepCancelled, StepContext, 
 from logs.models import Severity
 from logs.services import job_log
 from taskengine_site import prepared, shutdown
+from taskengine_site.connections import first_statement
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +156,14 @@ def _claim_quiet(task_id: int) -> Claimed | Literal[_Unclaimed.MAY_CALL_BACK] | 
     params = _claim_params(task_id, log_start=True, quiet_only=True)
     # Inside a caller's transaction the setting would last until its commit: never weaken that.
     params["async"] = not connection.in_atomic_block
-    with prepared.cursor() as cursor:
-        cursor.execute(sql("start_task_quiet"), params)
-        row = cursor.fetchone()
+
+    def claim() -> Any:
+        with prepared.cursor() as cursor:
+            cursor.execute(sql("start_task_quiet"), params)
+            return cursor.fetchone()
+
+    # A message's first statement: it checks the worker's kept connection, instead of a SELECT 1.
+    row = first_statement(claim)
     if row is None:
         return None
     if not row[0]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from clients.models import Client
 from jobs.engine import controller, reconcile, runner
+from jobs.engine.bus import RUN_TASK
 from jobs.engine.dispatcher import dispatch
 from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import JobState, TaskState
@@ -581,3 +585,81 @@ def test_the_heartbeat_thread_keeps_a_silent_step_alive(
     assert task.started_at is not None and task.heartbeat_at is not None
     # Beaten by the thread while the step slept, not only at the claim.
     assert (task.heartbeat_at - task.started_at).total_seconds() >= 0.8
+
+
+def _health_check_pending() -> None:
+    """The connection as a worker's next message finds it: kept from an earlier task, its health check
+    due (Celery's task_prerun hook runs Django's close_old_connections)."""
+    connection.ensure_connection()
+    db: Any = connection  # Django's own attributes, not in its type stubs
+    db.health_check_enabled = True
+    db.health_check_done = False
+
+
+def _run_task_message(submit: Callable[..., Job], broker: Broker) -> tuple[Job, Message]:
+    job = submit("noop")
+    broker.drain(skip=lambda m: m.task == RUN_TASK)
+    (message,) = broker.held
+    return job, message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_steps_claim_checks_the_kept_connection_without_a_select_1(
+    submit: Callable[..., Job], broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job, message = _run_task_message(submit, broker)
+    checks: list[bool] = []
+    monkeypatch.setattr(connection, "is_usable", lambda: checks.append(True) or True)
+    _health_check_pending()
+    broker.run(message)
+    assert checks == []  # the claim ran on the kept connection, no SELECT 1 before it
+    job.refresh_from_db()
+    assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_steps_claim_on_a_connection_the_server_closed_runs_on_a_new_one(
+    submit: Callable[..., Job], broker: Broker
+) -> None:
+    job, message = _run_task_message(submit, broker)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        before = cursor.fetchone()[0]
+    _health_check_pending()
+    # What a database restart or an idle timeout does to a worker's kept connection.
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [before])
+
+    broker.run(message)
+
+    job.refresh_from_db()
+    assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
+    task = Task.objects.get(job=job)
+    assert (task.state, task.attempts) == (TaskState.COMPLETED, 1)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_failing_on_a_working_connection_is_raised_not_run_again(
+    submit: Callable[..., Job], broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job, message = _run_task_message(submit, broker)
+    calls: list[dict[str, Any]] = []
+
+    class Failing:
+        def execute(self, sql: str, params: dict[str, Any]) -> None:
+            calls.append(params)
+            raise OperationalError("canceling statement due to statement timeout")
+
+    @contextlib.contextmanager
+    def failing_cursor() -> Iterator[Failing]:
+        yield Failing()
+
+    monkeypatch.setattr(runner.prepared, "cursor", failing_cursor)
+    _health_check_pending()
+    with pytest.raises(OperationalError):
+        broker.run(message)
+    assert len(calls) == 1
+    assert Task.objects.get(job=job).state == TaskState.QUEUED
