@@ -33,14 +33,12 @@ class AliveView(APIView):
 
 
 class DocsView(SpectacularSwaggerView):
-    """GET /docs: the Swagger UI page of the schema.
-
-    The page's template is its only renderer, and it cannot render what OPTIONS answers (DRF's
-    description of the view, rendered through the page's template, fails on its missing variables: a
-    500). OPTIONS is answered in JSON, like on every other route.
-    """
+    """GET /docs: the Swagger UI page of the schema."""
 
     def get_renderers(self) -> list[BaseRenderer]:
+        # The page's template is the view's only renderer, and it cannot render what OPTIONS answers
+        # (DRF's description of the view: the template fails on its missing variables, a 500). OPTIONS
+        # is answered in JSON, as on every other route. (The docstring above is that answer's text.)
         if self.request.method == "OPTIONS":
             return [JSONRenderer()]
         return list(super().get_renderers())
