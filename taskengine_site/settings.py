@@ -161,6 +161,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "taskengine_site.errors.exception_handler",
+    # OPTIONS: DRF's description of a view without the form of its body (taskengine_site.metadata).
+    "DEFAULT_METADATA_CLASS": "taskengine_site.metadata.ApiMetadata",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     # Proxies in front of gunicorn (1 behind a Heroku-style router): which X-Forwarded-For entry to trust.

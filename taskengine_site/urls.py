@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.urls import path
-from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularJSONAPIView
 
 from jobs.api.submit import job_submit_view
 from jobs.api.views import DashboardView, JobViewSet
@@ -12,7 +12,7 @@ from monitoring.metrics import metrics_view
 from monitoring.views import HealthView, queue_data, queue_page
 from scheduling.api.views import SchedulerView, SchedulesView
 from settings_app.api.views import SettingsView
-from taskengine_site.views import AliveView
+from taskengine_site.views import AliveView, DocsView
 
 # The admin's names (its pages, the login, the browser's title bar); its icon is in templates/admin.
 admin.site.site_header = "Task Engine"
@@ -38,7 +38,7 @@ urlpatterns = [
     path("scheduler", SchedulerView.as_view(), name="scheduler"),
     path("settings", SettingsView.as_view(), name="settings"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
+    path("docs", DocsView.as_view(url_name="openapi"), name="docs"),
     path("admin/", admin.site.urls),
     # Operators' console (staff login) and monitoring (issue 7).
     path("queue/", queue_page, name="queue"),
