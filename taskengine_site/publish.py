@@ -83,7 +83,8 @@ def _time_limits(name: str) -> list[int | None] | None:
     """The header's ``timelimit`` send_task writes for task ``name``: its own limits when this process
     has it registered (a worker), none otherwise (the web process); None when the task declares options
     only send_task writes."""
-    task = app._tasks.get(name)  # the registry as it is: looking must not finalize the app
+    registry: Any = app._tasks  # type: ignore[attr-defined]  # as it is: looking must not finalize the app
+    task = registry.get(name)
     if task is None:
         return [None, None]
     options = task._get_exec_options()
@@ -143,7 +144,7 @@ def message(name: str, args: list[int], queue: str) -> dict[str, Any] | None:
 
 def queue_key(queue: str) -> str:
     """The Redis list kombu pushes a priority-0 message for ``queue`` onto."""
-    return settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("global_keyprefix", "") + queue
+    return str(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("global_keyprefix", "")) + queue
 
 
 def send(name: str, args: list[int], queue: str, countdown: float | None = None) -> None:

@@ -91,11 +91,12 @@ def test_the_message_is_celerys_but_for_its_fresh_ids(queue: Any, registry: str)
 def test_a_message_published_inside_a_task_names_it_as_parent_and_root(queue: Any, registry: str) -> None:
     task = app.tasks[bus.DISPATCH]
     task.push_request(id="the-running-task", root_id="the-root", called_directly=False)
-    _state._task_stack.push(task)
+    stack: Any = _state._task_stack  # type: ignore[attr-defined]  # what current_worker_task reads
+    stack.push(task)
     try:
         celery_message, own = _both(queue, bus.RUN_TASK, [7])
     finally:
-        _state._task_stack.pop()
+        stack.pop()
         task.pop_request()
     assert celery_message["headers"]["parent_id"] == "the-running-task"
     assert _comparable(own) == _comparable(celery_message)

@@ -21,6 +21,7 @@ from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import JobState, TaskState
 from jobs.workflows.registry import StepContext, step
 from logs.models import LogEntry, Severity
+from taskengine_site import prepared
 from tests.engine.conftest import Broker, Message
 
 from .conftest import json_log
@@ -609,7 +610,12 @@ def test_a_steps_claim_checks_the_kept_connection_without_a_select_1(
 ) -> None:
     job, message = _run_task_message(submit, broker)
     checks: list[bool] = []
-    monkeypatch.setattr(connection, "is_usable", lambda: checks.append(True) or True)
+
+    def is_usable() -> bool:
+        checks.append(True)
+        return True
+
+    monkeypatch.setattr(connection, "is_usable", is_usable)
     _health_check_pending()
     broker.run(message)
     assert checks == []  # the claim ran on the kept connection, no SELECT 1 before it
@@ -657,7 +663,7 @@ def test_a_claim_failing_on_a_working_connection_is_raised_not_run_again(
     def failing_cursor() -> Iterator[Failing]:
         yield Failing()
 
-    monkeypatch.setattr(runner.prepared, "cursor", failing_cursor)
+    monkeypatch.setattr(prepared, "cursor", failing_cursor)
     _health_check_pending()
     with pytest.raises(OperationalError):
         broker.run(message)
