@@ -41,6 +41,12 @@ def main() -> None:
     parser.add_argument("--workflow", default="noop5")
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions (cProfile)")
     parser.add_argument("--db", default="te_bench_cpu")
+    parser.add_argument(
+        "--max-jobs",
+        type=int,
+        default=10000,
+        help="the max_jobs setting (below --jobs: jobs wait for slots, and each job end dispatches one)",
+    )
     parser.add_argument("--batch", type=int, default=0, help="submit through jobs_submit, N jobs a call")
     parser.add_argument(
         "--every",
@@ -53,7 +59,7 @@ def main() -> None:
 
     common.setup_django(args.db)
     common.reset_jobs()
-    common.set_setting("max_jobs", 10000)
+    common.set_setting("max_jobs", args.max_jobs)
 
     from django.db import connection
 
@@ -173,6 +179,7 @@ def main() -> None:
         "workflow": args.workflow,
         "batch": args.batch,
         "every": args.every,
+        "max_jobs": args.max_jobs,
         "wall_s": round(wall, 2),
         "machine": common.machine(),
     }
