@@ -78,9 +78,15 @@ def argv(process: subprocess.Popen) -> list[str]:
 
 def ffmpeg_runs(processes: list[subprocess.Popen]) -> list[subprocess.Popen]:
     """The media tools' runs among ``processes``: ffmpeg, ffprobe and Shaka Packager (not the loader
-    listing a program's libraries)."""
+    listing a program's libraries, nor the toolchain's version check: the first
+    ``toolchain.packager_exe()`` of a process, made here, runs ``packager --version`` unconfined, and
+    was taken for the step's last run when a test ran first in its process)."""
     packager = toolchain.packager_exe()
-    return [p for p in processes if "-hide_banner" in argv(p) or packager in argv(p)]
+    return [
+        p
+        for p in processes
+        if ("-hide_banner" in argv(p) or packager in argv(p)) and argv(p)[-1:] != ["--version"]
+    ]
 
 
 def through_wrapper(process: subprocess.Popen) -> bool:
