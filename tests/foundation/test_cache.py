@@ -43,3 +43,56 @@ def test_incr_window_never_extends_a_running_window() -> None:
     redis_key = cache.make_key(key)
     assert cache._cache.get_client(redis_key).ttl(redis_key) <= 5  # type: ignore[attr-defined]
     cache.delete(key)
+
+
+def test_add_of_an_integer_writes_what_djangos_add_writes() -> None:
+    from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
+
+    quick, plain = f"add-{uuid.uuid4().hex}", f"add-{uuid.uuid4().hex}"
+    assert cache.add(quick, 1, timeout=10) is True
+    assert DjangoRedisCache.add(cache, plain, 1, timeout=10) is True
+    assert cache.add(quick, 2, timeout=10) is False  # present: not replaced
+    client: Any = cache._cache.get_client(None, write=True)  # type: ignore[attr-defined]
+    stored = {key: client.get(cache.make_key(key)) for key in (quick, plain)}
+    assert stored[quick] == stored[plain] == b"1"
+    assert 0 < client.ttl(cache.make_key(quick)) <= 10
+    assert cache.get(quick) == 1
+    # Values Django pickles (a bool, a string) and adds without an expiry take Django's path.
+    assert cache.add(f"{quick}-bool", True, timeout=10) is True
+    assert cache.get(f"{quick}-bool") is True
+    assert cache.add(f"{quick}-forever", 1, timeout=None) is True
+    assert client.ttl(cache.make_key(f"{quick}-forever")) == -1
+    assert cache.add(f"{quick}-gone", 1, timeout=0) is True  # Django's: added and deleted at once
+    assert cache.get(f"{quick}-gone") is None
+    cache.delete_many([quick, plain, f"{quick}-bool", f"{quick}-forever"])
+
+
+def test_a_connection_closed_by_the_server_is_replaced_and_nothing_is_lost() -> None:
+    backend: Any = caches["default"]
+    key = f"window-{uuid.uuid4().hex}"
+    assert backend.incr_window(key, 61) == 1
+    own_id = backend._quick(b"CLIENT", b"ID")  # the connection the quick commands use
+    client: Any = backend._cache.get_client(None, write=True)
+    assert client.client_kill_filter(_id=own_id) == 1
+    # The next commands find the connection closed: each is counted once, through redis-py or anew.
+    assert backend.incr_window(key, 61) == 2
+    assert backend.add(f"{key}-flag", 1, timeout=10) is True
+    assert backend.incr_window(key, 61) == 3
+    backend.delete_many([key, f"{key}-flag"])
+
+
+def test_incr_window_loads_its_script_when_the_server_does_not_know_it(monkeypatch: Any) -> None:
+    from redis.commands.core import Script
+
+    from taskengine_site import cache as module
+
+    # The same script under a text the server has never seen (no SCRIPT FLUSH on a shared server):
+    # the quick EVALSHA is answered NOSCRIPT, and redis-py's Script loads it.
+    text = module._INCR_WINDOW.script
+    assert isinstance(text, bytes)
+    unseen = Script(None, text + f" -- {uuid.uuid4().hex}".encode())  # type: ignore[arg-type]
+    monkeypatch.setattr(module, "_INCR_WINDOW", unseen)
+    key = f"window-{uuid.uuid4().hex}"
+    assert cache.incr_window(key, 61) == 1  # type: ignore[attr-defined]
+    assert cache.incr_window(key, 61) == 2  # type: ignore[attr-defined]
+    cache.delete(key)
