@@ -108,8 +108,8 @@ def test_only_post_job_takes_the_short_chains_and_only_without_cookies_the_short
 
         return call
 
-    handler.lean = counting("lean", handler.lean)  # type: ignore[assignment]
-    handler.cookieless = counting("cookieless", handler.cookieless)  # type: ignore[assignment]
+    handler.lean = counting("lean", handler.lean)
+    handler.cookieless = counting("cookieless", handler.cookieless)
     client, key = make_client()
     requests = _requests(key, client.name)
     for environ in [*requests, _environ("GET", "/"), _environ("GET", "/jobs")]:
