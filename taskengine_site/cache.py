@@ -19,6 +19,8 @@ redis-py's client, which reconnects and retries as it always did: the outcome is
 from __future__ import annotations
 
 import os
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -64,13 +66,16 @@ class RedisCache(DjangoRedisCache):
         default), sent on this instance's own connection to the write server; raises on any failure,
         after closing that connection (the caller then runs the command through redis-py)."""
         line = self._line
-        if line is None or line[0] != os.getpid():
+        if line is None or line[0] != _pid:
             pool = cast(ReusingRedisCacheClient, self._cache)._get_connection_pool(True)
             # A connection of the pool's class and settings (server, database, password, TLS, timeouts,
             # protocol), not taken from the pool: it is used by this instance alone.
-            line = self._line = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
+            line = self._line = (_pid, pool.connection_class(**pool.connection_kwargs))
         connection = line[1]
         try:
+            if connection._sock is None:
+                connection.connect()  # redis-py's handshake (HELLO, AUTH, SELECT) with its timeouts
+                _kernel_timeouts(connection._sock, connection.socket_timeout)
             connection.send_packed_command([_pack(args)], check_health=False)
             return connection.read_response()
         except ResponseError:
@@ -107,6 +112,35 @@ class RedisCache(DjangoRedisCache):
             pass
         client = self._cache.get_client(key, write=True)
         return int(_INCR_WINDOW(keys=[key], args=[timeout], client=client))
+
+
+def _kernel_timeouts(sock: Any, seconds: float | None) -> None:
+    """Let the kernel bound a plain socket's reads and writes (``SO_RCVTIMEO``/``SO_SNDTIMEO``) and put
+    it in blocking mode: with a timeout of its own, Python polls the socket before every send and
+    every receive, two more system calls a command, each letting the GIL go to another thread. A
+    read or write that runs out of time fails with ``EAGAIN`` (a ``ConnectionError`` from redis-py's
+    reader, like its own timeout), and the command is run again through redis-py. A TLS socket keeps
+    Python's timeouts."""
+    if seconds is None or type(sock) is not socket.socket:
+        return
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    sock.settimeout(None)
+
+
+# This process's id, renewed in a forked child, whose cache instances then open connections of their
+# own (os.getpid() is a system call).
+_pid = os.getpid()
+
+
+def _renew_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_renew_pid)
 
 
 def _pack(args: tuple[bytes | str | int, ...]) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from django.core.cache import cache, caches
 
 from taskengine_site.cache import RedisCache
@@ -96,3 +97,70 @@ def test_incr_window_loads_its_script_when_the_server_does_not_know_it(monkeypat
     assert cache.incr_window(key, 61) == 1  # type: ignore[attr-defined]
     assert cache.incr_window(key, 61) == 2  # type: ignore[attr-defined]
     cache.delete(key)
+
+
+class _SilentRedis:
+    """A server that answers +OK to the connection's handshake, then reads commands and never answers."""
+
+    def __init__(self, answered: int) -> None:
+        import socket
+        import threading
+
+        self.answered = answered
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[Any] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.open.append(conn)
+            reader = conn.makefile("rb")
+            for _ in range(self.answered):
+                header = reader.readline()  # *<n>
+                for _ in range(int(header[1:])):
+                    reader.readline()  # $<len>
+                    reader.readline()  # the argument
+                conn.sendall(b"+OK\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.open:
+            conn.close()
+
+
+def test_a_server_that_stops_answering_fails_the_quick_command_instead_of_hanging() -> None:
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    # CLIENT SETINFO lib-name and lib-ver are the handshake of a RESP2 connection to database 0.
+    server = _SilentRedis(answered=2)
+    try:
+        backend = RedisCache(
+            f"redis://127.0.0.1:{server.port}/0",
+            {"OPTIONS": {"socket_timeout": 0.2, "socket_connect_timeout": 0.2, "protocol": 2}},
+        )
+        with pytest.raises(RedisConnectionError):
+            backend._quick(b"PING")
+        connection = backend._line[1]  # type: ignore[index]
+        assert connection._sock is None  # closed: the next command starts on a new connection
+    finally:
+        server.close()
+
+
+def test_the_quick_connection_is_blocking_with_the_kernel_holding_its_timeout() -> None:
+    import socket
+    import struct
+
+    backend: Any = caches["default"]
+    backend._quick(b"PING")
+    sock = backend._line[1]._sock
+    if type(sock) is not socket.socket:  # TLS keeps Python's timeouts
+        return
+    assert sock.gettimeout() is None
+    seconds, micros = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+    assert seconds + micros / 1e6 == backend._line[1].socket_timeout
