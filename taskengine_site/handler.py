@@ -19,6 +19,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpRequest
+from django.urls import ResolverMatch, get_resolver
 
 # The routes answered through the short chain: each answers JSON to API clients, is no static file,
 # and never reads Django's request.user or its messages.
@@ -67,12 +69,32 @@ class Handler(WSGIHandler):
         return super().__call__(environ, start_response)
 
 
+class _ShortChainHandler(WSGIHandler):
+    """Django's WSGI handler for ``LEAN_PATHS``, which keeps the route each of those paths resolves to
+    (the URL resolver tries the site's patterns in turn on every request) for the resolver in use: a
+    changed URLconf, or a request's own, resolves as Django does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.matches: dict[tuple[Any, str], ResolverMatch] = {}
+
+    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
+        if hasattr(request, "urlconf"):
+            return super().resolve_request(request)
+        key = (get_resolver(), request.path_info)
+        match = self.matches.get(key)
+        if match is None:
+            match = self.matches[key] = super().resolve_request(request)
+        request.resolver_match = match
+        return match
+
+
 def _handler_with(middleware: list[str]) -> WSGIHandler:
     # Django builds a handler's chain from settings.MIDDLEWARE once, when it is made: the other
     # handlers are made with their lists in place, at start, before any request.
     full = settings.MIDDLEWARE
     settings.MIDDLEWARE = middleware
     try:
-        return WSGIHandler()
+        return _ShortChainHandler()
     finally:
         settings.MIDDLEWARE = full

@@ -154,3 +154,28 @@ def _chain(handler: Any) -> list[Any]:
             return found
         found.append(inner)
         link = inner.get_response
+
+
+def test_the_short_chains_keep_the_route_of_job_for_the_urlconf_in_use(
+    make_client: Any, settings: Any
+) -> None:
+    from django.urls import get_resolver
+
+    client, key = make_client()
+    handler = Handler()
+    good = json.dumps({"job": {"workflow": "noop"}, "parameters": {"content_id": "c"}}).encode()
+    creds = {"HTTP_CLIENT": client.name, "HTTP_API_KEY": key}
+    for _ in range(2):
+        assert _call(handler, _environ("POST", "/job", good, **creds))[0] == "200 OK"
+    (kept_key, kept), *others = handler.cookieless.matches.items()
+    assert others == [] and kept_key == (get_resolver(), "/job")
+    fresh = get_resolver().resolve("/job")
+    assert (kept.func, kept.args, kept.kwargs, kept.url_name, kept.route) == (
+        fresh.func, fresh.args, fresh.kwargs, fresh.url_name, fresh.route
+    )  # fmt: skip
+    # Another URLconf (here one without /job) is resolved as Django resolves it.
+    settings.ROOT_URLCONF = "tests.foundation.test_handler"
+    assert _call(handler, _environ("POST", "/job", good, **creds))[0].startswith("404")
+
+
+urlpatterns: list[Any] = []
