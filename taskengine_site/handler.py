@@ -89,7 +89,7 @@ class _ShortChainHandler(WSGIHandler):
         return match
 
 
-def _handler_with(middleware: list[str]) -> WSGIHandler:
+def _handler_with(middleware: list[str]) -> _ShortChainHandler:
     # Django builds a handler's chain from settings.MIDDLEWARE once, when it is made: the other
     # handlers are made with their lists in place, at start, before any request.
     full = settings.MIDDLEWARE
