@@ -13,7 +13,9 @@ instance's own, without redis-py's per-command machinery (its client's retry wra
 pool's lock, bookkeeping and the poll of the connection before each use), which cost about 80 µs of CPU
 a command, several times the command itself (bench/README.md, issue 16). Any failure there (an error
 reply, a broken or timed-out connection) closes that connection and runs the command again through
-redis-py's client, which reconnects and retries as it always did: the outcome is redis-py's.
+redis-py's client, which reconnects and retries as it always did: the outcome is redis-py's. After
+such a failure the quick path rests for a second, so an unreachable Redis costs a request no more
+attempts than before.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -60,11 +63,17 @@ class RedisCache(DjangoRedisCache):
         # (pid, connection) for _quick; Django gives each thread its own cache instance, so no two
         # threads share it, and a forked child makes its own.
         self._line: tuple[int, Any] | None = None
+        # After a failure the quick path rests until then (time.monotonic()): while Redis is restarting
+        # or unreachable, a command costs what redis-py's own attempts cost, not one more connect first.
+        self._rest_until = 0.0
 
     def _quick(self, *args: bytes | str | int) -> Any:
         """The reply to one command (bytes, str or int arguments, str encoded as UTF-8, the client's
         default), sent on this instance's own connection to the write server; raises on any failure,
-        after closing that connection (the caller then runs the command through redis-py)."""
+        after closing that connection (the caller then runs the command through redis-py), and for
+        ``QUICK_REST_SECONDS`` after a failure that was not an error reply."""
+        if self._rest_until and time.monotonic() < self._rest_until:
+            raise QuickPathResting
         line = self._line
         if line is None or line[0] != _pid:
             pool = cast(ReusingRedisCacheClient, self._cache)._get_connection_pool(True)
@@ -82,6 +91,7 @@ class RedisCache(DjangoRedisCache):
             raise  # a whole reply was read: the connection is in step
         except BaseException:
             connection.disconnect()
+            self._rest_until = time.monotonic() + QUICK_REST_SECONDS
             raise
 
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
@@ -112,6 +122,13 @@ class RedisCache(DjangoRedisCache):
             pass
         client = self._cache.get_client(key, write=True)
         return int(_INCR_WINDOW(keys=[key], args=[timeout], client=client))
+
+
+QUICK_REST_SECONDS = 1.0
+
+
+class QuickPathResting(Exception):
+    """The quick path failed less than ``QUICK_REST_SECONDS`` ago: the command goes through redis-py."""
 
 
 def _kernel_timeouts(sock: Any, seconds: float | None) -> None:

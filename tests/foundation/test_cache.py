@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache, caches
 
-from taskengine_site.cache import RedisCache
+from taskengine_site.cache import QuickPathResting, RedisCache
 
 
 def test_the_configured_cache_is_the_project_backend() -> None:
@@ -75,10 +75,15 @@ def test_a_connection_closed_by_the_server_is_replaced_and_nothing_is_lost() -> 
     own_id = backend._quick(b"CLIENT", b"ID")  # the connection the quick commands use
     client: Any = backend._cache.get_client(None, write=True)
     assert client.client_kill_filter(_id=own_id) == 1
-    # The next commands find the connection closed: each is counted once, through redis-py or anew.
+    # The next commands find the connection closed: each is counted once, through redis-py, and the
+    # quick path rests a moment before it connects again.
     assert backend.incr_window(key, 61) == 2
+    assert backend._line[1]._sock is None and backend._rest_until > 0
     assert backend.add(f"{key}-flag", 1, timeout=10) is True
+    assert backend._line[1]._sock is None  # through redis-py while resting
+    backend._rest_until = 0.0  # the rest is over
     assert backend.incr_window(key, 61) == 3
+    assert backend._line[1]._sock is not None
     backend.delete_many([key, f"{key}-flag"])
 
 
@@ -148,6 +153,8 @@ def test_a_server_that_stops_answering_fails_the_quick_command_instead_of_hangin
             backend._quick(b"PING")
         connection = backend._line[1]  # type: ignore[index]
         assert connection._sock is None  # closed: the next command starts on a new connection
+        with pytest.raises(QuickPathResting):  # after a rest: redis-py's attempts alone meanwhile
+            backend._quick(b"PING")
     finally:
         server.close()
 
