@@ -12,6 +12,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from clients import keys
+from clients.fields import EncryptedTextField, StillEncrypted
 from clients.models import ApiKey, Client
 from taskengine_site import prepared
 from taskengine_site.connections import first_statement
@@ -29,12 +30,14 @@ class _RowReader:
         self.fields: list[Field[Any, Any]] = list(model._meta.concrete_fields)
         self.attnames = [field.attname for field in self.fields]
         self.columns = ", ".join(f'{alias}."{field.column}"' for field in self.fields)
-        # (position, converters) of the fields that convert what the driver returns (e.g. the webhook
-        # secret, decrypted by clients.fields.EncryptedTextField.from_db_value).
+        # Encrypted columns (the client's webhook secret) are left encrypted: a request rarely reads
+        # them, and the field decrypts one when it is first read (clients.fields.StillEncrypted).
+        self.encrypted = [i for i, field in enumerate(self.fields) if isinstance(field, EncryptedTextField)]
+        # (position, converters) of the other fields that convert what the driver returns.
         self.converters = [
             (i, field.get_db_converters(connection), field.get_col(alias))
             for i, field in enumerate(self.fields)
-            if field.get_db_converters(connection)
+            if field.get_db_converters(connection) and i not in self.encrypted
         ]
 
     def read(self, values: tuple[Any, ...]) -> Any:
@@ -42,6 +45,9 @@ class _RowReader:
         for i, converters, col in self.converters:
             for convert in converters:
                 converted[i] = convert(converted[i], col, connection)
+        for i in self.encrypted:
+            if converted[i]:
+                converted[i] = StillEncrypted(converted[i])
         return self.model.from_db(connection.alias, self.attnames, converted)
 
 
@@ -53,7 +59,8 @@ def _key_with_client(prefix: str) -> ApiKey | None:
 
     Every API request authenticates, and compiling that queryset cost more CPU (≈ 1.5 ms) than running it;
     the SQL is built once from the models' fields, so the instances are the ORM's (same fields, same
-    conversions). ``prefix`` is unique: no ordering is needed.
+    conversions; the client's webhook secret is decrypted when first read, not here). ``prefix`` is
+    unique: no ordering is needed.
     """
     global _lookup
     if _lookup is None:

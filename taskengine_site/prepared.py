@@ -22,8 +22,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.utils import CursorWrapper
+from django.utils.asyncio import async_unsafe
 from psycopg import Cursor
 from psycopg.abc import Params, Query
 
@@ -49,20 +50,54 @@ class _PreparingCursor(Cursor[Any]):
 
 @contextmanager
 def cursor() -> Iterator[CursorWrapper]:
-    """Django's cursor on the default connection, with statements prepared on the server."""
-    with connection.cursor() as wrapper:
-        # Where queries are logged (DEBUG, or a test capturing them), the plain cursor: Django's log
-        # shows its statements with their values, where a prepared one would show nothing.
-        if not settings.TASKENGINE_PREPARED_STATEMENTS or connection.queries_logged:
+    """Django's cursor on the default connection, with statements prepared on the server.
+
+    The psycopg cursor is kept with the connection and used again by the next call (one that runs
+    while another is open gets its own): making one, and the client-side cursor Django's
+    ``connection.cursor()`` makes for it to replace, cost more CPU than running a prepared statement.
+    The wrapper around it is made the way ``connection.cursor()`` makes one (the health check, the
+    connection, the thread check, Django's error translation and execute wrappers).
+    """
+    # Where queries are logged (DEBUG, or a test capturing them), the plain cursor: Django's log
+    # shows its statements with their values, where a prepared one would show nothing.
+    if not settings.TASKENGINE_PREPARED_STATEMENTS or connection.queries_logged:
+        with connection.cursor() as wrapper:
             yield wrapper
-            return
-        client_side = wrapper.cursor
-        raw = connection.connection
-        if raw.prepare_threshold is None:
-            raw.prepare_threshold = _ONLY_WHEN_ASKED
-        wrapper.cursor = _PreparingCursor(raw)
-        try:
-            yield wrapper
-        finally:
-            wrapper.cursor.close()
-            wrapper.cursor = client_side
+        return
+    db: Any = connections[DEFAULT_DB_ALIAS]  # Django's own attributes, not all in its type stubs
+    kept = _open(db)
+    try:
+        yield kept
+    finally:
+        if db.__dict__.get(_KEPT) is kept:
+            db.__dict__[_BUSY] = False
+        else:  # one opened while another was in use: its own, closed as Django's would be
+            kept.cursor.close()
+
+
+_KEPT, _BUSY = "_taskengine_prepared_cursor", "_taskengine_prepared_cursor_busy"
+
+
+@async_unsafe
+def _open(db: Any) -> CursorWrapper:
+    """``db.cursor()``'s steps, around the connection's kept preparing cursor when it is free."""
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    raw = db.connection
+    kept: CursorWrapper | None = db.__dict__.get(_KEPT)
+    if (
+        kept is not None
+        and not db.__dict__.get(_BUSY)
+        and kept.cursor.connection is raw
+        and not kept.cursor.closed
+    ):
+        db.validate_thread_sharing()
+        db.__dict__[_BUSY] = True
+        return kept
+    if raw.prepare_threshold is None:
+        raw.prepare_threshold = _ONLY_WHEN_ASKED
+    with db.wrap_database_errors:
+        wrapper: CursorWrapper = db._prepare_cursor(_PreparingCursor(raw))
+    if kept is None or not db.__dict__.get(_BUSY):
+        db.__dict__[_KEPT], db.__dict__[_BUSY] = wrapper, True
+    return wrapper

@@ -345,3 +345,15 @@ def test_the_route_is_described_as_the_drf_view() -> None:
     assert job_submit_view.actions == drf_view.actions == {"post": "create"}  # type: ignore[attr-defined]
     assert job_submit_view.csrf_exempt is True  # type: ignore[attr-defined]
     assert not hasattr(job_submit_view, "__wrapped__")
+
+
+@pytest.mark.parametrize("job_id", [1, 42, 2**31, 2**63 - 1])
+def test_the_accepted_answer_is_the_renderers_bytes_and_headers(job_id: int) -> None:
+    fast, rendered = submit._accepted(job_id), submit._render({"id": job_id, "result": "accepted"})
+    assert (
+        fast.content
+        == rendered.content
+        == json.dumps({"id": job_id, "result": "accepted"}, separators=(",", ":")).encode()
+    )
+    assert fast.status_code == rendered.status_code == 200
+    assert list(fast.items()) == list(rendered.items())

@@ -203,3 +203,73 @@ def test_a_lookup_failing_on_a_working_connection_is_raised_not_run_again(make_c
     with pytest.raises(OperationalError):
         authentication.ApiKeyAuthentication().authenticate(request)
     assert len(calls) == 1
+
+
+def _secret() -> str:
+    import base64
+
+    return "whsec_" + base64.b64encode(b"s" * 32).decode()
+
+
+def test_authenticating_decrypts_no_secret_and_reading_it_decrypts_once(make_client, monkeypatch):
+    from clients import crypto
+    from clients.authentication import authenticate_headers
+
+    secret = _secret()
+    _, key = make_client("acme", webhook_secret=secret)
+    calls: list[str] = []
+    decrypt = crypto.decrypt
+    monkeypatch.setattr(crypto, "decrypt", lambda token: calls.append(token) or decrypt(token))
+
+    found = authenticate_headers({"HTTP_CLIENT": "acme", "HTTP_API_KEY": key})
+    assert found is not None
+    client = found[0]
+    assert calls == []
+    assert client.webhook_secret == secret and client.get_webhook_secret() == secret
+    assert len(calls) == 1  # decrypted once, then kept as the plaintext
+    assert client.get_deferred_fields() == set()
+
+
+def test_a_client_read_by_the_key_lookup_saves_pickles_and_compares_as_the_orms(make_client):
+    import pickle
+
+    from clients import crypto
+    from clients.authentication import _key_with_client
+    from clients.fields import StillEncrypted
+
+    secret = _secret()
+    client, key = make_client("acme", webhook_secret=secret)
+    row = _key_with_client(key[3:15])
+    assert row is not None
+    assert type(row.client.__dict__["webhook_secret"]) is StillEncrypted
+    copy = pickle.loads(pickle.dumps(row.client))
+    assert copy.webhook_secret == secret
+    # Saved without reading the secret first: the secret stays what it was, encrypted at rest.
+    row.client.is_operator = True
+    row.client.save()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT webhook_secret FROM clients_client WHERE id = %s", [client.pk])
+        (stored,) = cursor.fetchone()
+    assert stored != secret and crypto.is_token(stored)
+    reloaded = Client.objects.get(pk=client.pk)
+    assert reloaded.is_operator is True and reloaded.webhook_secret == secret
+    # Set like any attribute: the value set is what is read and saved.
+    row.client.webhook_secret = ""
+    row.client.save()
+    assert Client.objects.get(pk=client.pk).webhook_secret == ""
+
+
+def test_a_secret_no_key_decrypts_reads_as_unreadable_when_read(make_client, settings, caplog):
+    from clients import crypto
+    from clients.authentication import _key_with_client
+
+    _, key = make_client("acme", webhook_secret=_secret())
+    settings.SECRET_KEY = "another-key-than-the-one-it-was-encrypted-with"
+    settings.TASKENGINE_SECRETS_KEY = ""
+    settings.SECRET_KEY_FALLBACKS = []
+    row = _key_with_client(key[3:15])
+    assert row is not None  # the lookup itself needs no key
+    assert row.client.webhook_secret == crypto.UNREADABLE
+    with pytest.raises(crypto.SecretUnreadable):
+        row.client.get_webhook_secret()
+    assert "cannot be decrypted" in caplog.text

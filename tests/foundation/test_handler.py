@@ -1,5 +1,6 @@
 """The web process's handler (taskengine_site.handler): POST /job through a shorter middleware chain
-answers exactly what the whole chain answers; every other path goes through the whole chain."""
+(shorter still without cookies) answers exactly what the whole chain answers; every other path goes
+through the whole chain."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
 
-from taskengine_site.handler import SKIPPED, Handler, lean_middleware
+from taskengine_site.handler import COOKIE_ONLY, SKIPPED, Handler, cookieless_middleware, lean_middleware
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,6 +76,14 @@ def _requests(key: str, name: str) -> list[dict[str, Any]]:
         _environ("GET", "/job", b"", **creds),
         _environ("OPTIONS", "/job", b"", **creds),
         _environ("POST", "/job/", good, **creds),
+        _environ("POST", "/job", good, **creds, HTTP_IDEMPOTENCY_KEY="same-key"),
+        _environ("POST", "/job", good, **creds, HTTP_IDEMPOTENCY_KEY="same-key"),
+        _environ("POST", "/job", good, **creds, HTTP_X_CSRFTOKEN="x" * 32, HTTP_REFERER="http://evil/"),
+        _environ("POST", "/job", good, **creds, HTTP_USER_AGENT="curl/8.0", HTTP_ORIGIN="http://evil"),
+        _environ("POST", "/job", good, **creds, HTTP_COOKIE=""),
+        _environ("POST", "/job", good, **creds, **{"wsgi.url_scheme": "https"}),
+        _environ("POST", "/job", json.dumps({"job": {"workflow": "nope"}}).encode(), **creds),
+        _environ("PUT", "/job", good, **creds),
     ]
 
 
@@ -86,21 +95,40 @@ def test_post_job_through_the_short_chain_answers_what_the_whole_chain_answers(m
         assert _call(short, environ) == _call(whole, again), environ["PATH_INFO"]
 
 
-def test_only_post_job_takes_the_short_chain(make_client: Any) -> None:
+def test_only_post_job_takes_the_short_chains_and_only_without_cookies_the_shortest(
+    make_client: Any,
+) -> None:
     handler = Handler()
-    taken: list[str] = []
-    lean = handler.lean
+    taken: list[tuple[str, str, bool]] = []
 
-    def counting(environ: dict[str, Any], start_response: Any) -> Any:
-        taken.append(environ["PATH_INFO"])
-        return lean(environ, start_response)
+    def counting(name: str, chain: Any) -> Any:
+        def call(environ: dict[str, Any], start_response: Any) -> Any:
+            taken.append((name, environ["PATH_INFO"], "HTTP_COOKIE" in environ))
+            return chain(environ, start_response)
 
-    handler.lean = counting  # type: ignore[assignment]
+        return call
+
+    handler.lean = counting("lean", handler.lean)
+    handler.cookieless = counting("cookieless", handler.cookieless)
     client, key = make_client()
-    for environ in [*_requests(key, client.name), _environ("GET", "/"), _environ("GET", "/jobs")]:
+    requests = _requests(key, client.name)
+    for environ in [*requests, _environ("GET", "/"), _environ("GET", "/jobs")]:
         _call(handler, environ)
-    assert set(taken) == {"/job"}
-    assert len(taken) == len(_requests(key, client.name)) - 1  # all but /job/
+    assert {path for _, path, _ in taken} == {"/job"}
+    assert len(taken) == len(requests) - 1  # all but /job/
+    assert {(name, cookie) for name, _, cookie in taken} == {("lean", True), ("cookieless", False)}
+    assert sum(cookie for _, _, cookie in taken) == 4
+
+
+def test_the_cookieless_chain_leaves_out_only_the_session_and_csrf_middleware_as_well(
+    settings: Any,
+) -> None:
+    handler = Handler()
+    names = [type(m).__module__ + "." + type(m).__name__ for m in _chain(handler.cookieless)]
+    assert names == [name for name in lean_middleware() if name not in COOKIE_ONLY]
+    assert names == cookieless_middleware()
+    assert set(settings.MIDDLEWARE) >= COOKIE_ONLY and not COOKIE_ONLY & SKIPPED
+    assert [type(m).__module__ + "." + type(m).__name__ for m in _chain(handler)] == settings.MIDDLEWARE
 
 
 def test_the_short_chain_leaves_out_only_the_three(settings: Any) -> None:
@@ -126,3 +154,28 @@ def _chain(handler: Any) -> list[Any]:
             return found
         found.append(inner)
         link = inner.get_response
+
+
+def test_the_short_chains_keep_the_route_of_job_for_the_urlconf_in_use(
+    make_client: Any, settings: Any
+) -> None:
+    from django.urls import get_resolver
+
+    client, key = make_client()
+    handler = Handler()
+    good = json.dumps({"job": {"workflow": "noop"}, "parameters": {"content_id": "c"}}).encode()
+    creds = {"HTTP_CLIENT": client.name, "HTTP_API_KEY": key}
+    for _ in range(2):
+        assert _call(handler, _environ("POST", "/job", good, **creds))[0] == "200 OK"
+    (kept_key, kept), *others = handler.cookieless.matches.items()
+    assert others == [] and kept_key == (get_resolver(), "/job")
+    fresh = get_resolver().resolve("/job")
+    assert (kept.func, kept.args, kept.kwargs, kept.url_name, kept.route) == (
+        fresh.func, fresh.args, fresh.kwargs, fresh.url_name, fresh.route
+    )  # fmt: skip
+    # Another URLconf (here one without /job) is resolved as Django resolves it.
+    settings.ROOT_URLCONF = "tests.foundation.test_handler"
+    assert _call(handler, _environ("POST", "/job", good, **creds))[0].startswith("404")
+
+
+urlpatterns: list[Any] = []

@@ -77,3 +77,54 @@ def test_orm_queries_on_the_same_connection_are_not_prepared(settings: Any, tag:
         )
         assert cursor.fetchone() == (0,)
     assert len(_prepared_here(tag)) == 1
+
+
+def test_the_cursor_is_kept_for_the_next_statement_and_a_nested_one_gets_its_own(
+    settings: Any, tag: str
+) -> None:
+    settings.TASKENGINE_PREPARED_STATEMENTS = True
+    with prepared.cursor() as first:
+        first.execute(_sql(tag), {"a": 1})
+        with prepared.cursor() as nested:
+            assert nested.cursor is not first.cursor
+            nested.execute(_sql(tag), {"a": 2})
+            assert nested.fetchone() == (43,)
+        inner = nested.cursor
+        assert first.fetchone() == (42,)  # the outer statement's rows are its own
+    assert inner.closed and not first.cursor.closed
+    with prepared.cursor() as again:
+        assert again.cursor is first.cursor
+        again.execute(_sql(tag), {"a": 3})
+        assert again.fetchone() == (44,)
+
+
+@pytest.mark.django_db(transaction=True)  # the connection is closed: not inside a test's transaction
+def test_a_new_connection_gets_a_new_cursor_and_wrappers_see_every_statement(settings: Any, tag: str) -> None:
+    settings.TASKENGINE_PREPARED_STATEMENTS = True
+    with prepared.cursor() as before:
+        before.execute(_sql(tag), {"a": 1})
+    old = before.cursor
+    connection.close()
+    seen: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper), prepared.cursor() as after:
+        assert after.cursor is not old
+        after.execute(_sql(tag), {"a": 1})
+        assert after.fetchone() == (42,)
+    assert seen == [_sql(tag)]
+    assert _prepared_here(tag) == [(_prepared_here(tag)[0][0], 1)]  # prepared anew on the new connection
+
+
+def test_an_error_is_djangos_and_the_kept_cursor_still_works(settings: Any, tag: str) -> None:
+    from django.db import DataError, transaction
+
+    settings.TASKENGINE_PREPARED_STATEMENTS = True
+    with pytest.raises(DataError), transaction.atomic(), prepared.cursor() as cursor:
+        cursor.execute(_sql(tag), {"a": "not a number"})
+    with prepared.cursor() as cursor:
+        cursor.execute(_sql(tag), {"a": 1})
+        assert cursor.fetchone() == (42,)
