@@ -28,8 +28,10 @@ $(VENV)/.synced-run: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --no-dev --inexact --python $(PYTHON)
 	touch $@
 
+# Once `make bench-venv` has run, a later sync (after a change of uv.lock or pyproject.toml) keeps the
+# bench group instead of removing the peers a benchmark compares against.
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen $(if $(wildcard $(VENV)/.bench),--group bench) --python $(PYTHON)
 	touch $@ $(VENV)/.synced-run
 
 venv-run: $(VENV)/.synced-run
@@ -95,6 +97,7 @@ clean-data:
 # Benchmarks (bench/README.md) need the peers they compare against: the `bench` dependency group.
 bench-venv: | $(UV)
 	$(UV) sync --frozen --group bench --python $(PYTHON)
+	touch $(VENV)/.bench
 
 # Every benchmark of bench/README.md (run `make bench-venv` once; bench.submit needs Debian's wrk).
 bench:
