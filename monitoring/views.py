@@ -15,7 +15,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.request import Request
@@ -130,7 +130,7 @@ def queue_snapshot() -> dict[str, Any]:
     return snapshot
 
 
-@require_GET
+@require_safe
 @staff_member_required
 def queue_page(request: HttpRequest) -> HttpResponse:
     """GET /queue/: the page (rendered with the data once, then refreshed by its script)."""
@@ -143,7 +143,7 @@ def queue_page(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "console/queue.html", context)
 
 
-@require_GET
+@require_safe
 @staff_member_required
 def queue_data(request: HttpRequest) -> HttpResponse:
     """GET /queue/data: the snapshot as JSON, for the page's refresh."""

@@ -115,3 +115,14 @@ def test_token_when_set_is_required(db: None, settings: Any) -> None:
     assert http.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert http.get("/metrics", headers={"Authorization": "Basic s3cret-token"}).status_code == 401
     assert ("taskengine_redis_up", ()) in scrape(http, Authorization="Bearer s3cret-token")
+
+
+def test_head_answers_as_get_without_a_body(db: None, settings: Any) -> None:
+    settings.TASKENGINE_METRICS_TOKEN = "s3cret-token"
+    http = HttpClient()
+    auth = {"Authorization": "Bearer s3cret-token"}
+    got, head = http.get("/metrics", headers=auth), http.head("/metrics", headers=auth)
+    assert (head.status_code, head["Content-Type"], head.content) == (200, got["Content-Type"], b"")
+    assert b"taskengine_jobs" in got.content
+    assert http.head("/metrics").status_code == 401
+    assert http.post("/metrics", headers=auth).status_code == 405

@@ -114,3 +114,15 @@ def test_redis_down_is_a_notice_not_an_error(
     assert [item["id"] for item in data["queued"]] == [job.pk]  # Postgres figures still there
     assert "Redis unreachable" in html
     assert 'id="te-redis" class="te-notice" hidden' not in html
+
+
+@pytest.mark.parametrize("path", ["/queue/", "/queue/data"])
+def test_head_answers_as_get_without_a_body_and_other_methods_are_refused(
+    staff_http: HttpClient, path: str
+) -> None:
+    got = staff_http.get(path)
+    head = staff_http.head(path)
+    assert (head.status_code, head["Content-Type"], head.content) == (200, got["Content-Type"], b"")
+    refused = staff_http.post(path)
+    assert refused.status_code == 405
+    assert refused["Allow"] == "GET, HEAD"
