@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from django.db import OperationalError, connection
 from django.utils import timezone
@@ -23,6 +22,7 @@ from jobs.workflows.registry import StepContext, step
 from logs.models import LogEntry, Severity
 from taskengine_site import prepared
 from tests.engine.conftest import Broker, Message
+from tests.sessions import backend_pid, close_kept_connection_on_the_server, health_check_pending
 
 from .conftest import json_log
 
@@ -588,15 +588,6 @@ def test_the_heartbeat_thread_keeps_a_silent_step_alive(
     assert (task.heartbeat_at - task.started_at).total_seconds() >= 0.8
 
 
-def _health_check_pending() -> None:
-    """The connection as a worker's next message finds it: kept from an earlier task, its health check
-    due (Celery's task_prerun hook runs Django's close_old_connections)."""
-    connection.ensure_connection()
-    db: Any = connection  # Django's own attributes, not in its type stubs
-    db.health_check_enabled = True
-    db.health_check_done = False
-
-
 def _run_task_message(submit: Callable[..., Job], broker: Broker) -> tuple[Job, Message]:
     job = submit("noop")
     broker.drain(skip=lambda m: m.task == RUN_TASK)
@@ -616,7 +607,7 @@ def test_a_steps_claim_checks_the_kept_connection_without_a_select_1(
         return True
 
     monkeypatch.setattr(connection, "is_usable", is_usable)
-    _health_check_pending()
+    health_check_pending()
     broker.run(message)
     assert checks == []  # the claim ran on the kept connection, no SELECT 1 before it
     job.refresh_from_db()
@@ -628,13 +619,7 @@ def test_a_steps_claim_on_a_connection_the_server_closed_runs_on_a_new_one(
     submit: Callable[..., Job], broker: Broker
 ) -> None:
     job, message = _run_task_message(submit, broker)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        before = cursor.fetchone()[0]
-    _health_check_pending()
-    # What a database restart or an idle timeout does to a worker's kept connection.
-    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [before])
+    before = close_kept_connection_on_the_server()
 
     broker.run(message)
 
@@ -642,9 +627,7 @@ def test_a_steps_claim_on_a_connection_the_server_closed_runs_on_a_new_one(
     assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
     task = Task.objects.get(job=job)
     assert (task.state, task.attempts) == (TaskState.COMPLETED, 1)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        assert cursor.fetchone()[0] != before
+    assert backend_pid() != before
 
 
 @pytest.mark.django_db(transaction=True)
@@ -664,7 +647,7 @@ def test_a_claim_failing_on_a_working_connection_is_raised_not_run_again(
         yield Failing()
 
     monkeypatch.setattr(prepared, "cursor", failing_cursor)
-    _health_check_pending()
+    health_check_pending()
     with pytest.raises(OperationalError):
         broker.run(message)
     assert len(calls) == 1

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
 import pytest
 from django.db import OperationalError, connection
 from django.test import RequestFactory
@@ -16,6 +13,7 @@ from rest_framework.views import APIView
 
 from clients.models import ApiKey, Client
 from clients.services import api_key_issue, api_key_revoke
+from tests.sessions import backend_pid, close_kept_connection_on_the_server, health_check_pending
 
 UNAUTHORISED = {"error": "Unauthorised request."}
 
@@ -147,20 +145,12 @@ def test_a_revoked_key_is_refused_at_once_after_being_used(make_client):
     assert call({"client": "acme", "api-key": key}).json() == UNAUTHORISED
 
 
-def _health_check_pending() -> None:
-    """The connection as a web request finds it: kept from an earlier request, its health check due."""
-    connection.ensure_connection()
-    db: Any = connection  # Django's own attributes, not in its type stubs
-    db.health_check_enabled = True
-    db.health_check_done = False
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_key_lookup_checks_a_kept_connection_without_a_select_1(make_client, monkeypatch):
     _, key = make_client("acme")
     checks: list[bool] = []
     monkeypatch.setattr(connection, "is_usable", lambda: checks.append(True) or True)
-    _health_check_pending()
+    health_check_pending()
     assert call({"client": "acme", "api-key": key}).status_code == 200
     assert checks == []  # the lookup ran on the kept connection, no SELECT 1 before it
     assert getattr(connection, "health_check_done")  # noqa: B009 (not in Django's type stubs)
@@ -169,21 +159,12 @@ def test_the_key_lookup_checks_a_kept_connection_without_a_select_1(make_client,
 @pytest.mark.django_db(transaction=True)
 def test_a_kept_connection_the_server_closed_is_replaced_and_the_request_answered(make_client):
     _, key = make_client("acme")
-    _health_check_pending()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        before = cursor.fetchone()[0]
-    _health_check_pending()
-    # What a database restart or an idle timeout does to a kept connection.
-    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [before])
+    before = close_kept_connection_on_the_server()
 
     response = call({"client": "acme", "api-key": key})
 
     assert response.status_code == 200
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        assert cursor.fetchone()[0] != before
+    assert backend_pid() != before
 
 
 @pytest.mark.django_db(transaction=True)
@@ -198,7 +179,7 @@ def test_a_lookup_failing_on_a_working_connection_is_raised_not_run_again(make_c
         raise OperationalError("canceling statement due to statement timeout")
 
     monkeypatch.setattr(authentication, "_key_with_client", failing)
-    _health_check_pending()
+    health_check_pending()
     request = Request(RequestFactory().get("/whoami", HTTP_CLIENT="acme", HTTP_API_KEY=key))
     with pytest.raises(OperationalError):
         authentication.ApiKeyAuthentication().authenticate(request)
