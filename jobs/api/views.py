@@ -91,19 +91,24 @@ def submit_checked(
 ) -> Job:
     """Submit one checked ``POST /job`` body (``plain_submission``'s or the serializer's): what both
     paths of that endpoint (this view and ``jobs.api.submit``) do once the request is accepted."""
-    spec = validated["job"]
     job, _created = job_submit(
-        client=client,
-        workflow=spec["workflow"],
-        parameters=validated["parameters"],
-        priority=spec.get("priority", 5),
-        run_at=spec.get("run_at"),
-        semaphore_url=spec.get("semaphore_url"),
-        persist=spec.get("persist", False),
-        idempotency_key=idempotency_key,
-        request_meta=request_meta,
+        client=client, **job_fields(validated), idempotency_key=idempotency_key, request_meta=request_meta
     )
     return job
+
+
+def job_fields(validated: dict[str, Any]) -> dict[str, Any]:
+    """The job a checked submission body asks for (``POST /job``, or an item of ``POST /jobs``), with
+    the values of what it leaves out."""
+    spec = validated["job"]
+    return {
+        "workflow": spec["workflow"],
+        "parameters": validated["parameters"],
+        "priority": spec.get("priority", 5),
+        "run_at": spec.get("run_at"),
+        "semaphore_url": spec.get("semaphore_url"),
+        "persist": spec.get("persist", False),
+    }
 
 
 def _request_meta(request: Request) -> dict[str, Any]:
@@ -191,15 +196,9 @@ class JobViewSet(ApiViewSet):
             except serializers.ValidationError as exc:
                 wanted.append(DomainError(error_message(exc.detail)))
                 continue
-            spec = data["job"]
             wanted.append(
                 SubmitRequest(
-                    workflow=spec["workflow"],
-                    parameters=data["parameters"],
-                    priority=spec.get("priority", 5),
-                    run_at=spec.get("run_at"),
-                    semaphore_url=spec.get("semaphore_url"),
-                    persist=spec.get("persist", False),
+                    **job_fields(data),
                     idempotency_key=data.get("idempotency_key"),
                     request_meta={**meta, "path": "POST /jobs", "body": item},
                 )
