@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 
@@ -18,7 +19,7 @@ from jobs.engine import bus, controller
 from jobs.engine.sql import sql
 from jobs.engine.transitions import job_transition, job_transition_many
 from jobs.states import JobState
-from settings_app.services import settings_get_ints, settings_ints_from
+from settings_app.services import settings_ints_from
 from taskengine_site import prepared
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,20 @@ def can_start(*, is_priority: bool, started_priority: int, started_other: int, s
 
 
 def current_slots() -> Slots:
-    values = settings_get_ints(*SLOT_SETTINGS)
-    return Slots(values["max_jobs"], values["priority_slots"], values["priority_threshold"])
+    """The slot settings in force, read as a dispatch reads them."""
+    with prepared.cursor() as cursor:
+        return _slot_state(cursor)[0]
+
+
+def _slot_state(cursor: Any) -> tuple[Slots, int, int]:
+    """The slot settings and the started jobs, (slots, priority ones, others), in one statement."""
+    cursor.execute(sql("dispatch_state"), {"names": list(SLOT_SETTINGS)})
+    # jsonb arrives as its text on Django's connections (Django parses JSONField values itself).
+    stored, per_priority = (json.loads(text) for text in cursor.fetchone())
+    values = settings_ints_from(stored, SLOT_SETTINGS)
+    slots = Slots(values["max_jobs"], values["priority_slots"], values["priority_threshold"])
+    started_priority = sum(n for p, n in per_priority.items() if slots.is_priority(int(p)))
+    return slots, started_priority, sum(per_priority.values()) - started_priority
 
 
 def dispatch() -> list[int]:
@@ -99,13 +112,7 @@ def _dispatch_locked() -> list[int] | None:
         row = cursor.fetchone()
         if not row or not row[0]:
             return None
-        cursor.execute(sql("dispatch_state"), {"names": list(SLOT_SETTINGS)})
-        # jsonb arrives as its text on Django's connections (Django parses JSONField values itself).
-        stored, per_priority = (json.loads(text) for text in cursor.fetchone())
-        values = settings_ints_from(stored, SLOT_SETTINGS)
-        slots = Slots(values["max_jobs"], values["priority_slots"], values["priority_threshold"])
-        started_priority = sum(n for p, n in per_priority.items() if slots.is_priority(int(p)))
-        started_other = sum(per_priority.values()) - started_priority
+        slots, started_priority, started_other = _slot_state(cursor)
         while started_priority + started_other < slots.max_jobs:
             # The next candidates in dispatch order, as many as there are free slots: one query a batch.
             free = slots.max_jobs - started_priority - started_other
