@@ -20,9 +20,9 @@ engine's messages already tolerates (each one re-reads Postgres and claims).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
-import threading
 import uuid
 from typing import Any
 
@@ -35,27 +35,18 @@ from taskengine_site.celery import app
 # The body's third part: no callbacks, errbacks, chain or chord.
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
-_lock = threading.Lock()
-_client: tuple[int, redis.Redis] | None = None  # (pid, client): one per process, made again after a fork
 _origin: tuple[int, str] | None = None
 
 
+@functools.cache
 def _redis() -> redis.Redis:
-    global _client
-    pid = os.getpid()
-    if _client is None or _client[0] != pid:
-        with _lock:
-            if _client is None or _client[0] != pid:
-                options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-                _client = (
-                    pid,
-                    redis.Redis.from_url(
-                        settings.REDIS_URL,
-                        socket_connect_timeout=options.get("socket_connect_timeout"),
-                        socket_timeout=options.get("socket_timeout"),
-                    ),
-                )
-    return _client[1]
+    """The process's client of the broker's Redis (its connection pool renews itself after a fork)."""
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_connect_timeout=options.get("socket_connect_timeout"),
+        socket_timeout=options.get("socket_timeout"),
+    )
 
 
 def _origin_name() -> str:
