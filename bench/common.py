@@ -87,12 +87,60 @@ def setup_django(dbname: str) -> dict[str, str]:
     return env
 
 
-def reset_jobs() -> None:
-    """Empty the job tables of the bench database (not the 1M one) and set max_jobs high."""
+def reset_jobs(history: int = 0) -> None:
+    """Empty the job tables of the bench database (not the 1M one); with ``history``, fill them with that
+    many finished jobs of a client of their own (``HISTORY_SQL``) and VACUUM ANALYZE them."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE logs_logentry, jobs_task, jobs_job RESTART IDENTITY CASCADE")
+        if not history:
+            return
+        cursor.execute(
+            "INSERT INTO clients_client (name, is_operator, is_active, webhook_secret, created_at)"
+            " VALUES ('bench-history', false, true, '', now()) ON CONFLICT (name) DO NOTHING"
+        )
+        for statement in HISTORY_SQL:
+            cursor.execute(statement, {"rows": history})
+        cursor.execute("SELECT jobs_job_created_skew_recompute()")
+    from jobs.engine.counts import job_counts_compact
+
+    job_counts_compact()
+    with connection.cursor() as cursor:
+        for table in ("jobs_job", "jobs_task", "logs_logentry", "jobs_job_state_count"):
+            cursor.execute(f"VACUUM (ANALYZE) {table}")
+
+
+# A running engine's tables hold the jobs it finished before: a day of completed five-step jobs, each with
+# its tasks and three log entries. Empty tables mislead the planner: a worker's first statements, planned
+# while the tables hold a page or two, get generic plans that scan whole tables (the task rows of every
+# job, for each step's end), kept by that connection until an autoanalyze, a minute or more later, so a
+# benchmark's first round paid twice the Postgres CPU of its second (bench/README.md, issue 16).
+HISTORY_SQL = (
+    """
+INSERT INTO jobs_job (client_id, workflow, priority, position, top_of_queue, parameters, queue_state, failed,
+    persist, run_at, semaphore_url, workflow_uuid, idempotency_key, definition, rerun_of_id, message,
+    created_at, updated_at, started_at, finished_at)
+SELECT c.id, 'noop5', 5, 1, false, jsonb_build_object('content_id', 'h' || g), 2, false, false, t.created,
+    NULL, md5('history' || g)::uuid, NULL, NULL, NULL, 'Workflow complete.', t.created, t.created, t.created,
+    t.created + interval '1 second'
+FROM generate_series(1, %(rows)s) AS g,
+LATERAL (SELECT now() - interval '1 day' + (g::float / %(rows)s) * interval '23 hours' AS created) AS t,
+(SELECT id FROM clients_client WHERE name = 'bench-history') AS c
+""",
+    """
+INSERT INTO jobs_task (job_id, position, name, queue, parameters, state, attempts, result, error, progress,
+    worker, heartbeat_at, next_attempt_at, created_at, updated_at, started_at, finished_at)
+SELECT j.id, p.position, 'noop', 'work', '{}', 3, 1, 'null', '', 100.0, 'bench', j.created_at, NULL,
+    j.created_at, j.finished_at, j.created_at, j.finished_at
+FROM jobs_job AS j CROSS JOIN generate_series(0, 4) AS p(position)
+""",
+    """
+INSERT INTO logs_logentry (job_id, task_id, severity, progname, message, visible, created_at, updated_at)
+SELECT j.id, 0, 1, 'api', 'Workflow complete.', true, j.created_at, j.created_at
+FROM jobs_job AS j CROSS JOIN generate_series(1, 3)
+""",
+)
 
 
 def set_setting(name: str, value: int) -> None:
