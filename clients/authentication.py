@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from clients import keys
+from clients import keycache, keys
 from clients.fields import EncryptedTextField, StillEncrypted
 from clients.models import ApiKey, Client
 from taskengine_site import prepared
@@ -54,14 +55,8 @@ class _RowReader:
 _lookup: tuple[str, _RowReader, _RowReader] | None = None
 
 
-def _key_with_client(prefix: str) -> ApiKey | None:
-    """``ApiKey.objects.select_related("client").filter(prefix=prefix).first()`` with its SQL built once.
-
-    Every API request authenticates, and compiling that queryset cost more CPU (≈ 1.5 ms) than running it;
-    the SQL is built once from the models' fields, so the instances are the ORM's (same fields, same
-    conversions; the client's webhook secret is decrypted when first read, not here). ``prefix`` is
-    unique: no ordering is needed.
-    """
+def _plan() -> tuple[str, _RowReader, _RowReader]:
+    """The key lookup's SQL and the readers of its two halves, built once from the models."""
     global _lookup
     if _lookup is None:
         keys_reader, clients_reader = _RowReader(ApiKey, "k"), _RowReader(Client, "c")
@@ -73,47 +68,143 @@ def _key_with_client(prefix: str) -> ApiKey | None:
             f'WHERE k."{ApiKey._meta.get_field("prefix").column}" = %s'
         )
         _lookup = (sql, keys_reader, clients_reader)
-    sql, keys_reader, clients_reader = _lookup
+    return _lookup
+
+
+def _key_values(prefix: str) -> tuple[Any, ...] | None:
+    """The raw row of ``ApiKey.objects.select_related("client").filter(prefix=prefix).first()``, its SQL
+    built once.
+
+    Every API request authenticates, and compiling that queryset cost more CPU (≈ 1.5 ms) than running it;
+    the SQL is built once from the models' fields, and :func:`_key_from` makes the ORM's instances of it
+    (same fields, same conversions; the client's webhook secret is decrypted when first read, not here).
+    ``prefix`` is unique: no ordering is needed.
+    """
+    sql = _plan()[0]
     with prepared.cursor() as cursor:
         cursor.execute(sql, [prefix])
         values = cursor.fetchone()
-    if values is None:
-        return None
+    return None if values is None else tuple(values)
+
+
+def _key_from(values: tuple[Any, ...]) -> ApiKey:
+    """The key and its client (``row.client``) of a raw row of :func:`_key_values`."""
+    _, keys_reader, clients_reader = _plan()
     split = len(keys_reader.fields)
     row: ApiKey = keys_reader.read(values[:split])
     row.client = clients_reader.read(values[split:])
     return row
 
 
-def authenticate_headers(meta: dict[str, Any]) -> tuple[Client, ApiKey] | None:
-    """The client and key a request's headers (``request.META``) name; None when it gives neither.
+def _key_with_client(prefix: str) -> ApiKey | None:
+    """``ApiKey.objects.select_related("client").filter(prefix=prefix).first()`` (:func:`_key_values`)."""
+    values = _key_values(prefix)
+    return None if values is None else _key_from(values)
 
-    Raises ``AuthenticationFailed`` when one is missing or they do not match an active client's key.
-    """
+
+def _credentials(meta: dict[str, Any]) -> tuple[str, str] | None:
+    """The client name and key a request's headers give; None when they give neither; raises
+    ``AuthenticationFailed`` when one is missing."""
     name = meta.get("HTTP_CLIENT")
     key = meta.get("HTTP_API_KEY") or meta.get("HTTP_X_API_KEY")
     if not name and not key:
         return None  # no credentials: permission classes decide (401 where a key is needed)
     if not name or not key:
         raise exceptions.AuthenticationFailed(UNAUTHORISED)
+    return name, key
+
+
+def authenticate_headers(meta: dict[str, Any]) -> tuple[Client, ApiKey] | None:
+    """The client and key a request's headers (``request.META``) name; None when it gives neither.
+
+    Raises ``AuthenticationFailed`` when one is missing or they do not match an active client's key. A
+    key this process remembers is accepted without a statement while the keys token in Redis is still
+    the one read before the database accepted it (``clients.keycache``); otherwise the database decides.
+    """
+    credentials = _credentials(meta)
+    if credentials is None:
+        return None
+    name, key = credentials
+    key_hash = keys.hash_key(key)
+    token = keycache.current_token()  # before the database read: a change after it retires this token
+    known = keycache.recall(name, key_hash)
+    if known is not None and token is not None and known.token == token:
+        return _remembered(known)
+    return _checked(name, key, key_hash, token)
+
+
+def authenticate_remembered(meta: dict[str, Any]) -> tuple[Client, ApiKey, int] | None:
+    """The client and key of a request whose key this process remembers, with the keys token they were
+    accepted under; None when it does not remember them (or the headers lack either).
+
+    The caller accepts them only if Redis still holds that token, which it reads itself (``POST /job``
+    reads it with the rate limit's count, in the same round trip), and otherwise calls
+    :func:`authenticate_checked`.
+    """
+    name = meta.get("HTTP_CLIENT")
+    key = meta.get("HTTP_API_KEY") or meta.get("HTTP_X_API_KEY")
+    if not name or not key:
+        return None
+    known = keycache.recall(name, keys.hash_key(key))
+    if known is None:
+        return None
+    client, row = _remembered(known)
+    return client, row, known.token
+
+
+def authenticate_checked(meta: dict[str, Any], token: int | None) -> tuple[Client, ApiKey]:
+    """:func:`authenticate_headers` by the database for a request that names a client and a key,
+    ``token`` being the keys token the caller read before (None if it could not): the key is remembered
+    under it if accepted."""
+    credentials = _credentials(meta)
+    if credentials is None:
+        raise exceptions.AuthenticationFailed(UNAUTHORISED)
+    name, key = credentials
+    return _checked(name, key, keys.hash_key(key), token)
+
+
+def _checked(name: str, key: str, key_hash: str, token: int | None) -> tuple[Client, ApiKey]:
+    """The database's answer for these credentials; remembered under ``token`` when accepted."""
     prefix = keys.prefix_of(key)
     # Usually the request's first statement: it checks the kept connection too (taskengine_site.connections).
-    row = first_statement(lambda: _key_with_client(prefix)) if prefix is not None else None
+    values = first_statement(lambda: _key_values(prefix)) if prefix is not None else None
+    row = _key_from(values) if values is not None else None
     # Hash even when no row matched, so a wrong prefix costs the same time as a wrong secret.
     stored = row.key_hash if row is not None else "0" * 64
-    valid = keys.matches(key, stored)
+    valid = hmac.compare_digest(key_hash, stored)
     if (
-        row is None
+        values is None
+        or row is None
         or not valid
         or row.revoked_at is not None
         or not row.client.is_active
         or row.client.name != name
     ):
+        keycache.forget(name, key_hash)
         raise exceptions.AuthenticationFailed(UNAUTHORISED)
-    now = timezone.now()
-    if row.last_used_at is None or now - row.last_used_at > LAST_USED_GRANULARITY:
-        ApiKey.objects.filter(pk=row.pk).update(last_used_at=now)
+    known = keycache.Known(values, token, row.last_used_at) if token is not None else None
+    _note_use(row, known)
+    if known is not None:
+        keycache.remember(name, key_hash, known)
     return row.client, row
+
+
+def _remembered(known: keycache.Known) -> tuple[Client, ApiKey]:
+    row = _key_from(known.values)
+    _note_use(row, known)
+    return row.client, row
+
+
+def _note_use(row: ApiKey, known: keycache.Known | None) -> None:
+    """Write the key's ``last_used_at`` when the last one written is older than the granularity."""
+    last = known.last_used_at if known is not None else row.last_used_at
+    now = timezone.now()
+    if last is None or now - last > LAST_USED_GRANULARITY:
+        ApiKey.objects.filter(pk=row.pk).update(last_used_at=now)
+        last = now
+        if known is not None:
+            known.last_used_at = now
+    row.last_used_at = last
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from django.db import models
 
-from clients import crypto
+from clients import crypto, keycache
 from clients.fields import EncryptedTextField
+
+
+class KeysQuerySet(models.QuerySet[Any]):
+    """Clients' and keys' queryset: a bulk update (a revocation, a client turned off) retires the keys
+    this process and the others remember (``clients.keycache``), as a save or a delete does (their
+    signals, ``ClientsConfig.ready``). ``last_used_at`` alone changes nothing a request checks."""
+
+    def update(self, **kwargs: Any) -> int:
+        rows = super().update(**kwargs)
+        if rows and set(kwargs) != {"last_used_at"}:
+            keycache.keys_changed()
+        return rows
 
 
 class Client(models.Model):
@@ -25,6 +37,8 @@ class Client(models.Model):
         "Stored encrypted.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = KeysQuerySet.as_manager()
 
     # A Client is ``request.user`` for the API (see clients.authentication).
     is_authenticated = True
@@ -61,6 +75,8 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = KeysQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -158,24 +158,40 @@ def rate_limit_wait(ident: str) -> float | None:
     trip, with any other backend it is ``add`` + ``incr``. If Redis is unreachable the request is let
     through: the limit protects the engine, it must not take the API down with the cache.
     """
+    return _count_request(ident, None)[0]
+
+
+def rate_limit_wait_reading(ident: str, read: str) -> tuple[float | None, Any]:
+    """:func:`rate_limit_wait`, and the value of the cache key ``read`` read in the same round trip (the
+    API keys token of ``clients.keycache``; its stored bytes with the project's cache backend). The value
+    is None when it is missing or Redis could not be reached; it is read also when there is no limit."""
+    return _count_request(ident, read)
+
+
+def _count_request(ident: str, read: str | None) -> tuple[float | None, Any]:
     limit, window = parse_rate(settings.TASKENGINE_RATE_LIMIT)  # 0 requests: no limit
-    if limit <= 0:
-        return None
     now = time.time()
     start = int(now // window) * window
     key = f"throttle:{ident}:{start}"
+    value = None
     try:
+        if limit <= 0:
+            return None, (None if read is None else getattr(cache, "get_raw", cache.get)(read))
         incr_window = getattr(cache, "incr_window", None)
-        if incr_window is not None:  # taskengine_site.cache.RedisCache: one round trip
+        incr_window_reading = getattr(cache, "incr_window_reading", None)
+        if read is not None and incr_window_reading is not None:  # taskengine_site.cache.RedisCache
+            count, value = incr_window_reading(key, window + 1, read)
+        elif incr_window is not None:  # one round trip
             count = incr_window(key, window + 1)
         else:
             cache.add(key, 0, timeout=window + 1)
             count = cache.incr(key)
+            value = None if read is None else cache.get(read)
     except Exception:  # cache down or key evicted between add and incr: fail open
-        return None
+        return None, None
     if count > limit:
-        return max(1.0, start + window - now)
-    return None
+        return max(1.0, start + window - now), value
+    return None, value
 
 
 class ClientRateThrottle(throttling.BaseThrottle):

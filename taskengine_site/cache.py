@@ -123,6 +123,29 @@ class RedisCache(DjangoRedisCache):
         client = self._cache.get_client(key, write=True)
         return int(_INCR_WINDOW(keys=[key], args=[timeout], client=client))
 
+    def incr_window_reading(self, key: str, timeout: int, read: str) -> tuple[int, bytes | None]:
+        """:meth:`incr_window`, and the stored bytes of the cache key ``read`` (None when missing), in the
+        same round trip: the rate limit's count and the API keys token (``clients.keycache``)."""
+        key, other = self.make_and_validate_key(key), self.make_and_validate_key(read)
+        try:
+            count, value = self._quick(b"EVALSHA", _INCR_WINDOW_READING.sha, b"2", key, other, timeout)
+            return int(count), value
+        except Exception:  # noqa: S110 (redis-py's client below retries and raises as before)
+            pass
+        client = self._cache.get_client(key, write=True)
+        count, value = _INCR_WINDOW_READING(keys=[key, other], args=[timeout], client=client)
+        return int(count), value
+
+    def get_raw(self, key: str) -> bytes | None:
+        """The stored bytes of ``key`` (an integer's digits as Django's serializer writes them), None when
+        missing: one ``GET`` by :meth:`_quick`, redis-py's if that fails."""
+        made = self.make_and_validate_key(key)
+        try:
+            return cast(bytes | None, self._quick(b"GET", made))
+        except Exception:  # noqa: S110 (redis-py's client below retries and raises as before)
+            pass
+        return cast(bytes | None, self._cache.get_client(made).get(made))
+
 
 QUICK_REST_SECONDS = 1.0
 
@@ -173,4 +196,9 @@ def _pack(args: tuple[bytes | str | int, ...]) -> bytes:
 _INCR_WINDOW = Script(
     None,  # type: ignore[arg-type]  # the client is given on every call
     b"redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX') return redis.call('INCR', KEYS[1])",
+)
+_INCR_WINDOW_READING = Script(
+    None,  # type: ignore[arg-type]  # the client is given on every call
+    b"redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX')"
+    b" return {redis.call('INCR', KEYS[1]), redis.call('GET', KEYS[2])}",
 )

@@ -26,10 +26,11 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 
-from clients.authentication import authenticate_headers
+from clients import keycache
+from clients.authentication import authenticate_checked, authenticate_headers, authenticate_remembered
 from jobs.api.serializers import plain_submission
 from jobs.api.views import JobViewSet, idempotency_key, request_meta, submit_checked
-from taskengine_site.api import rate_limit_wait
+from taskengine_site.api import rate_limit_wait_reading
 from taskengine_site.errors import exception_handler
 from taskengine_site.inputs import json_problem
 
@@ -98,13 +99,18 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
         or meta.get("HTTP_ACCEPT") not in _ACCEPT_JSON
     ):
         return _drf_view(request)
-    try:
-        found = authenticate_headers(meta)
-    except Exception as exc:
-        return _refusal(exc)
-    if found is None:
-        return _drf_view(request)  # no credentials at all
-    client = found[0]
+    # A key this process remembers is confirmed below, by the keys token read with the rate limit's count.
+    remembered = authenticate_remembered(meta)
+    if remembered is None:
+        try:
+            found = authenticate_headers(meta)
+        except Exception as exc:
+            return _refusal(exc)
+        if found is None:
+            return _drf_view(request)  # no credentials at all
+        client = found[0]
+    else:
+        client = remembered[0]
     try:
         key = idempotency_key(meta)
     except Exception:
@@ -118,7 +124,12 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
     # Nothing is counted or written before this point: any request handed over above is answered by
     # the DRF view in full, its rate limit included.
     try:
-        wait = rate_limit_wait(f"client:{client.pk}")
+        wait, raw_token = rate_limit_wait_reading(f"client:{client.pk}", keycache.TOKEN_KEY)
+        if remembered is not None and keycache.token_from(raw_token) != remembered[2]:
+            # A client or a key changed since this process accepted the key (or Redis holds no token):
+            # the database decides, before anything is written.
+            token = keycache.token_from(raw_token)
+            client = authenticate_checked(meta, token if token is not None else keycache.current_token())[0]
         if wait is not None:
             raise exceptions.Throttled(math.ceil(wait))
         logged = request_meta("POST", request.path, meta, data)

@@ -178,7 +178,7 @@ def test_a_lookup_failing_on_a_working_connection_is_raised_not_run_again(make_c
         calls.append(prefix)
         raise OperationalError("canceling statement due to statement timeout")
 
-    monkeypatch.setattr(authentication, "_key_with_client", failing)
+    monkeypatch.setattr(authentication, "_key_values", failing)
     health_check_pending()
     request = Request(RequestFactory().get("/whoami", HTTP_CLIENT="acme", HTTP_API_KEY=key))
     with pytest.raises(OperationalError):
