@@ -90,12 +90,17 @@ def test_a_revoked_remembered_key_is_refused_at_once(make_client, how):
     assert Job.objects.filter(client=client).count() == (1 if how == "POST /job" else 0)
 
 
+def _turned_off_and_saved(client: Client) -> None:
+    client.is_active = False
+    client.save()
+
+
 @pytest.mark.parametrize("how", SEND)
 @pytest.mark.parametrize(
     "change",
     [
         pytest.param(lambda c: Client.objects.filter(pk=c.pk).update(is_active=False), id="client-update"),
-        pytest.param(lambda c: (setattr(c, "is_active", False), c.save()), id="client-save"),
+        pytest.param(lambda c: _turned_off_and_saved(c), id="client-save"),
         pytest.param(lambda c: ApiKey.objects.filter(client=c).delete(), id="key-delete"),
         pytest.param(lambda c: Client.objects.filter(pk=c.pk).update(name="renamed"), id="client-renamed"),
     ],
