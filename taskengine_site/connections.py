@@ -11,8 +11,9 @@ which is what a failed health check leads to. A failure on a working connection 
 and the health check keeps its place in every other case (a first statement that may not run twice, a
 transaction already open).
 
-A statement may run twice here when it only reads (the API key lookup), or when running it again after
-a lost connection can only find its work done (a claim: a compare-and-set on the task's state). The
+A statement may run twice here when it only reads (the API key lookup), when running it again after
+a lost connection can only find its work done (a claim: a compare-and-set on the task's state), or when
+its second run first looks for what the first may have written (a job's insert: ``jobs.services``). The
 second run may find the first one applied only when the connection died after the server executed it
 and before its answer arrived; a claim then claims nothing, and the task is reclaimed once its
 heartbeat goes stale, as after a worker killed mid-step.

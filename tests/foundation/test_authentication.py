@@ -138,7 +138,7 @@ def test_the_key_and_client_read_are_the_orms_rows_with_the_secret_decrypted(mak
 
 
 def test_a_revoked_key_is_refused_at_once_after_being_used(make_client):
-    # Nothing about a key is kept between requests: the request after a revocation is refused.
+    # The key is remembered after its first use (clients.keycache): the request after a revocation is refused.
     client, key = make_client("acme")
     assert call({"client": "acme", "api-key": key}).status_code == 200
     api_key_revoke(api_key=ApiKey.objects.get(client=client))
