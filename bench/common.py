@@ -203,13 +203,14 @@ class Processes:
         queues: Sequence[str] = ALL_QUEUES,
         concurrency: int = 2,
         host: str = "bench",
+        pool: str = "prefork",
     ) -> subprocess.Popen[bytes]:
         hostname = f"{name}-{os.getpid()}@{host}"
         popen = self.spawn(
             name,
             [
                 sys.executable, "-m", "celery", "-A", app, "worker", "-Q", ",".join(queues),
-                "--concurrency", str(concurrency), "--pool", "prefork", "-n", hostname, "-l", "warning",
+                "--concurrency", str(concurrency), "--pool", pool, "-n", hostname, "-l", "warning",
                 "--without-gossip", "--without-mingle", "--without-heartbeat",
             ],
             env,

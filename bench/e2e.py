@@ -184,12 +184,32 @@ def side_engine(
     workflow: str = "noop5",
     batch: int = 0,
     web_group: int = 0,
+    control: int = 0,
 ) -> dict[str, Any]:
     from jobs.models import Job, Task
     from jobs.states import JobState
 
-    worker = procs.celery_worker("engine-worker", env, app="bench.counting")
-    common.wait_worker_ready(common.PREFIX)
+    if control:
+        # As the Procfile runs the engine: the steps' worker, and the control process (dispatch,
+        # callbacks, the scheduler) on threads.
+        worker = procs.celery_worker(
+            "engine-worker", env, app="bench.counting", queues=["work", "windows_capture"]
+        )
+        controller = procs.celery_worker(
+            "engine-control",
+            env,
+            app="bench.counting",
+            queues=["controller", "callback", "scheduler"],
+            pool="threads",
+            concurrency=control,
+        )
+        common.wait_worker_ready(common.PREFIX, count=2)
+        groups = {worker.pid: "worker", controller.pid: "control", web_group: "web"}
+    else:
+        worker = procs.celery_worker("engine-worker", env, app="bench.counting")
+        controller = None
+        common.wait_worker_ready(common.PREFIX)
+        groups = {worker.pid: "worker", web_group: "web"}
     warm = _submit_jobs(port, client, key, 2, 1, workflow)
     common.wait_until(
         lambda: Job.objects.filter(pk__in=warm, queue_state=JobState.COMPLETED).count() == 2,
@@ -201,7 +221,7 @@ def side_engine(
     redis.delete(qkey)
     commits_before = _commits()
     first_id = max(warm) + 1
-    meter = _CpuMeter({worker.pid: "worker", web_group: "web"}, database=True)
+    meter = _CpuMeter(groups, database=True)
     meter.start()
     start = time.monotonic()
     ids = _submit_jobs(port, client, key, n, threads, workflow, batch)
@@ -248,6 +268,8 @@ def side_engine(
         )
         alone += one
     _stop(worker)
+    if controller is not None:
+        _stop(controller)
     failed = jobs.filter(failed=True).count()
     transitions: list[float] = []
     rows = (
@@ -399,6 +421,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--db", default="te_bench", help="the engine's database (Procrastinate's is <db>_procrastinate)"
     )
     parser.add_argument(
+        "--control",
+        type=int,
+        default=0,
+        help="run the engine as the Procfile does: a worker for the steps and a control process with "
+        "this many threads for dispatch (0: one worker for every queue)",
+    )
+    parser.add_argument(
         "--history",
         type=int,
         default=20_000,
@@ -443,6 +472,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         workflow,
                         args.batch,
                         web.pid,
+                        args.control,
                     )
                 elif side == "rq":
                     res = side_rq(procs, env, args.jobs, redis, args.steps)
