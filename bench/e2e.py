@@ -210,9 +210,13 @@ def side_engine(
         controller = None
         common.wait_worker_ready(common.PREFIX)
         groups = {worker.pid: "worker", web_group: "web"}
-    warm = _submit_jobs(port, client, key, 2, 1, workflow)
+    # Warm-up through the path and the connections measured, so that every gunicorn worker and every
+    # pool process has run its code once (imports, statements prepared) before the clock starts: two
+    # jobs on one connection left the other gunicorn worker cold, and its first requests cost the first
+    # round twice the web CPU of the second.
+    warm = _submit_jobs(port, client, key, 8 * threads, threads, workflow, min(batch, 4))
     common.wait_until(
-        lambda: Job.objects.filter(pk__in=warm, queue_state=JobState.COMPLETED).count() == 2,
+        lambda: Job.objects.filter(pk__in=warm, queue_state=JobState.COMPLETED).count() == len(warm),
         timeout=60,
         what="warm-up jobs",
     )
