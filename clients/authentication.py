@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from datetime import timedelta
 from typing import Any
 
@@ -96,17 +95,15 @@ def _key_from(values: tuple[Any, ...]) -> ApiKey:
     return row
 
 
-def _key_with_client(prefix: str) -> ApiKey | None:
-    """``ApiKey.objects.select_related("client").filter(prefix=prefix).first()`` (:func:`_key_values`)."""
-    values = _key_values(prefix)
-    return None if values is None else _key_from(values)
+def _headers(meta: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The client name and the key a request's headers give, as given."""
+    return meta.get("HTTP_CLIENT"), meta.get("HTTP_API_KEY") or meta.get("HTTP_X_API_KEY")
 
 
 def _credentials(meta: dict[str, Any]) -> tuple[str, str] | None:
     """The client name and key a request's headers give; None when they give neither; raises
     ``AuthenticationFailed`` when one is missing."""
-    name = meta.get("HTTP_CLIENT")
-    key = meta.get("HTTP_API_KEY") or meta.get("HTTP_X_API_KEY")
+    name, key = _headers(meta)
     if not name and not key:
         return None  # no credentials: permission classes decide (401 where a key is needed)
     if not name or not key:
@@ -141,8 +138,7 @@ def authenticate_remembered(meta: dict[str, Any]) -> tuple[Client, ApiKey, int] 
     reads it with the rate limit's count, in the same round trip), and otherwise calls
     :func:`authenticate_checked`.
     """
-    name = meta.get("HTTP_CLIENT")
-    key = meta.get("HTTP_API_KEY") or meta.get("HTTP_X_API_KEY")
+    name, key = _headers(meta)
     if not name or not key:
         return None
     known = keycache.recall(name, keys.hash_key(key))
@@ -171,7 +167,7 @@ def _checked(name: str, key: str, key_hash: str, token: int | None) -> tuple[Cli
     row = _key_from(values) if values is not None else None
     # Hash even when no row matched, so a wrong prefix costs the same time as a wrong secret.
     stored = row.key_hash if row is not None else "0" * 64
-    valid = hmac.compare_digest(key_hash, stored)
+    valid = keys.hash_matches(key_hash, stored)
     if (
         values is None
         or row is None

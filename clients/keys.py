@@ -34,7 +34,12 @@ def prefix_of(key: str) -> str | None:
 
 
 def matches(key: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(hash_key(key), stored_hash)
+    return hash_matches(hash_key(key), stored_hash)
+
+
+def hash_matches(key_hash: str, stored_hash: str) -> bool:
+    """Whether a key's hash (``hash_key``) is the stored one, compared in constant time."""
+    return hmac.compare_digest(key_hash, stored_hash)
 
 
 def mask(value: str) -> str:

@@ -125,10 +125,10 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
     # the DRF view in full, its rate limit included.
     try:
         wait, raw_token = rate_limit_wait_reading(f"client:{client.pk}", keycache.TOKEN_KEY)
-        if remembered is not None and keycache.token_from(raw_token) != remembered[2]:
+        token = keycache.token_from(raw_token)
+        if remembered is not None and token != remembered[2]:
             # A client or a key changed since this process accepted the key (or Redis holds no token):
             # the database decides, before anything is written.
-            token = keycache.token_from(raw_token)
             client = authenticate_checked(meta, token if token is not None else keycache.current_token())[0]
         if wait is not None:
             raise exceptions.Throttled(math.ceil(wait))

@@ -4,17 +4,16 @@ when the server closed the kept one, without ever writing the job twice."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.test import APIClient
 
 from jobs import services
 from jobs.models import Job
 from logs.models import LogEntry
+from tests.foundation.test_key_memory import _post
 from tests.sessions import (
     backend_pid,
     close_kept_connection_on_the_server,
@@ -23,18 +22,6 @@ from tests.sessions import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-BODY = {"job": {"workflow": "noop"}, "parameters": {"content_id": "first"}}
-
-
-def _post(name: str, key: str) -> Any:
-    return APIClient().generic(
-        "POST",
-        "/job",
-        json.dumps(BODY),
-        content_type="application/json",
-        headers={"client": name, "api-key": key},
-    )
 
 
 def _remembered(make_client: Any) -> tuple[str, str]:

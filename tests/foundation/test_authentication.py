@@ -120,11 +120,11 @@ def test_only_a_hash_of_the_key_is_stored(make_client):
 def test_the_key_and_client_read_are_the_orms_rows_with_the_secret_decrypted(make_client):
     import base64
 
-    from clients.authentication import _key_with_client
+    from clients.authentication import _key_from, _key_values
 
     secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
     client, key = make_client("acme", operator=True, webhook_secret=secret)
-    row = _key_with_client(key[3:15])
+    row = _key_from(_key_values(key[3:15]))
     expected = ApiKey.objects.select_related("client").get(client=client)
 
     assert row is not None
@@ -134,7 +134,7 @@ def test_the_key_and_client_read_are_the_orms_rows_with_the_secret_decrypted(mak
         assert getattr(row.client, field.attname) == getattr(expected.client, field.attname), field.name
     assert row.client.get_webhook_secret() == secret
     assert row.client.is_operator is True
-    assert _key_with_client("000000000000") is None
+    assert _key_values("000000000000") is None
 
 
 def test_a_revoked_key_is_refused_at_once_after_being_used(make_client):
@@ -215,12 +215,12 @@ def test_a_client_read_by_the_key_lookup_saves_pickles_and_compares_as_the_orms(
     import pickle
 
     from clients import crypto
-    from clients.authentication import _key_with_client
+    from clients.authentication import _key_from, _key_values
     from clients.fields import StillEncrypted
 
     secret = _secret()
     client, key = make_client("acme", webhook_secret=secret)
-    row = _key_with_client(key[3:15])
+    row = _key_from(_key_values(key[3:15]))
     assert row is not None
     assert type(row.client.__dict__["webhook_secret"]) is StillEncrypted
     copy = pickle.loads(pickle.dumps(row.client))
@@ -242,13 +242,13 @@ def test_a_client_read_by_the_key_lookup_saves_pickles_and_compares_as_the_orms(
 
 def test_a_secret_no_key_decrypts_reads_as_unreadable_when_read(make_client, settings, caplog):
     from clients import crypto
-    from clients.authentication import _key_with_client
+    from clients.authentication import _key_from, _key_values
 
     _, key = make_client("acme", webhook_secret=_secret())
     settings.SECRET_KEY = "another-key-than-the-one-it-was-encrypted-with"
     settings.TASKENGINE_SECRETS_KEY = ""
     settings.SECRET_KEY_FALLBACKS = []
-    row = _key_with_client(key[3:15])
+    row = _key_from(_key_values(key[3:15]))
     assert row is not None  # the lookup itself needs no key
     assert row.client.webhook_secret == crypto.UNREADABLE
     with pytest.raises(crypto.SecretUnreadable):
