@@ -198,31 +198,6 @@ def _start(
     return any_moved, started
 
 
-def dispatch_after_job_end() -> None:
-    """After a job's end has committed (its slot is free): start the waiting jobs, here, if one waits.
-
-    Read after the commit, so this is race-free: a job queued before this read is seen here, and one
-    queued after it requested its own dispatch, which sees this slot free. Without a waiting job, a
-    dispatch per job end (one each, when they come apart) only found nothing to start. With one, the
-    dispatch runs in the process that ended the job (its worker): while jobs wait for slots every job
-    end frees one, and a dispatch message per job end cost its trip through Redis and a controller on
-    top of the dispatch itself (bench/README.md, issue 16). Dispatchers in several processes are
-    serialised by the advisory lock as ever. If this dispatch fails, a dispatch message is published
-    instead, so a controller starts the waiting job.
-    """
-    with prepared.cursor() as cursor:
-        # A prepared statement: the ORM's compilation of this query cost more CPU than its execution.
-        cursor.execute(sql("queued_job_exists"))
-        waiting = cursor.fetchone()[0]
-    if not waiting:
-        return
-    try:
-        dispatch()
-    except Exception:
-        logger.exception("the dispatch after a job's end failed; a controller dispatches instead")
-        bus.request_dispatch()
-
-
 def on_setting_changed(name: str) -> None:
     """A changed slot setting may free slots: dispatch (registered with the settings' effects by
     ``JobsConfig.ready``)."""

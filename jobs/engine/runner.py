@@ -27,7 +27,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from jobs.engine import bus, controller, dispatcher, notify, retry, signals, transitions
+from jobs.engine import bus, controller, notify, retry, signals, transitions
 from jobs.engine.sql import sql
 from jobs.models import Job, Task
 from jobs.states import JobState, TaskState
@@ -525,13 +525,13 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
             notify.job_finished(task.job_id, parameters=parameters)
     transaction.on_commit(_tally.completed)
     if ended:
-        transaction.on_commit(dispatcher.dispatch_after_job_end)  # the job's slot is free
+        transaction.on_commit(bus.dispatch_after_job_end)  # the job's slot is free
         return None
     if next_id is None:
         # Not the simple case (an earlier step not completed, the next one not pending): the general
         # path decides; when it ends the job, its slot is free.
         if job_state == JobState.STARTED and controller.advance(task.job_id):
-            dispatcher.dispatch_after_job_end()
+            bus.dispatch_after_job_end()
         return None
     if next_state != TaskState.RUNNING:
         bus.publish_run(int(next_id), queue)
@@ -606,7 +606,7 @@ def _record(task: Claimed, attempt: int, outcome: str, error: str) -> None:
                     progress = controller.move_on(Job.objects.get(pk=task.job_id))
             transaction.on_commit(_tally.failed)
     if progress.ended:
-        transaction.on_commit(dispatcher.dispatch_after_job_end)  # the job's slot is free
+        transaction.on_commit(bus.dispatch_after_job_end)  # the job's slot is free
 
 
 def _hand_back(task: Claimed, attempt: int) -> None:

@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from clients.models import Client
 from jobs.engine import bus, controller, dispatcher
-from jobs.engine.dispatcher import Slots, current_slots, dispatch, dispatch_after_job_end
+from jobs.engine.bus import dispatch_after_job_end
+from jobs.engine.dispatcher import Slots, current_slots, dispatch
 from jobs.engine.sql import STATEMENTS, sql
 from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import DISPATCH_ORDER, JobState
@@ -363,40 +364,19 @@ def test_the_slot_settings_are_read_from_the_settings(setting: Callable[..., Non
     assert Slots(max_jobs=5, priority_slots=2, priority_threshold=5).reserved == 2
 
 
-def test_a_job_end_dispatches_only_when_a_job_waits_and_then_itself(
+def test_a_job_end_requests_a_dispatch_only_when_a_job_waits(
     te_client: Client, broker: Broker, committed: Callable[[], Any]
 ) -> None:
     with committed():
         dispatch_after_job_end()
     assert broker.pop_all() == []
-    paused = make_job(te_client, 5, queue_state=JobState.PAUSED)
+    make_job(te_client, 5, queue_state=JobState.PAUSED)
     with committed():
         dispatch_after_job_end()
     assert broker.pop_all() == []
-    waiting = make_job(te_client, 5)
+    make_job(te_client, 5)
     with committed():
         dispatch_after_job_end()
-    # Started here, in the process that ended a job: its first step is published, no dispatch message.
-    assert Job.objects.get(pk=waiting.pk).queue_state == JobState.STARTED
-    assert Job.objects.get(pk=paused.pk).queue_state == JobState.PAUSED
-    step = Task.objects.get(job=waiting)
-    assert [(m.queue, m.task, m.args) for m in broker.pop_all()] == [
-        ("work", "jobs.tasks.run_task", [step.pk])
-    ]
-
-
-def test_a_job_end_whose_dispatch_fails_asks_a_controller_instead(
-    te_client: Client, broker: Broker, committed: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    waiting = make_job(te_client, 5)
-
-    def fails() -> list[int]:
-        raise RuntimeError("the database went away")
-
-    monkeypatch.setattr(dispatcher, "dispatch", fails)
-    with committed():
-        dispatch_after_job_end()
-    assert Job.objects.get(pk=waiting.pk).queue_state == JobState.QUEUED
     assert [(m.queue, m.task) for m in broker.pop_all()] == [("controller", "jobs.tasks.dispatch")]
 
 

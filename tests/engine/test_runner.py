@@ -111,10 +111,10 @@ def test_a_job_end_dispatches_only_when_a_job_waits(
     for job in (first, second):
         job.refresh_from_db()
         assert (job.queue_state, job.failed) == (JobState.COMPLETED, False)
-    # The submissions' dispatch started the first; its end found the second waiting and started it
-    # itself, without a dispatch message; the second's end found nothing waiting.
+    # The submissions' dispatch started the first; its end found the second waiting and asked for one
+    # more; the second's end found nothing waiting.
     tasks = [m.task.rsplit(".", 1)[1] for m in broker.executed]
-    assert tasks == ["dispatch", "run_task", "run_task"]
+    assert tasks == ["dispatch", "run_task", "dispatch", "run_task"]
 
 
 def test_a_step_on_another_queue_goes_through_the_broker(
