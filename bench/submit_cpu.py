@@ -83,9 +83,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wrap(APIView, "initial", "  drf initial: auth, throttle, permission")
     wrap(ApiKeyAuthentication, "authenticate", "auth (incl. the health check)")
     wrap(submit, "authenticate_headers", "auth (incl. the health check)")
+    wrap(submit, "authenticate_remembered", "auth (incl. the health check)")
+    wrap(submit, "authenticate_checked", "auth (incl. the health check)")
     wrap(BaseDatabaseWrapper, "close_if_health_check_failed", "  CONN_HEALTH_CHECKS SELECT 1")
     wrap(ClientRateThrottle, "allow_request", "throttle")
-    wrap(submit, "rate_limit_wait", "throttle")
+    wrap(submit, "rate_limit_wait_reading", "throttle")  # and the API keys token, same round trip
     wrap(Request, "_parse", "body read + parse")
     wrap(submit, "_plain_body", "body read + parse")
     wrap(views, "plain_submission", "body check: plain")
