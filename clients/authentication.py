@@ -126,26 +126,37 @@ def authenticate_headers(meta: dict[str, Any]) -> tuple[Client, ApiKey] | None:
     token = keycache.current_token()  # before the database read: a change after it retires this token
     known = keycache.recall(name, key_hash)
     if known is not None and token is not None and known.token == token:
-        return _remembered(known)
+        return remembered_in_use(known)
     return _checked(name, key, key_hash, token)
 
 
-def authenticate_remembered(meta: dict[str, Any]) -> tuple[Client, ApiKey, int] | None:
-    """The client and key of a request whose key this process remembers, with the keys token they were
-    accepted under; None when it does not remember them (or the headers lack either).
+def authenticate_remembered(meta: dict[str, Any]) -> keycache.Known | None:
+    """What this process remembers of the key a request names (its ``token`` is the keys token it was
+    accepted under); None when it remembers nothing of it (or the headers lack either).
 
-    The caller accepts them only if Redis still holds that token, which it reads itself (``POST /job``
-    reads it with the rate limit's count, in the same round trip), and otherwise calls
-    :func:`authenticate_checked`.
+    The caller accepts it only if Redis still holds that token, which it reads itself (``POST /job``
+    reads it with the rate limit's count, in the same round trip), and then takes the client and key
+    from :func:`remembered_in_use`; otherwise it calls :func:`authenticate_checked`.
     """
     name, key = _headers(meta)
     if not name or not key:
         return None
-    known = keycache.recall(name, keys.hash_key(key))
-    if known is None:
-        return None
-    client, row = _remembered(known)
-    return client, row, known.token
+    return keycache.recall(name, keys.hash_key(key))
+
+
+def remembered_client(known: keycache.Known) -> Client:
+    """The client of a remembered key, before its token is confirmed (to count the rate limit and check
+    a body against it): nothing is written."""
+    _, keys_reader, clients_reader = _plan()
+    client: Client = clients_reader.read(known.values[len(keys_reader.fields) :])
+    return client
+
+
+def remembered_in_use(known: keycache.Known) -> tuple[Client, ApiKey]:
+    """The client and key of a remembered key whose token the caller confirmed; its last use is noted."""
+    row = _key_from(known.values)
+    _note_use(row, known)
+    return row.client, row
 
 
 def authenticate_checked(meta: dict[str, Any], token: int | None) -> tuple[Client, ApiKey]:
@@ -182,12 +193,6 @@ def _checked(name: str, key: str, key_hash: str, token: int | None) -> tuple[Cli
     _note_use(row, known)
     if known is not None:
         keycache.remember(name, key_hash, known)
-    return row.client, row
-
-
-def _remembered(known: keycache.Known) -> tuple[Client, ApiKey]:
-    row = _key_from(known.values)
-    _note_use(row, known)
     return row.client, row
 
 

@@ -27,7 +27,13 @@ from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 
 from clients import keycache
-from clients.authentication import authenticate_checked, authenticate_headers, authenticate_remembered
+from clients.authentication import (
+    authenticate_checked,
+    authenticate_headers,
+    authenticate_remembered,
+    remembered_client,
+    remembered_in_use,
+)
 from jobs.api.serializers import plain_submission
 from jobs.api.views import JobViewSet, idempotency_key, request_meta, submit_checked
 from taskengine_site.api import rate_limit_wait_reading
@@ -110,7 +116,7 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
             return _drf_view(request)  # no credentials at all
         client = found[0]
     else:
-        client = remembered[0]
+        client = remembered_client(remembered)
     try:
         key = idempotency_key(meta)
     except Exception:
@@ -126,7 +132,9 @@ def job_submit_view(request: HttpRequest) -> HttpResponse:
     try:
         wait, raw_token = rate_limit_wait_reading(f"client:{client.pk}", keycache.TOKEN_KEY)
         token = keycache.token_from(raw_token)
-        if remembered is not None and token != remembered[2]:
+        if remembered is not None and token == remembered.token:
+            client = remembered_in_use(remembered)[0]
+        elif remembered is not None:
             # A client or a key changed since this process accepted the key (or Redis holds no token):
             # the database decides, before anything is written.
             client = authenticate_checked(meta, token if token is not None else keycache.current_token())[0]

@@ -204,3 +204,22 @@ def test_a_change_sets_a_new_token_at_once_and_again_at_its_commit(make_client):
         assert during != before
     after = keycache.current_token()
     assert after not in (before, during)
+
+
+@pytest.mark.parametrize("how", SEND)
+def test_a_refused_remembered_key_has_no_use_written(make_client, how):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client, key = _remembered(make_client, how)
+    long_ago = timezone.now() - timedelta(hours=1)
+    ApiKey.objects.filter(client=client).update(last_used_at=long_ago)  # keeps the memory
+    for known in keycache._known.values():
+        known.last_used_at = long_ago  # a use older than the granularity: the next one would be written
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE clients_apikey SET revoked_at = now() WHERE client_id = %s", [client.pk])
+    cache.set(keycache.TOKEN_KEY, 54321, timeout=None)  # as another process's change leaves it
+    response = SEND[how](client.name, key)
+    assert response.status_code == 401 and response.json() == UNAUTHORISED
+    assert ApiKey.objects.get(client=client).last_used_at == long_ago
