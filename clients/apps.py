@@ -2,6 +2,8 @@ from typing import Any
 
 from django.apps import AppConfig
 
+from clients import keycache
+
 
 class ClientsConfig(AppConfig):
     name = "clients"
@@ -20,13 +22,9 @@ class ClientsConfig(AppConfig):
 def _saved(sender: Any, update_fields: Any = None, **kwargs: Any) -> None:
     """A saved client or key retires the remembered keys (clients.keycache), unless only the time of
     its last use was written."""
-    from clients import keycache
-
     if update_fields is None or set(update_fields) != {"last_used_at"}:
         keycache.keys_changed()
 
 
 def _deleted(sender: Any, **kwargs: Any) -> None:
-    from clients import keycache
-
     keycache.keys_changed()

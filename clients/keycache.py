@@ -30,6 +30,8 @@ from typing import Any
 from django.core.cache import cache
 from django.db import transaction
 
+from taskengine_site.cache import stored_bytes
+
 logger = logging.getLogger(__name__)
 
 # The cache key of the token (the project's cache prefix and version are added by the cache).
@@ -101,10 +103,7 @@ def current_token() -> int | None:
 
 
 def _get_raw() -> Any:
-    get_raw = getattr(cache, "get_raw", None)
-    if get_raw is not None:  # taskengine_site.cache.RedisCache: the stored bytes, in one quick command
-        return get_raw(TOKEN_KEY)
-    return cache.get(TOKEN_KEY)
+    return stored_bytes(cache, TOKEN_KEY)
 
 
 def _new_token() -> int:

@@ -336,14 +336,13 @@ def _insert_once(job: Job, entry: LogEntry) -> Callable[[], dict[Any, int]]:
 
     def insert() -> dict[Any, int]:
         if runs:
-            with prepared.cursor() as cursor:
-                cursor.execute(
-                    "SELECT id FROM jobs_job WHERE created_at = %s AND workflow_uuid = %s",
-                    [job.created_at, job.workflow_uuid],
-                )
-                row = cursor.fetchone()
-            if row is not None:
-                return {job.workflow_uuid: int(row[0])}
+            found = (
+                Job.objects.filter(created_at=job.created_at, workflow_uuid=job.workflow_uuid)
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if found is not None:
+                return {job.workflow_uuid: found}
         runs.append(1)
         return _insert_many([(job, entry)])
 

@@ -23,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from clients.models import Client
+from taskengine_site.cache import stored_bytes
 from taskengine_site.env import parse_rate
 from taskengine_site.errors import DomainError
 from taskengine_site.inputs import MAX_JSON_DEPTH, json_problem
@@ -176,7 +177,7 @@ def _count_request(ident: str, read: str | None) -> tuple[float | None, Any]:
     value = None
     try:
         if limit <= 0:
-            return None, (None if read is None else getattr(cache, "get_raw", cache.get)(read))
+            return None, (None if read is None else stored_bytes(cache, read))
         incr_window = getattr(cache, "incr_window", None)
         incr_window_reading = getattr(cache, "incr_window_reading", None)
         if read is not None and incr_window_reading is not None:  # taskengine_site.cache.RedisCache
