@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wrap(submit, "authenticate_headers", "auth (incl. the health check)")
     wrap(submit, "authenticate_remembered", "auth (incl. the health check)")
     wrap(submit, "authenticate_checked", "auth (incl. the health check)")
+    wrap(submit, "remembered_client", "auth (incl. the health check)")
+    wrap(submit, "remembered_in_use", "auth (incl. the health check)")
     wrap(BaseDatabaseWrapper, "close_if_health_check_failed", "  CONN_HEALTH_CHECKS SELECT 1")
     wrap(ClientRateThrottle, "allow_request", "throttle")
     wrap(submit, "rate_limit_wait_reading", "throttle")  # and the API keys token, same round trip
