@@ -1,6 +1,6 @@
 """Items 1 and 7 of issue 6: end-to-end overhead against the raw Celery floor, and peers, in one run.
 
-    .venv/bin/python -m bench.e2e [--jobs 1000] [--rounds 1] [--peers rq,procrastinate] [--submitters 4]
+    .venv/bin/python -m bench.e2e [--jobs 1000] [--rounds 1] [--peers durable,rq,procrastinate] [--submitters 4]
                                   [--steps 5|1] [--batch 0|N] [--db te_bench] [--history 20000]
 
 Sides, run one after the other in each round (only one side's processes are alive while it is timed):
@@ -10,6 +10,10 @@ Sides, run one after the other in each round (only one side's processes are aliv
 - ``engine``: 1,000 jobs of the common ``noop5`` workflow submitted through ``POST /job`` to a real
   gunicorn (2 workers x 4 threads) by 4 threads with keep-alive connections, ``max_jobs`` 1000, no
   callbacks, processed by one engine worker (every queue, prefork 2, the project's Celery settings).
+- ``durable``: the durable floor (bench/durablecelery.py): the raw Celery side plus one Postgres row a
+  job, inserted before its chain is published, marked started and ended by each task, in its own
+  database (``<db>_floor``). What any engine keeping its jobs in Postgres pays at least; the summary
+  gives the engine over it and it over raw Celery, each round.
 - ``rq`` and ``procrastinate``: bench/peers.py.
 
 ``--steps 1`` makes every job one no-op step (the engine's ``noop`` workflow; single raw Celery tasks,
@@ -42,10 +46,10 @@ from typing import Any
 from bench import common
 
 
-def _side_pids(groups: dict[int, str], database: bool) -> dict[int, str]:
+def _side_pids(groups: dict[int, str], database: bool | str) -> dict[int, str]:
     """The processes of these process groups (a worker and its pool, gunicorn), each with its group's
-    name, and, with ``database``, the Postgres backends of the bench database other than this
-    process's own, named ``postgres``."""
+    name, and, with ``database``, the Postgres backends of the bench database (or of the database it
+    names) other than this process's own, named ``postgres``."""
     pids = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -61,7 +65,8 @@ def _side_pids(groups: dict[int, str], database: bool) -> dict[int, str]:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pid FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " WHERE datname = coalesce(%s, current_database()) AND pid <> pg_backend_pid()",
+                [database if isinstance(database, str) else None],
             )
             pids.update((row[0], "postgres") for row in cursor.fetchall())
     return pids
@@ -74,7 +79,7 @@ class _CpuMeter:
     server is shared with whatever else runs on the machine. A process that ends before ``stop`` is
     lost (counts low); one that starts during the run counts whole."""
 
-    def __init__(self, groups: dict[int, str], database: bool) -> None:
+    def __init__(self, groups: dict[int, str], database: bool | str) -> None:
         self.groups, self.database = groups, database
         self.parts: dict[str, float] = {}
 
@@ -126,6 +131,37 @@ def side_celery(
     end = _wait_counter(redis, key, n, 600)
     cpu = meter.stop()
     _stop(worker)
+    return {"seconds": end - start, "cpu_ms_per_job": cpu * 1000 / n, "cpu_ms_by_part": meter.per_job_ms(n)}
+
+
+def side_durable(
+    procs: common.Processes, env: dict[str, str], n: int, redis: Any, steps: int, db: str
+) -> dict[str, Any]:
+    """The durable floor (bench/durablecelery.py): raw Celery plus one row a job in its own database."""
+    from bench import durablecelery
+
+    dbname = f"{db}_floor"
+    common.ensure_database(dbname)
+    durablecelery.DATABASE_URL = common.database_url(dbname)
+    env = dict(env, BENCH_DURABLE_DB=durablecelery.DATABASE_URL)
+    durablecelery.reset()
+    worker = procs.celery_worker("durable-worker", env, app="bench.durablecelery", queues=["durable"])
+    key = common.PREFIX + "durable:done"
+    redis.delete(key)
+    durablecelery.submit(8, steps)  # warm-up: both pool processes have connected and prepared
+    _wait_counter(redis, key, 8, 60)
+    redis.delete(key)
+    time.sleep(0.5)
+    meter = _CpuMeter({worker.pid: "worker"}, database=dbname)
+    meter.start()
+    start = time.monotonic()
+    durablecelery.submit(n, steps)
+    end = _wait_counter(redis, key, n, 600)
+    cpu = meter.stop()
+    _stop(worker)
+    done = durablecelery.counts().get(2, 0)
+    if done != n + 8:
+        raise RuntimeError(f"durable floor: {done} jobs done of {n + 8}")
     return {"seconds": end - start, "cpu_ms_per_job": cpu * 1000 / n, "cpu_ms_by_part": meter.per_job_ms(n)}
 
 
@@ -416,7 +452,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
-        "--peers", default="rq,procrastinate", help="comma-separated: rq, procrastinate, or ''"
+        "--peers",
+        default="durable,rq,procrastinate",
+        help="comma-separated: durable (the durable floor, bench/durablecelery.py), rq, procrastinate, or ''",
     )
     parser.add_argument("--submitters", type=int, default=4)
     parser.add_argument("--steps", type=int, choices=(1, 5), default=5, help="no-op steps a job")
@@ -478,6 +516,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         web.pid,
                         args.control,
                     )
+                elif side == "durable":
+                    res = side_durable(procs, env, args.jobs, redis, args.steps, args.db)
                 elif side == "rq":
                     res = side_rq(procs, env, args.jobs, redis, args.steps)
                 else:
@@ -507,12 +547,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu_ms_per_job": {
             side: [round(r["cpu_ms_per_job"], 2) for r in runs]
             for side, runs in results.items()
-            if side in ("celery", "engine")
+            if side in ("celery", "engine", "durable")
         },
         "cpu_ratios_per_round": [
             round(e["cpu_ms_per_job"] / c["cpu_ms_per_job"], 2)
             for e, c in zip(results["engine"], results["celery"], strict=True)
         ],
+        **(
+            {
+                # The engine against the durable floor, each round: what is the engine's own.
+                "durable_ratios_per_round": [
+                    round(e["seconds"] / d["seconds"], 2)
+                    for e, d in zip(results["engine"], results["durable"], strict=True)
+                ],
+                "durable_over_celery_per_round": [
+                    round(d["seconds"] / c["seconds"], 2)
+                    for d, c in zip(results["durable"], results["celery"], strict=True)
+                ],
+            }
+            if "durable" in results
+            else {}
+        ),
         "transition_ms_median_loaded": round(engine["transition_ms_median"], 1),
         "transition_ms_median_alone": round(engine["lone_transition_ms_median"], 1),
         "steps_per_second": round(engine["steps_per_second"], 1),
