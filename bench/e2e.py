@@ -1,7 +1,8 @@
 """Items 1 and 7 of issue 6: end-to-end overhead against the raw Celery floor, and peers, in one run.
 
-    .venv/bin/python -m bench.e2e [--jobs 1000] [--rounds 1] [--peers durable,rq,procrastinate] [--submitters 4]
-                                  [--steps 5|1] [--batch 0|N] [--db te_bench] [--history 20000]
+    .venv/bin/python -m bench.e2e [--jobs 1000] [--rounds 1] [--peers durable,rq,procrastinate]
+                                  [--submitters 4] [--steps 5|1] [--batch 0|N] [--db te_bench]
+                                  [--history 20000]
 
 Sides, run one after the other in each round (only one side's processes are alive while it is timed):
 
