@@ -33,6 +33,31 @@ def _backend_cpu(pid: int) -> float | None:
     return common.cpu_seconds([pid]).get(pid)
 
 
+# A media job's parameters (0.9 kB as JSON): source and destination, renditions, audio, DRM, subtitles.
+MEDIA_PARAMETERS: dict[str, Any] = {
+    "source": "https://cdn.example.com/customers/acme/ingest/2026/12/07/feature-film-master-2160p-hdr10.mov",
+    "destination": "s3://acme-vod-output/packaged/feature-film/2026-12-07/",
+    "renditions": [
+        {"name": "2160p", "bitrate": 16000000, "width": 3840, "height": 2160},
+        {"name": "1080p", "bitrate": 6000000, "width": 1920, "height": 1080},
+        {"name": "720p", "bitrate": 3000000, "width": 1280, "height": 720},
+        {"name": "480p", "bitrate": 1200000, "width": 854, "height": 480},
+    ],
+    "audio": [
+        {"language": "en", "codec": "aac", "channels": 2},
+        {"language": "fr", "codec": "aac", "channels": 2},
+    ],
+    "drm": {
+        "widevine": True,
+        "playready": True,
+        "fairplay": True,
+        "key_id": "9eb4050d-e44b-4802-932e-27d75083e266",
+    },
+    "subtitles": ["en", "fr", "de", "es"],
+    "packaging": "cmaf",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -49,6 +74,12 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=0, help="submit through jobs_submit, N jobs a call")
     parser.add_argument(
+        "--media-parameters",
+        action="store_true",
+        help="give every job the parameters of a media job (MEDIA_PARAMETERS, 0.9 kB of JSON) instead of {}: "
+        "what a job row's writes cost with its parameters' trigram index",
+    )
+    parser.add_argument(
         "--every",
         type=int,
         default=0,
@@ -56,6 +87,7 @@ def main() -> None:
         "while the engine works: a dispatch starts a few jobs), instead of once after all of them",
     )
     args = parser.parse_args()
+    parameters = dict(MEDIA_PARAMETERS) if args.media_parameters else {}
 
     common.setup_django(args.db)
     common.reset_jobs()
@@ -139,12 +171,12 @@ def main() -> None:
 
             for first in range(0, args.jobs, args.batch):
                 size = min(args.batch, args.jobs - first)
-                jobs_submit(client=client, requests=[SubmitRequest(args.workflow, {})] * size)
+                jobs_submit(client=client, requests=[SubmitRequest(args.workflow, parameters)] * size)
                 if args.every:
                     drain()
         else:
             for number in range(1, args.jobs + 1):
-                job_submit(client=client, workflow=args.workflow, parameters={})
+                job_submit(client=client, workflow=args.workflow, parameters=parameters)
                 if args.every and number % args.every == 0:
                     drain()
         drain()
@@ -177,6 +209,7 @@ def main() -> None:
         "wal_bytes_per_job": round(wal_bytes / n),
         "redis_commands_per_job": round(redis_commands / n, 1),
         "workflow": args.workflow,
+        "media_parameters": args.media_parameters,
         "batch": args.batch,
         "every": args.every,
         "max_jobs": args.max_jobs,

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from jobs.engine import bus, notify
 from jobs.engine.sql import sql
-from jobs.engine.transitions import job_transition
+from jobs.engine.transitions import job_start_defined, job_transition
 from jobs.models import Job, Task
 from jobs.states import TASK_WAITING, JobState, TaskState
 from jobs.workflows.registry import resolve_steps
@@ -69,35 +69,98 @@ def start_jobs(job_ids: list[int], *, definitions: dict[tuple[int, str], Resolve
     """
     if not job_ids:
         return []
+    return _begin(_plan(_lock_starting(job_ids, JobState.STARTED), definitions), written=False)
+
+
+def start_queued(
+    job_ids: list[int], *, definitions: dict[tuple[int, str], Resolved]
+) -> tuple[list[int], list[int]]:
+    """Start queued jobs the dispatcher admitted, in its transaction: ``(the ids moved, the ids started)``.
+
+    ``start_jobs`` with the move done here: the jobs still queued are locked, the definition of each
+    that starts for the first time is resolved, and the move stores it (``job_start_defined``), so a new
+    job's row is written once to start, not twice (every write of a job row is a new version of it with
+    an entry in each of its indexes, its parameters' trigram index among them). Then as ``start_jobs``:
+    tasks for the new jobs, the next step for the resumed ones, and a failed end for those whose workflow
+    no longer resolves (they move to started first, as the dispatcher's jobs always did).
+    """
+    if not job_ids:
+        return [], []
+    plans = _plan(_lock_starting(job_ids, JobState.QUEUED), definitions)
+    moved = job_start_defined(
+        {plan.job_id: None if plan.fresh is None else _definition(*plan.fresh) for plan in plans},
+        source=[JobState.QUEUED],
+    )
+    kept = set(moved)
+    return moved, _begin([plan for plan in plans if plan.job_id in kept], written=True)
+
+
+@dataclass(frozen=True)
+class _Start:
+    """How one job starts: ``fresh`` (its steps, and whether its client's own definition gave them) for a
+    first start, ``failure`` (the message it ends with) when its workflow no longer resolves, neither
+    for a job resumed after a pause."""
+
+    job_id: int
+    fresh: tuple[list[dict[str, Any]], bool] | None = None
+    failure: str = ""
+
+
+def _lock_starting(job_ids: list[int], state: JobState) -> list[tuple[Any, ...]]:
     with prepared.cursor() as cursor:
-        cursor.execute(sql("lock_starting_jobs"), {"ids": job_ids})
-        rows = cursor.fetchall()
-    started: list[int] = []
-    fresh: list[tuple[int, list[dict[str, Any]], bool]] = []
+        cursor.execute(sql("lock_starting_jobs"), {"ids": job_ids, "state": int(state)})
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def _plan(rows: list[tuple[Any, ...]], definitions: dict[tuple[int, str], Resolved]) -> list[_Start]:
+    """How each locked job (a ``lock_starting_jobs`` row) starts, its workflow resolved (memoised in
+    ``definitions`` across a dispatch)."""
+    plans: list[_Start] = []
     for job_id, client_id, workflow, first_start, own in rows:
         if not first_start:
-            _progress(Job.objects.get(pk=job_id), resume=True)
-            started.append(int(job_id))
+            plans.append(_Start(int(job_id)))
             continue
         # jsonb arrives as its text on Django's connections (Django parses JSONField values itself).
         steps = None if own is None else json.loads(own)
         resolved = _resolve(int(client_id), str(workflow), steps, definitions)
         if isinstance(resolved, DomainError):
-            message = f"invalid workflow definition '{workflow}': {resolved.message}"
-            _end_job(Job.objects.get(pk=job_id), failed=True, message=message)
+            failure = f"invalid workflow definition '{workflow}': {resolved.message}"
+            plans.append(_Start(int(job_id), failure=failure))
         elif resolved is None:
-            _end_job(Job.objects.get(pk=job_id), failed=True, message=f"unknown workflow '{workflow}'")
+            plans.append(_Start(int(job_id), failure=f"unknown workflow '{workflow}'"))
         else:
-            fresh.append((int(job_id), *resolved))
-            started.append(int(job_id))
+            plans.append(_Start(int(job_id), fresh=resolved))
+    return plans
+
+
+def _definition(steps: list[dict[str, Any]], own: bool) -> str:
+    """The definition a job stores when it first starts (``Job.definition``), as JSON text."""
+    return json.dumps({"source": "client" if own else "common", "steps": steps})
+
+
+def _begin(plans: list[_Start], *, written: bool) -> list[int]:
+    """Carry out ``plans`` for jobs now started; the ids that started. ``written``: the move stored the new
+    jobs' definitions already."""
+    started: list[int] = []
+    fresh: list[tuple[int, list[dict[str, Any]], bool]] = []
+    for plan in plans:
+        if plan.failure:
+            _end_job(Job.objects.get(pk=plan.job_id), failed=True, message=plan.failure)
+        elif plan.fresh is None:
+            _progress(Job.objects.get(pk=plan.job_id), resume=True)
+            started.append(plan.job_id)
+        else:
+            fresh.append((plan.job_id, *plan.fresh))
+            started.append(plan.job_id)
     if fresh:
-        _give_tasks(fresh)
+        _give_tasks(fresh, write_definitions=not written)
     return started
 
 
-def _give_tasks(jobs: list[tuple[int, list[dict[str, Any]], bool]]) -> None:
-    """Write the definition and the task rows of jobs starting for the first time, two statements in
-    all, and publish each job's first task after commit. ``jobs``: (id, steps, is a client definition).
+def _give_tasks(jobs: list[tuple[int, list[dict[str, Any]], bool]], *, write_definitions: bool) -> None:
+    """Write the task rows (and, with ``write_definitions``, the definition) of jobs starting for the
+    first time, one statement each, and publish each job's first task after commit. ``jobs``: (id,
+    steps, is a client definition).
     """
     now = timezone.now()
     ids: list[int] = []
@@ -105,8 +168,9 @@ def _give_tasks(jobs: list[tuple[int, list[dict[str, Any]], bool]]) -> None:
     tasks: dict[str, list[Any]] = {"job_ids": [], "positions": [], "names": [], "queues": []}
     tasks.update(parameters=[], states=[])
     for job_id, steps, own in jobs:
-        ids.append(job_id)
-        definitions.append(json.dumps({"source": "client" if own else "common", "steps": steps}))
+        if write_definitions:
+            ids.append(job_id)
+            definitions.append(_definition(steps, own))
         for index, item in enumerate(steps, start=1):
             tasks["job_ids"].append(job_id)
             tasks["positions"].append(index)
@@ -116,7 +180,8 @@ def _give_tasks(jobs: list[tuple[int, list[dict[str, Any]], bool]]) -> None:
             # The first step is queued at once: nothing else can have happened to a new job's tasks.
             tasks["states"].append(int(TaskState.QUEUED if index == 1 else TaskState.PENDING))
     with prepared.cursor() as cursor:
-        cursor.execute(sql("write_definitions"), {"ids": ids, "definitions": definitions, "now": now})
+        if write_definitions:
+            cursor.execute(sql("write_definitions"), {"ids": ids, "definitions": definitions, "now": now})
         cursor.execute(sql("insert_tasks"), {**tasks, "now": now})
         first = sorted((r for r in cursor.fetchall() if r[2] == 1), key=lambda r: r[1])
     for task_id, _, _, queue in first:

@@ -17,7 +17,7 @@ from django.db import transaction
 
 from jobs.engine import bus, controller
 from jobs.engine.sql import sql
-from jobs.engine.transitions import job_transition, job_transition_many
+from jobs.engine.transitions import job_transition
 from jobs.states import JobState
 from settings_app.services import settings_ints_from
 from taskengine_site import prepared
@@ -170,15 +170,16 @@ def _start(
 ) -> tuple[bool, list[int]]:
     """Start ``admitted`` jobs (in the dispatcher's transaction): (whether any moved, the ids started).
 
-    All at once first: one transition, one read, the definitions and the task rows of them all. If
+    All at once first: one read that locks them, one transition that also stores the new jobs'
+    definitions, and the task rows of them all (``controller.start_queued``). If
     that raises, its savepoint is rolled back and the jobs start one at a time, each in a savepoint of
     its own, so one job that cannot start ends failed without undoing (or blocking) the others.
     """
     ids = [job_id for job_id, _ in admitted]
     try:
         with transaction.atomic():
-            moved = job_transition_many(ids, source=[JobState.QUEUED], target=JobState.STARTED)
-            return bool(moved), controller.start_jobs(moved, definitions=definitions)
+            moved, started = controller.start_queued(ids, definitions=definitions)
+            return bool(moved), started
     except Exception:
         logger.exception("jobs %s could not start together; starting them one at a time", ids)
     any_moved, started = False, []

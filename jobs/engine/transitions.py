@@ -61,6 +61,25 @@ def job_transition_many(
         return [int(row[0]) for row in cursor.fetchall()]
 
 
+def job_start_defined(definitions: Mapping[int, str | None], *, source: Iterable[int]) -> list[int]:
+    """Move each job of ``definitions`` that is in one of ``source`` to started, as ``job_transition_many``
+    does, storing with the move the definition given for it (a JSON text; None keeps the job's own): a
+    first start then writes its job row once, not once to start it and again for its definition (each
+    write of the row is a new version of it, with an entry in each of its indexes). The ids moved."""
+    allowed = _allowed(source, JobState.STARTED)
+    if not allowed or not definitions:
+        return []
+    params: dict[str, Any] = {
+        "ids": list(definitions),
+        "definitions": list(definitions.values()),
+        "allowed": allowed,
+        "now": timezone.now(),
+    }
+    with prepared.cursor() as cursor:
+        cursor.execute(sql("job_start_defined"), params)
+        return [int(row[0]) for row in cursor.fetchall()]
+
+
 def job_transition(
     job_id: int, *, source: Iterable[int], target: JobState, failed: bool = False, message: str = ""
 ) -> bool:

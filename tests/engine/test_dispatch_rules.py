@@ -257,16 +257,23 @@ def test_nothing_moves_when_every_admitted_job_was_taken(
 
 
 def _batch_fails(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    """Make the all-at-once start of more than one job raise; a single job's start still works."""
-    real = controller.start_jobs
+    """Make the all-at-once start of more than one job raise; a single job's start still works. The ids
+    of each start, in order: the batch's (``start_queued``), then the fallback's (``start_jobs``, one
+    job each, moved first)."""
+    real_queued, real_jobs = controller.start_queued, controller.start_jobs
     calls: list[list[int]] = []
 
-    def start_jobs(job_ids: list[int], *, definitions: Any) -> list[int]:
+    def start_queued(job_ids: list[int], *, definitions: Any) -> tuple[list[int], list[int]]:
         calls.append(list(job_ids))
         if len(job_ids) > 1:
             raise RuntimeError("the batch cannot start")
-        return real(job_ids, definitions=definitions)
+        return real_queued(job_ids, definitions=definitions)
 
+    def start_jobs(job_ids: list[int], *, definitions: Any) -> list[int]:
+        calls.append(list(job_ids))
+        return real_jobs(job_ids, definitions=definitions)
+
+    monkeypatch.setattr(controller, "start_queued", start_queued)
     monkeypatch.setattr(controller, "start_jobs", start_jobs)
     return calls
 
@@ -352,7 +359,7 @@ def test_the_fallback_skips_a_job_moved_by_someone_else_meanwhile(
             other.close()
         raise RuntimeError("the batch cannot start")
 
-    monkeypatch.setattr(dispatcher, "job_transition_many", paused_elsewhere_then_fail)
+    monkeypatch.setattr(controller, "start_queued", paused_elsewhere_then_fail)
     assert dispatch() == [first.pk, third.pk]
     assert Job.objects.get(pk=taken.pk).queue_state == JobState.PAUSED
 
@@ -416,7 +423,8 @@ def test_a_dispatch_of_one_job_runs_the_named_statements_only(
 ) -> None:
     """Jobs that arrive one by one are dispatched a few at a time: each dispatch reads the lock, the slot
     state and the queue once, with named statements (no ORM query, no second read of a queue that
-    held fewer jobs than the free slots), then starts the job."""
+    held fewer jobs than the free slots), then starts the job: it locks it, moves it with its definition
+    in one write of its row, and inserts its tasks."""
     setting(max_jobs=5)
     job = make_job(te_client, 5)
     broker.clear()  # the setting's own dispatch request
@@ -434,14 +442,49 @@ def test_a_dispatch_of_one_job_runs_the_named_statements_only(
         "dispatch_lock",
         "dispatch_state",
         "dispatch_candidates",
-        "job_start",
         "lock_starting_jobs",
-        "write_definitions",
+        "job_start_defined",
         "insert_tasks",
     ]
     assert [(m.task, m.args) for m in broker.pop_all()] == [
         (bus.RUN_TASK, [Task.objects.get(job=job).pk]),
     ]
+
+
+def test_one_dispatch_starts_new_resumed_and_unresolvable_jobs_together(
+    setting: Callable[..., None], te_client: Client, broker: Broker, committed: Callable[[], Any]
+) -> None:
+    """The batch's one move (``job_start_defined``) stores a new job's definition, keeps a resumed job's,
+    and moves a job whose workflow no longer resolves, which then ends failed; nothing falls back to
+    the one-at-a-time start."""
+    setting(max_jobs=10, priority_slots=0)
+    resumed = make_job(te_client, 5)
+    assert dispatch() == [resumed.pk]
+    kept = Job.objects.get(pk=resumed.pk).definition
+    assert kept == {"source": "common", "steps": [{"step": "noop", "queue": "work", "parameters": {}}]}
+    # Paused and resumed: queued again, with its definition and its task.
+    Job.objects.filter(pk=resumed.pk).update(queue_state=JobState.QUEUED)
+    Job.objects.filter(pk=resumed.pk).update(definition={**kept, "marker": "kept"})
+    new = make_job(te_client, 5)
+    WorkflowDefinition.objects.create(client=te_client, name="gone", steps=[{"step": "no_such_step"}])
+    vanished = make_job(te_client, 5, workflow="gone")
+    broker.clear()
+    with committed():
+        assert dispatch() == [resumed.pk, new.pk]
+    jobs = {j.pk: j for j in Job.objects.filter(pk__in=[resumed.pk, new.pk, vanished.pk])}
+    assert jobs[resumed.pk].queue_state == JobState.STARTED
+    assert jobs[resumed.pk].definition == {**kept, "marker": "kept"}
+    assert jobs[new.pk].queue_state == JobState.STARTED
+    assert jobs[new.pk].definition == kept
+    assert jobs[new.pk].started_at is not None and jobs[new.pk].finished_at is None
+    assert (jobs[vanished.pk].queue_state, jobs[vanished.pk].failed) == (JobState.COMPLETED, True)
+    assert jobs[vanished.pk].message.startswith("invalid workflow definition 'gone': ")
+    assert jobs[vanished.pk].started_at is not None
+    assert Task.objects.filter(job=resumed.pk).count() == 1
+    assert list(Task.objects.filter(job=new.pk).values_list("position", "name")) == [(1, "noop")]
+    assert sorted(m.args for m in broker.pop_all() if m.task == bus.RUN_TASK) == sorted(
+        [[Task.objects.get(job=resumed.pk).pk], [Task.objects.get(job=new.pk).pk]]
+    )
 
 
 def test_the_candidates_statements_read_in_dispatch_order() -> None:

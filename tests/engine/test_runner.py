@@ -508,22 +508,22 @@ def test_a_job_that_cannot_start_does_not_block_the_others(
     setting(max_jobs=5)
     bad = submit("noop")
     good = submit("noop")
-    real_start, real_start_jobs = controller.start_job, controller.start_jobs
+    real_start, real_start_queued = controller.start_job, controller.start_queued
 
     def start(job_id: int, **kw: Any) -> bool:
         if job_id == bad.pk:
             raise RuntimeError("database hiccup")
         return real_start(job_id, **kw)
 
-    def start_jobs(job_ids: list[int], **kw: Any) -> list[int]:
+    def start_queued(job_ids: list[int], **kw: Any) -> tuple[list[int], list[int]]:
         # The jobs start together first: the hiccup undoes that, and they start one at a time.
-        real_start_jobs(job_ids, **kw)
+        started = real_start_queued(job_ids, **kw)
         if bad.pk in job_ids:
             raise RuntimeError("database hiccup")
-        return job_ids
+        return started
 
     monkeypatch.setattr(controller, "start_job", start)
-    monkeypatch.setattr(controller, "start_jobs", start_jobs)
+    monkeypatch.setattr(controller, "start_queued", start_queued)
     broker.drain()
     bad.refresh_from_db()
     good.refresh_from_db()

@@ -22,11 +22,11 @@ logged AS (
 SELECT workflow_uuid, id FROM j
 
 -- lock_starting_jobs --
--- Locks jobs the dispatcher just started, tells which start for the first time (no definition, no tasks yet) and gives the steps of their client's own definition of their workflow, if any.
+-- Locks those of the jobs the dispatcher starts that are in %(state)s (queued, about to move; or started, just moved), tells which start for the first time (no definition, no tasks yet) and gives the steps of their client's own definition of their workflow, if any.
 SELECT j.id, j.client_id, j.workflow,
     j.definition IS NULL AND NOT EXISTS (SELECT 1 FROM jobs_task AS t WHERE t.job_id = j.id),
     (SELECT w.steps FROM jobs_workflowdefinition AS w WHERE w.client_id = j.client_id AND w.name = j.workflow)
-FROM jobs_job AS j WHERE j.id = ANY(%(ids)s) ORDER BY j.id FOR UPDATE OF j
+FROM jobs_job AS j WHERE j.id = ANY(%(ids)s) AND j.queue_state = %(state)s ORDER BY j.id FOR UPDATE OF j
 
 -- write_definitions --
 -- Stores each starting job's resolved workflow definition (parallel arrays of ids and JSON texts).

@@ -14,6 +14,14 @@ UPDATE jobs_job SET queue_state = <JobState.STARTED>, started_at = %(now)s, fini
 WHERE id = ANY(%(ids)s) AND queue_state = ANY(%(allowed)s)
 RETURNING id
 
+-- job_start_defined --
+-- job_start, also storing the definition each job starts with (parallel arrays of ids and JSON texts, NULL keeping the job's own): a first start writes the row once; returns the ids it moved.
+UPDATE jobs_job AS j SET queue_state = <JobState.STARTED>, started_at = %(now)s, finished_at = NULL,
+    updated_at = %(now)s, definition = coalesce(v.definition::jsonb, j.definition)
+FROM unnest(%(ids)s::bigint[], %(definitions)s::text[]) AS v(id, definition)
+WHERE j.id = v.id AND j.queue_state = ANY(%(allowed)s)
+RETURNING j.id
+
 -- job_end --
 -- Ends jobs as completed, failed or not, with their message; returns the ids it moved.
 UPDATE jobs_job SET queue_state = <JobState.COMPLETED>, failed = %(failed)s, message = %(message)s,
