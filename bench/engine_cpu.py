@@ -1,7 +1,8 @@
 """The engine's own cost per job, in CPU time: what item 1's wall-clock ratio is made of, measured in a
 way that the machine's other load barely moves.
 
-    .venv/bin/python -m bench.engine_cpu [--jobs 300] [--workflow noop5] [--every 3] [--profile 25]
+    .venv/bin/python -m bench.engine_cpu [--jobs 300] [--workflow noop5] [--every 3] [--media-parameters]
+                                         [--profile 25]
 
 One process submits ``--jobs`` jobs through ``job_submit`` (the service behind ``POST /job``), then plays
 the worker: it pops the messages the engine really published to Redis and runs their engine functions
