@@ -22,27 +22,13 @@ from typing import Any
 
 import psycopg
 import redis
-from celery import Celery
 
-PREFIX = os.environ.get("TASKENGINE_BROKER_PREFIX", "")
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/8")
+from bench.rawcelery import PREFIX, REDIS_URL, floor_app
+
 # The floor's own database (bench.e2e creates it): its jobs never mix with the engine's tables.
 DATABASE_URL = os.environ.get("BENCH_DURABLE_DB", "")
 
-app = Celery("durablebench", broker=REDIS_URL)
-app.conf.update(
-    broker_transport_options={"global_keyprefix": PREFIX + "durable:", "visibility_timeout": 3600},
-    broker_connection_retry_on_startup=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_ignore_result=True,
-    result_backend=None,
-    task_serializer="json",
-    accept_content=["json"],
-    task_default_queue="durable",
-    worker_hijack_root_logger=False,
-)
+app = floor_app("durablebench", "durable")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS floor_job (

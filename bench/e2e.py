@@ -41,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,25 +115,44 @@ def _wait_counter(client: Any, key: str, target: int, timeout: float) -> float:
         time.sleep(0.02)
 
 
+def _timed_floor(
+    worker: subprocess.Popen[bytes],
+    redis: Any,
+    key: str,
+    n: int,
+    submit: Callable[[int], None],
+    *,
+    warm: int,
+    settle: float = 0.0,
+    database: bool | str = False,
+) -> dict[str, Any]:
+    """A floor's run: ``warm`` jobs first (the worker is consuming once they are done), then ``n`` jobs
+    timed from the first submission until ``key`` counts them all, with the worker's CPU (and that of
+    ``database``'s backends); the worker is stopped."""
+    redis.delete(key)
+    submit(warm)
+    _wait_counter(redis, key, warm, 60)
+    redis.delete(key)
+    time.sleep(settle)
+    meter = _CpuMeter({worker.pid: "worker"}, database=database)
+    meter.start()
+    start = time.monotonic()
+    submit(n)
+    end = _wait_counter(redis, key, n, 600)
+    cpu = meter.stop()
+    _stop(worker)
+    return {"seconds": end - start, "cpu_ms_per_job": cpu * 1000 / n, "cpu_ms_by_part": meter.per_job_ms(n)}
+
+
 def side_celery(
     procs: common.Processes, env: dict[str, str], n: int, redis: Any, steps: int = 5
 ) -> dict[str, Any]:
     from bench import rawcelery
 
     worker = procs.celery_worker("raw-worker", env, app="bench.rawcelery", queues=["raw"])
-    key = common.PREFIX + "raw:done"
-    redis.delete(key)
-    rawcelery.submit(1, steps)  # warm-up: the worker is consuming once this chain is done
-    _wait_counter(redis, key, 1, 60)
-    redis.delete(key)
-    meter = _CpuMeter({worker.pid: "worker"}, database=False)
-    meter.start()
-    start = time.monotonic()
-    rawcelery.submit(n, steps)
-    end = _wait_counter(redis, key, n, 600)
-    cpu = meter.stop()
-    _stop(worker)
-    return {"seconds": end - start, "cpu_ms_per_job": cpu * 1000 / n, "cpu_ms_by_part": meter.per_job_ms(n)}
+    return _timed_floor(
+        worker, redis, common.PREFIX + "raw:done", n, lambda count: rawcelery.submit(count, steps), warm=1
+    )
 
 
 def side_durable(
@@ -147,23 +167,21 @@ def side_durable(
     env = dict(env, BENCH_DURABLE_DB=durablecelery.DATABASE_URL)
     durablecelery.reset()
     worker = procs.celery_worker("durable-worker", env, app="bench.durablecelery", queues=["durable"])
-    key = common.PREFIX + "durable:done"
-    redis.delete(key)
-    durablecelery.submit(8, steps)  # warm-up: both pool processes have connected and prepared
-    _wait_counter(redis, key, 8, 60)
-    redis.delete(key)
-    time.sleep(0.5)
-    meter = _CpuMeter({worker.pid: "worker"}, database=dbname)
-    meter.start()
-    start = time.monotonic()
-    durablecelery.submit(n, steps)
-    end = _wait_counter(redis, key, n, 600)
-    cpu = meter.stop()
-    _stop(worker)
+    # 8 warm-up jobs: both pool processes have connected and prepared their statements.
+    result = _timed_floor(
+        worker,
+        redis,
+        common.PREFIX + "durable:done",
+        n,
+        lambda count: durablecelery.submit(count, steps),
+        warm=8,
+        settle=0.5,
+        database=dbname,
+    )
     done = durablecelery.counts().get(2, 0)
     if done != n + 8:
         raise RuntimeError(f"durable floor: {done} jobs done of {n + 8}")
-    return {"seconds": end - start, "cpu_ms_per_job": cpu * 1000 / n, "cpu_ms_by_part": meter.per_job_ms(n)}
+    return result
 
 
 def _submit_jobs(

@@ -18,20 +18,28 @@ from celery import Celery
 PREFIX = os.environ.get("TASKENGINE_BROKER_PREFIX", "")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/8")
 
-app = Celery("rawbench", broker=REDIS_URL)
-app.conf.update(
-    broker_transport_options={"global_keyprefix": PREFIX + "raw:", "visibility_timeout": 3600},
-    broker_connection_retry_on_startup=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_ignore_result=True,
-    result_backend=None,
-    task_serializer="json",
-    accept_content=["json"],
-    task_default_queue="raw",
-    worker_hijack_root_logger=False,
-)
+
+def floor_app(name: str, queue: str) -> Celery:
+    """A floor's Celery app: the worker options the module docstring names, its keys under
+    ``<prefix><queue>:``, its tasks on ``queue`` (also used by bench/durablecelery.py)."""
+    floor = Celery(name, broker=REDIS_URL)
+    floor.conf.update(
+        broker_transport_options={"global_keyprefix": f"{PREFIX}{queue}:", "visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=queue,
+        worker_hijack_root_logger=False,
+    )
+    return floor
+
+
+app = floor_app("rawbench", "raw")
 _client: list[redis.Redis] = []
 
 
