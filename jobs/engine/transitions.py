@@ -56,9 +56,7 @@ def job_transition_many(
     params: dict[str, Any] = {"ids": ids, "allowed": allowed, "now": timezone.now(), "target": int(target)}
     if target == JobState.COMPLETED:
         params.update(failed=failed, message=message)
-    with prepared.cursor() as cursor:
-        cursor.execute(sql(name), params)
-        return [int(row[0]) for row in cursor.fetchall()]
+    return _moved(name, params)
 
 
 def job_start_defined(definitions: Mapping[int, str | None], *, source: Iterable[int]) -> list[int]:
@@ -75,8 +73,14 @@ def job_start_defined(definitions: Mapping[int, str | None], *, source: Iterable
         "allowed": allowed,
         "now": timezone.now(),
     }
+    return _moved("job_start_defined", params)
+
+
+def _moved(name: str, params: Mapping[str, Any]) -> list[int]:
+    """Run the move ``name`` (a statement of ``transitions.sql`` returning the ids it moved) with
+    ``params``; the ids moved."""
     with prepared.cursor() as cursor:
-        cursor.execute(sql("job_start_defined"), params)
+        cursor.execute(sql(name), params)
         return [int(row[0]) for row in cursor.fetchall()]
 
 
