@@ -130,6 +130,35 @@ def test_windows_with_late_inserts_recorded_by_the_trigger(operator: Any, job_ro
     assert check_windows(operator, probes) > 100
 
 
+def test_windows_with_a_row_created_ahead_of_its_statement(operator: Any, job_row: Any) -> None:
+    """A created_at after its statement's start (a client clock ahead of the database's) is recorded as
+    ``ahead``; inserts as the application makes them (created_at read before the statement) record none."""
+    for _ in range(3):
+        job_row(operator.te_client)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM jobs_job_created_skew WHERE kind = 'ahead'")
+        assert cursor.fetchone()[0] == 0
+        cursor.execute(
+            "INSERT INTO jobs_job (client_id, workflow, priority, position, top_of_queue, parameters,"
+            " queue_state, failed, persist, run_at, workflow_uuid, message, created_at, updated_at)"
+            " VALUES (%s, 'noop', 5, 1, false, '{}', 0, false, false, now(), gen_random_uuid(), '',"
+            " statement_timestamp() + interval '2 hours', now())",
+            [operator.te_client.pk],
+        )
+        cursor.execute("SELECT seconds FROM jobs_job_created_skew WHERE kind = 'ahead'")
+        assert [row[0] for row in cursor.fetchall()] == [7200.0]
+    for _ in range(3):
+        job_row(operator.te_client)
+    measured = skew()
+    assert measured is not None and measured >= timedelta(hours=2)
+    # Whole seconds: the API's timestamps carry milliseconds, the rows' microseconds.
+    moments = sorted(
+        moment.replace(microsecond=0) for moment in Job.objects.values_list("created_at", flat=True)
+    )
+    probes = [moments[0], moments[0] + timedelta(seconds=1), moments[-1] - timedelta(minutes=1), moments[-1]]
+    assert check_windows(operator, probes) > 50
+
+
 def test_an_insert_with_an_id_not_from_the_sequence_makes_the_skew_unknown(
     operator: Any, job_row: Any
 ) -> None:

@@ -84,3 +84,30 @@ def test_rerun_refused_when_the_workflow_is_gone(
     assert "unknown workflow 'temp'" in excinfo.value.message
     assert Job.objects.get(pk=job.pk).queue_state == JobState.QUEUED
     assert Job.objects.count() == 1
+
+
+def test_reruns_are_found_through_an_index_of_the_jobs_that_are_one(
+    submit: Callable[..., Job], broker: Broker, committed: Callable[[], Any]
+) -> None:
+    """rerun_of_id is indexed only where set (jobs/migrations/0009): no entry for the jobs that are no
+    rerun, and the index still answers a job's reruns (and the foreign key's check when it is deleted)."""
+    from django.db import connection
+
+    original = submit("noop5")
+    submit("noop5")
+    with committed():
+        rerun = job_rerun(job=original)
+    broker.pop_all()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs_job' AND indexdef LIKE %s",
+            ["%(rerun_of_id)%"],
+        )
+        indexes = cursor.fetchall()
+        assert [name for name, _ in indexes] == ["job_rerun_of_id"]
+        assert indexes[0][1].endswith("WHERE (rerun_of_id IS NOT NULL)")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN SELECT id FROM jobs_job WHERE rerun_of_id = %s", [original.pk])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "job_rerun_of_id" in plan, plan
+    assert list(Job.objects.filter(rerun_of=original).values_list("pk", flat=True)) == [rerun.pk]
