@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -382,9 +382,29 @@ def test_a_job_end_requests_a_dispatch_only_when_a_job_waits(
         dispatch_after_job_end()
     assert broker.pop_all() == []
     make_job(te_client, 5)
+    asked = datetime.now(UTC)
     with committed():
         dispatch_after_job_end()
-    assert [(m.queue, m.task) for m in broker.pop_all()] == [("controller", "jobs.tasks.dispatch")]
+    [message] = broker.pop_all()
+    assert (message.queue, message.task) == ("controller", "jobs.tasks.dispatch")
+    # Due DISPATCH_AFTER_END_SECONDS later, so the job ends of those milliseconds share the dispatch.
+    assert message.eta is not None
+    due = datetime.fromisoformat(message.eta) - asked
+    assert timedelta(seconds=bus.DISPATCH_AFTER_END_SECONDS) <= due < timedelta(seconds=1)
+
+
+def test_job_ends_meanwhile_share_the_dispatch_a_job_end_asked_for(
+    te_client: Client, broker: Broker, committed: Callable[[], Any]
+) -> None:
+    make_job(te_client, 5)
+    for _ in range(3):
+        with committed():
+            dispatch_after_job_end()
+    assert [m.task for m in broker.pop_all()] == ["jobs.tasks.dispatch"]
+    # A submission's own dispatch is asked for at once, as before.
+    with committed():
+        bus.request_dispatch()
+    assert [(m.task, m.eta) for m in broker.pop_all()] == [("jobs.tasks.dispatch", None)]
 
 
 def test_a_dispatcher_that_finds_the_lock_taken_twice_leaves_a_note(
