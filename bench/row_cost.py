@@ -28,7 +28,6 @@ import argparse
 import json
 import statistics
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,28 +89,17 @@ def _measure(jobs: int, parameters: dict[str, Any], client: Any) -> dict[str, fl
     from django.db import connection
     from django.utils import timezone
 
-    from jobs.models import Job
-    from jobs.services import _insert_many
+    from jobs.services import SubmitRequest, _insert_many, _prepare
     from jobs.states import JobState
-    from logs.models import LogEntry
     from taskengine_site import prepared
 
+    wanted = SubmitRequest("noop", parameters)
+
     def submit(count: int) -> list[int]:
+        """Jobs and their creation log entries as ``job_submit`` makes and inserts one."""
         ids: list[int] = []
         for _ in range(count):
-            now = timezone.now()
-            job = Job(
-                client=client,
-                workflow="noop",
-                priority=5,
-                parameters=parameters,
-                queue_state=JobState.QUEUED,
-                run_at=now,
-                workflow_uuid=uuid.uuid4(),
-            )
-            entry = LogEntry(message=json.dumps({"payload": "job_created", "parameters": parameters}))
-            entry.progname = "api"
-            job.created_at = job.updated_at = entry.created_at = entry.updated_at = now
+            job, entry = _prepare(client, wanted, timezone.now())
             ids.extend(_insert_many([(job, entry)]).values())
         return ids
 
