@@ -124,10 +124,7 @@ def publish_dispatch(countdown: float | None = None) -> None:
     That dispatch starts after this commit (it clears the flag first, then reads the queued jobs), so it
     sees this transaction's jobs: a burst of submissions costs one message, not one each.
     """
-    if countdown is None:
-        transaction.on_commit(_send_dispatch_once)
-    else:
-        transaction.on_commit(lambda: _send_dispatch_once(countdown))
+    transaction.on_commit(lambda: _send_dispatch_once(countdown))
 
 
 def _send_dispatch_once(countdown: float | None = None) -> None:
