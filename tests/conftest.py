@@ -48,3 +48,19 @@ def operator_api(make_client):
     c.te_client = client
     c.te_key = key
     return c
+
+
+@pytest.fixture
+def one_rate_window(monkeypatch):
+    """The rate limit's clock held at one instant for the test, so the requests it counts all fall in one
+    window of TASKENGINE_RATE_LIMIT: with the wall clock, a window that ends between two of its requests
+    starts the count again (a 2/minute limit crossed a minute's end once in CI and answered 200, not
+    429). The instant is now, so the counters it writes expire as any other."""
+    import time
+    from types import SimpleNamespace
+
+    from taskengine_site import api
+
+    instant = time.time()
+    monkeypatch.setattr(api, "time", SimpleNamespace(time=lambda: instant))
+    return instant

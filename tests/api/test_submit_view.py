@@ -260,7 +260,7 @@ def test_a_retried_submission_with_its_idempotency_key_answers_the_first_job(api
 
 @pytest.mark.parametrize("limit", ["2/hour", "0/minute"])
 def test_the_rate_limit_answers_as_the_drf_view_and_counts_each_request_once(
-    api: APIClient, settings: Any, limit: str
+    api: APIClient, settings: Any, limit: str, one_rate_window: float
 ) -> None:
     settings.TASKENGINE_RATE_LIMIT = limit
     plain: Request = {"body": GOOD}

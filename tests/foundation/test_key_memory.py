@@ -185,7 +185,7 @@ def test_a_wrong_key_for_a_remembered_client_is_refused(make_client, how):
     _ok(SEND[how](client.name, key), how)
 
 
-def test_a_remembered_key_over_its_rate_limit_answers_429(make_client, settings):
+def test_a_remembered_key_over_its_rate_limit_answers_429(make_client, settings, one_rate_window):
     settings.TASKENGINE_RATE_LIMIT = "2/minute"
     client, key = _remembered(make_client, "POST /job")
     assert _post(client.name, key).status_code == 200

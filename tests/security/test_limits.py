@@ -144,7 +144,7 @@ def test_unknown_path_answers_a_json_404(api: Any) -> None:
     "backend", ["taskengine_site.cache.RedisCache", "django.core.cache.backends.redis.RedisCache"]
 )
 def test_rate_limit_answers_429_with_retry_after_per_client(
-    api: Any, make_client: Any, settings: Any, backend: str
+    api: Any, make_client: Any, settings: Any, backend: str, one_rate_window: float
 ) -> None:
     # A prefix of its own: client ids restart with each test database, the Redis counters do not.
     settings.CACHES = {
@@ -154,7 +154,7 @@ def test_rate_limit_answers_429_with_retry_after_per_client(
             "KEY_PREFIX": f"limits-{uuid.uuid4().hex}",
         }
     }
-    # An hour's window, so the test cannot straddle two windows.
+    # An hour's window, and its clock held (one_rate_window), so the test cannot straddle two windows.
     settings.TASKENGINE_RATE_LIMIT = "3/hour"
     other, key = make_client()
     other_api = APIClient()
