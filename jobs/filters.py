@@ -22,16 +22,15 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
-    TextField,
     Value,
 )
 from django.db.models import F as Field
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 
 from clients.models import Client
-from jobs.models import Job
+from jobs.models import Job, JobSearchText
 from jobs.states import JobState
 
 DEFAULT_LIMIT = 10
@@ -104,31 +103,45 @@ def several_statements(params: Any) -> bool:
     return order_by == "client" or (order_by == "id" and len(params.get("search") or "") >= TRIGRAM)
 
 
-def search_heads(queryset: QuerySet[Job], *, ascending: bool, limit: int) -> QuerySet[Job]:
-    """Narrow a search ordered by id to the ids of its first ``limit`` matches, found the cheap way.
+def search_matches(term: str) -> QuerySet[JobSearchText, Any]:
+    """The ids of the jobs whose parameters' JSON text holds ``term`` (case-insensitive), so a term matches
+    any value (content_id, folder, …) at any depth: read from JobSearchText, whose trigram index a job's
+    changes of state never write again (jobs/migrations/0010)."""
+    return JobSearchText.objects.filter(text__icontains=term).values("job_id")
+
+
+def search_heads(queryset: QuerySet[Job], *, term: str, ascending: bool, limit: int) -> QuerySet[Job]:
+    """``queryset`` (not yet searched) narrowed to the ids of its first ``limit`` jobs that match ``term``,
+    found the cheap way, for a search ordered by id.
 
     Postgres cannot estimate how many jobs a ``%term%`` matches, so it walks the primary key from the
     newest job, which reads most of the table for a rare term (state=2&search=c4242). Here the newest
-    SEARCH_PROBE_IDS ids are tried first; if they hold the whole page, done. Otherwise a rare term's
-    remaining matches come from the trigram index (ordered by ``id + 0`` so the planner cannot pick the
-    primary key walk), while a frequent one is left to the walk. Same rows, same order: the ids of the
-    near part are all beyond those of the far part.
+    SEARCH_PROBE_IDS ids are tried first, their search text read by its primary key over that range; if
+    they hold the whole page, done. Otherwise a rare term's remaining matches come from the trigram index
+    (ordered by ``id + 0`` so the planner cannot pick the primary key walk), while a frequent one is left
+    to the walk. Same rows, same order: the ids of the near part are all beyond those of the far part.
     """
+    searched = queryset.filter(id__in=search_matches(term))
     edge = Job.objects.aggregate(edge=Min("id") if ascending else Max("id"))["edge"]
     if edge is None:
-        return queryset
+        return searched
+    bound = edge + SEARCH_PROBE_IDS if ascending else edge - SEARCH_PROBE_IDS
     if ascending:
-        near, far = Q(id__lte=edge + SEARCH_PROBE_IDS), Q(id__gt=edge + SEARCH_PROBE_IDS)
+        near, far = Q(id__lte=bound), Q(id__gt=bound)
+        near_matches = search_matches(term).filter(job_id__lte=bound)
     else:
-        near, far = Q(id__gte=edge - SEARCH_PROBE_IDS), Q(id__lt=edge - SEARCH_PROBE_IDS)
+        near, far = Q(id__gte=bound), Q(id__lt=bound)
+        near_matches = search_matches(term).filter(job_id__gte=bound)
     order = "id" if ascending else "-id"
-    first = list(queryset.filter(near).order_by(order).values_list("id", flat=True)[:limit])
+    first = list(
+        queryset.filter(near, id__in=near_matches).order_by(order).values_list("id", flat=True)[:limit]
+    )
     if len(first) == limit:
         return queryset.filter(id__in=first)
     if len(first) >= SEARCH_FREQUENT * SEARCH_PROBE_IDS:
-        return queryset
+        return searched
     rest = (
-        queryset.filter(far)
+        searched.filter(far)
         .alias(unindexed_id=Field("id") + 0)
         .order_by("unindexed_id" if ascending else "-unindexed_id")
         .values_list("id", flat=True)[: limit - len(first)]
@@ -328,10 +341,15 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
         return queryset.filter(client_id=Subquery(client_id))
 
     def filter_search(self, queryset: QuerySet[Job], name: str, value: str) -> QuerySet[Job]:
-        # The parameters' JSON text, so a term matches any value (content_id, folder, …) at any depth.
-        return queryset.annotate(parameters_text=Cast("parameters", TextField())).filter(
-            parameters_text__icontains=value
-        )
+        if self._search_by_heads():
+            return queryset  # filter_queryset searches, through search_heads
+        return queryset.filter(id__in=search_matches(value))
+
+    def _search_by_heads(self) -> bool:
+        """Whether this listing's search is done by ``search_heads`` (ordered by id, a term of a trigram
+        or more) rather than by ``filter_search``."""
+        data = self.form.cleaned_data
+        return (data.get("order_by") or "id") == "id" and len(data.get("search") or "") >= TRIGRAM
 
     def filter_queryset(self, queryset: QuerySet[Job]) -> QuerySet[Job]:
         queryset = super().filter_queryset(queryset)
@@ -343,8 +361,8 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
         limit = min(data.get("limit") or DEFAULT_LIMIT, MAX_LIMIT)
         if field == "id":
             queryset = self.bound_ids(queryset, ascending=ascending)
-            if len(data.get("search") or "") >= TRIGRAM:
-                queryset = search_heads(queryset, ascending=ascending, limit=limit)
+            if self._search_by_heads():
+                queryset = search_heads(queryset, term=data["search"], ascending=ascending, limit=limit)
         elif field == "client__name":
             queryset = per_client_heads(queryset, ascending=ascending, limit=limit)
         return queryset.order_by(*ordering)[:limit]

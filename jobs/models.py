@@ -54,9 +54,7 @@ class Job(models.Model):
                 name="job_dispatch_order",
                 condition=Q(queue_state=JobState.QUEUED),
             ),
-            # Not declared here: GET /jobs?search= matches UPPER(parameters::text) LIKE UPPER('%term%'),
-            # answered by the trigram index job_parameters_trgm that migration 0002 makes in SQL (Django
-            # renders an OpClass over a Cast with parentheses Postgres refuses).
+            # GET /jobs?search= reads JobSearchText (below), not an index of this table.
             # GET /jobs?order_by=run_at|priority: the first page without sorting the whole table.
             models.Index(fields=["run_at", "id"], name="job_run_at_id"),
             models.Index(fields=["priority", "id"], name="job_priority_id"),
@@ -80,6 +78,23 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.pk} ({self.workflow}, {self.get_queue_state_display()})"
+
+
+class JobSearchText(models.Model):
+    """What ``GET /jobs?search=`` matches for a job: its parameters as JSON text (``parameters::text``), with
+    a trigram index on its upper case. Written by triggers on ``jobs_job`` (migration 0010) when a job is
+    inserted or its parameters change, deleted with it; never by the application. A table of its own, so
+    that a job's changes of state do not write its parameters' trigrams again."""
+
+    job_id = models.BigIntegerField(primary_key=True)
+    text = models.TextField()
+
+    class Meta:
+        managed = False
+        db_table = "jobs_job_search"
+
+    def __str__(self) -> str:
+        return f"job {self.job_id}: {self.text}"
 
 
 class Task(models.Model):

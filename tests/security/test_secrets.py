@@ -171,6 +171,7 @@ def test_the_audit_finds_a_leak_in_a_column_a_log_record_and_a_process_log(
     assert found == {
         "column logs_logentry.message",
         "column jobs_job.parameters",
+        "column jobs_job_search.text",  # the parameters' copy that GET /jobs?search= reads
         "application log",
         "file worker.log",
     }
