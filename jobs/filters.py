@@ -99,8 +99,13 @@ def several_statements(params: Any) -> bool:
     """Whether the listing these query parameters ask for may take more than one statement (a search
     ordered by id, order_by=client), so the view gives them one snapshot (jobs.selectors.listing_snapshot).
     A guess on the raw parameters is enough: a single statement is one snapshot anyway."""
-    order_by = params.get("order_by") or "id"
-    return order_by == "client" or (order_by == "id" and len(params.get("search") or "") >= TRIGRAM)
+    return (params.get("order_by") or "id") == "client" or searched_by_heads(params)
+
+
+def searched_by_heads(params: Any) -> bool:
+    """Whether a listing with these parameters (raw or cleaned) searches through ``search_heads``: ordered
+    by id, with a term of a trigram or more; otherwise ``JobFilter.filter_search`` searches."""
+    return (params.get("order_by") or "id") == "id" and len(params.get("search") or "") >= TRIGRAM
 
 
 def search_matches(term: str) -> QuerySet[JobSearchText, Any]:
@@ -341,15 +346,9 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
         return queryset.filter(client_id=Subquery(client_id))
 
     def filter_search(self, queryset: QuerySet[Job], name: str, value: str) -> QuerySet[Job]:
-        if self._search_by_heads():
+        if searched_by_heads(self.form.cleaned_data):
             return queryset  # filter_queryset searches, through search_heads
         return queryset.filter(id__in=search_matches(value))
-
-    def _search_by_heads(self) -> bool:
-        """Whether this listing's search is done by ``search_heads`` (ordered by id, a term of a trigram
-        or more) rather than by ``filter_search``."""
-        data = self.form.cleaned_data
-        return (data.get("order_by") or "id") == "id" and len(data.get("search") or "") >= TRIGRAM
 
     def filter_queryset(self, queryset: QuerySet[Job]) -> QuerySet[Job]:
         queryset = super().filter_queryset(queryset)
@@ -361,7 +360,7 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc,unused-ignore]
         limit = min(data.get("limit") or DEFAULT_LIMIT, MAX_LIMIT)
         if field == "id":
             queryset = self.bound_ids(queryset, ascending=ascending)
-            if self._search_by_heads():
+            if searched_by_heads(data):
                 queryset = search_heads(queryset, term=data["search"], ascending=ascending, limit=limit)
         elif field == "client__name":
             queryset = per_client_heads(queryset, ascending=ascending, limit=limit)

@@ -13,8 +13,9 @@ bulk load): a statement's inserted jobs are copied in one INSERT (a transition t
 There is no foreign key: the delete trigger does its work, and the engine's insert needs no check.
 
 The table is filled for the jobs already there after the triggers exist (creating one waits for the
-inserts in flight, and every later insert copies its own jobs; the fill skips those); the trigram index is built ``CONCURRENTLY`` after it
-and only then is ``job_parameters_trgm`` dropped (``CONCURRENTLY`` too). While the previous release
+inserts in flight, and every later insert copies its own jobs; the fill skips those); the trigram index
+is built ``CONCURRENTLY`` after it and only then is ``job_parameters_trgm`` dropped (``CONCURRENTLY``
+too). While the previous release
 still runs during a deploy, its searches read ``jobs_job`` without that index: the same rows, found by
 walking the jobs instead of through the index.
 """
@@ -67,7 +68,10 @@ FOR EACH STATEMENT EXECUTE FUNCTION jobs_job_search_truncated();
 """
 
 # The jobs already there (after the triggers: those inserted since copied themselves).
-FILL = "INSERT INTO jobs_job_search (job_id, text) SELECT id, parameters::text FROM jobs_job ON CONFLICT (job_id) DO NOTHING"
+FILL = (
+    "INSERT INTO jobs_job_search (job_id, text) SELECT id, parameters::text FROM jobs_job"
+    " ON CONFLICT (job_id) DO NOTHING"
+)
 
 DROP = """
 DROP TRIGGER IF EXISTS jobs_job_search_truncated ON jobs_job;
@@ -99,7 +103,10 @@ class Migration(migrations.Migration):
                     options={"db_table": "jobs_job_search", "managed": False},
                 ),
             ],
-            database_operations=[migrations.RunSQL(CREATE, DROP), migrations.RunSQL(FILL, migrations.RunSQL.noop)],
+            database_operations=[
+                migrations.RunSQL(CREATE, DROP),
+                migrations.RunSQL(FILL, migrations.RunSQL.noop),
+            ],
         ),
         migrations.RunSQL(
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS job_search_text_trgm ON jobs_job_search"
