@@ -187,9 +187,10 @@ def _defaults(model: Any) -> tuple[tuple[str, Callable[[], Any]], ...]:
 def _unsaved(model: Any, values: dict[str, Any], **related: Any) -> Any:
     """What ``model(**values, **related)`` makes (a new, unsaved instance; ``values`` by attname, every
     other concrete field at its default, each of ``related`` cached as its foreign key's object), without
-    ``Model.__init__``'s handling of each argument in turn: a quarter of the CPU of preparing a submitted
-    job under gunicorn (py-spy, bench/README.md, issue 16). Neither model has ``pre_init``/``post_init``
-    receivers (tests/api/test_submission_rows.py compares the two ways)."""
+    ``Model.__init__``'s handling of each argument in turn: the two constructors were 6 % of the gunicorn
+    workers' samples during ``POST /job`` (py-spy, bench/README.md, issue 16, seventh pass, item 18).
+    Neither model has ``pre_init``/``post_init`` receivers (tests/api/test_submission_rows.py compares the
+    two ways)."""
     instance = model.__new__(model)
     instance._state = ModelState()
     fields = instance.__dict__
