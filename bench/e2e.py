@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.e2e [--jobs 1000] [--rounds 1] [--peers durable,rq,procrastinate]
                                   [--submitters 4] [--steps 5|1] [--batch 0|N] [--db te_bench]
-                                  [--history 20000]
+                                  [--history 20000] [--starts-per-message N]
 
 Sides, run one after the other in each round (only one side's processes are alive while it is timed):
 
@@ -494,12 +494,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=20_000,
         help="finished five-step jobs put in the tables first, as a running engine has (0: empty tables)",
     )
+    parser.add_argument(
+        "--starts-per-message",
+        type=int,
+        default=0,
+        help="the engine's TASKENGINE_STARTS_PER_MESSAGE (0: as the environment or the default has it)",
+    )
     args = parser.parse_args(argv)
     workflow = "noop5" if args.steps == 5 else "noop"
     # Read by bench.peers when it is first imported (this process submits Procrastinate's jobs too).
     os.environ["BENCH_PROCRASTINATE_DB"] = common.database_url(f"{args.db}_procrastinate")
 
     env = common.setup_django(args.db)
+    if args.starts_per_message:
+        env["TASKENGINE_STARTS_PER_MESSAGE"] = str(args.starts_per_message)
+    starts_per_message = int(env.get("TASKENGINE_STARTS_PER_MESSAGE") or 1)
     import redis as redislib
 
     redis = redislib.Redis.from_url(common.REDIS_URL)
@@ -553,6 +562,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "jobs": args.jobs,
         "steps": args.steps,
         "batch": args.batch,
+        "starts_per_message": starts_per_message,
         "celery_s": round(celery_s, 2),
         "engine_s": round(engine["seconds"], 2),
         "ratio": round(engine["seconds"] / celery_s, 2),

@@ -6,7 +6,7 @@ queue, ``advance_job`` and ``dispatch`` to ``controller``, ``reconcile`` to ``sc
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from jobs.engine import controller, dispatcher, runner
 from jobs.engine import reconcile as reconciler
@@ -15,6 +15,12 @@ from jobs.engine import reconcile as reconciler
 @shared_task(name="jobs.tasks.run_task")
 def run_task(task_id: int) -> None:
     runner.run_task(task_id)
+
+
+@shared_task(name="jobs.tasks.run_tasks", bind=True)
+def run_tasks(self: Task, task_ids: list[int]) -> None:
+    # The queue the message came from: where the tasks it does not start are published again.
+    runner.run_tasks(task_ids, (self.request.delivery_info or {}).get("routing_key"))
 
 
 @shared_task(name="jobs.tasks.advance_job")

@@ -86,7 +86,7 @@ def _time_limits(name: str) -> list[int | None] | None:
     return [options.get("time_limit"), options.get("soft_time_limit")]
 
 
-def message(name: str, args: list[int], queue: str) -> dict[str, Any] | None:
+def message(name: str, args: list[Any], queue: str) -> dict[str, Any] | None:
     """The message ``app.send_task(name, args=args, queue=queue)`` would push onto the queue's list,
     or None when only send_task can write it (``_time_limits``)."""
     limits = _time_limits(name)
@@ -138,9 +138,16 @@ def queue_key(queue: str) -> str:
     return str(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("global_keyprefix", "")) + queue
 
 
-def send(name: str, args: list[int], queue: str, countdown: float | None = None) -> None:
+def _keys(args: list[Any]) -> bool:
+    """True for arguments this module writes: primary keys, or lists of them."""
+    return all(
+        type(arg) is int or (type(arg) is list and all(type(item) is int for item in arg)) for arg in args
+    )
+
+
+def send(name: str, args: list[Any], queue: str, countdown: float | None = None) -> None:
     """Publish task ``name`` with ``args`` on ``queue``, as ``app.send_task`` would (module docstring)."""
-    built = message(name, args, queue) if countdown is None and all(type(a) is int for a in args) else None
+    built = message(name, args, queue) if countdown is None and _keys(args) else None
     if built is not None:
         try:
             _redis().lpush(queue_key(queue), json.dumps(built))
@@ -148,3 +155,17 @@ def send(name: str, args: list[int], queue: str, countdown: float | None = None)
         except redis.RedisError:
             pass  # Celery's publish, with its retries, decides
     app.send_task(name, args=args, queue=queue, countdown=countdown)
+
+
+def send_each(name: str, each: list[list[Any]], queue: str) -> None:
+    """Publish task ``name`` once for each argument list of ``each`` on ``queue``, in order: one
+    ``LPUSH`` of them all (a worker takes them oldest first, as if sent one by one)."""
+    built = [message(name, args, queue) if _keys(args) else None for args in each]
+    if built and all(item is not None for item in built):
+        try:
+            _redis().lpush(queue_key(queue), *(json.dumps(item) for item in built))
+            return
+        except redis.RedisError:
+            pass  # Celery's publish, with its retries, decides
+    for args in each:
+        app.send_task(name, args=args, queue=queue)

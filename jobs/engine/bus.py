@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from celery import current_task
@@ -36,6 +37,7 @@ WORKER_QUEUES = STEP_QUEUES
 CONTROL_QUEUES = (CONTROLLER_QUEUE, CALLBACK_QUEUE, SCHEDULER_QUEUE)
 
 RUN_TASK = "jobs.tasks.run_task"
+RUN_TASKS = "jobs.tasks.run_tasks"
 ADVANCE_JOB = "jobs.tasks.advance_job"
 DISPATCH = "jobs.tasks.dispatch"
 RECONCILE = "jobs.tasks.reconcile"
@@ -68,7 +70,7 @@ def countdown_ceiling() -> float:
     return max(1.0, settings.TASKENGINE_VISIBILITY_TIMEOUT * 0.8)
 
 
-def _send(name: str, args: list[int], queue: str, countdown: float | None = None) -> None:
+def _send(name: str, args: list[Any], queue: str, countdown: float | None = None) -> None:
     if shutdown.requested():
         # From a stopping worker: not into the read its own consumer may still have pending.
         shutdown.wait_for_consumer_to_let_go()
@@ -78,6 +80,44 @@ def _send(name: str, args: list[int], queue: str, countdown: float | None = None
 def publish_run(task_id: int, queue: str, countdown: float | None = None) -> None:
     """Ask a worker of ``queue`` to run task ``task_id`` once the current transaction commits."""
     transaction.on_commit(lambda: _send(RUN_TASK, [task_id], queue, countdown))
+
+
+def publish_starts(tasks: Sequence[tuple[int, str]]) -> None:
+    """Ask workers to run the first tasks of jobs just started, ``tasks`` (id, queue) in dispatch order,
+    once the current transaction commits: the tasks of one queue as messages of up to
+    ``TASKENGINE_STARTS_PER_MESSAGE`` tasks each (``run_tasks``; one task alone is a ``run_task``)."""
+    if tasks:
+        transaction.on_commit(lambda: _send_starts(tasks))
+
+
+def start_groups(task_ids: Sequence[int], most: int) -> list[list[int]]:
+    """``task_ids`` (in dispatch order) as the fewest messages of at most ``most`` tasks, their sizes
+    within one of each other; the first task of every message comes before the second of any, so the
+    earliest jobs start first, side by side."""
+    count = -(-len(task_ids) // max(1, most))
+    return [list(task_ids[index::count]) for index in range(count)]
+
+
+def _send_starts(tasks: Sequence[tuple[int, str]]) -> None:
+    by_queue: dict[str, list[int]] = {}
+    for task_id, queue in tasks:
+        by_queue.setdefault(queue, []).append(task_id)
+    most = settings.TASKENGINE_STARTS_PER_MESSAGE
+    for queue, ids in by_queue.items():
+        groups = start_groups(ids, most)
+        single = [group[0] for group in groups if len(group) == 1]
+        if single:
+            send_runs(single, queue)
+        for group in groups:
+            if len(group) > 1:
+                _send(RUN_TASKS, [group], queue)
+
+
+def send_runs(task_ids: Sequence[int], queue: str) -> None:
+    """Publish a ``run_task`` message for each of ``task_ids`` on ``queue`` now, in order."""
+    if shutdown.requested():
+        shutdown.wait_for_consumer_to_let_go()
+    publish.send_each(RUN_TASK, [[task_id] for task_id in task_ids], queue)
 
 
 def publish_advance(job_id: int) -> None:

@@ -184,8 +184,7 @@ def _give_tasks(jobs: list[tuple[int, list[dict[str, Any]], bool]], *, write_def
             cursor.execute(sql("write_definitions"), {"ids": ids, "definitions": definitions, "now": now})
         cursor.execute(sql("insert_tasks"), {**tasks, "now": now})
         first = sorted((r for r in cursor.fetchall() if r[2] == 1), key=lambda r: r[1])
-    for task_id, _, _, queue in first:
-        bus.publish_run(int(task_id), queue)
+    bus.publish_starts([(int(task_id), queue) for task_id, _, _, queue in first])
 
 
 def fail_start(job_id: int, message: str) -> None:

@@ -354,20 +354,87 @@ def run_task(task_id: int) -> None:
     if shutdown.requested():
         _pass_on(task_id)
         return
-    deadline = time.monotonic() + chain_seconds()
     try:
-        # A job that cannot call back: the claim and the start's log lines are one statement in
-        # autocommit. Otherwise one transaction for the claim and the start's records (the start
-        # callback among them): one commit instead of one per statement. Either commits before the
-        # step runs, which runs outside any transaction.
-        task = _claim_quiet(task_id)
-        if task is MAY_CALL_BACK:
-            with transaction.atomic():
-                task = _start(task_id)
-        while task is not None:
-            task = _run_attempt(task, chain_until=deadline)
+        _run_chain(task_id, time.monotonic() + chain_seconds())
     finally:
         # After the counts' own on_commit hooks (at once in a worker, which runs outside a transaction).
+        transaction.on_commit(_tally.flush)
+
+
+def _run_chain(task_id: int, deadline: float) -> None:
+    """One attempt of ``task_id`` if it can be claimed, then its job's next steps while ``deadline`` has
+    not passed (``run_task``)."""
+    # A job that cannot call back: the claim and the start's log lines are one statement in
+    # autocommit. Otherwise one transaction for the claim and the start's records (the start
+    # callback among them): one commit instead of one per statement. Either commits before the
+    # step runs, which runs outside any transaction.
+    task = _claim_quiet(task_id)
+    if task is MAY_CALL_BACK:
+        with transaction.atomic():
+            task = _start(task_id)
+    while task is not None:
+        task = _run_attempt(task, chain_until=deadline)
+
+
+# The tasks of a message of several (``run_tasks``) start here only this soon after the message does;
+# those not started by then are published one to a message, for any worker of their queue.
+GROUP_HANDOFF_SECONDS = 0.05
+
+
+class _Group:
+    """The tasks of a ``run_tasks`` message not started yet; taken one by one by the process running
+    the message, or all at once, to be published one to a message, by its hand-off timer."""
+
+    def __init__(self, task_ids: Sequence[int], queue: str) -> None:
+        self._waiting = list(task_ids)
+        self._queue = queue
+        self._lock = threading.Lock()
+        self._until = time.monotonic() + GROUP_HANDOFF_SECONDS
+
+    def next(self) -> int | None:
+        """The next task to run here, or None: none left, or the hand-off is due (what is left is then
+        published)."""
+        with self._lock:
+            if not self._waiting:
+                return None
+            if time.monotonic() < self._until and not shutdown.requested():
+                return self._waiting.pop(0)
+        self.hand_off()
+        return None
+
+    def hand_off(self) -> None:
+        """Publish every task not started yet, one to a message (the form every release runs)."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        if waiting:
+            bus.send_runs(waiting, self._queue)
+
+
+def run_tasks(task_ids: Sequence[int], queue: str | None) -> None:
+    """Run the first tasks of several jobs a dispatch started, one after the other (a ``run_tasks``
+    message of ``queue``; ``TASKENGINE_STARTS_PER_MESSAGE``), each as ``run_task`` runs it, with its
+    job's next steps.
+
+    One message for several jobs spares the broker and the worker's pool a message each. So that no
+    task waits behind a long step while another worker is free, a task starts here only within
+    ``GROUP_HANDOFF_SECONDS`` of the message's start: those left then are published one to a message,
+    by a timer if a step is still running. A task started here has at most that much less of Celery's
+    soft time limit, which is per message. A stopping worker passes them all on.
+    """
+    if queue is None:  # a delivery that names no queue: the tasks' own (a dispatch groups them by queue)
+        queue = Task.objects.filter(pk__in=task_ids).values_list("queue", flat=True).first() or ""
+    group = _Group(task_ids, queue)
+    timer = threading.Timer(GROUP_HANDOFF_SECONDS, group.hand_off)
+    timer.daemon = True
+    timer.start()
+    try:
+        task_id = group.next()
+        while task_id is not None:
+            _run_chain(task_id, time.monotonic() + chain_seconds())
+            task_id = group.next()
+    finally:
+        timer.cancel()
+        group.hand_off()  # after an error, the tasks not started yet go to other messages
         transaction.on_commit(_tally.flush)
 
 

@@ -4,9 +4,11 @@ again, and the workers' heartbeats reach the health numbers."""
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 
 import pytest
+from django.db import transaction
 
 from clients.models import Client
 from jobs.models import Job
@@ -14,6 +16,7 @@ from jobs.services import job_rerun, job_submit
 from jobs.states import JobState, TaskState
 from logs.models import LogEntry
 from monitoring import selectors
+from settings_app.services import setting_set
 from tests.e2e.conftest import EngineProcesses
 
 from .conftest import wait_until
@@ -99,3 +102,24 @@ def test_worker_heartbeats_reach_the_health_numbers(
     # A stopped worker withdraws its heartbeat.
     engine_processes.stop(engine_processes.processes[0])
     assert selectors.health_numbers()["queues"]["controller"]["workers"] == 0
+
+
+def test_starts_several_to_a_message_run_on_a_real_worker(
+    engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
+) -> None:
+    # TASKENGINE_STARTS_PER_MESSAGE: one dispatch starts the twelve jobs, whose first steps go out as
+    # three run_tasks messages of four; the worker takes each message's queue from its delivery.
+    worker = engine_processes.start_worker(extra_env={"TASKENGINE_STARTS_PER_MESSAGE": "4"})
+    client, _ = make_client()
+    with transaction.atomic():
+        setting_set(name="max_jobs", value=20)
+        jobs = [job_submit(client=client, workflow="noop", parameters={"n": n})[0] for n in range(12)]
+    ids = [job.pk for job in jobs]
+    wait_until(
+        lambda: Job.objects.filter(pk__in=ids, queue_state=JobState.COMPLETED).count() == 12, timeout=30
+    )
+    tasks = [job.tasks.get() for job in jobs]
+    assert [(t.state, t.attempts) for t in tasks] == [(TaskState.COMPLETED, 1)] * 12
+    log = engine_processes.log(worker)
+    assert len(re.findall(r"Task jobs\.tasks\.run_tasks\[[-0-9a-f]+\] received", log)) == 3, log
+    assert "Traceback" not in log, log

@@ -17,7 +17,7 @@ import pytest
 from clients.models import Client
 from jobs import tasks
 from jobs.engine import bus, dispatcher, reconcile, runner
-from jobs.engine.bus import ADVANCE_JOB, DISPATCH, RECONCILE, RUN_TASK
+from jobs.engine.bus import ADVANCE_JOB, DISPATCH, RECONCILE, RUN_TASK, RUN_TASKS
 from jobs.models import Job
 from monitoring import broker as redis_queues
 
@@ -63,6 +63,7 @@ class Broker:
     def run(self, message: Message) -> None:
         handlers: dict[str, Callable[..., Any]] = {
             RUN_TASK: runner.run_task,
+            RUN_TASKS: lambda task_ids: runner.run_tasks(task_ids, message.queue),
             ADVANCE_JOB: tasks.advance_job.run,
             DISPATCH: dispatcher.dispatch,
             RECONCILE: reconcile.reconcile,
