@@ -157,6 +157,13 @@ def dispatch_after_job_end() -> None:
         publish_dispatch(countdown=DISPATCH_AFTER_END_SECONDS)
 
 
+def dispatch_soon() -> None:
+    """Enqueue a dispatch due ``DISPATCH_AFTER_END_SECONDS`` from now, unless one is on its way, without
+    reading whether a job waits (from a thread that uses no database connection; outside any
+    transaction)."""
+    _send_dispatch_once(DISPATCH_AFTER_END_SECONDS)
+
+
 def publish_dispatch(countdown: float | None = None) -> None:
     """Ask the controller to fill free slots after commit (``countdown`` seconds after it), unless a
     dispatch is already on its way.

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -383,13 +383,31 @@ GROUP_HANDOFF_SECONDS = 0.05
 
 class _Group:
     """The tasks of a ``run_tasks`` message not started yet; taken one by one by the process running
-    the message, or all at once, to be published one to a message, by its hand-off timer."""
+    the message, or all at once, to be published one to a message, by its hand-off timer. Also the job
+    ends of its tasks whose freed slot has not been offered yet (``_slot_hook``)."""
 
     def __init__(self, task_ids: Sequence[int], queue: str) -> None:
         self._waiting = list(task_ids)
         self._queue = queue
         self._lock = threading.Lock()
         self._until = time.monotonic() + GROUP_HANDOFF_SECONDS
+        self._ends = 0
+        self._finished = False
+
+    def ended(self) -> None:
+        """A job of this message ended (committed): counted, or checked at once after the message."""
+        with self._lock:
+            if not self._finished:
+                self._ends += 1
+                return
+        bus.dispatch_after_job_end()
+
+    def take_ends(self, *, finish: bool = False) -> int:
+        """The job ends not checked yet (and, with ``finish``, later ones are checked one by one)."""
+        with self._lock:
+            ends, self._ends = self._ends, 0
+            self._finished = self._finished or finish
+        return ends
 
     def next(self) -> int | None:
         """The next task to run here, or None: none left, or the hand-off is due (what is left is then
@@ -409,6 +427,26 @@ class _Group:
         if waiting:
             bus.send_runs(waiting, self._queue)
 
+    def on_time(self) -> None:
+        """The hand-off timer: the tasks not started go to other workers, and the slots of jobs ended
+        so far are offered now rather than after a step that may run long (a dispatch is asked for
+        without reading whether a job waits: the timer's thread does not use the database)."""
+        self.hand_off()
+        if self.take_ends():
+            bus.dispatch_soon()
+
+
+# The run_tasks message this process is running, if any.
+_group: _Group | None = None
+
+
+def _slot_hook() -> Callable[[], None]:
+    """What a job's end runs once it has committed (its slot is free), for ``transaction.on_commit``.
+    Outside a ``run_tasks`` message: ask for a dispatch if a job waits (``bus.dispatch_after_job_end``).
+    Inside one, that check is made once for the message's job ends, when it has run its tasks (or by its
+    hand-off timer): one read for the message instead of one a job."""
+    return bus.dispatch_after_job_end if _group is None else _group.ended
+
 
 def run_tasks(task_ids: Sequence[int], queue: str | None) -> None:
     """Run the first tasks of several jobs a dispatch started, one after the other (a ``run_tasks``
@@ -423,8 +461,9 @@ def run_tasks(task_ids: Sequence[int], queue: str | None) -> None:
     """
     if queue is None:  # a delivery that names no queue: the tasks' own (a dispatch groups them by queue)
         queue = Task.objects.filter(pk__in=task_ids).values_list("queue", flat=True).first() or ""
-    group = _Group(task_ids, queue)
-    timer = threading.Timer(GROUP_HANDOFF_SECONDS, group.hand_off)
+    global _group
+    group = _group = _Group(task_ids, queue)
+    timer = threading.Timer(GROUP_HANDOFF_SECONDS, group.on_time)
     timer.daemon = True
     timer.start()
     try:
@@ -433,8 +472,11 @@ def run_tasks(task_ids: Sequence[int], queue: str | None) -> None:
             _run_chain(task_id, time.monotonic() + chain_seconds())
             task_id = group.next()
     finally:
+        _group = None
         timer.cancel()
         group.hand_off()  # after an error, the tasks not started yet go to other messages
+        if group.take_ends(finish=True):
+            bus.dispatch_after_job_end()
         transaction.on_commit(_tally.flush)
 
 
@@ -592,13 +634,14 @@ def _complete(task: Claimed, attempt: int, result: Any, *, hold_queue: str | Non
             notify.job_finished(task.job_id, parameters=parameters)
     transaction.on_commit(_tally.completed)
     if ended:
-        transaction.on_commit(bus.dispatch_after_job_end)  # the job's slot is free
+        transaction.on_commit(_slot_hook())
         return None
     if next_id is None:
         # Not the simple case (an earlier step not completed, the next one not pending): the general
         # path decides; when it ends the job, its slot is free.
         if job_state == JobState.STARTED and controller.advance(task.job_id):
-            bus.dispatch_after_job_end()
+            freed = _slot_hook()
+            freed()
         return None
     if next_state != TaskState.RUNNING:
         bus.publish_run(int(next_id), queue)
@@ -673,7 +716,7 @@ def _record(task: Claimed, attempt: int, outcome: str, error: str) -> None:
                     progress = controller.move_on(Job.objects.get(pk=task.job_id))
             transaction.on_commit(_tally.failed)
     if progress.ended:
-        transaction.on_commit(bus.dispatch_after_job_end)  # the job's slot is free
+        transaction.on_commit(_slot_hook())
 
 
 def _hand_back(task: Claimed, attempt: int) -> None:

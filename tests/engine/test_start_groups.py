@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import pytest
@@ -247,3 +248,109 @@ def test_publish_send_each_is_one_push_of_messages_send_would_write(monkeypatch:
     # Each message is the one send writes, but for its own ids and arguments.
     assert all(comparable(m) == comparable(raws[-1]) for m in raws)
     assert len({m["headers"]["id"] for m in raws}) == 4
+
+
+@pytest.fixture
+def live(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
+    """The broker's queues with every commit real, as in a worker: a job end's hooks run when its
+    statement commits, inside the message (the ``broker`` fixture runs them when the message is done)."""
+    monkeypatch.setattr(runner, "heartbeat_seconds", lambda: 3600.0)
+    b = Broker(lambda **_: nullcontext())
+    b.clear()
+    yield b
+    b.clear()
+
+
+def test_the_job_ends_of_a_message_ask_once_whether_a_job_waits(
+    submit: Callable[..., Job],
+    live: Broker,
+    settings: Any,
+    setting: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings.TASKENGINE_STARTS_PER_MESSAGE = 4
+    setting(max_jobs=3)
+    jobs = [submit("noop") for _ in range(3)]
+    waiting = submit("noop")
+    [message] = dispatched(live)
+    assert message.task == bus.RUN_TASKS and len(message.args[0]) == 3
+    checks: list[int] = []
+    real = bus.dispatch_after_job_end
+    monkeypatch.setattr(bus, "dispatch_after_job_end", lambda: (checks.append(1), real())[1])
+    live.run(message)
+    assert checks == [1]  # one read for the three job ends, not one each
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.queue_state == JobState.COMPLETED
+    # It saw the waiting job: one dispatch, due a moment later, which starts it.
+    [dispatch] = live.pop_all()
+    assert (dispatch.task, dispatch.eta is not None) == (bus.DISPATCH, True)
+    live.run(dispatch)
+    live.drain()
+    waiting.refresh_from_db()
+    assert waiting.queue_state == JobState.COMPLETED
+
+
+def test_a_job_end_hook_run_after_its_message_checks_by_itself(
+    submit: Callable[..., Job], broker: Broker, settings: Any, setting: Callable[..., None]
+) -> None:
+    # Under the ``broker`` fixture the hooks run after the message (a caller's transaction): each end
+    # then checks on its own, and the waiting job is still started.
+    settings.TASKENGINE_STARTS_PER_MESSAGE = 4
+    setting(max_jobs=2)
+    [submit("noop") for _ in range(2)]
+    waiting = submit("noop")
+    [message] = dispatched(broker)
+    broker.run(message)
+    broker.drain()
+    waiting.refresh_from_db()
+    assert waiting.queue_state == JobState.COMPLETED
+
+
+def test_without_a_waiting_job_the_message_asks_for_no_dispatch(
+    submit: Callable[..., Job], live: Broker, settings: Any
+) -> None:
+    settings.TASKENGINE_STARTS_PER_MESSAGE = 4
+    [submit("noop") for _ in range(3)]
+    [message] = dispatched(live)
+    live.run(message)
+    assert live.pop_all() == []
+
+
+@step("test_group_wait_dispatch")
+def _wait_dispatch(ctx: StepContext) -> dict[str, int]:
+    """Waits (up to 2 s) until a dispatch message is on the controller queue, while it runs."""
+    client = redis_queues.redis_client()
+    began = time.monotonic()
+    while time.monotonic() - began < 2.0:
+        if client.llen(publish.queue_key(bus.CONTROLLER_QUEUE)):
+            return {"after_ms": int(1000 * (time.monotonic() - began))}
+        time.sleep(0.005)
+    return {"after_ms": 2000}
+
+
+def test_slots_freed_before_a_long_step_are_offered_when_the_hand_off_is_due(
+    te_client: Any, submit: Callable[..., Job], live: Broker, settings: Any, setting: Callable[..., None]
+) -> None:
+    settings.TASKENGINE_STARTS_PER_MESSAGE = 4
+    setting(max_jobs=3)
+    WorkflowDefinition.objects.create(
+        client=te_client, name="waits", steps=[{"step": "test_group_wait_dispatch"}]
+    )
+    quick = [submit("noop"), submit("noop")]
+    slow = submit("waits")
+    waiting = submit("noop")
+    [message] = dispatched(live)
+    assert message.args == [[first_task(job) for job in (*quick, slow)]]
+    live.run(message)
+    # The two quick jobs ended before the long step began; their slots were offered by the hand-off
+    # timer while it ran, not after it.
+    result = Task.objects.get(job=slow).result
+    assert isinstance(result, dict)
+    assert result["after_ms"] < 1000
+    [dispatch] = live.pop_all()  # one, though the long step's job ended since: the flag held it
+    assert dispatch.task == bus.DISPATCH
+    live.run(dispatch)
+    live.drain()
+    waiting.refresh_from_db()
+    assert waiting.queue_state == JobState.COMPLETED
