@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import cProfile
 import json
 import os
@@ -75,6 +76,9 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=0, help="submit through jobs_submit, N jobs a call")
     parser.add_argument(
+        "--starts-per-message", type=int, default=1, help="TASKENGINE_STARTS_PER_MESSAGE for the run"
+    )
+    parser.add_argument(
         "--media-parameters",
         action="store_true",
         help="give every job the parameters of a media job (MEDIA_PARAMETERS, 0.9 kB of JSON) instead of {}: "
@@ -91,6 +95,9 @@ def main() -> None:
     parameters = dict(MEDIA_PARAMETERS) if args.media_parameters else {}
 
     common.setup_django(args.db)
+    from django.conf import settings
+
+    settings.TASKENGINE_STARTS_PER_MESSAGE = args.starts_per_message
     common.reset_jobs()
     common.set_setting("max_jobs", args.max_jobs)
 
@@ -114,7 +121,9 @@ def main() -> None:
     }
     redis = redis_queues.redis_client()
 
-    keys = [key for queue in redis_queues.QUEUES for key in redis_queues.queue_keys(queue)]
+    queues = [(queue, key) for queue in redis_queues.QUEUES for key in redis_queues.queue_keys(queue)]
+    keys = [key for _, key in queues]
+    handlers[bus.RUN_TASKS] = runner.run_tasks
 
     def pop_all() -> list[tuple[str, list[Any]]]:
         """Every message waiting, oldest first per queue, in one round trip (nothing else publishes to
@@ -125,11 +134,13 @@ def main() -> None:
         pipe.delete(*keys)
         lists = pipe.execute()[:-1]
         messages = []
-        for raws in lists:
+        for (queue, _), raws in zip(queues, lists, strict=True):
             for raw in reversed(raws):  # published with LPUSH, consumed from the right
                 payload = json.loads(str(raw))
                 body = json.loads(base64.b64decode(payload["body"]))
-                messages.append((payload["headers"]["task"], list(body[0])))
+                name, margs = payload["headers"]["task"], list(body[0])
+                # run_tasks takes the queue its message came from, as the Celery task reads it.
+                messages.append((name, [*margs, queue] if name == bus.RUN_TASKS else margs))
         return messages
 
     for queue in redis_queues.QUEUES:
@@ -153,6 +164,8 @@ def main() -> None:
         wal_before = cursor.fetchone()[0]
     redis_commands_before = int(redis.info("stats")["total_commands_processed"])
 
+    # Python CPU by where it was spent: the submissions, and each kind of message run.
+    by_part: collections.Counter[str] = collections.Counter()
     profiler = cProfile.Profile(time.process_time) if args.profile else None
     messages = 0
     cpu0, pg0, wall0 = time.process_time(), _backend_cpu(backend), time.monotonic()
@@ -165,19 +178,25 @@ def main() -> None:
             while batch := pop_all():
                 for name, margs in batch:
                     messages += 1
+                    began = time.process_time()
                     handlers[name](*margs)
+                    by_part[name.rsplit(".", 1)[-1]] += time.process_time() - began
 
         if args.batch:
             from jobs.services import SubmitRequest, jobs_submit
 
             for first in range(0, args.jobs, args.batch):
                 size = min(args.batch, args.jobs - first)
+                began = time.process_time()
                 jobs_submit(client=client, requests=[SubmitRequest(args.workflow, parameters)] * size)
+                by_part["submit"] += time.process_time() - began
                 if args.every:
                     drain()
         else:
             for number in range(1, args.jobs + 1):
+                began = time.process_time()
                 job_submit(client=client, workflow=args.workflow, parameters=parameters)
+                by_part["submit"] += time.process_time() - began
                 if args.every and number % args.every == 0:
                     drain()
         drain()
@@ -203,6 +222,7 @@ def main() -> None:
         "jobs": n,
         "completed": done,
         "python_cpu_ms_per_job": round(cpu * 1000 / n, 2),
+        "python_cpu_ms_per_job_by_part": {k: round(v * 1000 / n, 2) for k, v in sorted(by_part.items())},
         "postgres_cpu_ms_per_job": None if pg is None else round(pg * 1000 / n, 2),
         "statements_per_job": round(statements / n, 1),
         "commits_per_job": round(commits / n, 1),
@@ -213,6 +233,7 @@ def main() -> None:
         "media_parameters": args.media_parameters,
         "batch": args.batch,
         "every": args.every,
+        "starts_per_message": args.starts_per_message,
         "max_jobs": args.max_jobs,
         "wall_s": round(wall, 2),
         "machine": common.machine(),
