@@ -165,7 +165,7 @@ def main() -> None:
     redis_commands_before = int(redis.info("stats")["total_commands_processed"])
 
     # Python CPU by where it was spent: the submissions, and each kind of message run.
-    by_part: collections.Counter[str] = collections.Counter()
+    by_part: collections.defaultdict[str, float] = collections.defaultdict(float)
     profiler = cProfile.Profile(time.process_time) if args.profile else None
     messages = 0
     cpu0, pg0, wall0 = time.process_time(), _backend_cpu(backend), time.monotonic()
