@@ -11,4 +11,8 @@ class MonitoringConfig(AppConfig):
         from monitoring import workers
 
         steps_finished.connect(workers.count_processed, dispatch_uid="taskengine-step-counters")
+        # Several starts to a message only where every worker of the queue can run such messages.
+        from jobs.engine import bus
+
+        bus.register_group_gate(workers.every_worker_runs_task_groups)
         workers.install_worker_heartbeat()

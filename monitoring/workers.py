@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from jobs.engine import bus
 from monitoring.broker import MonitorUnavailable, key_prefix, redis_client
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,15 @@ def _stat_key(name: str) -> str:
 # --- worker side -----------------------------------------------------------------------------------
 
 
-def publish_worker_heartbeat(hostname: str, queues: list[str], working: dict[str, int]) -> None:
-    """Record that ``hostname`` is alive, consumes ``queues`` and runs ``working`` tasks per queue."""
+def publish_worker_heartbeat(
+    hostname: str, queues: list[str], working: dict[str, int], *, runs_task_groups: bool = True
+) -> None:
+    """Record that ``hostname`` is alive, consumes ``queues`` and runs ``working`` tasks per queue, and
+    whether it runs ``run_tasks`` messages (``every_worker_runs_task_groups``)."""
     client = redis_client()
     expires = time.time() + WORKER_TTL_SECONDS
-    payload = json.dumps({"hostname": hostname, "queues": queues, "working": working, "pid": os.getpid()})
+    fields = {"hostname": hostname, "queues": queues, "working": working, "pid": os.getpid()}
+    payload = json.dumps({**fields, "runs_task_groups": runs_task_groups})
     pipe = client.pipeline(transaction=False)
     pipe.set(_worker_key(hostname), payload, ex=WORKER_TTL_SECONDS)
     pipe.zadd(_workers_key(), {hostname: expires})
@@ -96,11 +101,13 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     except AttributeError:
         queues = sorted(sender.app.amqp.queues.consume_from) if sender is not None else []
     _hostname[:] = [hostname]
+    # A release that has the task says so; a worker of the release before it says nothing.
+    groups = sender is not None and bus.RUN_TASKS in sender.app.tasks
 
     def loop() -> None:
         while True:
             try:
-                publish_worker_heartbeat(hostname, queues, _working_now())
+                publish_worker_heartbeat(hostname, queues, _working_now(), runs_task_groups=groups)
             except Exception as exc:  # Redis down: keep trying, the worker itself is fine
                 logger.warning("worker heartbeat not published: %s", exc)
             if _stop.wait(WORKER_HEARTBEAT_SECONDS):
@@ -148,6 +155,19 @@ def live_workers() -> list[dict[str, Any]]:
     except redis.RedisError as exc:
         raise MonitorUnavailable(f"redis: {exc}") from exc
     return [json.loads(p) for p in payloads if p]
+
+
+def every_worker_runs_task_groups(queue: str) -> bool:
+    """Whether ``run_tasks`` messages may go to ``queue``: some worker alive now consumes it, and every
+    one that does runs this release or a later one (its heartbeat says it runs them). False while a
+    worker of the release before is alive on it (during a deploy), or when Redis cannot tell.
+
+    Registered with ``jobs.engine.bus.register_group_gate`` by ``MonitoringConfig.ready``."""
+    try:
+        consumers = [w for w in live_workers() if queue in w.get("queues", ())]
+    except MonitorUnavailable:
+        return False
+    return bool(consumers) and all(w.get("runs_task_groups") is True for w in consumers)
 
 
 def step_counters() -> tuple[int, int]:

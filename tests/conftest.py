@@ -14,6 +14,8 @@ def _no_dispatch_in_flight():
     from jobs.engine import bus
 
     bus.dispatch_starting()
+    # Nor an answer of the run_tasks gate remembered from an earlier test's worker heartbeats.
+    bus._gate_answers.clear()
 
 
 @pytest.fixture

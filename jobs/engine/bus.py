@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import current_task
@@ -85,7 +86,8 @@ def publish_run(task_id: int, queue: str, countdown: float | None = None) -> Non
 def publish_starts(tasks: Sequence[tuple[int, str]]) -> None:
     """Ask workers to run the first tasks of jobs just started, ``tasks`` (id, queue) in dispatch order,
     once the current transaction commits: the tasks of one queue as messages of up to
-    ``TASKENGINE_STARTS_PER_MESSAGE`` tasks each (``run_tasks``; one task alone is a ``run_task``)."""
+    ``TASKENGINE_STARTS_PER_MESSAGE`` tasks each (``run_tasks``; one task alone is a ``run_task``), when
+    every worker of the queue runs such messages (``groups_allowed``), else one to a message."""
     if tasks:
         transaction.on_commit(lambda: _send_starts(tasks))
 
@@ -98,12 +100,49 @@ def start_groups(task_ids: Sequence[int], most: int) -> list[list[int]]:
     return [list(task_ids[index::count]) for index in range(count)]
 
 
+# Whether ``run_tasks`` messages may go to a queue: every worker consuming it runs them (the monitoring
+# room registers the answer, read from the workers' heartbeats). Until then, and when it cannot tell:
+# never, so a worker of the previous release, which has no such task, never gets one.
+def _never(queue: str) -> bool:
+    return False
+
+
+_group_gate: Callable[[str], bool] = _never
+_gate_answers: dict[str, tuple[float, bool]] = {}
+# How long an answer is used (the workers' heartbeats come every 2 s).
+GROUP_GATE_SECONDS = 2.0
+
+
+def register_group_gate(gate: Callable[[str], bool]) -> None:
+    """Set what tells whether every worker of a queue runs ``run_tasks`` messages."""
+    global _group_gate
+    _group_gate = gate
+    _gate_answers.clear()
+
+
+def groups_allowed(queue: str) -> bool:
+    """The gate's answer for ``queue``, asked at most every ``GROUP_GATE_SECONDS``; False if it fails."""
+    now = time.monotonic()
+    known = _gate_answers.get(queue)
+    if known is not None and now - known[0] < GROUP_GATE_SECONDS:
+        return known[1]
+    try:
+        allowed = bool(_group_gate(queue))
+    except Exception:
+        logger.warning("whether every worker of %s runs run_tasks is unknown", queue, exc_info=True)
+        allowed = False
+    _gate_answers[queue] = (now, allowed)
+    return allowed
+
+
 def _send_starts(tasks: Sequence[tuple[int, str]]) -> None:
     by_queue: dict[str, list[int]] = {}
     for task_id, queue in tasks:
         by_queue.setdefault(queue, []).append(task_id)
-    most = settings.TASKENGINE_STARTS_PER_MESSAGE
     for queue, ids in by_queue.items():
+        most = settings.TASKENGINE_STARTS_PER_MESSAGE
+        if most > 1 and len(ids) > 1 and not groups_allowed(queue):
+            most = 1
         groups = start_groups(ids, most)
         single = [group[0] for group in groups if len(group) == 1]
         if single:

@@ -107,9 +107,10 @@ def test_worker_heartbeats_reach_the_health_numbers(
 def test_starts_several_to_a_message_run_on_a_real_worker(
     engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
 ) -> None:
-    # TASKENGINE_STARTS_PER_MESSAGE: one dispatch starts the twelve jobs, whose first steps go out as
-    # three run_tasks messages of four; the worker takes each message's queue from its delivery.
-    worker = engine_processes.start_worker(extra_env={"TASKENGINE_STARTS_PER_MESSAGE": "4"})
+    # TASKENGINE_STARTS_PER_MESSAGE (4 by default): one dispatch starts the twelve jobs, whose first
+    # steps go out as three run_tasks messages of four, since the only worker says in its heartbeat
+    # that it runs them; it takes each message's queue from its delivery.
+    worker = engine_processes.start_worker()
     client, _ = make_client()
     with transaction.atomic():
         setting_set(name="max_jobs", value=20)

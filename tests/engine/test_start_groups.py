@@ -18,13 +18,18 @@ from jobs.models import Job, Task, WorkflowDefinition
 from jobs.states import JobState, TaskState
 from jobs.workflows.registry import StepContext, step
 from monitoring import broker as redis_queues
+from monitoring import workers
 from taskengine_site import publish, shutdown
 from tests.engine.conftest import Broker, Message, json_log
 
 
 @pytest.fixture(autouse=True)
-def slots(db: None, setting: Callable[..., None]) -> None:
+def slots(db: None, setting: Callable[..., None], monkeypatch: pytest.MonkeyPatch) -> None:
     setting(max_jobs=10)
+    # Every worker of every queue runs run_tasks (as their heartbeats would say; tested below with real
+    # ones), and no earlier answer is remembered.
+    monkeypatch.setattr(bus, "_group_gate", lambda queue: True)
+    monkeypatch.setattr(bus, "_gate_answers", {})
 
 
 def first_task(job: Job) -> int:
@@ -59,14 +64,93 @@ def test_the_groups_are_the_fewest_messages_of_even_sizes_earliest_first(
     assert bus.start_groups(ids, most) == [[100 + n for n in group] for group in groups]
 
 
-def test_by_default_each_start_is_one_run_task_message_the_previous_release_runs(
-    submit: Callable[..., Job], broker: Broker
+def test_one_task_a_message_when_the_setting_says_1(
+    submit: Callable[..., Job], broker: Broker, settings: Any
 ) -> None:
+    settings.TASKENGINE_STARTS_PER_MESSAGE = 1
     jobs = [submit("noop") for _ in range(5)]
     messages = dispatched(broker)
     assert [(m.task, m.queue, m.args) for m in messages] == [
         (bus.RUN_TASK, "work", [first_task(job)]) for job in jobs
     ]
+
+
+@pytest.fixture
+def heartbeats() -> Iterator[Callable[..., None]]:
+    """``beat(hostname, queues, runs_task_groups)``: a live worker's heartbeat in Redis, withdrawn after."""
+    beaten: list[str] = []
+
+    def beat(hostname: str, queues: list[str], runs_task_groups: bool) -> None:
+        workers.publish_worker_heartbeat(hostname, queues, {}, runs_task_groups=runs_task_groups)
+        beaten.append(hostname)
+
+    yield beat
+    for hostname in beaten:
+        workers.withdraw_worker(hostname)
+
+
+def test_while_a_worker_of_the_previous_release_consumes_the_queue_each_start_is_one_message(
+    submit: Callable[..., Job],
+    broker: Broker,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    heartbeats: Callable[..., None],
+) -> None:
+    # The gate the monitoring room registers, reading real heartbeats: a worker of the release before
+    # (its heartbeat says nothing of run_tasks) still consumes "work" beside one of this release.
+    monkeypatch.setattr(bus, "_group_gate", workers.every_worker_runs_task_groups)
+    heartbeats("new@host", ["work", "controller"], True)
+    heartbeats("old@host", ["work"], False)
+    jobs = [submit("noop") for _ in range(3)]
+    messages = dispatched(broker)
+    assert [(m.task, m.args) for m in messages] == [(bus.RUN_TASK, [first_task(job)]) for job in jobs]
+    # Once it is gone (and the answer remembered for GROUP_GATE_SECONDS has expired), they are grouped.
+    workers.withdraw_worker("old@host")
+    bus._gate_answers.clear()
+    more = [submit("noop") for _ in range(3)]
+    messages = dispatched(broker)
+    assert [(m.task, m.args) for m in messages] == [(bus.RUN_TASKS, [[first_task(job) for job in more]])]
+
+
+def test_with_no_live_worker_on_the_queue_each_start_is_one_message(
+    submit: Callable[..., Job],
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+    heartbeats: Callable[..., None],
+) -> None:
+    monkeypatch.setattr(bus, "_group_gate", workers.every_worker_runs_task_groups)
+    heartbeats("other@host", ["windows_capture"], True)  # this release, but not on "work"
+    jobs = [submit("noop") for _ in range(2)]
+    messages = dispatched(broker)
+    assert [(m.task, m.args) for m in messages] == [(bus.RUN_TASK, [first_task(job)]) for job in jobs]
+
+
+def test_a_failing_gate_means_one_task_a_message(
+    submit: Callable[..., Job], broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(queue: str) -> bool:
+        raise ConnectionError("redis went away")
+
+    monkeypatch.setattr(bus, "_group_gate", broken)
+    jobs = [submit("noop") for _ in range(2)]
+    messages = dispatched(broker)
+    assert [(m.task, m.args) for m in messages] == [(bus.RUN_TASK, [first_task(job)]) for job in jobs]
+
+
+def test_the_gate_is_asked_once_in_its_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def gate(queue: str) -> bool:
+        asked.append(queue)
+        return True
+
+    monkeypatch.setattr(bus, "_group_gate", gate)
+    assert [bus.groups_allowed("work") for _ in range(3)] == [True] * 3
+    assert bus.groups_allowed("windows_capture")
+    assert asked == ["work", "windows_capture"]
+    monkeypatch.setattr(bus, "GROUP_GATE_SECONDS", 0.0)
+    assert bus.groups_allowed("work")
+    assert asked == ["work", "windows_capture", "work"]
 
 
 def test_starts_go_several_to_a_message_and_every_job_runs_once(
