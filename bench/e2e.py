@@ -508,7 +508,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = common.setup_django(args.db)
     if args.starts_per_message:
         env["TASKENGINE_STARTS_PER_MESSAGE"] = str(args.starts_per_message)
-    starts_per_message = int(env.get("TASKENGINE_STARTS_PER_MESSAGE") or 1)
+    from django.conf import settings
+
+    starts_per_message = int(
+        env.get("TASKENGINE_STARTS_PER_MESSAGE") or settings.TASKENGINE_STARTS_PER_MESSAGE
+    )
     import redis as redislib
 
     redis = redislib.Redis.from_url(common.REDIS_URL)

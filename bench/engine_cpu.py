@@ -76,7 +76,10 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=0, help="submit through jobs_submit, N jobs a call")
     parser.add_argument(
-        "--starts-per-message", type=int, default=1, help="TASKENGINE_STARTS_PER_MESSAGE for the run"
+        "--starts-per-message",
+        type=int,
+        default=0,
+        help="TASKENGINE_STARTS_PER_MESSAGE for the run (0: the setting as it is)",
     )
     parser.add_argument(
         "--media-parameters",
@@ -97,7 +100,12 @@ def main() -> None:
     common.setup_django(args.db)
     from django.conf import settings
 
-    settings.TASKENGINE_STARTS_PER_MESSAGE = args.starts_per_message
+    if args.starts_per_message:
+        settings.TASKENGINE_STARTS_PER_MESSAGE = args.starts_per_message
+    from jobs.engine import bus
+
+    # This process plays every worker of every queue, and runs run_tasks messages.
+    bus.register_group_gate(lambda queue: True)
     common.reset_jobs()
     common.set_setting("max_jobs", args.max_jobs)
 
@@ -233,7 +241,7 @@ def main() -> None:
         "media_parameters": args.media_parameters,
         "batch": args.batch,
         "every": args.every,
-        "starts_per_message": args.starts_per_message,
+        "starts_per_message": settings.TASKENGINE_STARTS_PER_MESSAGE,
         "max_jobs": args.max_jobs,
         "wall_s": round(wall, 2),
         "machine": common.machine(),
