@@ -202,7 +202,7 @@ TASKENGINE_CHAIN_SECONDS = env_int("TASKENGINE_CHAIN_SECONDS", 5, minimum=0)
 # A dispatch publishes the first steps of the jobs it starts on one queue as messages of up to this many
 # tasks, each run one after the other by one worker process, while every live worker of the queue runs
 # such messages (their heartbeats say so); 1: one task a message always.
-TASKENGINE_STARTS_PER_MESSAGE = env_int("TASKENGINE_STARTS_PER_MESSAGE", 4, minimum=1, maximum=100)
+TASKENGINE_STARTS_PER_MESSAGE = env_int("TASKENGINE_STARTS_PER_MESSAGE", 8, minimum=1, maximum=100)
 # The per-step and per-request hot statements are prepared on the server (taskengine_site/prepared.py);
 # false for a connection pooler that does not support prepared statements.
 TASKENGINE_PREPARED_STATEMENTS = env_bool("TASKENGINE_PREPARED_STATEMENTS", True)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 
 from clients.models import Client
@@ -107,9 +108,10 @@ def test_worker_heartbeats_reach_the_health_numbers(
 def test_starts_several_to_a_message_run_on_a_real_worker(
     engine_processes: EngineProcesses, make_client: Callable[..., tuple[Client, str]]
 ) -> None:
-    # TASKENGINE_STARTS_PER_MESSAGE (4 by default): one dispatch starts the twelve jobs, whose first
-    # steps go out as three run_tasks messages of four, since the only worker says in its heartbeat
-    # that it runs them; it takes each message's queue from its delivery.
+    # TASKENGINE_STARTS_PER_MESSAGE (the default, as the worker has it): one dispatch starts the twelve
+    # jobs, whose first steps go out as the fewest run_tasks messages of at most that many, since the
+    # only worker says in its heartbeat that it runs them; it takes each message's queue from its
+    # delivery.
     worker = engine_processes.start_worker()
     client, _ = make_client()
     with transaction.atomic():
@@ -122,5 +124,7 @@ def test_starts_several_to_a_message_run_on_a_real_worker(
     tasks = [job.tasks.get() for job in jobs]
     assert [(t.state, t.attempts) for t in tasks] == [(TaskState.COMPLETED, 1)] * 12
     log = engine_processes.log(worker)
-    assert len(re.findall(r"Task jobs\.tasks\.run_tasks\[[-0-9a-f]+\] received", log)) == 3, log
+    messages = -(-12 // settings.TASKENGINE_STARTS_PER_MESSAGE)
+    assert 1 < settings.TASKENGINE_STARTS_PER_MESSAGE < 12
+    assert len(re.findall(r"Task jobs\.tasks\.run_tasks\[[-0-9a-f]+\] received", log)) == messages, log
     assert "Traceback" not in log, log
