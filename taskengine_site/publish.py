@@ -147,14 +147,10 @@ def _keys(args: list[Any]) -> bool:
 
 def send(name: str, args: list[Any], queue: str, countdown: float | None = None) -> None:
     """Publish task ``name`` with ``args`` on ``queue``, as ``app.send_task`` would (module docstring)."""
-    built = message(name, args, queue) if countdown is None and _keys(args) else None
-    if built is not None:
-        try:
-            _redis().lpush(queue_key(queue), json.dumps(built))
-            return
-        except redis.RedisError:
-            pass  # Celery's publish, with its retries, decides
-    app.send_task(name, args=args, queue=queue, countdown=countdown)
+    if countdown is None:
+        send_each(name, [args], queue)
+    else:
+        app.send_task(name, args=args, queue=queue, countdown=countdown)
 
 
 def send_each(name: str, each: list[list[Any]], queue: str) -> None:

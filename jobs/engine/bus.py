@@ -144,19 +144,21 @@ def _send_starts(tasks: Sequence[tuple[int, str]]) -> None:
         if most > 1 and len(ids) > 1 and not groups_allowed(queue):
             most = 1
         groups = start_groups(ids, most)
-        single = [group[0] for group in groups if len(group) == 1]
-        if single:
-            send_runs(single, queue)
-        for group in groups:
-            if len(group) > 1:
-                _send(RUN_TASKS, [group], queue)
+        # One push for each kind of message.
+        _send_each(RUN_TASK, [group for group in groups if len(group) == 1], queue)
+        _send_each(RUN_TASKS, [[group] for group in groups if len(group) > 1], queue)
 
 
 def send_runs(task_ids: Sequence[int], queue: str) -> None:
     """Publish a ``run_task`` message for each of ``task_ids`` on ``queue`` now, in order."""
-    if shutdown.requested():
-        shutdown.wait_for_consumer_to_let_go()
-    publish.send_each(RUN_TASK, [[task_id] for task_id in task_ids], queue)
+    _send_each(RUN_TASK, [[task_id] for task_id in task_ids], queue)
+
+
+def _send_each(name: str, each: list[list[Any]], queue: str) -> None:
+    """``_send`` for each argument list of ``each``, in order, in one push."""
+    if each:
+        shutdown.wait_for_consumer_to_let_go()  # at once unless this process is stopping (``_send``)
+        publish.send_each(name, each, queue)
 
 
 def publish_advance(job_id: int) -> None:

@@ -36,6 +36,11 @@ def first_task(job: Job) -> int:
     return int(Task.objects.get(job=job, position=1).pk)
 
 
+def one_each(jobs: list[Job]) -> list[tuple[str, list[int]]]:
+    """(task, args) of a run_task message for each job's first task, in the jobs' order."""
+    return [(bus.RUN_TASK, [first_task(job)]) for job in jobs]
+
+
 def dispatched(broker: Broker) -> list[Message]:
     """Run the dispatch the submissions asked for; the messages it published."""
     [dispatch] = broker.pop_all()
@@ -103,7 +108,7 @@ def test_while_a_worker_of_the_previous_release_consumes_the_queue_each_start_is
     heartbeats("old@host", ["work"], False)
     jobs = [submit("noop") for _ in range(3)]
     messages = dispatched(broker)
-    assert [(m.task, m.args) for m in messages] == [(bus.RUN_TASK, [first_task(job)]) for job in jobs]
+    assert [(m.task, m.args) for m in messages] == one_each(jobs)
     # Once it is gone (and the answer remembered for GROUP_GATE_SECONDS has expired), they are grouped.
     workers.withdraw_worker("old@host")
     bus._gate_answers.clear()
@@ -122,7 +127,7 @@ def test_with_no_live_worker_on_the_queue_each_start_is_one_message(
     heartbeats("other@host", ["windows_capture"], True)  # this release, but not on "work"
     jobs = [submit("noop") for _ in range(2)]
     messages = dispatched(broker)
-    assert [(m.task, m.args) for m in messages] == [(bus.RUN_TASK, [first_task(job)]) for job in jobs]
+    assert [(m.task, m.args) for m in messages] == one_each(jobs)
 
 
 def test_a_failing_gate_means_one_task_a_message(
@@ -134,7 +139,7 @@ def test_a_failing_gate_means_one_task_a_message(
     monkeypatch.setattr(bus, "_group_gate", broken)
     jobs = [submit("noop") for _ in range(2)]
     messages = dispatched(broker)
-    assert [(m.task, m.args) for m in messages] == [(bus.RUN_TASK, [first_task(job)]) for job in jobs]
+    assert [(m.task, m.args) for m in messages] == one_each(jobs)
 
 
 def test_the_gate_is_asked_once_in_its_interval(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,7 +256,7 @@ def test_the_hand_off_happens_while_the_long_step_still_runs(
     assert isinstance(result, dict)
     assert result["seen"] == 2
     assert runner.GROUP_HANDOFF_SECONDS * 1000 - 20 <= result["after_ms"] < 1000
-    assert [(m.task, m.args) for m in broker.pop_all()] == [(bus.RUN_TASK, [first_task(j)]) for j in quick]
+    assert [(m.task, m.args) for m in broker.pop_all()] == one_each(quick)
 
 
 @pytest.mark.parametrize("delivered_on", ["work", None])
